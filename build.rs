@@ -1,0 +1,25 @@
+//! Generates the gRPC code and the descriptor set for reflection, with the
+//! vendored `protoc` so that a fresh machine needs no system protoc.
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    let include = protoc_bin_vendored::include_path()?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("keyward_descriptor.bin"))
+        .compile_protos(
+            &[PathBuf::from("proto/keyward/v1/keyward.proto")],
+            &[PathBuf::from("proto"), include.clone()],
+        )?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_protos(
+            &[PathBuf::from("proto/keyward/store/v1/records.proto")],
+            &[PathBuf::from("proto"), include],
+        )?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! All settings, from flags or `KEYWARD_*` environment variables, parsed and
+//! validated once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// keyward: issues and manages API tokens, and answers "may this token do
+/// this, on this resource, at this level?" over gRPC.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "keyward", version, about)]
+pub struct Config {
+    /// gRPC listen address (admin plane, Authorizer, health, reflection).
+    #[arg(long, env = "KEYWARD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// HTTP listen address (/healthz, /readyz, /metrics).
+    #[arg(long, env = "KEYWARD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Directory of the embedded sled store (created if missing).
+    #[arg(long, env = "KEYWARD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// File of the verified-digest key (64 hex chars). Default:
+    /// `<data-dir>/digest.key`, created with mode 0600 on first start.
+    #[arg(long, env = "KEYWARD_DIGEST_KEY_FILE")]
+    pub digest_key_file: Option<PathBuf>,
+
+    /// How long a reset token keeps working ("12h", "30m", ...).
+    #[arg(long, env = "KEYWARD_RESET_GRACE", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub reset_grace: Duration,
+
+    /// How long after expiry a token is deleted.
+    #[arg(long, env = "KEYWARD_PURGE_AFTER", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub purge_after: Duration,
+
+    /// Per-request deadline on the gRPC port.
+    #[arg(long, env = "KEYWARD_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Requests in flight on the gRPC port before new ones are shed (UNAVAILABLE).
+    #[arg(long, env = "KEYWARD_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+
+    /// HTTP/2 streams per connection.
+    #[arg(long, env = "KEYWARD_MAX_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+
+    /// How often last-use times and learnt digests are persisted.
+    #[arg(long, env = "KEYWARD_USAGE_FLUSH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub usage_flush_interval: Duration,
+
+    /// Ext_authz routes file (not available in this version).
+    #[arg(long, env = "KEYWARD_ROUTES")]
+    pub routes: Option<PathBuf>,
+
+    /// Follower mode: the primary's gRPC address (not available in this version).
+    #[arg(long, env = "KEYWARD_FOLLOW")]
+    pub follow: Option<String>,
+
+    /// Store: unset = embedded sled in --data-dir (postgres:// is not
+    /// available in this version).
+    #[arg(long, env = "KEYWARD_STORE")]
+    pub store: Option<String>,
+}
+
+impl Config {
+    /// Checks what clap cannot; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.follow.is_some() {
+            return Err(
+                "--follow: follower mode is not available in this version of keyward".into(),
+            );
+        }
+        if self.routes.is_some() {
+            return Err("--routes: ext_authz is not available in this version of keyward".into());
+        }
+        if let Some(store) = &self.store {
+            return Err(format!(
+                "--store {store:?}: only the embedded sled store (no --store) is available in this version"
+            ));
+        }
+        if self.max_in_flight == 0 || self.max_concurrent_streams == 0 {
+            return Err("--max-in-flight and --max-streams must be at least 1".into());
+        }
+        if self.request_timeout.is_zero() || self.usage_flush_interval.is_zero() {
+            return Err("--request-timeout and --usage-flush-interval must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The digest key file in effect.
+    pub fn digest_key_path(&self) -> PathBuf {
+        self.digest_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("digest.key"))
+    }
+}

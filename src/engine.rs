@@ -1,0 +1,442 @@
+//! The engine: the index, the store, the verifier and the clock, and the
+//! operations every surface shares: authenticate a token, decide, commit.
+//! Admin rules live in `admin.rs`; the wire lives in `service/`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Semaphore;
+
+use crate::authz::{self, Check};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::index::{Change, Index, TokenState};
+use crate::model::limits;
+use crate::pb::store::TokenRecord;
+use crate::pb::v1::DenyReason;
+use crate::store::{Store, StoreError};
+use crate::token::{self, Digest, DigestKey, ParsedToken, Secret};
+
+/// Tunables of the lifecycle and the verifier.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a reset token keeps working (default 12 h).
+    pub reset_grace: Duration,
+    /// How long after expiry a token is purged (default 24 h).
+    pub purge_after: Duration,
+    /// How long an argon2 verify may wait for a CPU before it is shed.
+    pub verify_queue_timeout: Duration,
+    /// Most argon2 verifies waiting at once; more are shed at once.
+    pub verify_max_waiters: usize,
+    /// Concurrent argon2 verifies (default: the number of cores).
+    pub verify_concurrency: usize,
+    /// How long a wrong secret is remembered, so a flood costs no argon2.
+    pub negative_ttl: Duration,
+    /// Most wrong secrets remembered.
+    pub negative_max: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            reset_grace: Duration::from_secs(12 * 3600),
+            purge_after: Duration::from_secs(24 * 3600),
+            verify_queue_timeout: Duration::from_millis(200),
+            verify_max_waiters: 256,
+            verify_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            negative_ttl: Duration::from_secs(60),
+            negative_max: 100_000,
+        }
+    }
+}
+
+/// Why a token is not accepted as authentic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthnFailure {
+    /// Not a keyward token.
+    Malformed,
+    /// No such token, or the secret does not verify.
+    Unknown,
+    /// argon2 capacity exhausted: shed (fail closed).
+    Overloaded,
+}
+
+/// A decision with what the caller may log or return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Allowed or not.
+    pub allowed: bool,
+    /// Why not (Unspecified when allowed).
+    pub reason: DenyReason,
+    /// Recognised token id (0 if none).
+    pub token_id: u64,
+    /// Its account (0 if none).
+    pub account_id: u64,
+}
+
+impl Decision {
+    fn deny(reason: DenyReason) -> Self {
+        Self {
+            allowed: false,
+            reason,
+            token_id: 0,
+            account_id: 0,
+        }
+    }
+}
+
+/// The shared state behind every surface.
+pub struct Engine {
+    /// Everything, in memory; Authorize takes only the read lock.
+    pub(crate) index: RwLock<Index>,
+    /// Durable records.
+    store: Arc<dyn Store>,
+    /// Serialises mutations: rules are checked and the commit applied with
+    /// no other mutation in between.
+    pub(crate) writer: tokio::sync::Mutex<()>,
+    /// Wall clock, injectable for tests.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Key of the verified digests (kept outside the store).
+    key: DigestKey,
+    /// Tunables.
+    pub(crate) settings: Settings,
+    /// Bounds concurrent argon2 work to the cores.
+    verify_permits: Semaphore,
+    /// argon2 verifies waiting for a permit.
+    verify_waiters: AtomicUsize,
+    /// Digests of tokens whose secret failed to verify, until (unix ms).
+    negative: Mutex<HashMap<Digest, i64>>,
+    /// Set once the store is loaded; until then every call is UNAVAILABLE.
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine over `store`, not loaded yet: every call is UNAVAILABLE
+    /// until [`Engine::load`] finishes.
+    pub fn new(
+        store: Arc<dyn Store>,
+        key: DigestKey,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Arc<Engine> {
+        let permits = settings.verify_concurrency.max(1);
+        Arc::new(Engine {
+            index: RwLock::new(Index::new(key.clone())),
+            store,
+            writer: tokio::sync::Mutex::new(()),
+            clock,
+            key,
+            settings,
+            verify_permits: Semaphore::new(permits),
+            verify_waiters: AtomicUsize::new(0),
+            negative: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Loads everything from the store into memory, then marks the engine
+    /// ready. On a new store (`is_new`) creates the root token and returns
+    /// it: the only time its secret exists outside the caller's hands.
+    pub async fn load(&self, is_new: bool) -> Result<Option<Secret>, StoreError> {
+        let loaded = {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.load())
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("load task: {e}")))??
+        };
+        let mut index = Index::new(self.key.clone());
+        for change in &loaded {
+            index.apply(change);
+        }
+        *self.index.write() = index;
+        let root_token = if is_new {
+            Some(self.create_root().await?)
+        } else {
+            None
+        };
+        let tokens = self.index.read().tokens.len();
+        metrics::gauge!("keyward_tokens_loaded").set(tokens as f64);
+        self.ready.store(true, Ordering::Release);
+        Ok(root_token)
+    }
+
+    async fn create_root(&self) -> Result<Secret, StoreError> {
+        let part = token::new_secret_part();
+        let hashed = part.clone();
+        let phc = tokio::task::spawn_blocking(move || token::hash_secret(&hashed))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("hash task: {e}")))?
+            .map_err(|e| StoreError::Corrupt(format!("argon2: {e}")))?;
+        let _w = self.writer.lock().await;
+        let (id, next_account_id) = {
+            let idx = self.index.read();
+            (idx.next_token_id, idx.next_account_id)
+        };
+        let full = token::assemble(id, &part);
+        let record = TokenRecord {
+            id,
+            account_id: 0,
+            name: "root".into(),
+            phc_hash: phc,
+            last_4_digits: token::last_4(&full),
+            created_by: "keyward".into(),
+            created_at_ms: self.now_ms(),
+            root: true,
+            verified_digest: self.key.digest(full.expose()).to_vec(),
+            digest_key_id: self.key.id().to_vec(),
+            ..Default::default()
+        };
+        let changes = vec![
+            Change::Counters {
+                next_account_id,
+                next_token_id: id + 1,
+            },
+            Change::PutToken(record),
+        ];
+        self.store.commit(&changes).await?;
+        let mut idx = self.index.write();
+        for c in &changes {
+            idx.apply(c);
+        }
+        Ok(full)
+    }
+
+    /// Whether the store is loaded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Fails with UNAVAILABLE until the store is loaded.
+    pub fn ensure_ready(&self) -> Result<()> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(
+                "keyward is loading its store; retry shortly".into(),
+            ))
+        }
+    }
+
+    /// Now, from the injected clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The digest key.
+    pub(crate) fn key(&self) -> &DigestKey {
+        &self.key
+    }
+
+    /// Makes everything committed durable (shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush().await
+    }
+
+    /// Commits `changes`: durable first, then visible. Hold `writer`.
+    pub(crate) async fn commit(&self, changes: Vec<Change>) -> Result<()> {
+        if let Err(e) = self.store.commit(&changes).await {
+            tracing::error!(error = %e, "store commit failed; nothing applied");
+            return Err(Error::Unavailable(
+                "the store could not persist the change; nothing was applied".into(),
+            ));
+        }
+        let mut idx = self.index.write();
+        for c in &changes {
+            idx.apply(c);
+        }
+        Ok(())
+    }
+
+    /// Proves `token` authentic: its id exists and its secret verifies.
+    /// Cheap when the verified digest is known (one keyed BLAKE3 and a
+    /// constant-time compare); otherwise one argon2 verify, bounded and shed.
+    pub async fn authenticate(&self, token: &str) -> Result<u64, AuthnFailure> {
+        let parsed = parse_bounded(token).ok_or(AuthnFailure::Malformed)?;
+        let digest = self.key.digest(parsed.full());
+        let phc = {
+            let idx = self.index.read();
+            let state = idx.tokens.get(&parsed.id).ok_or(AuthnFailure::Unknown)?;
+            match &state.digest {
+                Some(known) if token::digests_equal(known, &digest) => return Ok(parsed.id),
+                Some(_) => return Err(AuthnFailure::Unknown),
+                None => state.phc_hash.clone(),
+            }
+        };
+        self.verify_slow(parsed, digest, phc).await
+    }
+
+    /// The argon2 path: negative cache, bounded queue with a deadline, and a
+    /// digest fill that only lands if the token still exists unchanged.
+    async fn verify_slow(
+        &self,
+        parsed: ParsedToken<'_>,
+        digest: Digest,
+        phc: String,
+    ) -> Result<u64, AuthnFailure> {
+        let now = self.now_ms();
+        if self
+            .negative
+            .lock()
+            .get(&digest)
+            .is_some_and(|&until| until > now)
+        {
+            metrics::counter!("keyward_verify_negative_hits_total").increment(1);
+            return Err(AuthnFailure::Unknown);
+        }
+        let waiting = self.verify_waiters.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics::gauge!("keyward_argon2_queue_depth").set(waiting as f64);
+        let permit = if waiting > self.settings.verify_max_waiters {
+            None
+        } else {
+            tokio::time::timeout(
+                self.settings.verify_queue_timeout,
+                self.verify_permits.acquire(),
+            )
+            .await
+            .ok()
+        };
+        let left = self.verify_waiters.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!("keyward_argon2_queue_depth").set(left as f64);
+        let Some(Ok(_permit)) = permit else {
+            metrics::counter!("keyward_argon2_shed_total").increment(1);
+            return Err(AuthnFailure::Overloaded);
+        };
+        let secret = parsed.secret_part().to_owned();
+        let phc_for_task = phc.clone();
+        let ok = tokio::task::spawn_blocking(move || token::verify_secret(&secret, &phc_for_task))
+            .await
+            .unwrap_or(false);
+        metrics::counter!("keyward_argon2_verifies_total", "result" => if ok { "ok" } else { "fail" }).increment(1);
+        if !ok {
+            let mut neg = self.negative.lock();
+            if neg.len() >= self.settings.negative_max {
+                neg.retain(|_, until| *until > now);
+                if neg.len() >= self.settings.negative_max {
+                    neg.clear();
+                }
+            }
+            let ttl = i64::try_from(self.settings.negative_ttl.as_millis()).unwrap_or(i64::MAX);
+            neg.insert(digest, now.saturating_add(ttl));
+            return Err(AuthnFailure::Unknown);
+        }
+        // Fill the verified digest, unless the token was deleted (or, ids
+        // never being reused, replaced) while argon2 ran.
+        let mut idx = self.index.write();
+        if let Some(state) = idx.tokens.get_mut(&parsed.id) {
+            if state.phc_hash == phc && state.digest.is_none() {
+                state.digest = Some(digest);
+                state.digest_unsaved = true;
+            }
+        }
+        Ok(parsed.id)
+    }
+
+    /// Decides one Authorize request. Fails (closed) only when argon2
+    /// capacity is exhausted and the token needs it.
+    pub async fn authorize(&self, token: &str, check: &Check<'_>) -> Result<Decision> {
+        let now = self.now_ms();
+        let id = match self.authenticate(token).await {
+            Ok(id) => id,
+            Err(AuthnFailure::Malformed) => return Ok(Decision::deny(DenyReason::Malformed)),
+            Err(AuthnFailure::Unknown) => return Ok(Decision::deny(DenyReason::UnknownToken)),
+            Err(AuthnFailure::Overloaded) => {
+                return Err(Error::Unavailable(
+                    "token verification is overloaded; retry shortly".into(),
+                ))
+            }
+        };
+        let idx = self.index.read();
+        // Live state on every call: a delete after authentication is seen here.
+        let Some(state) = idx.tokens.get(&id) else {
+            return Ok(Decision::deny(DenyReason::UnknownToken));
+        };
+        let result = authz::decide(&idx, state, check, now);
+        if result.is_ok() {
+            state.touch(now);
+        }
+        Ok(Decision {
+            allowed: result.is_ok(),
+            reason: result.err().unwrap_or(DenyReason::Unspecified),
+            token_id: state.id,
+            account_id: state.account_id,
+        })
+    }
+
+    /// Persists what the hot path learnt (last use, verified digests) in
+    /// batches; called periodically and at shutdown. Returns tokens written.
+    pub async fn persist_usage(&self) -> Result<usize> {
+        let _w = self.writer.lock().await;
+        let changes: Vec<Change> = {
+            let idx = self.index.read();
+            idx.tokens
+                .values()
+                .filter(|t| {
+                    t.digest_unsaved
+                        || t.last_used_ms.load(Ordering::Relaxed) > t.last_used_saved_ms
+                })
+                .map(|t| Change::PutToken(t.to_record(&self.key)))
+                .collect()
+        };
+        let n = changes.len();
+        for chunk in changes.chunks(1000) {
+            self.commit(chunk.to_vec()).await?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes tokens expired for longer than `purge_after`. Returns how many.
+    pub async fn purge_expired(&self) -> Result<usize> {
+        let _w = self.writer.lock().await;
+        let horizon = self.now_ms().saturating_sub(
+            i64::try_from(self.settings.purge_after.as_millis()).unwrap_or(i64::MAX),
+        );
+        let changes: Vec<Change> = {
+            let idx = self.index.read();
+            idx.tokens
+                .values()
+                .filter(|t| t.expires_at_ms.is_some_and(|e| e <= horizon))
+                .map(|t| Change::DeleteToken(t.id))
+                .collect()
+        };
+        let n = changes.len();
+        if n > 0 {
+            self.commit(changes).await?;
+            tracing::info!(purged = n, "purged expired tokens");
+        }
+        Ok(n)
+    }
+
+    /// Looks up an authenticated caller's live state: not paused, not expired.
+    pub(crate) fn live_caller<'a>(&self, idx: &'a Index, id: u64) -> Result<&'a TokenState> {
+        let state = idx
+            .tokens
+            .get(&id)
+            .ok_or_else(|| Error::Unauthenticated("invalid token".into()))?;
+        if state.paused {
+            return Err(Error::Unauthenticated("token is paused".into()));
+        }
+        if state.is_expired(self.now_ms()) {
+            return Err(Error::Unauthenticated("token has expired".into()));
+        }
+        Ok(state)
+    }
+}
+
+/// Parses a token with the length bound applied first.
+fn parse_bounded(token: &str) -> Option<ParsedToken<'_>> {
+    if token.len() > limits::TOKEN_MAX {
+        return None;
+    }
+    token::parse(token)
+}

@@ -1,0 +1,425 @@
+//! The in-memory index: every account, resource and token, rebuilt from the
+//! store at start and updated by every committed [`Change`]. Authorize reads
+//! only this.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant};
+use crate::pb::store::{AccountRecord, GrantRecord, ResourceRecord, ScopeRecord, TokenRecord};
+use crate::token::{Digest, DigestKey};
+
+/// One committed mutation. The index is a pure function of the ordered
+/// stream of changes, so the same stream can feed any node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// An account was created or changed.
+    PutAccount(AccountRecord),
+    /// A resource was registered.
+    PutResource(ResourceRecord),
+    /// A resource was deleted (its grants are dropped by `PutToken`s in the
+    /// same commit).
+    DeleteResource {
+        /// Owning account.
+        account_id: u64,
+        /// The resource.
+        key: ResourceKey,
+    },
+    /// A token was created or changed.
+    PutToken(TokenRecord),
+    /// A token was deleted.
+    DeleteToken(u64),
+    /// The id counters moved.
+    Counters {
+        /// Next account id to hand out.
+        next_account_id: u64,
+        /// Next token id to hand out.
+        next_token_id: u64,
+    },
+}
+
+/// A registered resource's place in the tree.
+#[derive(Debug, Clone)]
+pub struct ResourceNode {
+    /// The parent project of a sandbox; `None` when the parent is the account.
+    pub parent: Option<Box<str>>,
+}
+
+/// An account and what it owns.
+#[derive(Debug)]
+pub struct AccountState {
+    /// Account id.
+    pub id: u64,
+    /// The id in decimal: the id of its ACCOUNT resource, kept to compare
+    /// grants without formatting on the hot path.
+    pub id_str: Box<str>,
+    /// Display name.
+    pub name: String,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+    /// Registered resources per kind (slot = `Kind::slot`); the account
+    /// resource itself is implicit.
+    pub resources: [HashMap<Box<str>, ResourceNode>; 4],
+    /// Ids of the account's tokens, ordered for paging.
+    pub tokens: BTreeSet<u64>,
+}
+
+/// A token as the hot path needs it. Never holds the plaintext.
+#[derive(Debug)]
+pub struct TokenState {
+    /// Token id.
+    pub id: u64,
+    /// Owning account (0 for root).
+    pub account_id: u64,
+    /// Display name.
+    pub name: String,
+    /// argon2id PHC hash of the secret part.
+    pub phc_hash: String,
+    /// Last 4 characters of the token string.
+    pub last_4: String,
+    /// Name of the creating token.
+    pub created_by: String,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+    /// Expiry, unix ms.
+    pub expires_at_ms: Option<i64>,
+    /// Paused tokens are denied.
+    pub paused: bool,
+    /// What it may access.
+    pub grants: Vec<Grant>,
+    /// Feature scopes; empty = unrestricted.
+    pub scopes: Vec<ScopeGrant>,
+    /// Successor by reset (0 = none).
+    pub replaced_by: u64,
+    /// Predecessor by reset (0 = none).
+    pub replaces: u64,
+    /// The root token manages accounts; it has no grants.
+    pub root: bool,
+    /// Keyed digest of the whole token, valid under the current key; `None`
+    /// until known (then a verify costs one argon2).
+    pub digest: Option<Digest>,
+    /// Set when `digest` was learnt by an argon2 verify and is not stored yet.
+    pub digest_unsaved: bool,
+    /// Last use, unix ms; written by the hot path without a lock.
+    pub last_used_ms: AtomicI64,
+    /// Last use as stored, to know what the batch writer must persist.
+    pub last_used_saved_ms: i64,
+}
+
+impl TokenState {
+    /// From a stored record; the digest is kept only if `key` made it.
+    pub fn from_record(r: &TokenRecord, key: &DigestKey) -> Self {
+        let digest = if r.digest_key_id.as_slice() == key.id() {
+            <[u8; 32]>::try_from(r.verified_digest.as_slice()).ok()
+        } else {
+            None
+        };
+        Self {
+            id: r.id,
+            account_id: r.account_id,
+            name: r.name.clone(),
+            phc_hash: r.phc_hash.clone(),
+            last_4: r.last_4_digits.clone(),
+            created_by: r.created_by.clone(),
+            created_at_ms: r.created_at_ms,
+            expires_at_ms: (r.expires_at_ms != 0).then_some(r.expires_at_ms),
+            paused: r.paused,
+            grants: r
+                .grants
+                .iter()
+                .filter_map(|g| {
+                    Some(Grant {
+                        resource: ResourceKey::new(
+                            Kind::from_wire(g.resource_type)?,
+                            g.resource_id.as_str(),
+                        ),
+                        level: Level::from_wire(g.level)?,
+                    })
+                })
+                .collect(),
+            scopes: r
+                .scopes
+                .iter()
+                .filter_map(|s| {
+                    Some(ScopeGrant {
+                        name: crate::model::scope_index(&s.name)?,
+                        level: Level::from_wire(s.level)?,
+                    })
+                })
+                .collect(),
+            replaced_by: r.replaced_by,
+            replaces: r.replaces,
+            root: r.root,
+            digest,
+            digest_unsaved: false,
+            last_used_ms: AtomicI64::new(r.last_used_at_ms),
+            last_used_saved_ms: r.last_used_at_ms,
+        }
+    }
+
+    /// To a record for the store, with the current last use and digest.
+    pub fn to_record(&self, key: &DigestKey) -> TokenRecord {
+        TokenRecord {
+            id: self.id,
+            account_id: self.account_id,
+            name: self.name.clone(),
+            phc_hash: self.phc_hash.clone(),
+            last_4_digits: self.last_4.clone(),
+            created_by: self.created_by.clone(),
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms.unwrap_or(0),
+            paused: self.paused,
+            grants: self
+                .grants
+                .iter()
+                .map(|g| GrantRecord {
+                    resource_type: g.resource.kind.to_wire(),
+                    resource_id: g.resource.id.to_string(),
+                    level: g.level.to_wire(),
+                })
+                .collect(),
+            scopes: self
+                .scopes
+                .iter()
+                .map(|s| ScopeRecord {
+                    name: s.name().to_string(),
+                    level: s.level.to_wire(),
+                })
+                .collect(),
+            replaced_by: self.replaced_by,
+            replaces: self.replaces,
+            last_used_at_ms: self.last_used_ms.load(Ordering::Relaxed),
+            root: self.root,
+            verified_digest: self.digest.map(|d| d.to_vec()).unwrap_or_default(),
+            digest_key_id: if self.digest.is_some() {
+                key.id().to_vec()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Whether the token is past its expiry at `now_ms`.
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.is_some_and(|e| e <= now_ms)
+    }
+
+    /// Records a use at `now_ms`; at most one store per second per token so
+    /// that hot tokens do not bounce a cache line between cores.
+    pub fn touch(&self, now_ms: i64) {
+        if now_ms - self.last_used_ms.load(Ordering::Relaxed) >= 1000 {
+            self.last_used_ms.store(now_ms, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The chain from a resource up to its account: at most 3 links.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a> {
+    links: [(Kind, &'a str); 3],
+    len: usize,
+}
+
+impl<'a> Chain<'a> {
+    /// The links, the resource first and the account last.
+    pub fn links(&self) -> &[(Kind, &'a str)] {
+        &self.links[..self.len]
+    }
+
+    /// The highest level that `grants` give on this resource (a grant on an
+    /// ancestor covers its descendants).
+    pub fn level_from(&self, grants: &[Grant]) -> Option<Level> {
+        let mut best = None;
+        for g in grants {
+            if self
+                .links()
+                .iter()
+                .any(|&(k, id)| g.resource.kind == k && &*g.resource.id == id)
+            {
+                best = best.max(Some(g.level));
+            }
+        }
+        best
+    }
+}
+
+/// Where a resource is, as seen from one account.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// Registered in the account; its chain to the account.
+    Found(Chain<'a>),
+    /// Registered in another account (or another account's ACCOUNT resource).
+    OtherAccount,
+    /// Registered nowhere.
+    Unknown,
+}
+
+/// Everything keyward knows, in memory.
+#[derive(Debug)]
+pub struct Index {
+    /// Accounts by id.
+    pub accounts: BTreeMap<u64, AccountState>,
+    /// Tokens by id.
+    pub tokens: HashMap<u64, TokenState>,
+    /// How many accounts registered each (kind, id); tells WRONG_ACCOUNT
+    /// from UNKNOWN_RESOURCE.
+    owners: [HashMap<Box<str>, u32>; 4],
+    /// Next account id to hand out.
+    pub next_account_id: u64,
+    /// Next token id to hand out.
+    pub next_token_id: u64,
+    /// The digest key, to decide which stored digests are valid.
+    key: DigestKey,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new(key: DigestKey) -> Self {
+        Self {
+            accounts: BTreeMap::new(),
+            tokens: HashMap::new(),
+            owners: Default::default(),
+            next_account_id: 1,
+            next_token_id: 1,
+            key,
+        }
+    }
+
+    /// The digest key.
+    pub fn key(&self) -> &DigestKey {
+        &self.key
+    }
+
+    /// Applies one committed change.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::PutAccount(a) => {
+                let entry = self.accounts.entry(a.id).or_insert_with(|| AccountState {
+                    id: a.id,
+                    id_str: a.id.to_string().into(),
+                    name: String::new(),
+                    created_at_ms: 0,
+                    resources: Default::default(),
+                    tokens: BTreeSet::new(),
+                });
+                entry.name.clone_from(&a.name);
+                entry.created_at_ms = a.created_at_ms;
+            }
+            Change::PutResource(r) => {
+                let (Some(kind), Some(acct)) = (
+                    Kind::from_wire(r.resource_type),
+                    self.accounts.get_mut(&r.account_id),
+                ) else {
+                    return;
+                };
+                let parent =
+                    (r.parent_type == Kind::Project.to_wire()).then(|| r.parent_id.as_str().into());
+                if acct.resources[kind.slot()]
+                    .insert(r.id.as_str().into(), ResourceNode { parent })
+                    .is_none()
+                {
+                    *self.owners[kind.slot()]
+                        .entry(r.id.as_str().into())
+                        .or_insert(0) += 1;
+                }
+            }
+            Change::DeleteResource { account_id, key } => {
+                let Some(acct) = self.accounts.get_mut(account_id) else {
+                    return;
+                };
+                if acct.resources[key.kind.slot()].remove(&key.id).is_some() {
+                    let owners = &mut self.owners[key.kind.slot()];
+                    if let Some(n) = owners.get_mut(&key.id) {
+                        *n -= 1;
+                        if *n == 0 {
+                            owners.remove(&key.id);
+                        }
+                    }
+                }
+            }
+            Change::PutToken(r) => {
+                let mut state = TokenState::from_record(r, &self.key);
+                if let Some(old) = self.tokens.get(&r.id) {
+                    // Keep what the hot path learnt since the record was read.
+                    let used = old
+                        .last_used_ms
+                        .load(Ordering::Relaxed)
+                        .max(r.last_used_at_ms);
+                    state.last_used_ms = AtomicI64::new(used);
+                    state.last_used_saved_ms = old.last_used_saved_ms.max(r.last_used_at_ms);
+                    if state.digest.is_none() {
+                        state.digest = old.digest;
+                        state.digest_unsaved = old.digest.is_some();
+                    }
+                }
+                if let Some(acct) = self.accounts.get_mut(&r.account_id) {
+                    acct.tokens.insert(r.id);
+                }
+                self.tokens.insert(r.id, state);
+            }
+            Change::DeleteToken(id) => {
+                if let Some(t) = self.tokens.remove(id) {
+                    if let Some(acct) = self.accounts.get_mut(&t.account_id) {
+                        acct.tokens.remove(id);
+                    }
+                }
+            }
+            Change::Counters {
+                next_account_id,
+                next_token_id,
+            } => {
+                self.next_account_id = *next_account_id;
+                self.next_token_id = *next_token_id;
+            }
+        }
+    }
+
+    /// Finds a resource from the point of view of `account`.
+    pub fn lookup<'a>(&'a self, account: &'a AccountState, kind: Kind, id: &'a str) -> Lookup<'a> {
+        let acct_link = (Kind::Account, &*account.id_str);
+        match kind {
+            Kind::Account => {
+                if id == &*account.id_str {
+                    Lookup::Found(Chain {
+                        links: [acct_link; 3],
+                        len: 1,
+                    })
+                } else if id
+                    .parse::<u64>()
+                    .is_ok_and(|n| self.accounts.contains_key(&n))
+                {
+                    Lookup::OtherAccount
+                } else {
+                    Lookup::Unknown
+                }
+            }
+            _ => match account.resources[kind.slot()].get_key_value(id) {
+                Some((own_id, node)) => match (kind, &node.parent) {
+                    (Kind::Sandbox, Some(project)) => Lookup::Found(Chain {
+                        links: [(Kind::Sandbox, own_id), (Kind::Project, project), acct_link],
+                        len: 3,
+                    }),
+                    _ => Lookup::Found(Chain {
+                        links: [(kind, own_id), acct_link, acct_link],
+                        len: 2,
+                    }),
+                },
+                None if self.owners[kind.slot()].contains_key(id) => Lookup::OtherAccount,
+                None => Lookup::Unknown,
+            },
+        }
+    }
+
+    /// The highest level `grants` give on `resource` in `account`, if any.
+    pub fn level_on(
+        &self,
+        account: &AccountState,
+        grants: &[Grant],
+        resource: &ResourceKey,
+    ) -> Option<Level> {
+        match self.lookup(account, resource.kind, &resource.id) {
+            Lookup::Found(chain) => chain.level_from(grants),
+            _ => None,
+        }
+    }
+}

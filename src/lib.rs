@@ -1,0 +1,35 @@
+//! keyward: issues and manages API tokens for a family of mail services, and
+//! answers, as fast as a no-op gRPC call, "may this token do this, on this
+//! resource, at this level?".
+//!
+//! # Layout
+//!
+//! - [`config`]: every setting, from flags and `KEYWARD_*` env, validated once.
+//! - [`server`]: wiring: store, engine, gRPC (limits, health, reflection), HTTP, shutdown.
+//! - [`service`]: one thin file per gRPC service: decode, call the engine, encode.
+//! - [`engine`]: the shared state; authenticate a token, decide, commit.
+//! - [`admin`]: the admin rules (visibility, no escalation, lifecycle).
+//! - [`authz`]: the pure decision for one Authorize question.
+//! - [`index`]: the in-memory state, rebuilt from an ordered stream of changes.
+//! - [`store`]: the narrow storage trait and its sled backend.
+//! - [`token`]: token format, redacted secrets, argon2id, the verified digest.
+//! - [`model`]: resource kinds, levels, grants, scopes, input validation.
+//! - [`error`]: domain errors and their mapping to gRPC status codes.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`clock`]: injectable time.
+//! - [`pb`]: generated code only.
+
+pub mod admin;
+pub mod authz;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod index;
+pub mod model;
+pub mod pb;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod token;

@@ -1,0 +1,98 @@
+//! The `keyward` binary: flags → tracing → `server::run`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use keyward::clock::SystemClock;
+use keyward::config::Config;
+use keyward::engine::Settings;
+use keyward::server::{self, Options};
+use tokio::net::TcpListener;
+
+/// Exit code for a bad configuration (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(msg) = config.validate() {
+        eprintln!("keyward: {msg}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keyward: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyward: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), server::ServeError> {
+    let grpc = TcpListener::bind(config.grpc_addr).await?;
+    let http = TcpListener::bind(config.http_addr).await?;
+    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, data_dir = %config.data_dir.display(), "keyward starting");
+    let options = Options {
+        data_dir: config.data_dir.clone(),
+        digest_key_file: config.digest_key_path(),
+        settings: Settings {
+            reset_grace: config.reset_grace,
+            purge_after: config.purge_after,
+            ..Settings::default()
+        },
+        clock: Arc::new(SystemClock),
+        request_timeout: config.request_timeout,
+        max_in_flight: config.max_in_flight,
+        max_concurrent_streams: config.max_concurrent_streams,
+        usage_flush_interval: config.usage_flush_interval,
+    };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<server::Ready>();
+    tokio::spawn(async move {
+        if let Ok(ready) = ready_rx.await {
+            if let Some(root) = ready.root_token {
+                // Printed once, to stdout, never through the logger.
+                println!("root token: {}", root.expose());
+            }
+        }
+    });
+    server::run(options, grpc, http, shutdown_signal(), ready_tx).await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

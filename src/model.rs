@@ -1,0 +1,362 @@
+//! The domain model: resource kinds, access levels, grants, scopes, and the
+//! validation of names and ids that every surface shares.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::pb::v1 as pb;
+
+/// The kind of a resource. Tree: account ⊃ project ⊃ sandbox; account ⊃ domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// The account itself; id = account id in decimal.
+    Account,
+    /// A project of an account.
+    Project,
+    /// A sandbox inside a project.
+    Sandbox,
+    /// A sending domain of an account.
+    Domain,
+}
+
+impl Kind {
+    /// All kinds, in wire order.
+    pub const ALL: [Kind; 4] = [Kind::Account, Kind::Project, Kind::Sandbox, Kind::Domain];
+
+    /// From the wire enum number; `None` for unspecified or unknown numbers.
+    pub fn from_wire(n: i32) -> Option<Kind> {
+        match pb::ResourceType::try_from(n).ok()? {
+            pb::ResourceType::Unspecified => None,
+            pb::ResourceType::Account => Some(Kind::Account),
+            pb::ResourceType::Project => Some(Kind::Project),
+            pb::ResourceType::Sandbox => Some(Kind::Sandbox),
+            pb::ResourceType::Domain => Some(Kind::Domain),
+        }
+    }
+
+    /// The wire enum number.
+    pub fn to_wire(self) -> i32 {
+        (match self {
+            Kind::Account => pb::ResourceType::Account,
+            Kind::Project => pb::ResourceType::Project,
+            Kind::Sandbox => pb::ResourceType::Sandbox,
+            Kind::Domain => pb::ResourceType::Domain,
+        }) as i32
+    }
+
+    /// Index into per-kind tables.
+    pub fn slot(self) -> usize {
+        self as usize
+    }
+
+    /// Lower-case name, as in the Mailtrap API (`account`, `project`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Account => "account",
+            Kind::Project => "project",
+            Kind::Sandbox => "sandbox",
+            Kind::Domain => "domain",
+        }
+    }
+}
+
+/// How much a grant or scope allows. Ordered: `Viewer < Admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    /// Read only (10).
+    Viewer,
+    /// Read and write (100).
+    Admin,
+}
+
+impl Level {
+    /// From the wire enum number; `None` for unspecified or unknown numbers.
+    pub fn from_wire(n: i32) -> Option<Level> {
+        match n {
+            10 => Some(Level::Viewer),
+            100 => Some(Level::Admin),
+            _ => None,
+        }
+    }
+
+    /// The wire enum number (10 or 100).
+    pub fn to_wire(self) -> i32 {
+        match self {
+            Level::Viewer => 10,
+            Level::Admin => 100,
+        }
+    }
+}
+
+/// A resource inside an account: kind and id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    /// The kind.
+    pub kind: Kind,
+    /// The id (account resources: the account id in decimal).
+    pub id: Box<str>,
+}
+
+impl ResourceKey {
+    /// A key from parts.
+    pub fn new(kind: Kind, id: impl Into<Box<str>>) -> Self {
+        Self {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    /// The account resource of `account_id`.
+    pub fn account(account_id: u64) -> Self {
+        Self::new(Kind::Account, account_id.to_string())
+    }
+
+    /// To the wire message.
+    pub fn to_wire(&self) -> pb::ResourceRef {
+        pb::ResourceRef {
+            r#type: self.kind.to_wire(),
+            id: self.id.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind.as_str(), self.id)
+    }
+}
+
+/// A permission: a resource (and its descendants) at a level.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Grant {
+    /// The resource granted on.
+    pub resource: ResourceKey,
+    /// The level granted.
+    pub level: Level,
+}
+
+impl Grant {
+    /// To the wire message.
+    pub fn to_wire(&self) -> pb::Grant {
+        pb::Grant {
+            resource: Some(self.resource.to_wire()),
+            level: self.level.to_wire(),
+        }
+    }
+}
+
+/// The feature scopes a token can be restricted to (MailerSend's features).
+pub const SCOPE_NAMES: [&str; 15] = [
+    "email",
+    "domains",
+    "activity",
+    "analytics",
+    "tokens",
+    "webhooks",
+    "templates",
+    "suppressions",
+    "sms",
+    "email_verification",
+    "inbound",
+    "recipients",
+    "sender_identities",
+    "smtp_users",
+    "users",
+];
+
+/// A feature scope held at a level. `name` indexes [`SCOPE_NAMES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ScopeGrant {
+    /// Index into [`SCOPE_NAMES`].
+    pub name: u8,
+    /// The level held.
+    pub level: Level,
+}
+
+impl ScopeGrant {
+    /// The scope's name.
+    pub fn name(&self) -> &'static str {
+        SCOPE_NAMES[usize::from(self.name)]
+    }
+
+    /// To the wire message.
+    pub fn to_wire(&self) -> pb::Scope {
+        pb::Scope {
+            name: self.name().to_string(),
+            level: self.level.to_wire(),
+        }
+    }
+}
+
+/// The index of a scope name, if it is one.
+pub fn scope_index(name: &str) -> Option<u8> {
+    SCOPE_NAMES
+        .iter()
+        .position(|s| *s == name)
+        .and_then(|i| u8::try_from(i).ok())
+}
+
+/// Limits on every input.
+pub mod limits {
+    /// Longest display name, in characters.
+    pub const NAME_MAX: usize = 100;
+    /// Longest resource id, in bytes.
+    pub const RESOURCE_ID_MAX: usize = 100;
+    /// Most grants on one token.
+    pub const GRANTS_MAX: usize = 100;
+    /// Most checks in one AuthorizeBatch.
+    pub const BATCH_MAX: usize = 1000;
+    /// Largest page of a list call.
+    pub const PAGE_MAX: u32 = 1000;
+    /// Page size when none is asked for.
+    pub const PAGE_DEFAULT: u32 = 100;
+    /// Longest token string accepted anywhere, in bytes.
+    pub const TOKEN_MAX: usize = 128;
+    /// Farthest allowed expiry: 5 years (of 365.25 days), in milliseconds.
+    pub const EXPIRY_MAX_MS: i64 = 1826 * 24 * 3600 * 1000;
+}
+
+/// Checks a display name: 1..=100 characters, no control characters,
+/// not only whitespace.
+pub fn validate_name(field: &str, name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if name.chars().count() > limits::NAME_MAX {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {} characters", limits::NAME_MAX),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a resource id: 1..=100 bytes of `A-Z a-z 0-9 . _ ~ : @ -`.
+pub fn validate_resource_id(field: &str, id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if id.len() > limits::RESOURCE_ID_MAX {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {} bytes", limits::RESOURCE_ID_MAX),
+        ));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._~:@-".contains(&b))
+    {
+        return Err(Error::invalid(
+            field,
+            "may contain only letters, digits and . _ ~ : @ -",
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes and checks a wire resource reference.
+pub fn resource_from_wire(field: &str, r: Option<&pb::ResourceRef>) -> Result<ResourceKey> {
+    let r = r.ok_or_else(|| Error::invalid(field, "is required"))?;
+    let kind = Kind::from_wire(r.r#type).ok_or_else(|| {
+        Error::invalid(
+            format!("{field}.type"),
+            "must be ACCOUNT, PROJECT, SANDBOX or DOMAIN",
+        )
+    })?;
+    validate_resource_id(&format!("{field}.id"), &r.id)?;
+    Ok(ResourceKey::new(kind, r.id.as_str()))
+}
+
+/// Decodes and checks a wire access level.
+pub fn level_from_wire(field: &str, n: i32) -> Result<Level> {
+    Level::from_wire(n).ok_or_else(|| Error::invalid(field, "must be VIEWER (10) or ADMIN (100)"))
+}
+
+/// Decodes and checks a list of grants: 1..=100, no resource twice.
+pub fn grants_from_wire(field: &str, grants: &[pb::Grant]) -> Result<Vec<Grant>> {
+    if grants.is_empty() {
+        return Err(Error::invalid(field, "at least one grant is required"));
+    }
+    if grants.len() > limits::GRANTS_MAX {
+        return Err(Error::invalid(
+            field,
+            format!("at most {} grants", limits::GRANTS_MAX),
+        ));
+    }
+    let mut out: Vec<Grant> = Vec::with_capacity(grants.len());
+    for (i, g) in grants.iter().enumerate() {
+        let resource = resource_from_wire(&format!("{field}[{i}].resource"), g.resource.as_ref())?;
+        let level = level_from_wire(&format!("{field}[{i}].level"), g.level)?;
+        if out.iter().any(|o| o.resource == resource) {
+            return Err(Error::invalid(
+                format!("{field}[{i}].resource"),
+                "resource is granted twice",
+            ));
+        }
+        out.push(Grant { resource, level });
+    }
+    Ok(out)
+}
+
+/// Decodes and checks a list of scopes: known names, each once.
+pub fn scopes_from_wire(field: &str, scopes: &[pb::Scope]) -> Result<Vec<ScopeGrant>> {
+    if scopes.len() > SCOPE_NAMES.len() {
+        return Err(Error::invalid(
+            field,
+            format!("at most {} scopes", SCOPE_NAMES.len()),
+        ));
+    }
+    let mut out: Vec<ScopeGrant> = Vec::with_capacity(scopes.len());
+    for (i, s) in scopes.iter().enumerate() {
+        let name = scope_index(&s.name).ok_or_else(|| {
+            Error::invalid(
+                format!("{field}[{i}].name"),
+                format!("unknown scope; known: {}", SCOPE_NAMES.join(", ")),
+            )
+        })?;
+        let level = level_from_wire(&format!("{field}[{i}].level"), s.level)?;
+        if out.iter().any(|o| o.name == name) {
+            return Err(Error::invalid(
+                format!("{field}[{i}].name"),
+                "scope is listed twice",
+            ));
+        }
+        out.push(ScopeGrant { name, level });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_bounded_and_printable() {
+        assert!(validate_name("name", "ok name").is_ok());
+        assert!(validate_name("name", "").is_err());
+        assert!(validate_name("name", "   ").is_err());
+        assert!(validate_name("name", &"é".repeat(100)).is_ok());
+        assert!(validate_name("name", &"a".repeat(101)).is_err());
+        assert!(validate_name("name", "a\nb").is_err());
+    }
+
+    #[test]
+    fn resource_ids_use_a_safe_alphabet() {
+        assert!(validate_resource_id("id", "example.com").is_ok());
+        assert!(validate_resource_id("id", "12345").is_ok());
+        assert!(validate_resource_id("id", "a b").is_err());
+        assert!(validate_resource_id("id", "").is_err());
+        assert!(validate_resource_id("id", &"a".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn levels_are_ordered_and_only_10_or_100() {
+        assert!(Level::Viewer < Level::Admin);
+        assert_eq!(Level::from_wire(0), None);
+        assert_eq!(Level::from_wire(50), None);
+        assert_eq!(Level::from_wire(100), Some(Level::Admin));
+    }
+}

@@ -1,0 +1,288 @@
+//! Wiring: opens the store, builds the engine, serves gRPC (with health,
+//! reflection and limits) and HTTP, runs the background jobs, and shuts
+//! down gracefully: NOT_SERVING, drain, persist, flush.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::clock::Clock;
+use crate::engine::{Engine, Settings};
+use crate::pb::v1::{
+    accounts_server::AccountsServer, authorizer_server::AuthorizerServer,
+    resources_server::ResourcesServer, tokens_server::TokensServer, FILE_DESCRIPTOR_SET,
+};
+use crate::service::{
+    accounts::AccountsService, authorizer::AuthorizerService, resources::ResourcesService,
+    tokens::TokensService,
+};
+use crate::store::{SledStore, Store};
+use crate::token::{DigestKey, Secret};
+
+/// Largest gRPC message accepted or sent.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened or loaded; keyward refuses to serve.
+    #[error("store at {path}: {source}")]
+    Store {
+        /// The data dir.
+        path: String,
+        /// What failed.
+        source: crate::store::StoreError,
+    },
+    /// The digest key file could not be read or created.
+    #[error("digest key file {path}: {source}")]
+    DigestKey {
+        /// The key file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// gRPC transport failure.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection descriptors failed to build.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// I/O failure (HTTP server, data dir).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything `run` needs besides its listeners.
+pub struct Options {
+    /// Directory of the sled store.
+    pub data_dir: std::path::PathBuf,
+    /// The digest key file; created in the data dir when it is the default.
+    pub digest_key_file: std::path::PathBuf,
+    /// Lifecycle and verifier tunables.
+    pub settings: Settings,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Per-request deadline.
+    pub request_timeout: Duration,
+    /// Requests in flight before shedding.
+    pub max_in_flight: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Period of the last-use / digest persister.
+    pub usage_flush_interval: Duration,
+}
+
+/// Told once the store is loaded and the server is serving.
+pub struct Ready {
+    /// The engine (tests drive the clock-dependent jobs through it).
+    pub engine: Arc<Engine>,
+    /// The root token, on the very first start only.
+    pub root_token: Option<Secret>,
+}
+
+fn open_store(dir: &Path) -> Result<(SledStore, bool), ServeError> {
+    let wrap = |source| ServeError::Store {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir)?;
+    let store = SledStore::open(dir).map_err(wrap)?;
+    let is_new = store.is_new().map_err(wrap)?;
+    Ok((store, is_new))
+}
+
+async fn set_all(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    for name in [
+        "",
+        <AccountsServer<AccountsService> as NamedService>::NAME,
+        <ResourcesServer<ResourcesService> as NamedService>::NAME,
+        <TokensServer<TokensService> as NamedService>::NAME,
+        <AuthorizerServer<AuthorizerService> as NamedService>::NAME,
+    ] {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Runs keyward until `shutdown` resolves, then drains and flushes.
+pub async fn run(
+    opts: Options,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: oneshot::Sender<Ready>,
+) -> Result<(), ServeError> {
+    let is_default_key = opts.digest_key_file == opts.data_dir.join("digest.key");
+    let dir = opts.data_dir.clone();
+    let (store, is_new) = tokio::task::spawn_blocking(move || open_store(&dir))
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+    let key = DigestKey::load_or_create(&opts.digest_key_file, is_default_key || is_new).map_err(
+        |source| ServeError::DigestKey {
+            path: opts.digest_key_file.display().to_string(),
+            source,
+        },
+    )?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let engine = Engine::new(store, key, opts.clock.clone(), opts.settings.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_all(&reporter, ServingStatus::NotServing).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let accounts = AccountsServer::new(AccountsService {
+        engine: engine.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(4 * MAX_MESSAGE_BYTES);
+    let resources = ResourcesServer::new(ResourcesService {
+        engine: engine.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(4 * MAX_MESSAGE_BYTES);
+    let tokens = TokensServer::new(TokensService {
+        engine: engine.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(16 * MAX_MESSAGE_BYTES);
+    let authorizer = AuthorizerServer::new(AuthorizerService {
+        engine: engine.clone(),
+    })
+    .max_decoding_message_size(2 * MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(2 * MAX_MESSAGE_BYTES);
+
+    let grpc_shutdown = wait_for_stop(stop_rx.clone());
+    let grpc_server = Server::builder()
+        .timeout(opts.request_timeout)
+        .max_concurrent_streams(opts.max_concurrent_streams)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_max_header_list_size(16 * 1024)
+        .layer(
+            tower::ServiceBuilder::new()
+                .load_shed()
+                .concurrency_limit(opts.max_in_flight)
+                .into_inner(),
+        )
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(accounts)
+        .add_service(resources)
+        .add_service(tokens)
+        .add_service(authorizer)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), grpc_shutdown);
+    let grpc_task = tokio::spawn(grpc_server);
+
+    let http_shutdown = wait_for_stop(stop_rx.clone());
+    let http_app = crate::http::router(engine.clone());
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, http_app)
+            .with_graceful_shutdown(http_shutdown)
+            .await
+    });
+
+    // Whoever asked us to stop, stop everyone.
+    let stopper = {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+    };
+
+    let root_token = match engine.load(is_new).await {
+        Ok(root) => root,
+        Err(source) => {
+            let _ = stop_tx.send(true);
+            let _ = grpc_task.await;
+            let _ = http_task.await;
+            return Err(ServeError::Store {
+                path: opts.data_dir.display().to_string(),
+                source,
+            });
+        }
+    };
+    set_all(&reporter, ServingStatus::Serving).await;
+    tracing::info!(
+        tokens = engine.index.read().tokens.len(),
+        "store loaded; serving"
+    );
+    let _ = ready.send(Ready {
+        engine: engine.clone(),
+        root_token,
+    });
+
+    let jobs = tokio::spawn(background_jobs(
+        engine.clone(),
+        opts.usage_flush_interval,
+        stop_rx.clone(),
+    ));
+
+    wait_for_stop(stop_rx.clone()).await;
+    tracing::info!("shutting down: NOT_SERVING, draining");
+    set_all(&reporter, ServingStatus::NotServing).await;
+    let grpc_result = grpc_task
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    let http_result = http_task
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    let _ = jobs.await;
+    stopper.abort();
+    if let Err(e) = engine.persist_usage().await {
+        tracing::warn!(error = %e, "could not persist last-use times at shutdown");
+    }
+    engine.flush().await.map_err(|source| ServeError::Store {
+        path: opts.data_dir.display().to_string(),
+        source,
+    })?;
+    tracing::info!("stopped");
+    grpc_result?;
+    http_result?;
+    Ok(())
+}
+
+async fn wait_for_stop(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Persists last-use times and learnt digests, and purges expired tokens,
+/// until told to stop.
+async fn background_jobs(engine: Arc<Engine>, usage_every: Duration, stop: watch::Receiver<bool>) {
+    let mut usage = tokio::time::interval(usage_every);
+    let mut purge = tokio::time::interval(Duration::from_secs(60));
+    let stopped = wait_for_stop(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = usage.tick() => {
+                if let Err(e) = engine.persist_usage().await {
+                    tracing::warn!(error = %e, "persisting last-use times failed; will retry");
+                }
+            }
+            _ = purge.tick() => {
+                if let Err(e) = engine.purge_expired().await {
+                    tracing::warn!(error = %e, "purging expired tokens failed; will retry");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `keyward.v1.Authorizer`: the hot path on the wire.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use crate::authz::Check;
+use crate::engine::{Decision, Engine};
+use crate::error::{Error, Result};
+use crate::model::{limits, Kind, Level};
+use crate::pb::v1::{self as pb, authorizer_server::Authorizer, DenyReason};
+
+/// The Authorizer service.
+#[derive(Debug, Clone)]
+pub struct AuthorizerService {
+    /// Shared engine.
+    pub engine: Arc<Engine>,
+}
+
+/// Checks the parts of a request that are not the token; `field` prefixes
+/// error paths (e.g. `checks[3]`).
+fn check_of<'a>(field: &str, req: &'a pb::AuthorizeRequest) -> Result<Check<'a>> {
+    let path = |f: &str| {
+        if field.is_empty() {
+            f.to_string()
+        } else {
+            format!("{field}.{f}")
+        }
+    };
+    let resource = req
+        .resource
+        .as_ref()
+        .ok_or_else(|| Error::invalid(path("resource"), "is required"))?;
+    let kind = Kind::from_wire(resource.r#type).ok_or_else(|| {
+        Error::invalid(
+            path("resource.type"),
+            "must be ACCOUNT, PROJECT, SANDBOX or DOMAIN",
+        )
+    })?;
+    if resource.id.is_empty() || resource.id.len() > limits::RESOURCE_ID_MAX {
+        return Err(Error::invalid(path("resource.id"), "must be 1..100 bytes"));
+    }
+    let level = Level::from_wire(req.level)
+        .ok_or_else(|| Error::invalid(path("level"), "must be VIEWER (10) or ADMIN (100)"))?;
+    if req.scope.len() > 64 {
+        return Err(Error::invalid(path("scope"), "must be at most 64 bytes"));
+    }
+    Ok(Check {
+        kind,
+        id: &resource.id,
+        level,
+        scope: &req.scope,
+    })
+}
+
+fn reason_label(reason: DenyReason) -> &'static str {
+    match reason {
+        DenyReason::Unspecified => "none",
+        DenyReason::Malformed => "malformed",
+        DenyReason::UnknownToken => "unknown_token",
+        DenyReason::Expired => "expired",
+        DenyReason::Paused => "paused",
+        DenyReason::NoGrant => "no_grant",
+        DenyReason::WrongAccount => "wrong_account",
+        DenyReason::Scope => "scope",
+        DenyReason::UnknownResource => "unknown_resource",
+        DenyReason::InvalidRequest => "invalid_request",
+    }
+}
+
+impl AuthorizerService {
+    async fn decide(
+        &self,
+        req: &pb::AuthorizeRequest,
+        check: &Check<'_>,
+    ) -> Result<pb::AuthorizeResponse> {
+        let d: Decision = self.engine.authorize(&req.token, check).await.inspect_err(|_| {
+            metrics::counter!("keyward_decisions_total", "result" => "shed", "reason" => "overloaded").increment(1);
+        })?;
+        if d.allowed {
+            metrics::counter!("keyward_decisions_total", "result" => "allow", "reason" => "none")
+                .increment(1);
+            tracing::debug!(
+                token.id = d.token_id,
+                resource.id = check.id,
+                decision = "allow",
+                "authorize"
+            );
+        } else {
+            metrics::counter!("keyward_decisions_total", "result" => "deny", "reason" => reason_label(d.reason))
+                .increment(1);
+            tracing::info!(
+                token.id = d.token_id,
+                resource.kind = check.kind.as_str(),
+                resource.id = check.id,
+                decision = "deny",
+                reason = reason_label(d.reason),
+                "authorize"
+            );
+        }
+        Ok(pb::AuthorizeResponse {
+            allowed: d.allowed,
+            reason: d.reason as i32,
+            token_id: d.token_id,
+            account_id: d.account_id,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Authorizer for AuthorizerService {
+    async fn authorize(
+        &self,
+        req: Request<pb::AuthorizeRequest>,
+    ) -> Result<Response<pb::AuthorizeResponse>, Status> {
+        self.engine.ensure_ready()?;
+        let start = Instant::now();
+        let req = req.get_ref();
+        let check = check_of("", req)?;
+        let out = self.decide(req, &check).await?;
+        metrics::histogram!("keyward_authorize_seconds").record(start.elapsed().as_secs_f64());
+        Ok(Response::new(out))
+    }
+
+    async fn authorize_batch(
+        &self,
+        req: Request<pb::AuthorizeBatchRequest>,
+    ) -> Result<Response<pb::AuthorizeBatchResponse>, Status> {
+        self.engine.ensure_ready()?;
+        let checks = &req.get_ref().checks;
+        if checks.len() > limits::BATCH_MAX {
+            return Err(
+                Error::invalid("checks", format!("at most {} checks", limits::BATCH_MAX)).into(),
+            );
+        }
+        let parsed = checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| check_of(&format!("checks[{i}]"), c))
+            .collect::<Result<Vec<_>>>()?;
+        let mut decisions = Vec::with_capacity(checks.len());
+        for (req, check) in checks.iter().zip(&parsed) {
+            decisions.push(self.decide(req, check).await?);
+        }
+        Ok(Response::new(pb::AuthorizeBatchResponse { decisions }))
+    }
+}

@@ -1,0 +1,62 @@
+//! `keyward.v1.Resources`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::engine::Engine;
+use crate::pb::v1::{self as pb, resources_server::Resources};
+use crate::service::credential;
+
+/// The Resources service.
+#[derive(Debug, Clone)]
+pub struct ResourcesService {
+    /// Shared engine.
+    pub engine: Arc<Engine>,
+}
+
+#[tonic::async_trait]
+impl Resources for ResourcesService {
+    async fn register_resource(
+        &self,
+        req: Request<pb::RegisterResourceRequest>,
+    ) -> Result<Response<pb::RegisterResourceResponse>, Status> {
+        let caller = self
+            .engine
+            .authenticate_caller(credential(req.metadata()))
+            .await?;
+        Ok(Response::new(
+            self.engine
+                .register_resource(caller, req.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn delete_resource(
+        &self,
+        req: Request<pb::DeleteResourceRequest>,
+    ) -> Result<Response<pb::DeleteResourceResponse>, Status> {
+        let caller = self
+            .engine
+            .authenticate_caller(credential(req.metadata()))
+            .await?;
+        Ok(Response::new(
+            self.engine
+                .delete_resource(caller, req.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn list_resources(
+        &self,
+        req: Request<pb::ListResourcesRequest>,
+    ) -> Result<Response<pb::ListResourcesResponse>, Status> {
+        let caller = self
+            .engine
+            .authenticate_caller(credential(req.metadata()))
+            .await?;
+        Ok(Response::new(
+            self.engine.list_resources(caller, req.get_ref())?,
+        ))
+    }
+}

@@ -1,0 +1,221 @@
+//! Durable storage: the narrow [`Store`] trait and its embedded sled backend.
+//!
+//! A commit is atomic across trees and durable when it returns (sled
+//! transaction, then `flush_async`, which group-commits concurrent flushes).
+//! The index is rebuilt at start from [`Store::load`], which yields the same
+//! [`Change`]s that commits carry.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+
+use prost::Message;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::index::Change;
+use crate::model::{Kind, ResourceKey};
+use crate::pb::store::{AccountRecord, ResourceRecord, TokenRecord};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage engine failed (I/O, disk full, ...).
+    #[error("storage engine: {0}")]
+    Engine(#[from] sled::Error),
+    /// A record or key could not be decoded: the data dir is damaged.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The data dir was written by a newer keyward.
+    #[error("store schema version {found} is newer than this keyward supports ({supported})")]
+    Version {
+        /// Version in the store.
+        found: u64,
+        /// Newest version this build reads.
+        supported: u64,
+    },
+}
+
+/// A boxed future, for a trait that must be object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where records live. Implementations must make `commit` atomic and durable.
+pub trait Store: Send + Sync + 'static {
+    /// Everything stored, as changes that rebuild the index: counters,
+    /// accounts, resources, then tokens.
+    fn load(&self) -> Result<Vec<Change>, StoreError>;
+    /// Applies `changes` atomically; durable once the future resolves.
+    fn commit<'a>(&'a self, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Makes everything committed durable (used at shutdown).
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+const SCHEMA_VERSION: u64 = 1;
+const META_SCHEMA: &[u8] = b"schema_version";
+const META_COUNTERS: &[u8] = b"counters";
+
+/// The embedded sled store in a data dir.
+pub struct SledStore {
+    db: sled::Db,
+    accounts: sled::Tree,
+    resources: sled::Tree,
+    tokens: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn resource_key(account_id: u64, key: &ResourceKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.id.len());
+    k.extend_from_slice(&account_id.to_be_bytes());
+    k.push(key.kind.slot() as u8);
+    k.extend_from_slice(key.id.as_bytes());
+    k
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`, checking its schema version.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let store = Self {
+            accounts: db.open_tree("accounts")?,
+            resources: db.open_tree("resources")?,
+            tokens: db.open_tree("tokens")?,
+            meta: db.open_tree("meta")?,
+            db,
+        };
+        match store.meta.get(META_SCHEMA)? {
+            None => {
+                store
+                    .meta
+                    .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                store.db.flush()?;
+            }
+            Some(v) => {
+                let found = u64::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt("meta/schema_version", "not 8 bytes"))?,
+                );
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::Version {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Whether nothing was ever stored (no counters yet): first start.
+    pub fn is_new(&self) -> Result<bool, StoreError> {
+        Ok(self.meta.get(META_COUNTERS)?.is_none())
+    }
+}
+
+impl Store for SledStore {
+    fn load(&self) -> Result<Vec<Change>, StoreError> {
+        let mut out = Vec::new();
+        if let Some(v) = self.meta.get(META_COUNTERS)? {
+            let b: [u8; 16] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("meta/counters", "not 16 bytes"))?;
+            let (a, t) = b.split_at(8);
+            out.push(Change::Counters {
+                next_account_id: u64::from_be_bytes(
+                    a.try_into().map_err(|e| corrupt("meta/counters", e))?,
+                ),
+                next_token_id: u64::from_be_bytes(
+                    t.try_into().map_err(|e| corrupt("meta/counters", e))?,
+                ),
+            });
+        }
+        for kv in self.accounts.iter() {
+            let (_, v) = kv?;
+            out.push(Change::PutAccount(
+                AccountRecord::decode(v.as_ref()).map_err(|e| corrupt("accounts", e))?,
+            ));
+        }
+        for kv in self.resources.iter() {
+            let (_, v) = kv?;
+            out.push(Change::PutResource(
+                ResourceRecord::decode(v.as_ref()).map_err(|e| corrupt("resources", e))?,
+            ));
+        }
+        for kv in self.tokens.iter() {
+            let (_, v) = kv?;
+            out.push(Change::PutToken(
+                TokenRecord::decode(v.as_ref()).map_err(|e| corrupt("tokens", e))?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn commit<'a>(&'a self, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let result: Result<(), TransactionError<()>> =
+                (&self.accounts, &self.resources, &self.tokens, &self.meta).transaction(
+                    |(accounts, resources, tokens, meta)| {
+                        for change in changes {
+                            match change {
+                                Change::PutAccount(a) => {
+                                    accounts.insert(&a.id.to_be_bytes(), a.encode_to_vec())?;
+                                }
+                                Change::PutResource(r) => {
+                                    let kind = Kind::from_wire(r.resource_type)
+                                        .ok_or(ConflictableTransactionError::Abort(()))?;
+                                    let key = resource_key(
+                                        r.account_id,
+                                        &ResourceKey::new(kind, r.id.as_str()),
+                                    );
+                                    resources.insert(key, r.encode_to_vec())?;
+                                }
+                                Change::DeleteResource { account_id, key } => {
+                                    resources.remove(resource_key(*account_id, key))?;
+                                }
+                                Change::PutToken(t) => {
+                                    tokens.insert(&t.id.to_be_bytes(), t.encode_to_vec())?;
+                                }
+                                Change::DeleteToken(id) => {
+                                    tokens.remove(&id.to_be_bytes())?;
+                                }
+                                Change::Counters {
+                                    next_account_id,
+                                    next_token_id,
+                                } => {
+                                    let mut v = [0u8; 16];
+                                    v[..8].copy_from_slice(&next_account_id.to_be_bytes());
+                                    v[8..].copy_from_slice(&next_token_id.to_be_bytes());
+                                    meta.insert(META_COUNTERS, &v)?;
+                                }
+                            }
+                        }
+                        Ok(())
+                    },
+                );
+            match result {
+                Ok(()) => {}
+                Err(TransactionError::Abort(())) => {
+                    return Err(corrupt("commit", "invalid resource type"))
+                }
+                Err(TransactionError::Storage(e)) => return Err(e.into()),
+            }
+            self.db.flush_async().await?;
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.db.flush_async().await?;
+            Ok(())
+        })
+    }
+}
