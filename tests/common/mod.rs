@@ -1,0 +1,289 @@
+//! A real keyward on 127.0.0.1:0 with sled in a temp dir, a manual clock,
+//! and generated gRPC clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward::clock::ManualClock;
+use keyward::engine::{Engine, Settings};
+use keyward::pb::v1 as pb;
+use keyward::server::{self, Options, ServeError};
+use pb::accounts_client::AccountsClient;
+use pb::authorizer_client::AuthorizerClient;
+use pb::resources_client::ResourcesClient;
+use pb::tokens_client::TokensClient;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+pub const ADMIN: i32 = pb::AccessLevel::Admin as i32;
+pub const VIEWER: i32 = pb::AccessLevel::Viewer as i32;
+
+/// A running server and what tests need to talk to it.
+pub struct TestServer {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub root: Option<String>,
+    pub engine: Arc<Engine>,
+    pub clock: Arc<ManualClock>,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+pub fn options(dir: &Path, clock: Arc<ManualClock>) -> Options {
+    Options {
+        data_dir: dir.to_path_buf(),
+        digest_key_file: dir.join("digest.key"),
+        settings: Settings::default(),
+        clock,
+        request_timeout: Duration::from_secs(10),
+        max_in_flight: 1024,
+        max_concurrent_streams: 256,
+        usage_flush_interval: Duration::from_secs(3600),
+    }
+}
+
+impl TestServer {
+    /// Starts a server on `dir` with a fresh manual clock.
+    pub async fn start(dir: &Path) -> TestServer {
+        let clock = Arc::new(ManualClock::new());
+        Self::start_with(options(dir, clock.clone()), clock)
+            .await
+            .expect("server starts")
+    }
+
+    /// Starts a server with explicit options (whose clock is `clock`); Err
+    /// if it refuses to start.
+    pub async fn start_with(
+        opts: Options,
+        clock: Arc<ManualClock>,
+    ) -> Result<TestServer, ServeError> {
+        let grpc_l = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let http_l = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let grpc = grpc_l.local_addr().expect("addr");
+        let http = http_l.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = tokio::spawn(server::run(
+            opts,
+            grpc_l,
+            http_l,
+            async move {
+                let _ = stop_rx.await;
+            },
+            ready_tx,
+        ));
+        let ready = match ready_rx.await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(task
+                    .await
+                    .expect("join")
+                    .expect_err("server stopped before ready"))
+            }
+        };
+        let channel = Channel::from_shared(format!("http://{grpc}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        Ok(TestServer {
+            grpc,
+            http,
+            root: ready.root_token.map(|s| s.expose().to_string()),
+            engine: ready.engine,
+            clock,
+            channel,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
+    }
+
+    pub fn root(&self) -> String {
+        self.root.clone().expect("first start prints a root token")
+    }
+    pub fn accounts(&self) -> AccountsClient<Channel> {
+        AccountsClient::new(self.channel.clone())
+    }
+    pub fn resources(&self) -> ResourcesClient<Channel> {
+        ResourcesClient::new(self.channel.clone())
+    }
+    pub fn tokens(&self) -> TokensClient<Channel> {
+        TokensClient::new(self.channel.clone())
+    }
+    pub fn authorizer(&self) -> AuthorizerClient<Channel> {
+        AuthorizerClient::new(self.channel.clone())
+    }
+
+    /// Graceful stop (as on SIGTERM); returns the server's result.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.take().expect("task").await.expect("join")
+    }
+
+    /// Creates an account with the root token; returns (account id, admin secret).
+    pub async fn account(&self, name: &str) -> (u64, String) {
+        let resp = self
+            .accounts()
+            .create_account(auth(
+                pb::CreateAccountRequest { name: name.into() },
+                &self.root(),
+            ))
+            .await
+            .expect("create account")
+            .into_inner();
+        (
+            resp.account.expect("account").id,
+            resp.admin_token.expect("token").secret,
+        )
+    }
+
+    /// Registers a resource; returns the domain token secret for domains.
+    pub async fn register(
+        &self,
+        caller: &str,
+        account_id: u64,
+        kind: pb::ResourceType,
+        id: &str,
+        parent: Option<&str>,
+    ) -> Option<pb::TokenWithSecret> {
+        self.resources()
+            .register_resource(auth(
+                pb::RegisterResourceRequest {
+                    account_id,
+                    resource: Some(rref(kind, id)),
+                    parent: parent.map(|p| rref(pb::ResourceType::Project, p)),
+                },
+                caller,
+            ))
+            .await
+            .expect("register resource")
+            .into_inner()
+            .domain_token
+    }
+
+    /// Creates a token; returns it with its secret.
+    pub async fn create(
+        &self,
+        caller: &str,
+        account_id: u64,
+        name: &str,
+        grants: Vec<pb::Grant>,
+    ) -> Result<pb::TokenWithSecret, Status> {
+        self.create_scoped(caller, account_id, name, grants, vec![])
+            .await
+    }
+
+    pub async fn create_scoped(
+        &self,
+        caller: &str,
+        account_id: u64,
+        name: &str,
+        grants: Vec<pb::Grant>,
+        scopes: Vec<pb::Scope>,
+    ) -> Result<pb::TokenWithSecret, Status> {
+        self.tokens()
+            .create_token(auth(
+                pb::CreateTokenRequest {
+                    account_id,
+                    name: name.into(),
+                    grants,
+                    scopes,
+                    expires_at: None,
+                },
+                caller,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// One Authorize call.
+    pub async fn check(
+        &self,
+        token: &str,
+        kind: pb::ResourceType,
+        id: &str,
+        level: i32,
+    ) -> pb::AuthorizeResponse {
+        self.check_scope(token, kind, id, level, "").await
+    }
+
+    pub async fn check_scope(
+        &self,
+        token: &str,
+        kind: pb::ResourceType,
+        id: &str,
+        level: i32,
+        scope: &str,
+    ) -> pb::AuthorizeResponse {
+        self.authorizer()
+            .authorize(pb::AuthorizeRequest {
+                token: token.into(),
+                resource: Some(rref(kind, id)),
+                level,
+                scope: scope.into(),
+            })
+            .await
+            .expect("authorize")
+            .into_inner()
+    }
+}
+
+/// A request carrying `token` as `authorization: Bearer`.
+pub fn auth<T>(msg: T, token: &str) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    req
+}
+
+pub fn rref(kind: pb::ResourceType, id: &str) -> pb::ResourceRef {
+    pb::ResourceRef {
+        r#type: kind as i32,
+        id: id.into(),
+    }
+}
+
+pub fn grant(kind: pb::ResourceType, id: &str, level: i32) -> pb::Grant {
+    pb::Grant {
+        resource: Some(rref(kind, id)),
+        level,
+    }
+}
+
+pub fn scope(name: &str, level: i32) -> pb::Scope {
+    pb::Scope {
+        name: name.into(),
+        level,
+    }
+}
+
+/// Asserts a call failed with `code`.
+pub fn assert_code<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
+    match r {
+        Ok(v) => panic!("expected {code:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "unexpected status: {s:?}");
+            s
+        }
+    }
+}
+
+pub fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+pub use pb::DenyReason;
+pub use pb::ResourceType::{
+    Account as ACCOUNT, Domain as DOMAIN, Project as PROJECT, Sandbox as SANDBOX,
+};
