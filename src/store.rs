@@ -53,6 +53,8 @@ pub trait Store: Send + Sync + 'static {
 const SCHEMA_VERSION: u64 = 1;
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_COUNTERS: &[u8] = b"counters";
+/// Written in the data dir when keyward initialises it.
+const MARKER_FILE: &str = "keyward.store";
 
 /// The embedded sled store in a data dir.
 pub struct SledStore {
@@ -77,7 +79,32 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`, checking its schema version.
+    ///
+    /// A marker file beside sled's files tells a damaged store from a new
+    /// one: sled may open a truncated or foreign data dir as empty, and an
+    /// empty start would silently drop every token. So a dir with the marker
+    /// must hold a schema version, and a dir without it must be empty (but
+    /// for the digest key) before keyward initialises it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let marker = dir.join(MARKER_FILE);
+        let initialised = marker.exists();
+        if !initialised {
+            let foreign = std::fs::read_dir(dir)
+                .map_err(|e| corrupt("data dir", e))?
+                .filter_map(std::result::Result::ok)
+                .any(|e| e.file_name() != "digest.key");
+            if foreign {
+                return Err(StoreError::Corrupt(format!(
+                    "{} holds files but no {MARKER_FILE} marker: not a keyward data dir (or a damaged one); \
+                     refusing to start on it",
+                    dir.display()
+                )));
+            }
+            let mut f = std::fs::File::create(&marker).map_err(|e| corrupt("marker", e))?;
+            std::io::Write::write_all(&mut f, b"keyward store, schema 1\n")
+                .map_err(|e| corrupt("marker", e))?;
+            f.sync_all().map_err(|e| corrupt("marker", e))?;
+        }
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -90,6 +117,13 @@ impl SledStore {
             db,
         };
         match store.meta.get(META_SCHEMA)? {
+            None if initialised => {
+                return Err(StoreError::Corrupt(format!(
+                    "{} was initialised ({MARKER_FILE} exists) but the store is empty: damaged or truncated; \
+                     refusing to start with no tokens",
+                    dir.display()
+                )))
+            }
             None => {
                 store
                     .meta

@@ -1,6 +1,6 @@
 //! A real keyward on 127.0.0.1:0 with sled in a temp dir, a manual clock,
 //! and generated gRPC clients.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::path::Path;
