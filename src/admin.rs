@@ -230,7 +230,9 @@ impl<'a> Access<'a> {
 }
 
 /// The first domain that `token` is the last live holder of, among the
-/// domains it holds that `keep` does not.
+/// domains it holds that `keep` does not. Holders that are expired, or that
+/// were reset (they are on their way out and cannot be reset again), do not
+/// count.
 fn last_holder_of<'a>(
     idx: &'a Index,
     account: &AccountState,
@@ -248,7 +250,9 @@ fn last_holder_of<'a>(
             !account.tokens.iter().any(|id| {
                 *id != token.id
                     && idx.tokens.get(id).is_some_and(|t| {
-                        !t.is_expired(now) && t.grants.iter().any(|o| o.resource == g.resource)
+                        !t.is_expired(now)
+                            && t.replaced_by == 0
+                            && t.grants.iter().any(|o| o.resource == g.resource)
                     })
             })
         })

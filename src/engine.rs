@@ -166,7 +166,7 @@ impl Engine {
             None
         };
         let tokens = self.index.read().tokens.len();
-        metrics::gauge!("keyward_tokens_loaded").set(tokens as f64);
+        metrics::gauge!("keyward_tokens").set(tokens as f64);
         self.ready.store(true, Ordering::Release);
         Ok(root_token)
     }
@@ -255,6 +255,7 @@ impl Engine {
         for c in &changes {
             idx.apply(c);
         }
+        metrics::gauge!("keyward_tokens").set(idx.tokens.len() as f64);
         Ok(())
     }
 

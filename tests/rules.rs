@@ -542,6 +542,50 @@ async fn domain_registration_creates_its_token_and_keeps_one() {
         ))
         .await;
     assert_code(r, Code::FailedPrecondition);
+    // A reset token on its way out is no holder: after a reset, the new
+    // token is the last holder and cannot be deleted.
+    s.register(&admin, a, DOMAIN, "two.example", None)
+        .await
+        .expect("token");
+    let ci = s
+        .create(&admin, a, "ci", vec![grant(DOMAIN, "two.example", ADMIN)])
+        .await
+        .unwrap();
+    let auto_id = listed_id(&s, a, &admin, "two.example token").await;
+    s.tokens()
+        .delete_token(auth(
+            pb::DeleteTokenRequest {
+                account_id: a,
+                token_id: auto_id,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let reset = s
+        .tokens()
+        .reset_token(auth(
+            pb::ResetTokenRequest {
+                account_id: a,
+                token_id: ci.token.unwrap().id,
+                expires_at: None,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = s
+        .tokens()
+        .delete_token(auth(
+            pb::DeleteTokenRequest {
+                account_id: a,
+                token_id: reset.token.unwrap().id,
+            },
+            &admin,
+        ))
+        .await;
+    assert_code(r, Code::FailedPrecondition);
     // Duplicates and bad parents.
     let r = s
         .resources()
@@ -1062,4 +1106,26 @@ async fn authorize_batch_matches_single_calls() {
         .await;
     assert_code(r, Code::InvalidArgument);
     s.stop().await.unwrap();
+}
+
+/// The id of the first token of `account` whose name starts with `prefix`.
+async fn listed_id(s: &TestServer, account: u64, caller: &str, prefix: &str) -> u64 {
+    let listed = s
+        .tokens()
+        .list_tokens(auth(
+            pb::ListTokensRequest {
+                account_id: account,
+                ..Default::default()
+            },
+            caller,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    listed
+        .tokens
+        .iter()
+        .find(|t| t.name.starts_with(prefix))
+        .map(|t| t.id)
+        .expect("token listed")
 }

@@ -65,7 +65,6 @@ fn reason_label(reason: DenyReason) -> &'static str {
         DenyReason::WrongAccount => "wrong_account",
         DenyReason::Scope => "scope",
         DenyReason::UnknownResource => "unknown_resource",
-        DenyReason::InvalidRequest => "invalid_request",
     }
 }
 

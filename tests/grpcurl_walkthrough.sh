@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# End-to-end walkthrough of keyward's gRPC API with grpcurl, against the
+# release binary. It doubles as documentation: every step below is one
+# grpcurl call, with the answer it must get.
+#
+#   bash tests/grpcurl_walkthrough.sh
+#
+# Needs: grpcurl (1.8.x; it uses server reflection), curl, python3.
+# Starts its own keyward on free loopback ports with a throw-away data dir,
+# and stops it again (SIGTERM) whatever happens.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+BIN=target/release/keyward
+if [[ ! -x "$BIN" ]]; then
+  echo "# $BIN is missing: cargo build --release"
+  cargo build --release
+fi
+for tool in grpcurl curl python3; do
+  command -v "$tool" >/dev/null || { echo "walkthrough: $tool is not installed" >&2; exit 1; }
+done
+# The interpreter itself, not a pyenv shim: it runs several times per step.
+PY=$(python3 -c 'import sys; print(sys.executable)')
+
+# ------------------------------------------------------------------ harness
+
+WORK=$(mktemp -d)
+SERVER_PID=
+PASSED=0
+STEP="start-up"
+
+cleanup() {
+  local rc=$?
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [[ $rc -ne 0 && -f "$WORK/keyward.log" ]]; then
+    echo "# last lines of the server log:" >&2
+    tail -n 20 "$WORK/keyward.log" | sed 's/^/#   /' >&2
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# step NAME: starts a step.
+step() { STEP=$1; }
+# ok: the current step passed.
+ok() { PASSED=$((PASSED + 1)); echo "ok - $STEP"; }
+# fail MESSAGE: the current step failed; stops the walkthrough.
+fail() {
+  echo "not ok - $STEP: $*" >&2
+  echo "$PASSED passed, 1 failed"
+  exit 1
+}
+
+# call CMD...: runs CMD; its stdout goes to $OUT, its stderr to $ERR and its
+# exit status to $RC (never aborts the script).
+call() {
+  RC=0
+  OUT=$("$@" 2>"$WORK/stderr") || RC=$?
+  ERR=$(cat "$WORK/stderr")
+}
+# expect_ok: the last call succeeded.
+expect_ok() {
+  [[ $RC -eq 0 ]] || fail "expected success, got exit $RC: $ERR"
+}
+# expect_code CODE: the last call failed with gRPC status CODE (grpcurl
+# prints "Code: <Name>").
+expect_code() {
+  [[ $RC -ne 0 ]] || fail "expected gRPC error $1, but the call succeeded: $OUT"
+  grep -q "Code: $1\$" <<<"$ERR" || fail "expected gRPC error $1, got: $ERR"
+}
+# field PATH: a field of the last JSON answer, by dotted path (list items by
+# index: grants.0.level). proto3 JSON leaves out default values, so a missing
+# field prints as false / "" / 0 according to DEFAULT (default: empty).
+field() {
+  "$PY" -c '
+import json, sys
+v = json.loads(sys.argv[1])
+for k in sys.argv[2].split("."):
+    try:
+        v = v[int(k)] if isinstance(v, list) else v[k]
+    except (KeyError, IndexError, ValueError):
+        v = sys.argv[3]
+        break
+print(str(v).lower() if isinstance(v, bool) else v)
+' "$OUT" "$1" "${2:-}"
+}
+# expect_eq ACTUAL EXPECTED WHAT
+expect_eq() {
+  [[ "$1" == "$2" ]] || fail "$3: expected '$2', got '$1' (answer: $OUT)"
+}
+# expect_decision ALLOWED REASON: the last Authorize answer.
+expect_decision() {
+  expect_ok
+  expect_eq "$(field allowed false)" "$1" "allowed"
+  expect_eq "$(field reason DENY_REASON_UNSPECIFIED)" "$2" "reason"
+}
+
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# ------------------------------------------------------------------ server
+
+GRPC_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+while [[ "$HTTP_PORT" == "$GRPC_PORT" ]]; do HTTP_PORT=$(free_port); done
+GRPC=127.0.0.1:$GRPC_PORT
+
+# NO_COLOR: plain server log (it is shown if a step fails).
+NO_COLOR=1 "$BIN" --data-dir "$WORK/data" \
+  --grpc-addr "127.0.0.1:$GRPC_PORT" \
+  --http-addr "127.0.0.1:$HTTP_PORT" \
+  >"$WORK/keyward.out" 2>"$WORK/keyward.log" &
+SERVER_PID=$!
+
+step "server ready (/readyz) and root token printed"
+ROOT=
+for _ in $(seq 300); do
+  kill -0 "$SERVER_PID" 2>/dev/null || fail "keyward exited during start-up"
+  if curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null; then
+    # On the very first start keyward prints "root token: kw_..." to stdout.
+    ROOT=$(sed -n 's/^root token: \(kw_[A-Za-z0-9]*\)$/\1/p' "$WORK/keyward.out")
+    [[ -n "$ROOT" ]] && break
+  fi
+  sleep 0.1
+done
+[[ -n "$ROOT" ]] || fail "not ready with a root token within 30 s"
+ok
+
+# ------------------------------------------------------------------ walkthrough
+
+step "Health/Check is SERVING"
+call grpcurl -plaintext -d '{"service": ""}' \
+  "$GRPC" grpc.health.v1.Health/Check
+expect_ok
+expect_eq "$(field status)" SERVING "status"
+ok
+
+step "reflection lists the keyward services"
+call grpcurl -plaintext "$GRPC" list
+expect_ok
+for svc in keyward.v1.Accounts keyward.v1.Resources keyward.v1.Tokens keyward.v1.Authorizer; do
+  grep -qx "$svc" <<<"$OUT" || fail "$svc not listed: $OUT"
+done
+ok
+
+step "a call without credentials is Unauthenticated"
+call grpcurl -plaintext -d '{}' \
+  "$GRPC" keyward.v1.Accounts/ListAccounts
+expect_code Unauthenticated
+ok
+
+step "CreateAccount (root token) returns the account and its ADMIN token"
+call grpcurl -plaintext -H "authorization: Bearer $ROOT" \
+  -d '{"name": "acme"}' \
+  "$GRPC" keyward.v1.Accounts/CreateAccount
+expect_ok
+ACCOUNT_ID=$(field account.id)
+ADMIN=$(field adminToken.secret)
+[[ "$ACCOUNT_ID" =~ ^[1-9][0-9]*$ ]] || fail "no account id: $OUT"
+[[ "$ADMIN" == kw_* ]] || fail "no admin token secret: $OUT"
+expect_eq "$(field adminToken.token.grants.0.resource.type)" RESOURCE_TYPE_ACCOUNT "admin grant type"
+expect_eq "$(field adminToken.token.grants.0.level)" ACCESS_LEVEL_ADMIN "admin grant level"
+ok
+
+step "RegisterResource project p1"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" -d @ \
+  "$GRPC" keyward.v1.Resources/RegisterResource <<EOF
+{
+  "accountId": "$ACCOUNT_ID",
+  "resource": {"type": "RESOURCE_TYPE_PROJECT", "id": "p1"}
+}
+EOF
+expect_ok
+expect_eq "$(field resource.id)" p1 "resource.id"
+expect_eq "$(field domainToken)" "" "domainToken (none for a project)"
+ok
+
+step "RegisterResource domain example.com returns the domain's own token"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" -d @ \
+  "$GRPC" keyward.v1.Resources/RegisterResource <<EOF
+{
+  "accountId": "$ACCOUNT_ID",
+  "resource": {"type": "RESOURCE_TYPE_DOMAIN", "id": "example.com"}
+}
+EOF
+expect_ok
+DOMAIN_TOKEN=$(field domainToken.secret)
+DOMAIN_TOKEN_ID=$(field domainToken.token.id)
+[[ "$DOMAIN_TOKEN" == kw_* ]] || fail "no domain token secret: $OUT"
+expect_eq "$(field domainToken.token.name)" "example.com token $DOMAIN_TOKEN_ID" "domain token name"
+ok
+
+step "CreateToken \"ci sender\": ADMIN on the domain, VIEWER on the project"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" -d @ \
+  "$GRPC" keyward.v1.Tokens/CreateToken <<EOF
+{
+  "accountId": "$ACCOUNT_ID",
+  "name": "ci sender",
+  "grants": [
+    {"resource": {"type": "RESOURCE_TYPE_DOMAIN", "id": "example.com"}, "level": "ACCESS_LEVEL_ADMIN"},
+    {"resource": {"type": "RESOURCE_TYPE_PROJECT", "id": "p1"}, "level": "ACCESS_LEVEL_VIEWER"}
+  ]
+}
+EOF
+expect_ok
+CI=$(field secret)
+CI_ID=$(field token.id)
+[[ "$CI" == kw_* ]] || fail "no secret: $OUT"
+expect_eq "$(field token.name)" "ci sender" "token.name"
+expect_eq "$(field token.last4Digits)" "${CI: -4}" "token.last4Digits"
+ok
+
+step "ListTokens shows the admin, domain and ci sender tokens"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\"}" \
+  "$GRPC" keyward.v1.Tokens/ListTokens
+expect_ok
+NAMES=$("$PY" -c 'import json, sys; print("|".join(t["name"] for t in json.loads(sys.argv[1])["tokens"]))' "$OUT")
+expect_eq "$NAMES" "acme admin token|example.com token $DOMAIN_TOKEN_ID|ci sender" "token names"
+ok
+
+# authorize TOKEN TYPE ID LEVEL: one Authorizer/Authorize call (no caller
+# credential: the token being checked is in the request).
+authorize() {
+  call grpcurl -plaintext -d @ \
+    "$GRPC" keyward.v1.Authorizer/Authorize <<EOF
+{
+  "token": "$1",
+  "resource": {"type": "$2", "id": "$3"},
+  "level": "$4"
+}
+EOF
+}
+
+step "Authorize ci sender on the domain at ADMIN: allowed"
+authorize "$CI" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
+expect_decision true DENY_REASON_UNSPECIFIED
+expect_eq "$(field tokenId)" "$CI_ID" "tokenId"
+expect_eq "$(field accountId)" "$ACCOUNT_ID" "accountId"
+ok
+
+step "Authorize ci sender on the project at ADMIN: denied, NO_GRANT"
+authorize "$CI" RESOURCE_TYPE_PROJECT p1 ACCESS_LEVEL_ADMIN
+expect_decision false DENY_REASON_NO_GRANT
+ok
+
+step "Authorize ci sender on the project at VIEWER: allowed"
+authorize "$CI" RESOURCE_TYPE_PROJECT p1 ACCESS_LEVEL_VIEWER
+expect_decision true DENY_REASON_UNSPECIFIED
+ok
+
+step "Authorize a malformed token: denied, MALFORMED"
+authorize "kw_not-a-token" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
+expect_decision false DENY_REASON_MALFORMED
+ok
+
+step "ResetToken ci sender returns a new token with the same grants"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI_ID\"}" \
+  "$GRPC" keyward.v1.Tokens/ResetToken
+expect_ok
+CI2=$(field secret)
+CI2_ID=$(field token.id)
+[[ "$CI2" == kw_* && "$CI2" != "$CI" ]] || fail "no new secret: $OUT"
+expect_eq "$(field token.replaces)" "$CI_ID" "token.replaces"
+expect_eq "$(field token.grants.0.resource.id)" example.com "token.grants[0]"
+expect_eq "$(field token.grants.1.resource.id)" p1 "token.grants[1]"
+ok
+
+step "Authorize the new secret: allowed"
+authorize "$CI2" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
+expect_decision true DENY_REASON_UNSPECIFIED
+expect_eq "$(field tokenId)" "$CI2_ID" "tokenId"
+ok
+
+step "Authorize the old secret during the 12 h grace: still allowed"
+authorize "$CI" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
+expect_decision true DENY_REASON_UNSPECIFIED
+expect_eq "$(field tokenId)" "$CI_ID" "tokenId"
+ok
+
+step "ResetToken the old token again: FailedPrecondition"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI_ID\"}" \
+  "$GRPC" keyward.v1.Tokens/ResetToken
+expect_code FailedPrecondition
+ok
+
+step "PauseToken the new token"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI2_ID\"}" \
+  "$GRPC" keyward.v1.Tokens/PauseToken
+expect_ok
+expect_eq "$(field paused false)" true "paused"
+ok
+
+step "Authorize the paused token: denied, PAUSED"
+authorize "$CI2" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
+expect_decision false DENY_REASON_PAUSED
+ok
+
+step "ResumeToken the new token"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI2_ID\"}" \
+  "$GRPC" keyward.v1.Tokens/ResumeToken
+expect_ok
+expect_eq "$(field paused false)" false "paused"
+ok
+
+step "Authorize the resumed token: allowed"
+authorize "$CI2" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
+expect_decision true DENY_REASON_UNSPECIFIED
+ok
+
+step "DeleteToken the new token"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI2_ID\"}" \
+  "$GRPC" keyward.v1.Tokens/DeleteToken
+expect_ok
+expect_eq "$(field tokenId)" "$CI2_ID" "tokenId"
+ok
+
+step "Authorize the deleted token: denied, UNKNOWN_TOKEN"
+authorize "$CI2" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
+expect_decision false DENY_REASON_UNKNOWN_TOKEN
+ok
+
+# The old ci sender token (in its grace period) still holds ADMIN on the
+# domain; delete it too, so that the domain's own token is the last one.
+step "DeleteToken the old (reset) token"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI_ID\"}" \
+  "$GRPC" keyward.v1.Tokens/DeleteToken
+expect_ok
+ok
+
+step "DeleteToken the last token on the domain: FailedPrecondition"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$DOMAIN_TOKEN_ID\"}" \
+  "$GRPC" keyward.v1.Tokens/DeleteToken
+expect_code FailedPrecondition
+ok
+
+step "the domain token still authorizes"
+authorize "$DOMAIN_TOKEN" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
+expect_decision true DENY_REASON_UNSPECIFIED
+ok
+
+# ------------------------------------------------------------------ shutdown
+
+step "SIGTERM stops keyward with exit status 0 within 10 s"
+kill -TERM "$SERVER_PID"
+for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$SERVER_PID" 2>/dev/null && fail "still running 10 s after SIGTERM"
+STATUS=0
+wait "$SERVER_PID" || STATUS=$?
+SERVER_PID=
+expect_eq "$STATUS" 0 "exit status"
+ok
+
+echo "$PASSED passed, 0 failed"
