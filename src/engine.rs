@@ -14,6 +14,7 @@ use crate::authz::{self, Check};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::index::{Change, Index, TokenState};
+use crate::metrics::Metrics;
 use crate::model::limits;
 use crate::pb::store::TokenRecord;
 use crate::pb::v1::DenyReason;
@@ -111,6 +112,8 @@ pub struct Engine {
     negative: Mutex<HashMap<Digest, i64>>,
     /// Set once the store is loaded; until then every call is UNAVAILABLE.
     ready: AtomicBool,
+    /// Metric handles.
+    pub(crate) metrics: Metrics,
 }
 
 impl std::fmt::Debug for Engine {
@@ -142,6 +145,7 @@ impl Engine {
             verify_waiters: AtomicUsize::new(0),
             negative: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
+            metrics: Metrics::new(),
         })
     }
 
@@ -166,7 +170,7 @@ impl Engine {
             None
         };
         let tokens = self.index.read().tokens.len();
-        metrics::gauge!("keyward_tokens").set(tokens as f64);
+        self.metrics.tokens.set(tokens as f64);
         self.ready.store(true, Ordering::Release);
         Ok(root_token)
     }
@@ -255,7 +259,7 @@ impl Engine {
         for c in &changes {
             idx.apply(c);
         }
-        metrics::gauge!("keyward_tokens").set(idx.tokens.len() as f64);
+        self.metrics.tokens.set(idx.tokens.len() as f64);
         Ok(())
     }
 
@@ -267,14 +271,31 @@ impl Engine {
         let digest = self.key.digest(parsed.full());
         let phc = {
             let idx = self.index.read();
-            let state = idx.tokens.get(&parsed.id).ok_or(AuthnFailure::Unknown)?;
-            match &state.digest {
-                Some(known) if token::digests_equal(known, &digest) => return Ok(parsed.id),
-                Some(_) => return Err(AuthnFailure::Unknown),
-                None => state.phc_hash.clone(),
+            match self.prove(&idx, &parsed, &digest)? {
+                Proof::Verified(_) => return Ok(parsed.id),
+                Proof::NeedsArgon2(phc) => phc,
             }
         };
         self.verify_slow(parsed, digest, phc).await
+    }
+
+    /// The cheap proof: the token exists and its digest matches the known
+    /// verified digest; or, with no digest known, the hash argon2 must check.
+    fn prove<'i>(
+        &self,
+        idx: &'i Index,
+        parsed: &ParsedToken<'_>,
+        digest: &Digest,
+    ) -> Result<Proof<'i>, AuthnFailure> {
+        let state = idx.tokens.get(&parsed.id).ok_or(AuthnFailure::Unknown)?;
+        match &state.digest {
+            Some(known) if token::digests_equal(known, digest) => {
+                self.metrics.verify_digest.increment(1);
+                Ok(Proof::Verified(state))
+            }
+            Some(_) => Err(AuthnFailure::Unknown),
+            None => Ok(Proof::NeedsArgon2(state.phc_hash.clone())),
+        }
     }
 
     /// The argon2 path: negative cache, bounded queue with a deadline, and a
@@ -296,7 +317,7 @@ impl Engine {
             return Err(AuthnFailure::Unknown);
         }
         let waiting = self.verify_waiters.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics::gauge!("keyward_argon2_queue_depth").set(waiting as f64);
+        self.metrics.argon2_queue.set(waiting as f64);
         let permit = if waiting > self.settings.verify_max_waiters {
             None
         } else {
@@ -308,9 +329,9 @@ impl Engine {
             .ok()
         };
         let left = self.verify_waiters.fetch_sub(1, Ordering::AcqRel) - 1;
-        metrics::gauge!("keyward_argon2_queue_depth").set(left as f64);
+        self.metrics.argon2_queue.set(left as f64);
         let Some(Ok(_permit)) = permit else {
-            metrics::counter!("keyward_argon2_shed_total").increment(1);
+            self.metrics.argon2_shed.increment(1);
             return Err(AuthnFailure::Overloaded);
         };
         let secret = parsed.secret_part().to_owned();
@@ -318,7 +339,12 @@ impl Engine {
         let ok = tokio::task::spawn_blocking(move || token::verify_secret(&secret, &phc_for_task))
             .await
             .unwrap_or(false);
-        metrics::counter!("keyward_argon2_verifies_total", "result" => if ok { "ok" } else { "fail" }).increment(1);
+        if ok {
+            &self.metrics.verify_argon2_ok
+        } else {
+            &self.metrics.verify_argon2_fail
+        }
+        .increment(1);
         if !ok {
             let mut neg = self.negative.lock();
             if neg.len() >= self.settings.negative_max {
@@ -344,33 +370,37 @@ impl Engine {
     }
 
     /// Decides one Authorize request. Fails (closed) only when argon2
-    /// capacity is exhausted and the token needs it.
+    /// capacity is exhausted and the token needs it. With a known digest the
+    /// whole decision is made under one read lock, with no allocation.
     pub async fn authorize(&self, token: &str, check: &Check<'_>) -> Result<Decision> {
         let now = self.now_ms();
-        let id = match self.authenticate(token).await {
-            Ok(id) => id,
-            Err(AuthnFailure::Malformed) => return Ok(Decision::deny(DenyReason::Malformed)),
-            Err(AuthnFailure::Unknown) => return Ok(Decision::deny(DenyReason::UnknownToken)),
+        let Some(parsed) = parse_bounded(token) else {
+            return Ok(Decision::deny(DenyReason::Malformed));
+        };
+        let digest = self.key.digest(parsed.full());
+        let phc = {
+            let idx = self.index.read();
+            match self.prove(&idx, &parsed, &digest) {
+                Ok(Proof::Verified(state)) => return Ok(decide_for(&idx, state, check, now)),
+                Ok(Proof::NeedsArgon2(phc)) => phc,
+                Err(_) => return Ok(Decision::deny(DenyReason::UnknownToken)),
+            }
+        };
+        match self.verify_slow(parsed, digest, phc).await {
+            Ok(_) => {}
             Err(AuthnFailure::Overloaded) => {
                 return Err(Error::Unavailable(
                     "token verification is overloaded; retry shortly".into(),
                 ))
             }
-        };
-        let idx = self.index.read();
-        // Live state on every call: a delete after authentication is seen here.
-        let Some(state) = idx.tokens.get(&id) else {
-            return Ok(Decision::deny(DenyReason::UnknownToken));
-        };
-        let result = authz::decide(&idx, state, check, now);
-        if result.is_ok() {
-            state.touch(now);
+            Err(_) => return Ok(Decision::deny(DenyReason::UnknownToken)),
         }
-        Ok(Decision {
-            allowed: result.is_ok(),
-            reason: result.err().unwrap_or(DenyReason::Unspecified),
-            token_id: state.id,
-            account_id: state.account_id,
+        // Live state after the (slow) proof: a delete that landed while
+        // argon2 ran is seen here.
+        let idx = self.index.read();
+        Ok(match idx.tokens.get(&parsed.id) {
+            Some(state) => decide_for(&idx, state, check, now),
+            None => Decision::deny(DenyReason::UnknownToken),
         })
     }
 
@@ -431,6 +461,28 @@ impl Engine {
             return Err(Error::Unauthenticated("token has expired".into()));
         }
         Ok(state)
+    }
+}
+
+/// The outcome of the cheap proof.
+enum Proof<'i> {
+    /// The digest matched: the token's live state.
+    Verified(&'i TokenState),
+    /// No digest known: argon2 must check this PHC hash.
+    NeedsArgon2(String),
+}
+
+/// Decides for an authentic token and records its use.
+fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64) -> Decision {
+    let result = authz::decide(idx, state, check, now);
+    if result.is_ok() {
+        state.touch(now);
+    }
+    Decision {
+        allowed: result.is_ok(),
+        reason: result.err().unwrap_or(DenyReason::Unspecified),
+        token_id: state.id,
+        account_id: state.account_id,
     }
 }
 

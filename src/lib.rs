@@ -16,6 +16,7 @@
 //! - [`model`]: resource kinds, levels, grants, scopes, input validation.
 //! - [`error`]: domain errors and their mapping to gRPC status codes.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`metrics`]: metric handles, registered once.
 //! - [`clock`]: injectable time.
 //! - [`pb`]: generated code only.
 
@@ -27,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod index;
+pub mod metrics;
 pub mod model;
 pub mod pb;
 pub mod server;

@@ -119,6 +119,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: oneshot::Sender<Ready>,
 ) -> Result<(), ServeError> {
+    // The recorder must exist before the engine registers its handles.
+    let _ = crate::http::metrics_handle();
     let is_default_key = opts.digest_key_file == opts.data_dir.join("digest.key");
     let dir = opts.data_dir.clone();
     let (store, is_new) = tokio::task::spawn_blocking(move || open_store(&dir))

@@ -8,8 +8,9 @@ use tonic::{Request, Response, Status};
 use crate::authz::Check;
 use crate::engine::{Decision, Engine};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::model::{limits, Kind, Level};
-use crate::pb::v1::{self as pb, authorizer_server::Authorizer, DenyReason};
+use crate::pb::v1::{self as pb, authorizer_server::Authorizer};
 
 /// The Authorizer service.
 #[derive(Debug, Clone)]
@@ -54,32 +55,20 @@ fn check_of<'a>(field: &str, req: &'a pb::AuthorizeRequest) -> Result<Check<'a>>
     })
 }
 
-fn reason_label(reason: DenyReason) -> &'static str {
-    match reason {
-        DenyReason::Unspecified => "none",
-        DenyReason::Malformed => "malformed",
-        DenyReason::UnknownToken => "unknown_token",
-        DenyReason::Expired => "expired",
-        DenyReason::Paused => "paused",
-        DenyReason::NoGrant => "no_grant",
-        DenyReason::WrongAccount => "wrong_account",
-        DenyReason::Scope => "scope",
-        DenyReason::UnknownResource => "unknown_resource",
-    }
-}
-
 impl AuthorizerService {
     async fn decide(
         &self,
         req: &pb::AuthorizeRequest,
         check: &Check<'_>,
     ) -> Result<pb::AuthorizeResponse> {
-        let d: Decision = self.engine.authorize(&req.token, check).await.inspect_err(|_| {
-            metrics::counter!("keyward_decisions_total", "result" => "shed", "reason" => "overloaded").increment(1);
-        })?;
+        let m = &self.engine.metrics;
+        let d: Decision = self
+            .engine
+            .authorize(&req.token, check)
+            .await
+            .inspect_err(|_| m.shed.increment(1))?;
         if d.allowed {
-            metrics::counter!("keyward_decisions_total", "result" => "allow", "reason" => "none")
-                .increment(1);
+            m.allow.increment(1);
             tracing::debug!(
                 token.id = d.token_id,
                 resource.id = check.id,
@@ -87,14 +76,13 @@ impl AuthorizerService {
                 "authorize"
             );
         } else {
-            metrics::counter!("keyward_decisions_total", "result" => "deny", "reason" => reason_label(d.reason))
-                .increment(1);
+            m.deny(d.reason);
             tracing::info!(
                 token.id = d.token_id,
                 resource.kind = check.kind.as_str(),
                 resource.id = check.id,
                 decision = "deny",
-                reason = reason_label(d.reason),
+                reason = Metrics::reason_label(d.reason),
                 "authorize"
             );
         }
@@ -118,7 +106,10 @@ impl Authorizer for AuthorizerService {
         let req = req.get_ref();
         let check = check_of("", req)?;
         let out = self.decide(req, &check).await?;
-        metrics::histogram!("keyward_authorize_seconds").record(start.elapsed().as_secs_f64());
+        self.engine
+            .metrics
+            .authorize_seconds
+            .record(start.elapsed().as_secs_f64());
         Ok(Response::new(out))
     }
 

@@ -1,0 +1,92 @@
+//! Metric handles, registered once so the hot path only bumps atomics.
+//!
+//! Names (Prometheus, on `/metrics`):
+//! - `keyward_decisions_total{result="allow|deny|shed", reason}`
+//! - `keyward_authorize_seconds` (summary of Authorize latency in the server)
+//! - `keyward_verify_total{path="digest|argon2_ok|argon2_fail|negative_cache"}`:
+//!   how tokens were proven (digest = cache hit; argon2 = miss)
+//! - `keyward_argon2_queue_depth`, `keyward_argon2_shed_total`
+//! - `keyward_tokens` (tokens in memory)
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+use crate::pb::v1::DenyReason;
+
+/// Every deny reason, in wire order, with its label.
+const REASONS: [(DenyReason, &str); 8] = [
+    (DenyReason::Malformed, "malformed"),
+    (DenyReason::UnknownToken, "unknown_token"),
+    (DenyReason::Expired, "expired"),
+    (DenyReason::Paused, "paused"),
+    (DenyReason::NoGrant, "no_grant"),
+    (DenyReason::WrongAccount, "wrong_account"),
+    (DenyReason::Scope, "scope"),
+    (DenyReason::UnknownResource, "unknown_resource"),
+];
+
+/// The handles.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Allowed decisions.
+    pub allow: Counter,
+    /// Denied decisions, by reason (index = position in `REASONS`).
+    deny: [Counter; 8],
+    /// Authorize calls shed for lack of argon2 capacity.
+    pub shed: Counter,
+    /// Authorize latency inside the server.
+    pub authorize_seconds: Histogram,
+    /// Tokens proven by their verified digest (cache hit).
+    pub verify_digest: Counter,
+    /// argon2 verifies that succeeded (cache miss, filled).
+    pub verify_argon2_ok: Counter,
+    /// argon2 verifies that failed.
+    pub verify_argon2_fail: Counter,
+    /// Wrong secrets answered from the negative cache.
+    pub verify_negative: Counter,
+    /// argon2 verifies shed (queue full or deadline passed).
+    pub argon2_shed: Counter,
+    /// argon2 verifies waiting for a CPU.
+    pub argon2_queue: Gauge,
+    /// Tokens in memory.
+    pub tokens: Gauge,
+}
+
+impl Metrics {
+    /// Registers the handles with the installed recorder.
+    pub fn new() -> Self {
+        Self {
+            allow: counter!("keyward_decisions_total", "result" => "allow", "reason" => "none"),
+            deny: REASONS.map(|(_, label)| counter!("keyward_decisions_total", "result" => "deny", "reason" => label)),
+            shed: counter!("keyward_decisions_total", "result" => "shed", "reason" => "overloaded"),
+            authorize_seconds: histogram!("keyward_authorize_seconds"),
+            verify_digest: counter!("keyward_verify_total", "path" => "digest"),
+            verify_argon2_ok: counter!("keyward_verify_total", "path" => "argon2_ok"),
+            verify_argon2_fail: counter!("keyward_verify_total", "path" => "argon2_fail"),
+            verify_negative: counter!("keyward_verify_total", "path" => "negative_cache"),
+            argon2_shed: counter!("keyward_argon2_shed_total"),
+            argon2_queue: gauge!("keyward_argon2_queue_depth"),
+            tokens: gauge!("keyward_tokens"),
+        }
+    }
+
+    /// Counts a denial.
+    pub fn deny(&self, reason: DenyReason) {
+        if let Some(i) = REASONS.iter().position(|(r, _)| *r == reason) {
+            self.deny[i].increment(1);
+        }
+    }
+
+    /// The label of a deny reason (for logs).
+    pub fn reason_label(reason: DenyReason) -> &'static str {
+        REASONS
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or("none", |(_, l)| l)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
