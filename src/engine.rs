@@ -370,21 +370,15 @@ impl Engine {
     }
 
     /// Decides one Authorize request. Fails (closed) only when argon2
-    /// capacity is exhausted and the token needs it. With a known digest the
-    /// whole decision is made under one read lock, with no allocation.
+    /// capacity is exhausted and the token needs it.
     pub async fn authorize(&self, token: &str, check: &Check<'_>) -> Result<Decision> {
-        let now = self.now_ms();
-        let Some(parsed) = parse_bounded(token) else {
-            return Ok(Decision::deny(DenyReason::Malformed));
-        };
-        let digest = self.key.digest(parsed.full());
-        let phc = {
-            let idx = self.index.read();
-            match self.prove(&idx, &parsed, &digest) {
-                Ok(Proof::Verified(state)) => return Ok(decide_for(&idx, state, check, now)),
-                Ok(Proof::NeedsArgon2(phc)) => phc,
-                Err(_) => return Ok(Decision::deny(DenyReason::UnknownToken)),
-            }
+        let (parsed, digest, phc) = match self.authorize_cached(token, check) {
+            Cached::Decided(d) => return Ok(d),
+            Cached::NeedsArgon2 {
+                parsed,
+                digest,
+                phc,
+            } => (parsed, digest, phc),
         };
         match self.verify_slow(parsed, digest, phc).await {
             Ok(_) => {}
@@ -397,11 +391,33 @@ impl Engine {
         }
         // Live state after the (slow) proof: a delete that landed while
         // argon2 ran is seen here.
+        let now = self.now_ms();
         let idx = self.index.read();
         Ok(match idx.tokens.get(&parsed.id) {
             Some(state) => decide_for(&idx, state, check, now),
             None => Decision::deny(DenyReason::UnknownToken),
         })
+    }
+
+    /// The in-memory part of Authorize: parse, checksum, digest, lookup and
+    /// decision under one read lock, with no allocation; hands back what
+    /// argon2 needs when no verified digest is known.
+    pub fn authorize_cached<'t>(&self, token: &'t str, check: &Check<'_>) -> Cached<'t> {
+        let Some(parsed) = parse_bounded(token) else {
+            return Cached::Decided(Decision::deny(DenyReason::Malformed));
+        };
+        let digest = self.key.digest(parsed.full());
+        let now = self.now_ms();
+        let idx = self.index.read();
+        match self.prove(&idx, &parsed, &digest) {
+            Ok(Proof::Verified(state)) => Cached::Decided(decide_for(&idx, state, check, now)),
+            Ok(Proof::NeedsArgon2(phc)) => Cached::NeedsArgon2 {
+                parsed,
+                digest,
+                phc,
+            },
+            Err(_) => Cached::Decided(Decision::deny(DenyReason::UnknownToken)),
+        }
     }
 
     /// Persists what the hot path learnt (last use, verified digests) in
@@ -462,6 +478,21 @@ impl Engine {
         }
         Ok(state)
     }
+}
+
+/// The outcome of [`Engine::authorize_cached`].
+pub enum Cached<'t> {
+    /// Decided from memory.
+    Decided(Decision),
+    /// No verified digest is known: argon2 must check the secret.
+    NeedsArgon2 {
+        /// The parsed token.
+        parsed: ParsedToken<'t>,
+        /// Its keyed digest, to fill in on success.
+        digest: Digest,
+        /// The PHC hash to verify against.
+        phc: String,
+    },
 }
 
 /// The outcome of the cheap proof.

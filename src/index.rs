@@ -2,7 +2,9 @@
 //! store at start and updated by every committed [`Change`]. Authorize reads
 //! only this.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant};
@@ -65,12 +67,33 @@ pub struct AccountState {
 }
 
 /// A token as the hot path needs it. Never holds the plaintext.
+///
+/// `repr(C)` keeps the fields Authorize reads first and together, so that a
+/// lookup among a million tokens touches as few cache lines as possible.
 #[derive(Debug)]
+#[repr(C)]
 pub struct TokenState {
+    /// Keyed digest of the whole token, valid under the current key; `None`
+    /// until known (then a verify costs one argon2).
+    pub digest: Option<Digest>,
     /// Token id.
     pub id: u64,
     /// Owning account (0 for root).
     pub account_id: u64,
+    /// Expiry, unix ms.
+    pub expires_at_ms: Option<i64>,
+    /// What it may access.
+    pub grants: Vec<Grant>,
+    /// Feature scopes; empty = unrestricted.
+    pub scopes: Vec<ScopeGrant>,
+    /// Last use, unix ms; written by the hot path without a lock.
+    pub last_used_ms: AtomicI64,
+    /// Paused tokens are denied.
+    pub paused: bool,
+    /// The root token manages accounts; it has no grants.
+    pub root: bool,
+    /// Set when `digest` was learnt by an argon2 verify and is not stored yet.
+    pub digest_unsaved: bool,
     /// Display name.
     pub name: String,
     /// argon2id PHC hash of the secret part.
@@ -81,27 +104,10 @@ pub struct TokenState {
     pub created_by: String,
     /// Creation time, unix ms.
     pub created_at_ms: i64,
-    /// Expiry, unix ms.
-    pub expires_at_ms: Option<i64>,
-    /// Paused tokens are denied.
-    pub paused: bool,
-    /// What it may access.
-    pub grants: Vec<Grant>,
-    /// Feature scopes; empty = unrestricted.
-    pub scopes: Vec<ScopeGrant>,
     /// Successor by reset (0 = none).
     pub replaced_by: u64,
     /// Predecessor by reset (0 = none).
     pub replaces: u64,
-    /// The root token manages accounts; it has no grants.
-    pub root: bool,
-    /// Keyed digest of the whole token, valid under the current key; `None`
-    /// until known (then a verify costs one argon2).
-    pub digest: Option<Digest>,
-    /// Set when `digest` was learnt by an argon2 verify and is not stored yet.
-    pub digest_unsaved: bool,
-    /// Last use, unix ms; written by the hot path without a lock.
-    pub last_used_ms: AtomicI64,
     /// Last use as stored, to know what the batch writer must persist.
     pub last_used_saved_ms: i64,
 }
@@ -243,6 +249,71 @@ impl<'a> Chain<'a> {
     }
 }
 
+/// Tokens by id, in a table indexed by the id itself. Ids are handed out
+/// densely from 1, so a lookup is one bounds check and one load, with no
+/// hashing; each token lives in its own allocation, so the table costs 8
+/// bytes per id ever issued (a deleted token leaves an empty slot).
+#[derive(Debug, Default)]
+pub struct TokenTable {
+    slots: Vec<Option<Box<TokenState>>>,
+    len: usize,
+}
+
+impl TokenTable {
+    /// Ids above this are not kept in the table (they never occur: ids are
+    /// issued from 1 upwards); inserting one is refused.
+    const MAX_ID: u64 = 1 << 32;
+
+    fn slot(id: u64) -> Option<usize> {
+        (id < Self::MAX_ID).then(|| usize::try_from(id).ok()).flatten()
+    }
+
+    /// The token with this id.
+    pub fn get(&self, id: &u64) -> Option<&TokenState> {
+        self.slots.get(Self::slot(*id)?)?.as_deref()
+    }
+
+    /// The token with this id, mutably.
+    pub fn get_mut(&mut self, id: &u64) -> Option<&mut TokenState> {
+        self.slots.get_mut(Self::slot(*id)?)?.as_deref_mut()
+    }
+
+    /// Inserts or replaces a token; ids at or above 2^32 are ignored.
+    pub fn insert(&mut self, id: u64, state: TokenState) {
+        let Some(i) = Self::slot(id) else { return };
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, || None);
+        }
+        let slot = &mut self.slots[i];
+        if slot.is_none() {
+            self.len += 1;
+        }
+        *slot = Some(Box::new(state));
+    }
+
+    /// Removes a token.
+    pub fn remove(&mut self, id: &u64) -> Option<TokenState> {
+        let old = self.slots.get_mut(Self::slot(*id)?)?.take()?;
+        self.len -= 1;
+        Some(*old)
+    }
+
+    /// How many tokens.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every token, by id.
+    pub fn values(&self) -> impl Iterator<Item = &TokenState> {
+        self.slots.iter().filter_map(|s| s.as_deref())
+    }
+}
+
 /// Where a resource is, as seen from one account.
 #[derive(Debug)]
 pub enum Lookup<'a> {
@@ -254,13 +325,15 @@ pub enum Lookup<'a> {
     Unknown,
 }
 
-/// Everything keyward knows, in memory.
+/// Everything keyward knows, in memory. Maps use FxHash: their keys are
+/// token ids keyward assigns and resource ids admins register, never chosen
+/// by an unauthenticated caller, so a fast non-DoS-resistant hash is safe.
 #[derive(Debug)]
 pub struct Index {
     /// Accounts by id.
     pub accounts: BTreeMap<u64, AccountState>,
     /// Tokens by id.
-    pub tokens: HashMap<u64, TokenState>,
+    pub tokens: TokenTable,
     /// How many accounts registered each (kind, id); tells WRONG_ACCOUNT
     /// from UNKNOWN_RESOURCE.
     owners: [HashMap<Box<str>, u32>; 4],
@@ -277,7 +350,7 @@ impl Index {
     pub fn new(key: DigestKey) -> Self {
         Self {
             accounts: BTreeMap::new(),
-            tokens: HashMap::new(),
+            tokens: TokenTable::default(),
             owners: Default::default(),
             next_account_id: 1,
             next_token_id: 1,

@@ -18,6 +18,7 @@
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: metric handles, registered once.
 //! - [`clock`]: injectable time.
+//! - [`seed`]: bulk seeding of a data dir, for benchmarks only.
 //! - [`pb`]: generated code only.
 
 pub mod admin;
@@ -31,6 +32,7 @@ pub mod index;
 pub mod metrics;
 pub mod model;
 pub mod pb;
+pub mod seed;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
@@ -191,7 +191,12 @@ pub async fn run(
         .add_service(resources)
         .add_service(tokens)
         .add_service(authorizer)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), grpc_shutdown);
+        // No Nagle: a response split over several writes must not wait for
+        // the client's delayed ACK (40 ms stalls on large batches).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc).with_nodelay(Some(true)),
+            grpc_shutdown,
+        );
     let grpc_task = tokio::spawn(grpc_server);
 
     let http_shutdown = wait_for_stop(stop_rx.clone());
@@ -272,6 +277,9 @@ async fn wait_for_stop(mut rx: watch::Receiver<bool>) {
 async fn background_jobs(engine: Arc<Engine>, usage_every: Duration, stop: watch::Receiver<bool>) {
     let mut usage = tokio::time::interval(usage_every);
     let mut purge = tokio::time::interval(Duration::from_secs(60));
+    // The Prometheus recorder keeps histogram samples until upkeep drains them.
+    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+    let metrics = crate::http::metrics_handle();
     let stopped = wait_for_stop(stop);
     tokio::pin!(stopped);
     loop {
@@ -280,6 +288,11 @@ async fn background_jobs(engine: Arc<Engine>, usage_every: Duration, stop: watch
             _ = usage.tick() => {
                 if let Err(e) = engine.persist_usage().await {
                     tracing::warn!(error = %e, "persisting last-use times failed; will retry");
+                }
+            }
+            _ = upkeep.tick() => {
+                if let Some(m) = &metrics {
+                    m.run_upkeep();
                 }
             }
             _ = purge.tick() => {

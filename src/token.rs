@@ -72,18 +72,30 @@ impl fmt::Debug for ParsedToken<'_> {
     }
 }
 
-fn digit(b: u8) -> Option<u64> {
-    match b {
-        b'0'..=b'9' => Some(u64::from(b - b'0')),
-        b'A'..=b'Z' => Some(u64::from(b - b'A') + 10),
-        b'a'..=b'z' => Some(u64::from(b - b'a') + 36),
-        _ => None,
+/// base62 value of each byte, `INVALID` for bytes outside the alphabet.
+const INVALID: u8 = 0xFF;
+const DECODE: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 62 {
+        t[ALPHABET[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    t
+};
 
+/// Decodes fixed-width base62; `None` on a byte outside the alphabet or
+/// overflow.
 fn decode_fixed(s: &[u8]) -> Option<u64> {
-    s.iter()
-        .try_fold(0u64, |acc, &b| acc.checked_mul(62)?.checked_add(digit(b)?))
+    let mut acc = 0u64;
+    for &b in s {
+        let d = DECODE[usize::from(b)];
+        if d == INVALID {
+            return None;
+        }
+        acc = acc.checked_mul(62)?.checked_add(u64::from(d))?;
+    }
+    Some(acc)
 }
 
 fn encode_fixed(mut n: u64, width: usize, out: &mut String) {
@@ -104,7 +116,9 @@ pub fn parse(s: &str) -> Option<ParsedToken<'_>> {
         return None;
     }
     let body = &b[..TOKEN_LEN - CRC_LEN];
-    if !body[PREFIX.len()..].iter().all(u8::is_ascii_alphanumeric) {
+    // Branch-free alphabet check: OR of every table value has the INVALID
+    // bits set iff some byte is outside the alphabet.
+    if body[PREFIX.len()..].iter().fold(0u8, |acc, &c| acc | DECODE[usize::from(c)]) == INVALID {
         return None;
     }
     let crc = decode_fixed(&b[TOKEN_LEN - CRC_LEN..])?;
@@ -256,9 +270,17 @@ impl DigestKey {
     }
 }
 
-/// Constant-time equality of two digests.
+/// Constant-time equality of two digests: every byte is compared, with
+/// no early exit.
 pub fn digests_equal(a: &Digest, b: &Digest) -> bool {
-    a.ct_eq(b).into()
+    // subtle compares word by word (one optimisation barrier per word, not
+    // per byte).
+    let word = |d: &Digest, i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&d[8 * i..8 * i + 8]);
+        u64::from_le_bytes(w)
+    };
+    (0..4).fold(subtle::Choice::from(1), |acc, i| acc & word(a, i).ct_eq(&word(b, i))).into()
 }
 
 #[cfg(test)]
@@ -285,6 +307,17 @@ mod tests {
             b[i] = if b[i] == b'x' { b'y' } else { b'x' };
             let changed = String::from_utf8(b).expect("ascii");
             assert!(parse(&changed).is_none(), "change at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn digests_compare_every_word() {
+        let a = [7u8; 32];
+        assert!(digests_equal(&a, &a));
+        for i in 0..32 {
+            let mut b = a;
+            b[i] ^= 1;
+            assert!(!digests_equal(&a, &b), "difference at byte {i} missed");
         }
     }
 

@@ -1,0 +1,1037 @@
+//! keyward-bench: measures `Authorize` against the physical limit of the
+//! stack, in the same run on the same machine.
+//!
+//! It starts a no-op tonic server that answers every `AuthorizeRequest` with
+//! `allowed` (the baseline) and the release `keyward` on a temp data dir
+//! seeded with N tokens, drives both with the same load generator (tonic
+//! client, every latency into an HdrHistogram), alternating baseline and
+//! keyward each round, and prints one table per scenario with the ratios.
+//!
+//! Servers run pinned to the last core and the load generator to the first
+//! (`--no-pin` to let the OS place them); the layout is printed.
+//!
+//! ```text
+//! cargo build --release && target/release/keyward-bench            # all scenarios
+//! target/release/keyward-bench --scenarios 1,2 --duration 3s --rounds 3
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use keyward::pb::v1::authorizer_client::AuthorizerClient;
+use keyward::pb::v1::authorizer_server::{Authorizer, AuthorizerServer};
+use keyward::pb::v1::{
+    self as pb, AuthorizeBatchRequest, AuthorizeBatchResponse, AuthorizeRequest, AuthorizeResponse,
+};
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Server};
+use tonic::{Request, Response, Status};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "keyward-bench",
+    about = "Authorize against a no-op gRPC baseline, same run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// The keyward binary (default: `keyward` beside this one).
+    #[arg(long)]
+    keyward: Option<PathBuf>,
+    /// Distinct valid tokens seeded and cycled through.
+    #[arg(long, default_value_t = 10_000)]
+    tokens: usize,
+    /// Tokens seeded for the cold-start scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    cold_tokens: usize,
+    /// Length of each measured run.
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Warm-up before each measured run (not recorded).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Alternations of baseline and keyward per scenario.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Scenarios to run (1-7; 8 is `cargo bench --bench decision`).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
+    scenarios: Vec<u32>,
+    /// Do not pin servers and client to separate cores.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve the no-op baseline (used by the harness itself).
+    NoopServer {
+        /// Listen address.
+        #[arg(long)]
+        addr: SocketAddr,
+    },
+}
+
+// ------------------------------------------------------------------ baseline
+
+/// The baseline: decodes the same request and always says allowed.
+struct Noop;
+
+#[tonic::async_trait]
+impl Authorizer for Noop {
+    async fn authorize(
+        &self,
+        _req: Request<AuthorizeRequest>,
+    ) -> Result<Response<AuthorizeResponse>, Status> {
+        Ok(Response::new(AuthorizeResponse {
+            allowed: true,
+            reason: 0,
+            token_id: 1,
+            account_id: 1,
+        }))
+    }
+    async fn authorize_batch(
+        &self,
+        req: Request<AuthorizeBatchRequest>,
+    ) -> Result<Response<AuthorizeBatchResponse>, Status> {
+        let n = req.get_ref().checks.len();
+        let one = AuthorizeResponse {
+            allowed: true,
+            reason: 0,
+            token_id: 1,
+            account_id: 1,
+        };
+        Ok(Response::new(AuthorizeBatchResponse {
+            decisions: vec![one; n],
+        }))
+    }
+}
+
+fn serve_noop(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(addr).await?;
+        println!("listening {}", listener.local_addr()?);
+        Server::builder()
+            .add_service(AuthorizerServer::new(Noop))
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
+            .await?;
+        Ok(())
+    })
+}
+
+// ------------------------------------------------------------------ processes
+
+/// A server process, killed on drop.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    http: Option<SocketAddr>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Where servers and client run.
+#[derive(Clone, Copy)]
+struct Layout {
+    server_core: Option<usize>,
+    client_core: Option<usize>,
+}
+
+impl Layout {
+    fn new(no_pin: bool) -> Self {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        if no_pin || cores.len() < 2 || Command::new("taskset").arg("-V").output().is_err() {
+            return Layout {
+                server_core: None,
+                client_core: None,
+            };
+        }
+        Layout {
+            server_core: cores.last().map(|c| c.id),
+            client_core: cores.first().map(|c| c.id),
+        }
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        match self.server_core {
+            Some(core) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(core.to_string()).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (self.server_core, self.client_core) {
+            (Some(s), Some(c)) => format!("servers pinned to core {s}, load generator to core {c}"),
+            _ => "not pinned (OS scheduling)".into(),
+        }
+    }
+}
+
+fn start_noop(layout: &Layout) -> Proc {
+    let addr = free_addr();
+    let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = layout.command(&exe);
+    cmd.arg("noop-server")
+        .arg("--addr")
+        .arg(addr.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let child = cmd.spawn().expect("spawn baseline");
+    wait_port(addr, Duration::from_secs(10));
+    Proc {
+        child,
+        addr,
+        http: None,
+    }
+}
+
+fn start_keyward(layout: &Layout, bin: &Path, dir: &Path) -> (Proc, Duration) {
+    let addr = free_addr();
+    let http = free_addr();
+    let mut cmd = layout.command(bin);
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .arg("--grpc-addr")
+        .arg(addr.to_string())
+        .arg("--http-addr")
+        .arg(http.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let started = Instant::now();
+    let child = cmd.spawn().expect("spawn keyward");
+    let proc = Proc {
+        child,
+        addr,
+        http: Some(http),
+    };
+    let deadline = started + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if http_get(http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            return (proc, started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("keyward did not become ready within 120 s");
+}
+
+fn wait_port(addr: SocketAddr, max: Duration) {
+    let deadline = Instant::now() + max;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{addr} did not open within {max:?}");
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn metric(http: SocketAddr, name: &str) -> f64 {
+    http_get(http, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+// ------------------------------------------------------------------ load generator
+
+/// How requests are issued.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// `conns` connections × `inflight` requests outstanding on each.
+    Closed { conns: usize, inflight: usize },
+    /// A fixed rate over `conns` connections; latency from the intended send
+    /// time, so a stall is charged to every request it delays.
+    Rate { rps: u64, conns: usize },
+}
+
+/// What to send: requests cycled in order, singly or in batches.
+#[derive(Clone)]
+struct Workload {
+    requests: Arc<Vec<AuthorizeRequest>>,
+    batch: usize,
+}
+
+/// One measured run.
+struct Run {
+    hist: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+async fn clients(addr: SocketAddr, n: usize) -> Vec<AuthorizerClient<Channel>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let ch = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        out.push(AuthorizerClient::new(ch).max_decoding_message_size(1 << 20));
+    }
+    out
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+async fn send(client: &mut AuthorizerClient<Channel>, w: &Workload, i: u64) -> bool {
+    let n = w.requests.len() as u64;
+    if w.batch <= 1 {
+        let req = w.requests[(i % n) as usize].clone();
+        client.authorize(req).await.is_ok()
+    } else {
+        let start = (i * w.batch as u64) % n;
+        let checks = (0..w.batch as u64)
+            .map(|k| w.requests[((start + k) % n) as usize].clone())
+            .collect();
+        client
+            .authorize_batch(AuthorizeBatchRequest { checks })
+            .await
+            .is_ok()
+    }
+}
+
+/// Drives `addr` for `warmup` (discarded) then `duration`, with a progress line.
+async fn load(
+    addr: SocketAddr,
+    mode: Mode,
+    w: &Workload,
+    warmup: Duration,
+    duration: Duration,
+    label: &str,
+) -> Run {
+    let conns = match mode {
+        Mode::Closed { conns, .. } | Mode::Rate { conns, .. } => conns,
+    };
+    let chans = clients(addr, conns).await;
+    let recording = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let t0 = Instant::now();
+    let measure_start = t0 + warmup;
+    match mode {
+        Mode::Closed { inflight, .. } => {
+            for (c, client) in chans.iter().enumerate() {
+                for f in 0..inflight {
+                    let (mut client, w) = (client.clone(), w.clone());
+                    let (recording, stop, done) = (recording.clone(), stop.clone(), done.clone());
+                    let mut i = (c * inflight + f) as u64 * 7919;
+                    tasks.push(tokio::spawn(async move {
+                        let (mut hist, mut ok, mut errors) = (new_hist(), 0u64, 0u64);
+                        while !stop.load(Ordering::Relaxed) {
+                            let sent = Instant::now();
+                            let good = send(&mut client, &w, i).await;
+                            i += 1;
+                            if recording.load(Ordering::Relaxed) {
+                                let ns = sent.elapsed().as_nanos() as u64;
+                                let _ = hist.record(ns.max(1));
+                                if good {
+                                    ok += 1
+                                } else {
+                                    errors += 1
+                                }
+                                done.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        (hist, ok, errors)
+                    }));
+                }
+            }
+        }
+        Mode::Rate { rps, .. } => {
+            let period_ns = 1_000_000_000 / rps.max(1);
+            // Enough workers that a stall delays requests rather than
+            // skipping them.
+            let workers = (rps as usize / 500).clamp(64, 2048);
+            for k in 0..workers {
+                let (mut client, w) = (chans[k % chans.len()].clone(), w.clone());
+                let (recording, stop, done, next) =
+                    (recording.clone(), stop.clone(), done.clone(), next.clone());
+                tasks.push(tokio::spawn(async move {
+                    let (mut hist, mut ok, mut errors) = (new_hist(), 0u64, 0u64);
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let intended = t0 + Duration::from_nanos(i * period_ns);
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        tokio::time::sleep_until(intended.into()).await;
+                        let good = send(&mut client, &w, i).await;
+                        if intended >= measure_start && recording.load(Ordering::Relaxed) {
+                            let ns = intended.elapsed().as_nanos() as u64;
+                            let _ = hist.record(ns.max(1));
+                            if good {
+                                ok += 1
+                            } else {
+                                errors += 1
+                            }
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    (hist, ok, errors)
+                }));
+            }
+        }
+    }
+    tokio::time::sleep(warmup).await;
+    recording.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = done.load(Ordering::Relaxed);
+        eprint!(
+            "\r  {label:<40} {:>5.1}s {:>9} req {:>9.0} req/s   ",
+            start.elapsed().as_secs_f64(),
+            n,
+            n as f64 / start.elapsed().as_secs_f64()
+        );
+    }
+    recording.store(false, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    eprint!("\r{:<90}\r", "");
+    let mut run = Run {
+        hist: new_hist(),
+        ok: 0,
+        errors: 0,
+        elapsed,
+    };
+    for t in tasks {
+        if let Ok((h, ok, errors)) = t.await {
+            let _ = run.hist.add(&h);
+            run.ok += ok;
+            run.errors += errors;
+        }
+    }
+    run
+}
+
+/// Merged results of several rounds against one target.
+struct Merged {
+    hist: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+}
+
+impl Merged {
+    fn new() -> Self {
+        Self {
+            hist: new_hist(),
+            ok: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+    fn add(&mut self, r: &Run) {
+        let _ = self.hist.add(&r.hist);
+        self.ok += r.ok;
+        self.errors += r.errors;
+        self.elapsed += r.elapsed;
+    }
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    fn us(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+// ------------------------------------------------------------------ report
+
+struct Report {
+    lines: Vec<String>,
+}
+
+impl Report {
+    fn row(&mut self, name: &str, m: &Merged) {
+        self.lines.push(format!(
+            "| {name:<28} | {:>10.0} | {:>8.1} | {:>8.1} | {:>8.1} | {:>6} |",
+            m.rps(),
+            m.us(0.50),
+            m.us(0.99),
+            m.us(0.999),
+            m.errors
+        ));
+    }
+    fn header(&mut self, title: &str) {
+        self.lines.push(String::new());
+        self.lines.push(format!("### {title}"));
+        self.lines.push(String::new());
+        self.lines
+            .push("| target | req/s | p50 µs | p99 µs | p99.9 µs | errors |".into());
+        self.lines.push("|---|---:|---:|---:|---:|---:|".into());
+    }
+    fn note(&mut self, text: String) {
+        self.lines.push(String::new());
+        self.lines.push(text);
+    }
+    fn print_last(&self, n: usize) {
+        for l in &self.lines[self.lines.len().saturating_sub(n)..] {
+            println!("{l}");
+        }
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+// ------------------------------------------------------------------ scenarios
+
+struct Bench {
+    cli: Cli,
+    layout: Layout,
+    keyward_bin: PathBuf,
+    baseline: Proc,
+    keyward: Proc,
+    valid: Vec<AuthorizeRequest>,
+    project: String,
+    report: Report,
+    /// Baseline peak req/s from scenario 1, for the fixed-rate scenario.
+    peak: Option<f64>,
+}
+
+fn request(token: &str, project: &str) -> AuthorizeRequest {
+    AuthorizeRequest {
+        token: token.into(),
+        resource: Some(pb::ResourceRef {
+            r#type: pb::ResourceType::Project as i32,
+            id: project.into(),
+        }),
+        level: pb::AccessLevel::Admin as i32,
+        scope: String::new(),
+    }
+}
+
+impl Bench {
+    /// Alternates baseline and keyward `rounds` times with the same load.
+    async fn compare(&mut self, mode: Mode, w: &Workload, label: &str) -> (Merged, Merged) {
+        let (mut base, mut kw) = (Merged::new(), Merged::new());
+        for r in 0..self.cli.rounds {
+            let b = load(
+                self.baseline.addr,
+                mode,
+                w,
+                self.cli.warmup,
+                self.cli.duration,
+                &format!("{label} baseline #{}", r + 1),
+            )
+            .await;
+            base.add(&b);
+            let k = load(
+                self.keyward.addr,
+                mode,
+                w,
+                self.cli.warmup,
+                self.cli.duration,
+                &format!("{label} keyward #{}", r + 1),
+            )
+            .await;
+            kw.add(&k);
+        }
+        (base, kw)
+    }
+
+    fn workload(&self, batch: usize) -> Workload {
+        Workload {
+            requests: Arc::new(self.valid.clone()),
+            batch,
+        }
+    }
+
+    async fn closed_pair(
+        &mut self,
+        title: &str,
+        w: Workload,
+        mode: Mode,
+        targets: (f64, f64),
+    ) -> (Merged, Merged) {
+        let (base, kw) = self.compare(mode, &w, title).await;
+        self.report.header(title);
+        self.report.row("baseline (no-op)", &base);
+        self.report.row("keyward", &kw);
+        let tput = kw.rps() / base.rps();
+        let p99 = kw.us(0.99) / base.us(0.99);
+        self.report.note(format!(
+            "throughput ratio {tput:.3} (target ≥ {:.2}: {}), p99 ratio {p99:.3} (target ≤ {:.2}: {})",
+            targets.0,
+            verdict(tput >= targets.0),
+            targets.1,
+            verdict(p99 <= targets.1)
+        ));
+        self.report.print_last(7);
+        (base, kw)
+    }
+
+    async fn scenario1(&mut self) {
+        let w = self.workload(1);
+        let (base, _) = self
+            .closed_pair(
+                "1. Warm cache, 10,000 distinct tokens, closed loop 16 conns × 8 in flight",
+                w,
+                Mode::Closed {
+                    conns: 16,
+                    inflight: 8,
+                },
+                (0.90, 1.2),
+            )
+            .await;
+        self.peak = Some(base.rps());
+    }
+
+    async fn scenario2(&mut self) {
+        let w = self.workload(1);
+        let (base, kw) = self
+            .compare(
+                Mode::Closed {
+                    conns: 1,
+                    inflight: 1,
+                },
+                &w,
+                "2. sequential",
+            )
+            .await;
+        self.report
+            .header("2. One connection, one request at a time");
+        self.report.row("baseline (no-op)", &base);
+        self.report.row("keyward", &kw);
+        let d = kw.us(0.5) - base.us(0.5);
+        self.report.note(format!(
+            "p50 difference {d:+.1} µs (target ≤ +10 µs: {})",
+            verdict(d <= 10.0)
+        ));
+        self.report.print_last(7);
+    }
+
+    async fn scenario3(&mut self) {
+        if self.peak.is_none() {
+            let w = self.workload(1);
+            let b = load(
+                self.baseline.addr,
+                Mode::Closed {
+                    conns: 16,
+                    inflight: 8,
+                },
+                &w,
+                self.cli.warmup,
+                self.cli.duration,
+                "3. baseline peak",
+            )
+            .await;
+            self.peak = Some(b.rps());
+        }
+        let peak = self.peak.unwrap_or(1000.0);
+        for pct in [50u64, 80] {
+            let rps = (peak * pct as f64 / 100.0) as u64;
+            let w = self.workload(1);
+            let title = format!("3. Fixed rate {rps} req/s ({pct} % of baseline peak {peak:.0})");
+            let (base, kw) = self
+                .compare(
+                    Mode::Rate { rps, conns: 16 },
+                    &w,
+                    &format!("3. rate {pct}%"),
+                )
+                .await;
+            self.report.header(&title);
+            self.report.row("baseline (no-op)", &base);
+            self.report.row("keyward", &kw);
+            let d = kw.us(0.99) - base.us(0.99);
+            self.report.note(format!(
+                "p99 difference {d:+.1} µs (target ≤ +50 µs: {})",
+                verdict(d <= 50.0)
+            ));
+            self.report.print_last(7);
+        }
+    }
+
+    async fn scenario4(&mut self) {
+        // Every tenth request has a broken checksum.
+        let mut reqs = self.valid.clone();
+        for (i, r) in reqs.iter_mut().enumerate() {
+            if i % 10 == 0 {
+                let mut b = r.token.clone().into_bytes();
+                b[20] = if b[20] == b'a' { b'b' } else { b'a' };
+                r.token = String::from_utf8(b).unwrap_or_default();
+            }
+        }
+        let w = Workload {
+            requests: Arc::new(reqs),
+            batch: 1,
+        };
+        self.closed_pair(
+            "4. 10 % malformed tokens (bad checksum), 16 × 8",
+            w,
+            Mode::Closed {
+                conns: 16,
+                inflight: 8,
+            },
+            (0.90, 1.2),
+        )
+        .await;
+    }
+
+    /// Valid traffic (closed 16 × 8) while ≥ 1,000/s well-formed tokens with
+    /// wrong secrets (ever new ones) hit the same server.
+    async fn scenario5(&mut self) {
+        let flood_rps = 2000u64;
+        let w = self.workload(1);
+        let mut flood_reqs = Vec::with_capacity(50_000);
+        for i in 0..50_000usize {
+            let id =
+                keyward::token::parse(&self.valid[i % self.valid.len()].token).map_or(1, |p| p.id);
+            let wrong = keyward::token::assemble(id, &keyward::token::new_secret_part());
+            flood_reqs.push(request(wrong.expose(), &self.project));
+        }
+        let flood = Workload {
+            requests: Arc::new(flood_reqs),
+            batch: 1,
+        };
+        let (mut base, mut kw) = (Merged::new(), Merged::new());
+        let before = self
+            .keyward
+            .http
+            .map(|h| metric(h, "keyward_verify_total{path=\"argon2"))
+            .unwrap_or(0.0);
+        for r in 0..self.cli.rounds {
+            for (addr, merged, name) in [
+                (self.baseline.addr, &mut base, "baseline"),
+                (self.keyward.addr, &mut kw, "keyward"),
+            ] {
+                let f = flood.clone();
+                let (warmup, duration) = (self.cli.warmup, self.cli.duration);
+                let flood_task = tokio::spawn(async move {
+                    load(
+                        addr,
+                        Mode::Rate {
+                            rps: flood_rps,
+                            conns: 2,
+                        },
+                        &f,
+                        warmup,
+                        duration,
+                        "flood",
+                    )
+                    .await
+                });
+                let valid = load(
+                    addr,
+                    Mode::Closed {
+                        conns: 16,
+                        inflight: 8,
+                    },
+                    &w,
+                    warmup,
+                    duration,
+                    &format!("5. valid under flood {name} #{}", r + 1),
+                )
+                .await;
+                let _ = flood_task.await;
+                merged.add(&valid);
+            }
+        }
+        let after = self
+            .keyward
+            .http
+            .map(|h| metric(h, "keyward_verify_total{path=\"argon2"))
+            .unwrap_or(0.0);
+        let queue = self
+            .keyward
+            .http
+            .map(|h| metric(h, "keyward_argon2_queue_depth"))
+            .unwrap_or(0.0);
+        self.report.header(&format!(
+            "5. Valid traffic (16 × 8) under a flood of {flood_rps}/s wrong secrets"
+        ));
+        self.report.row("baseline (no-op), valid", &base);
+        self.report.row("keyward, valid", &kw);
+        let p99 = kw.us(0.99) / base.us(0.99);
+        self.report.note(format!(
+            "valid p99 ratio {p99:.3} (target ≤ 2: {}); argon2 verifies caused by the flood: {} (wrong secrets \
+             of known tokens are refused by the verified digest), argon2 queue depth after: {queue}",
+            verdict(p99 <= 2.0),
+            after - before
+        ));
+        self.report.print_last(7);
+    }
+
+    /// 1 M tokens: load time to SERVING and memory per token; then the
+    /// first-use argon2 storm on a store whose digests are unusable.
+    async fn scenario6(&mut self) {
+        let n = self.cli.cold_tokens;
+        let empty_dir = tempfile::tempdir().expect("tempdir");
+        let (empty, _) = start_keyward(&self.layout, &self.keyward_bin, empty_dir.path());
+        let rss_empty = empty.rss_kib();
+        drop(empty);
+        let dir = tempfile::tempdir().expect("tempdir");
+        eprint!("\r  6. seeding {n} tokens ...");
+        let t = Instant::now();
+        keyward::seed::seed(dir.path(), n, true)
+            .await
+            .expect("seed");
+        let seed_time = t.elapsed();
+        eprint!("\r{:<60}\r", "");
+        let (kw, ready) = start_keyward(&self.layout, &self.keyward_bin, dir.path());
+        let rss = kw.rss_kib();
+        let per_token = (rss.saturating_sub(rss_empty) as f64 * 1024.0) / n as f64;
+        drop(kw);
+        self.report.lines.push(String::new());
+        self.report
+            .lines
+            .push(format!("### 6. Cold start with {n} tokens"));
+        self.report.lines.push(String::new());
+        self.report.lines.push(format!(
+            "- start to SERVING (`/readyz` 200): {:.2} s (target ≤ 10 s: {})",
+            ready.as_secs_f64(),
+            verdict(ready.as_secs_f64() <= 10.0)
+        ));
+        self.report.lines.push(format!(
+            "- resident memory: {:.0} MiB with {n} tokens vs {:.0} MiB empty: {per_token:.0} bytes per token (target ≤ 1024: {})",
+            rss as f64 / 1024.0,
+            rss_empty as f64 / 1024.0,
+            verdict(per_token <= 1024.0)
+        ));
+        self.report.lines.push(format!(
+            "- (seeding the store took {:.1} s; not part of the start)",
+            seed_time.as_secs_f64()
+        ));
+
+        // The storm: 20,000 tokens with no usable digest, all used at once.
+        let storm_n = 20_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seeded = keyward::seed::seed(dir.path(), storm_n, false)
+            .await
+            .expect("seed");
+        let (kw, _) = start_keyward(&self.layout, &self.keyward_bin, dir.path());
+        let reqs: Vec<_> = seeded
+            .tokens
+            .iter()
+            .map(|t| request(t.expose(), &seeded.project))
+            .collect();
+        let w = Workload {
+            requests: Arc::new(reqs),
+            batch: 1,
+        };
+        let run = load(
+            kw.addr,
+            Mode::Closed {
+                conns: 16,
+                inflight: 8,
+            },
+            &w,
+            Duration::ZERO,
+            self.cli.duration,
+            "6. first-use storm",
+        )
+        .await;
+        let http = kw.http.expect("http");
+        let verified = metric(http, "keyward_verify_total{path=\"argon2_ok\"}");
+        let shed = metric(http, "keyward_argon2_shed_total");
+        let queue = metric(http, "keyward_argon2_queue_depth");
+        self.report.lines.push(format!(
+            "- first-use storm ({storm_n} tokens without a usable digest, 128 in flight, {:.0} s): {verified:.0} argon2 \
+             verifies ({:.0}/s), {shed:.0} shed with UNAVAILABLE, {} answered OK; p99 of all answers {:.1} ms; queue \
+             depth after the storm {queue}. Work is bounded by the cores; the rest is shed, not queued.",
+            run.elapsed.as_secs_f64(),
+            verified / run.elapsed.as_secs_f64(),
+            run.ok,
+            run.hist.value_at_quantile(0.99) as f64 / 1e6
+        ));
+        self.report.print_last(6);
+    }
+
+    async fn scenario7(&mut self) {
+        let single = self.workload(1);
+        let batch = self.workload(100);
+        let mode = Mode::Closed {
+            conns: 1,
+            inflight: 1,
+        };
+        let (mut one, mut hundred) = (Merged::new(), Merged::new());
+        for r in 0..self.cli.rounds {
+            one.add(
+                &load(
+                    self.keyward.addr,
+                    mode,
+                    &single,
+                    self.cli.warmup,
+                    self.cli.duration,
+                    &format!("7. single #{}", r + 1),
+                )
+                .await,
+            );
+            hundred.add(
+                &load(
+                    self.keyward.addr,
+                    mode,
+                    &batch,
+                    self.cli.warmup,
+                    self.cli.duration,
+                    &format!("7. batch of 100 #{}", r + 1),
+                )
+                .await,
+            );
+        }
+        self.report
+            .header("7. AuthorizeBatch of 100 vs one Authorize (keyward, sequential)");
+        self.report.row("Authorize", &one);
+        self.report.row("AuthorizeBatch (100 checks)", &hundred);
+        let ratio = hundred.us(0.5) / one.us(0.5);
+        self.report.note(format!(
+            "batch p50 / single p50 = {ratio:.2} (target ≤ 5: {})",
+            verdict(ratio <= 5.0)
+        ));
+        self.report.print_last(7);
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    if let Some(Cmd::NoopServer { addr }) = cli.cmd {
+        return serve_noop(addr);
+    }
+    let layout = Layout::new(cli.no_pin);
+    let keyward_bin = match &cli.keyward {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("keyward"),
+    };
+    if !keyward_bin.exists() {
+        return Err(format!(
+            "{} not found: cargo build --release first",
+            keyward_bin.display()
+        )
+        .into());
+    }
+    let client_core = layout.client_core;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(if client_core.is_some() { 1 } else { 2 })
+        .on_thread_start(move || {
+            if let Some(id) = client_core {
+                core_affinity::set_for_current(core_affinity::CoreId { id });
+            }
+        })
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let dir = tempfile::tempdir()?;
+        eprintln!("seeding {} tokens ...", cli.tokens);
+        let seeded = keyward::seed::seed(dir.path(), cli.tokens, true).await?;
+        let valid: Vec<_> = seeded.tokens.iter().map(|t| request(t.expose(), &seeded.project)).collect();
+        let baseline = start_noop(&layout);
+        let (keyward, _) = start_keyward(&layout, &keyward_bin, dir.path());
+        let mut report = Report { lines: Vec::new() };
+        report.lines.push("## keyward-bench".into());
+        report.lines.push(String::new());
+        report.lines.push(format!(
+            "machine: {} cores ({}), {}; layout: {}; {} rounds × {:?} (+{:?} warm-up) per target, alternating",
+            std::thread::available_parallelism().map_or(0, usize::from),
+            cpu_model(),
+            std::env::consts::ARCH,
+            layout.describe(),
+            cli.rounds,
+            cli.duration,
+            cli.warmup
+        ));
+        report.print_last(3);
+        let project = seeded.project.clone();
+        let scenarios = cli.scenarios.clone();
+        let mut bench = Bench { cli, layout, keyward_bin, baseline, keyward, valid, project, report, peak: None };
+        let mut seen = HashMap::new();
+        for s in scenarios {
+            if seen.insert(s, ()).is_some() {
+                continue;
+            }
+            match s {
+                1 => bench.scenario1().await,
+                2 => bench.scenario2().await,
+                3 => bench.scenario3().await,
+                4 => bench.scenario4().await,
+                5 => bench.scenario5().await,
+                6 => bench.scenario6().await,
+                7 => bench.scenario7().await,
+                8 => println!("\nscenario 8 is a criterion benchmark: cargo bench --bench decision"),
+                other => eprintln!("no scenario {other}"),
+            }
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
