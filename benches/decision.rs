@@ -33,12 +33,19 @@ fn decision(c: &mut Criterion) {
         engine.load(false).await.expect("load");
         (engine, seeded.tokens, seeded.project)
     });
-    let allowed = Check { kind: Kind::Project, id: &project, level: Level::Admin, scope: "" };
+    let allowed = Check {
+        kind: Kind::Project,
+        id: &project,
+        level: Level::Admin,
+        scope: "",
+    };
     // Tokens in a scattered order (every 7919th), laid out one after the
     // other: each call looks up a different token among the n (index access
     // is random, as in production), while the token bytes themselves stream
     // in like a request buffer would.
-    let order: Vec<&str> = (0..tokens.len()).map(|k| tokens[(k * 7919) % tokens.len()].expose()).collect();
+    let order: Vec<&str> = (0..tokens.len())
+        .map(|k| tokens[(k * 7919) % tokens.len()].expose())
+        .collect();
     let blob: String = order.concat();
     let len = keyward::token::TOKEN_LEN;
     let mut i = 0usize;

@@ -557,7 +557,7 @@ impl Engine {
                     "registering under {parent} needs ADMIN on it"
                 )));
             }
-            if account.resources[resource.kind.slot()].contains_key(&resource.id) {
+            if account.resources[resource.kind.slot()].contains_key(resource.id.as_str()) {
                 return Err(Error::AlreadyExists(format!(
                     "{resource} already exists in account {}",
                     account.id
@@ -633,7 +633,7 @@ impl Engine {
                 caller: self.live_caller(&idx, caller_id)?,
             };
             let account = access.account(&idx, req.account_id)?;
-            if !account.resources[resource.kind.slot()].contains_key(&resource.id) {
+            if !account.resources[resource.kind.slot()].contains_key(resource.id.as_str()) {
                 return Err(Error::NotFound(format!(
                     "{resource} not found in account {}",
                     account.id

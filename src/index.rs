@@ -265,7 +265,9 @@ impl TokenTable {
     const MAX_ID: u64 = 1 << 32;
 
     fn slot(id: u64) -> Option<usize> {
-        (id < Self::MAX_ID).then(|| usize::try_from(id).ok()).flatten()
+        (id < Self::MAX_ID)
+            .then(|| usize::try_from(id).ok())
+            .flatten()
     }
 
     /// The token with this id.
@@ -400,12 +402,15 @@ impl Index {
                 let Some(acct) = self.accounts.get_mut(account_id) else {
                     return;
                 };
-                if acct.resources[key.kind.slot()].remove(&key.id).is_some() {
+                if acct.resources[key.kind.slot()]
+                    .remove(key.id.as_str())
+                    .is_some()
+                {
                     let owners = &mut self.owners[key.kind.slot()];
-                    if let Some(n) = owners.get_mut(&key.id) {
+                    if let Some(n) = owners.get_mut(key.id.as_str()) {
                         *n -= 1;
                         if *n == 0 {
-                            owners.remove(&key.id);
+                            owners.remove(key.id.as_str());
                         }
                     }
                 }

@@ -88,18 +88,126 @@ impl Level {
     }
 }
 
+/// A resource id. Ids of up to 22 bytes (nearly all: numbers, project
+/// slugs, most domains) are stored inline, so that checking a grant reads no
+/// other allocation; longer ones live on the heap.
+#[derive(Clone)]
+pub enum ResourceId {
+    /// Up to 22 bytes, in place.
+    Inline {
+        /// Bytes used.
+        len: u8,
+        /// The UTF-8 bytes.
+        bytes: [u8; 22],
+    },
+    /// Longer ids.
+    Heap(Box<str>),
+}
+
+impl ResourceId {
+    /// The id's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ResourceId::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            ResourceId::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Inline bytes always come from a `&str` cut at its end, so they
+            // are valid UTF-8; the fallback is unreachable.
+            ResourceId::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            ResourceId::Heap(s) => s,
+        }
+    }
+}
+
+impl From<&str> for ResourceId {
+    fn from(s: &str) -> Self {
+        if s.len() <= 22 {
+            let mut bytes = [0u8; 22];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            ResourceId::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            ResourceId::Heap(s.into())
+        }
+    }
+}
+
+impl From<String> for ResourceId {
+    fn from(s: String) -> Self {
+        s.as_str().into()
+    }
+}
+
+impl From<Box<str>> for ResourceId {
+    fn from(s: Box<str>) -> Self {
+        (*s).into()
+    }
+}
+
+impl std::ops::Deref for ResourceId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for ResourceId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for ResourceId {}
+
+impl std::hash::Hash for ResourceId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialOrd for ResourceId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ResourceId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl fmt::Debug for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A resource inside an account: kind and id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResourceKey {
     /// The kind.
     pub kind: Kind,
     /// The id (account resources: the account id in decimal).
-    pub id: Box<str>,
+    pub id: ResourceId,
 }
 
 impl ResourceKey {
     /// A key from parts.
-    pub fn new(kind: Kind, id: impl Into<Box<str>>) -> Self {
+    pub fn new(kind: Kind, id: impl Into<ResourceId>) -> Self {
         Self {
             kind,
             id: id.into(),
@@ -350,6 +458,25 @@ mod tests {
         assert!(validate_resource_id("id", "a b").is_err());
         assert!(validate_resource_id("id", "").is_err());
         assert!(validate_resource_id("id", &"a".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn resource_ids_compare_the_same_inline_or_not() {
+        for s in [
+            "",
+            "p",
+            "example.com",
+            &"x".repeat(22),
+            &"y".repeat(23),
+            &"z".repeat(100),
+        ] {
+            let id = ResourceId::from(s);
+            assert_eq!(id.as_str(), s);
+            assert_eq!(id, ResourceId::from(s.to_string()));
+            assert_eq!(format!("{id}"), s);
+        }
+        assert_ne!(ResourceId::from("a"), ResourceId::from("ab"));
+        assert!(ResourceId::from("a") < ResourceId::from("b"));
     }
 
     #[test]

@@ -118,7 +118,11 @@ pub fn parse(s: &str) -> Option<ParsedToken<'_>> {
     let body = &b[..TOKEN_LEN - CRC_LEN];
     // Branch-free alphabet check: OR of every table value has the INVALID
     // bits set iff some byte is outside the alphabet.
-    if body[PREFIX.len()..].iter().fold(0u8, |acc, &c| acc | DECODE[usize::from(c)]) == INVALID {
+    if body[PREFIX.len()..]
+        .iter()
+        .fold(0u8, |acc, &c| acc | DECODE[usize::from(c)])
+        == INVALID
+    {
         return None;
     }
     let crc = decode_fixed(&b[TOKEN_LEN - CRC_LEN..])?;
@@ -280,7 +284,11 @@ pub fn digests_equal(a: &Digest, b: &Digest) -> bool {
         w.copy_from_slice(&d[8 * i..8 * i + 8]);
         u64::from_le_bytes(w)
     };
-    (0..4).fold(subtle::Choice::from(1), |acc, i| acc & word(a, i).ct_eq(&word(b, i))).into()
+    (0..4)
+        .fold(subtle::Choice::from(1), |acc, i| {
+            acc & word(a, i).ct_eq(&word(b, i))
+        })
+        .into()
 }
 
 #[cfg(test)]
