@@ -153,16 +153,15 @@ impl Engine {
     /// ready. On a new store (`is_new`) creates the root token and returns
     /// it: the only time its secret exists outside the caller's hands.
     pub async fn load(&self, is_new: bool) -> Result<Option<Secret>, StoreError> {
-        let loaded = {
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.load())
-                .await
-                .map_err(|e| StoreError::Corrupt(format!("load task: {e}")))??
-        };
-        let mut index = Index::new(self.key.clone());
-        for change in &loaded {
-            index.apply(change);
-        }
+        let (store, key) = (self.store.clone(), self.key.clone());
+        let index = tokio::task::spawn_blocking(move || {
+            let mut index = Index::new(key);
+            store
+                .load(&mut |change| index.apply(&change))
+                .map(|()| index)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("load task: {e}")))??;
         *self.index.write() = index;
         let root_token = if is_new {
             Some(self.create_root().await?)
@@ -363,7 +362,7 @@ impl Engine {
         if let Some(state) = idx.tokens.get_mut(&parsed.id) {
             if state.phc_hash == phc && state.digest.is_none() {
                 state.digest = Some(digest);
-                state.digest_unsaved = true;
+                state.digest_unsaved.store(true, Ordering::Relaxed);
             }
         }
         Ok(parsed.id)
@@ -420,26 +419,49 @@ impl Engine {
         }
     }
 
-    /// Persists what the hot path learnt (last use, verified digests) in
-    /// batches; called periodically and at shutdown. Returns tokens written.
-    pub async fn persist_usage(&self) -> Result<usize> {
+    /// Persists what the hot path learnt: verified digests, and last-use
+    /// times that moved by at least `granularity_ms` since stored (0 at
+    /// shutdown: everything). Writes go to the store in chunks, with no
+    /// index write lock, so Authorize never waits on them. Returns tokens
+    /// written.
+    pub async fn persist_usage(&self, granularity_ms: i64) -> Result<usize> {
         let _w = self.writer.lock().await;
         let changes: Vec<Change> = {
             let idx = self.index.read();
             idx.tokens
                 .values()
                 .filter(|t| {
-                    t.digest_unsaved
-                        || t.last_used_ms.load(Ordering::Relaxed) > t.last_used_saved_ms
+                    t.digest_unsaved.load(Ordering::Relaxed)
+                        || t.last_used_ms.load(Ordering::Relaxed)
+                            > t.last_used_saved_ms.load(Ordering::Relaxed) + granularity_ms.max(0)
                 })
                 .map(|t| Change::PutToken(t.to_record(&self.key)))
                 .collect()
         };
-        let n = changes.len();
         for chunk in changes.chunks(1000) {
-            self.commit(chunk.to_vec()).await?;
+            if let Err(e) = self.store.commit(chunk).await {
+                tracing::warn!(error = %e, "persisting last-use times failed");
+                return Err(Error::Unavailable(
+                    "the store could not persist last-use times".into(),
+                ));
+            }
+            {
+                let idx = self.index.read();
+                for change in chunk {
+                    if let Change::PutToken(r) = change {
+                        if let Some(t) = idx.tokens.get(&r.id) {
+                            t.last_used_saved_ms
+                                .fetch_max(r.last_used_at_ms, Ordering::Relaxed);
+                            if !r.verified_digest.is_empty() {
+                                t.digest_unsaved.store(false, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::task::yield_now().await;
         }
-        Ok(n)
+        Ok(changes.len())
     }
 
     /// Deletes tokens expired for longer than `purge_after`. Returns how many.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant};
 use crate::pb::store::{AccountRecord, GrantRecord, ResourceRecord, ScopeRecord, TokenRecord};
@@ -93,7 +93,7 @@ pub struct TokenState {
     /// The root token manages accounts; it has no grants.
     pub root: bool,
     /// Set when `digest` was learnt by an argon2 verify and is not stored yet.
-    pub digest_unsaved: bool,
+    pub digest_unsaved: AtomicBool,
     /// Display name.
     pub name: String,
     /// argon2id PHC hash of the secret part.
@@ -109,7 +109,7 @@ pub struct TokenState {
     /// Predecessor by reset (0 = none).
     pub replaces: u64,
     /// Last use as stored, to know what the batch writer must persist.
-    pub last_used_saved_ms: i64,
+    pub last_used_saved_ms: AtomicI64,
 }
 
 impl TokenState {
@@ -157,9 +157,9 @@ impl TokenState {
             replaces: r.replaces,
             root: r.root,
             digest,
-            digest_unsaved: false,
+            digest_unsaved: AtomicBool::new(false),
             last_used_ms: AtomicI64::new(r.last_used_at_ms),
-            last_used_saved_ms: r.last_used_at_ms,
+            last_used_saved_ms: AtomicI64::new(r.last_used_at_ms),
         }
     }
 
@@ -424,10 +424,14 @@ impl Index {
                         .load(Ordering::Relaxed)
                         .max(r.last_used_at_ms);
                     state.last_used_ms = AtomicI64::new(used);
-                    state.last_used_saved_ms = old.last_used_saved_ms.max(r.last_used_at_ms);
+                    state.last_used_saved_ms = AtomicI64::new(
+                        old.last_used_saved_ms
+                            .load(Ordering::Relaxed)
+                            .max(r.last_used_at_ms),
+                    );
                     if state.digest.is_none() {
                         state.digest = old.digest;
-                        state.digest_unsaved = old.digest.is_some();
+                        state.digest_unsaved = AtomicBool::new(old.digest.is_some());
                     }
                 }
                 if let Some(acct) = self.accounts.get_mut(&r.account_id) {

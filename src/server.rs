@@ -27,6 +27,11 @@ use crate::service::{
 use crate::store::{SledStore, Store};
 use crate::token::{DigestKey, Secret};
 
+/// Last-use times are persisted when they moved by a minute or more (and
+/// all at shutdown): precise enough for "last used", and at most one write
+/// per busy token per minute.
+pub const USAGE_GRANULARITY_MS: i64 = 60_000;
+
 /// Largest gRPC message accepted or sent.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -255,7 +260,7 @@ pub async fn run(
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     let _ = jobs.await;
     stopper.abort();
-    if let Err(e) = engine.persist_usage().await {
+    if let Err(e) = engine.persist_usage(0).await {
         tracing::warn!(error = %e, "could not persist last-use times at shutdown");
     }
     engine.flush().await.map_err(|source| ServeError::Store {
@@ -286,7 +291,7 @@ async fn background_jobs(engine: Arc<Engine>, usage_every: Duration, stop: watch
         tokio::select! {
             _ = &mut stopped => return,
             _ = usage.tick() => {
-                if let Err(e) = engine.persist_usage().await {
+                if let Err(e) = engine.persist_usage(USAGE_GRANULARITY_MS).await {
                     tracing::warn!(error = %e, "persisting last-use times failed; will retry");
                 }
             }

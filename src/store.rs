@@ -41,9 +41,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where records live. Implementations must make `commit` atomic and durable.
 pub trait Store: Send + Sync + 'static {
-    /// Everything stored, as changes that rebuild the index: counters,
+    /// Everything stored, as changes that rebuild the index, handed to
+    /// `apply` one by one (no copy of the whole store in memory): counters,
     /// accounts, resources, then tokens.
-    fn load(&self) -> Result<Vec<Change>, StoreError>;
+    fn load(&self, apply: &mut dyn FnMut(Change)) -> Result<(), StoreError>;
     /// Applies `changes` atomically; durable once the future resolves.
     fn commit<'a>(&'a self, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Makes everything committed durable (used at shutdown).
@@ -105,9 +106,12 @@ impl SledStore {
                 .map_err(|e| corrupt("marker", e))?;
             f.sync_all().map_err(|e| corrupt("marker", e))?;
         }
+        // A small page cache: the index lives in keyward's own memory, sled
+        // is read once at start and then only written.
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(32 * 1024 * 1024)
             .open()?;
         let store = Self {
             accounts: db.open_tree("accounts")?,
@@ -154,15 +158,14 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn load(&self) -> Result<Vec<Change>, StoreError> {
-        let mut out = Vec::new();
+    fn load(&self, apply: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
         if let Some(v) = self.meta.get(META_COUNTERS)? {
             let b: [u8; 16] = v
                 .as_ref()
                 .try_into()
                 .map_err(|_| corrupt("meta/counters", "not 16 bytes"))?;
             let (a, t) = b.split_at(8);
-            out.push(Change::Counters {
+            apply(Change::Counters {
                 next_account_id: u64::from_be_bytes(
                     a.try_into().map_err(|e| corrupt("meta/counters", e))?,
                 ),
@@ -173,23 +176,23 @@ impl Store for SledStore {
         }
         for kv in self.accounts.iter() {
             let (_, v) = kv?;
-            out.push(Change::PutAccount(
+            apply(Change::PutAccount(
                 AccountRecord::decode(v.as_ref()).map_err(|e| corrupt("accounts", e))?,
             ));
         }
         for kv in self.resources.iter() {
             let (_, v) = kv?;
-            out.push(Change::PutResource(
+            apply(Change::PutResource(
                 ResourceRecord::decode(v.as_ref()).map_err(|e| corrupt("resources", e))?,
             ));
         }
         for kv in self.tokens.iter() {
             let (_, v) = kv?;
-            out.push(Change::PutToken(
+            apply(Change::PutToken(
                 TokenRecord::decode(v.as_ref()).map_err(|e| corrupt("tokens", e))?,
             ));
         }
-        Ok(out)
+        Ok(())
     }
 
     fn commit<'a>(&'a self, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>> {
