@@ -11,7 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-STEPS=6
+STEPS=7
 N=0
 header() {
   N=$((N + 1))
@@ -92,6 +92,11 @@ cargo test --locked
 
 header "cargo build --release --locked"
 cargo build --release --locked
+
+header "benchmark harness smoke run (keyward-bench, short; full run: see BENCHMARKS.md)"
+# Proves the harness still runs end to end; its figures are not checked here
+# (timings belong in benchmarks, not in pass/fail tests).
+target/release/keyward-bench --scenarios 1,2,7 --tokens 2000 --duration 1s --warmup 200ms --rounds 1
 
 header "grpcurl walkthrough (tests/grpcurl_walkthrough.sh)"
 # Its last line, "N passed, 0 failed", is the last line of this script.

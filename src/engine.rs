@@ -421,12 +421,15 @@ impl Engine {
 
     /// Persists what the hot path learnt: verified digests, and last-use
     /// times that moved by at least `granularity_ms` since stored (0 at
-    /// shutdown: everything). Writes go to the store in chunks, with no
-    /// index write lock, so Authorize never waits on them. Returns tokens
-    /// written.
-    pub async fn persist_usage(&self, granularity_ms: i64) -> Result<usize> {
+    /// shutdown: everything), at most `max` tokens per call (the rest on the
+    /// next call, so the work comes in small slices). Writes go to the store
+    /// in chunks, with no index write lock, so Authorize never waits on
+    /// them. Returns tokens written.
+    pub async fn persist_usage(&self, granularity_ms: i64, max: usize) -> Result<usize> {
         let _w = self.writer.lock().await;
-        let changes: Vec<Change> = {
+        // Ids first (cheap), records chunk by chunk: the hot path never waits
+        // behind a long scan, and the runtime gets a turn between chunks.
+        let due: Vec<u64> = {
             let idx = self.index.read();
             idx.tokens
                 .values()
@@ -435,11 +438,20 @@ impl Engine {
                         || t.last_used_ms.load(Ordering::Relaxed)
                             > t.last_used_saved_ms.load(Ordering::Relaxed) + granularity_ms.max(0)
                 })
-                .map(|t| Change::PutToken(t.to_record(&self.key)))
+                .map(|t| t.id)
+                .take(max)
                 .collect()
         };
-        for chunk in changes.chunks(1000) {
-            if let Err(e) = self.store.commit(chunk).await {
+        let mut written = 0;
+        for ids in due.chunks(256) {
+            let chunk: Vec<Change> = {
+                let idx = self.index.read();
+                ids.iter()
+                    .filter_map(|id| idx.tokens.get(id))
+                    .map(|t| Change::PutToken(t.to_record(&self.key)))
+                    .collect()
+            };
+            if let Err(e) = self.store.commit(&chunk).await {
                 tracing::warn!(error = %e, "persisting last-use times failed");
                 return Err(Error::Unavailable(
                     "the store could not persist last-use times".into(),
@@ -447,7 +459,7 @@ impl Engine {
             }
             {
                 let idx = self.index.read();
-                for change in chunk {
+                for change in &chunk {
                     if let Change::PutToken(r) = change {
                         if let Some(t) = idx.tokens.get(&r.id) {
                             t.last_used_saved_ms
@@ -459,9 +471,10 @@ impl Engine {
                     }
                 }
             }
+            written += chunk.len();
             tokio::task::yield_now().await;
         }
-        Ok(changes.len())
+        Ok(written)
     }
 
     /// Deletes tokens expired for longer than `purge_after`. Returns how many.

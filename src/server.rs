@@ -32,6 +32,10 @@ use crate::token::{DigestKey, Secret};
 /// per busy token per minute.
 pub const USAGE_GRANULARITY_MS: i64 = 60_000;
 
+/// Most tokens the periodic usage writer persists per run: small slices of
+/// work, often, rather than a burst that would show in Authorize latency.
+pub const USAGE_BATCH_MAX: usize = 2_000;
+
 /// Largest gRPC message accepted or sent.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -260,7 +264,7 @@ pub async fn run(
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     let _ = jobs.await;
     stopper.abort();
-    if let Err(e) = engine.persist_usage(0).await {
+    if let Err(e) = engine.persist_usage(0, usize::MAX).await {
         tracing::warn!(error = %e, "could not persist last-use times at shutdown");
     }
     engine.flush().await.map_err(|source| ServeError::Store {
@@ -291,13 +295,14 @@ async fn background_jobs(engine: Arc<Engine>, usage_every: Duration, stop: watch
         tokio::select! {
             _ = &mut stopped => return,
             _ = usage.tick() => {
-                if let Err(e) = engine.persist_usage(USAGE_GRANULARITY_MS).await {
+                if let Err(e) = engine.persist_usage(USAGE_GRANULARITY_MS, USAGE_BATCH_MAX).await {
                     tracing::warn!(error = %e, "persisting last-use times failed; will retry");
                 }
             }
             _ = upkeep.tick() => {
-                if let Some(m) = &metrics {
-                    m.run_upkeep();
+                if let Some(m) = metrics.clone() {
+                    // Draining histograms is CPU work: not on an async worker.
+                    let _ = tokio::task::spawn_blocking(move || m.run_upkeep()).await;
                 }
             }
             _ = purge.tick() => {

@@ -157,6 +157,55 @@ impl SledStore {
     }
 }
 
+/// The four trees a commit writes: accounts, resources, tokens, meta.
+type Trees = (sled::Tree, sled::Tree, sled::Tree, sled::Tree);
+
+/// Applies `changes` in one sled transaction across the trees (CPU work:
+/// run on a blocking thread).
+fn apply_batch(trees: &Trees, changes: &[Change]) -> Result<(), StoreError> {
+    let result: Result<(), TransactionError<()>> = (&trees.0, &trees.1, &trees.2, &trees.3)
+        .transaction(|(accounts, resources, tokens, meta)| {
+            for change in changes {
+                match change {
+                    Change::PutAccount(a) => {
+                        accounts.insert(&a.id.to_be_bytes(), a.encode_to_vec())?;
+                    }
+                    Change::PutResource(r) => {
+                        let kind = Kind::from_wire(r.resource_type)
+                            .ok_or(ConflictableTransactionError::Abort(()))?;
+                        let key =
+                            resource_key(r.account_id, &ResourceKey::new(kind, r.id.as_str()));
+                        resources.insert(key, r.encode_to_vec())?;
+                    }
+                    Change::DeleteResource { account_id, key } => {
+                        resources.remove(resource_key(*account_id, key))?;
+                    }
+                    Change::PutToken(t) => {
+                        tokens.insert(&t.id.to_be_bytes(), t.encode_to_vec())?;
+                    }
+                    Change::DeleteToken(id) => {
+                        tokens.remove(&id.to_be_bytes())?;
+                    }
+                    Change::Counters {
+                        next_account_id,
+                        next_token_id,
+                    } => {
+                        let mut v = [0u8; 16];
+                        v[..8].copy_from_slice(&next_account_id.to_be_bytes());
+                        v[8..].copy_from_slice(&next_token_id.to_be_bytes());
+                        meta.insert(META_COUNTERS, &v)?;
+                    }
+                }
+            }
+            Ok(())
+        });
+    match result {
+        Ok(()) => Ok(()),
+        Err(TransactionError::Abort(())) => Err(corrupt("commit", "invalid resource type")),
+        Err(TransactionError::Storage(e)) => Err(e.into()),
+    }
+}
+
 impl Store for SledStore {
     fn load(&self, apply: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
         if let Some(v) = self.meta.get(META_COUNTERS)? {
@@ -197,53 +246,18 @@ impl Store for SledStore {
 
     fn commit<'a>(&'a self, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let result: Result<(), TransactionError<()>> =
-                (&self.accounts, &self.resources, &self.tokens, &self.meta).transaction(
-                    |(accounts, resources, tokens, meta)| {
-                        for change in changes {
-                            match change {
-                                Change::PutAccount(a) => {
-                                    accounts.insert(&a.id.to_be_bytes(), a.encode_to_vec())?;
-                                }
-                                Change::PutResource(r) => {
-                                    let kind = Kind::from_wire(r.resource_type)
-                                        .ok_or(ConflictableTransactionError::Abort(()))?;
-                                    let key = resource_key(
-                                        r.account_id,
-                                        &ResourceKey::new(kind, r.id.as_str()),
-                                    );
-                                    resources.insert(key, r.encode_to_vec())?;
-                                }
-                                Change::DeleteResource { account_id, key } => {
-                                    resources.remove(resource_key(*account_id, key))?;
-                                }
-                                Change::PutToken(t) => {
-                                    tokens.insert(&t.id.to_be_bytes(), t.encode_to_vec())?;
-                                }
-                                Change::DeleteToken(id) => {
-                                    tokens.remove(&id.to_be_bytes())?;
-                                }
-                                Change::Counters {
-                                    next_account_id,
-                                    next_token_id,
-                                } => {
-                                    let mut v = [0u8; 16];
-                                    v[..8].copy_from_slice(&next_account_id.to_be_bytes());
-                                    v[8..].copy_from_slice(&next_token_id.to_be_bytes());
-                                    meta.insert(META_COUNTERS, &v)?;
-                                }
-                            }
-                        }
-                        Ok(())
-                    },
-                );
-            match result {
-                Ok(()) => {}
-                Err(TransactionError::Abort(())) => {
-                    return Err(corrupt("commit", "invalid resource type"))
-                }
-                Err(TransactionError::Storage(e)) => return Err(e.into()),
-            }
+            // The transaction is CPU work (encoding, tree updates): keep it
+            // off the async workers that answer Authorize.
+            let trees: Trees = (
+                self.accounts.clone(),
+                self.resources.clone(),
+                self.tokens.clone(),
+                self.meta.clone(),
+            );
+            let owned = changes.to_vec();
+            tokio::task::spawn_blocking(move || apply_batch(&trees, &owned))
+                .await
+                .map_err(|e| corrupt("commit task", e))??;
             self.db.flush_async().await?;
             Ok(())
         })

@@ -129,7 +129,7 @@ async fn last_used_is_persisted_in_batches() {
     s.clock.advance_ms(5000);
     assert!(s.check(&t.secret, ACCOUNT, &acct, VIEWER).await.allowed);
     let used = keyward::clock::Clock::now_ms(&*s.clock);
-    assert!(s.engine.persist_usage(0).await.unwrap() >= 1);
+    assert!(s.engine.persist_usage(0, usize::MAX).await.unwrap() >= 1);
     s.stop().await.unwrap();
     let s = TestServer::start(dir.path()).await;
     let got = s

@@ -151,7 +151,7 @@ async fn no_secret_in_logs_errors_debug_or_store() {
         keyward::token::assemble(1, &keyward::token::new_secret_part()),
         s.engine
     );
-    s.engine.persist_usage(0).await.unwrap();
+    s.engine.persist_usage(0, usize::MAX).await.unwrap();
     s.stop().await.unwrap();
 
     let secrets: Vec<String> = [&root, &admin, &t.secret, &reset.secret, &domain.secret]

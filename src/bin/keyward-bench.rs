@@ -369,7 +369,6 @@ async fn load(
     let recording = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
-    let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     let t0 = Instant::now();
     let measure_start = t0 + warmup;
@@ -404,37 +403,50 @@ async fn load(
         }
         Mode::Rate { rps, .. } => {
             let period_ns = 1_000_000_000 / rps.max(1);
-            // Enough workers that a stall delays requests rather than
-            // skipping them.
-            let workers = (rps as usize / 500).clamp(64, 2048);
-            for k in 0..workers {
-                let (mut client, w) = (chans[k % chans.len()].clone(), w.clone());
-                let (recording, stop, done, next) =
-                    (recording.clone(), stop.clone(), done.clone(), next.clone());
-                tasks.push(tokio::spawn(async move {
-                    let (mut hist, mut ok, mut errors) = (new_hist(), 0u64, 0u64);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, bool)>();
+            // The pacer starts each request at its intended time, checked
+            // between yields (no timer-wheel rounding to whole milliseconds),
+            // and never waits for answers: a stall in the server delays
+            // answers, and each is charged from its intended send time.
+            let (stop_p, recording_p, w) = (stop.clone(), recording.clone(), w.clone());
+            let chans = chans.clone();
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop_p.load(Ordering::Relaxed) {
+                    let now = Instant::now();
                     loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
                         let intended = t0 + Duration::from_nanos(i * period_ns);
-                        if stop.load(Ordering::Relaxed) {
+                        if intended > now {
                             break;
                         }
-                        tokio::time::sleep_until(intended.into()).await;
-                        let good = send(&mut client, &w, i).await;
-                        if intended >= measure_start && recording.load(Ordering::Relaxed) {
-                            let ns = intended.elapsed().as_nanos() as u64;
-                            let _ = hist.record(ns.max(1));
-                            if good {
-                                ok += 1
-                            } else {
-                                errors += 1
+                        let mut client = chans[(i as usize) % chans.len()].clone();
+                        let (w, tx, recording) = (w.clone(), tx.clone(), recording_p.clone());
+                        let counted = intended >= measure_start;
+                        tokio::spawn(async move {
+                            let good = send(&mut client, &w, i).await;
+                            if counted && recording.load(Ordering::Relaxed) {
+                                let _ = tx.send((intended.elapsed().as_nanos() as u64, good));
                             }
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
+                        });
+                        i += 1;
                     }
-                    (hist, ok, errors)
-                }));
-            }
+                    tokio::task::yield_now().await;
+                }
+            });
+            let done = done.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut hist, mut ok, mut errors) = (new_hist(), 0u64, 0u64);
+                while let Some((ns, good)) = rx.recv().await {
+                    let _ = hist.record(ns.max(1));
+                    if good {
+                        ok += 1
+                    } else {
+                        errors += 1
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                (hist, ok, errors)
+            }));
         }
     }
     tokio::time::sleep(warmup).await;
