@@ -640,7 +640,7 @@ impl Bench {
             targets.1,
             verdict(p99 <= targets.1)
         ));
-        self.report.print_last(7);
+        self.report.print_last(9);
         (base, kw)
     }
 
@@ -681,7 +681,7 @@ impl Bench {
             "p50 difference {d:+.1} µs (target ≤ +10 µs: {})",
             verdict(d <= 10.0)
         ));
-        self.report.print_last(7);
+        self.report.print_last(9);
     }
 
     async fn scenario3(&mut self) {
@@ -721,7 +721,7 @@ impl Bench {
                 "p99 difference {d:+.1} µs (target ≤ +50 µs: {})",
                 verdict(d <= 50.0)
             ));
-            self.report.print_last(7);
+            self.report.print_last(9);
         }
     }
 
@@ -832,7 +832,7 @@ impl Bench {
             verdict(p99 <= 2.0),
             after - before
         ));
-        self.report.print_last(7);
+        self.report.print_last(9);
     }
 
     /// 1 M tokens: load time to SERVING and memory per token; then the
@@ -961,7 +961,7 @@ impl Bench {
             "batch p50 / single p50 = {ratio:.2} (target ≤ 5: {})",
             verdict(ratio <= 5.0)
         ));
-        self.report.print_last(7);
+        self.report.print_last(9);
     }
 }
 
