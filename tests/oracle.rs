@@ -1,0 +1,505 @@
+//! The permission oracle: random worlds (accounts, resource trees, tokens
+//! with grants, scopes, pauses and expiries) are loaded into a real engine
+//! from a real sled store, and every Authorize decision of the real hot path
+//! (`Engine::authorize_cached`, what the gRPC service calls) is compared with
+//! a tiny reference implementation written separately below. Then random
+//! escalation attempts go through the real admin path (`update_token`).
+//!
+//! Figures (printed): mismatches = 0 over ≥ 100,000 decisions, cross-account
+//! allows = 0, escalation attempts that succeed = 0.
+
+use std::sync::Arc;
+
+use keyward::authz::Check;
+use keyward::clock::{Clock, ManualClock};
+use keyward::engine::{Cached, Engine, Settings};
+use keyward::index::Change;
+use keyward::model::{Kind, Level};
+use keyward::pb::store::{AccountRecord, GrantRecord, ResourceRecord, ScopeRecord, TokenRecord};
+use keyward::pb::v1 as pb;
+use keyward::store::{SledStore, Store};
+use keyward::token::{self, DigestKey};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const SCOPES: [&str; 4] = ["email", "domains", "tokens", "sms"];
+
+// ------------------------------------------------------------ reference
+
+#[derive(Clone, Debug)]
+struct RefAccount {
+    id: u64,
+    projects: Vec<String>,
+    /// (sandbox, its project)
+    sandboxes: Vec<(String, String)>,
+    domains: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+struct RefToken {
+    id: u64,
+    account: u64,
+    secret: String,
+    grants: Vec<(Kind, String, Level)>,
+    scopes: Vec<(String, Level)>,
+    paused: bool,
+    expires_at: Option<i64>,
+}
+
+struct World {
+    accounts: Vec<RefAccount>,
+    tokens: Vec<RefToken>,
+}
+
+impl RefAccount {
+    fn owns(&self, kind: Kind, id: &str) -> bool {
+        match kind {
+            Kind::Account => id == self.id.to_string(),
+            Kind::Project => self.projects.iter().any(|p| p == id),
+            Kind::Sandbox => self.sandboxes.iter().any(|(s, _)| s == id),
+            Kind::Domain => self.domains.iter().any(|d| d == id),
+        }
+    }
+
+    /// The resource and everything above it.
+    fn ancestors(&self, kind: Kind, id: &str) -> Vec<(Kind, String)> {
+        let mut out = vec![(kind, id.to_string())];
+        if kind == Kind::Sandbox {
+            if let Some((_, p)) = self.sandboxes.iter().find(|(s, _)| s == id) {
+                out.push((Kind::Project, p.clone()));
+            }
+        }
+        if kind != Kind::Account {
+            out.push((Kind::Account, self.id.to_string()));
+        }
+        out
+    }
+}
+
+/// The reference decision, in the documented order of checks.
+fn reference(
+    w: &World,
+    token: &str,
+    kind: Kind,
+    id: &str,
+    level: Level,
+    scope: &str,
+    now: i64,
+) -> (bool, pb::DenyReason) {
+    use pb::DenyReason as R;
+    if token::parse(token).is_none() {
+        return (false, R::Malformed);
+    }
+    let Some(t) = w.tokens.iter().find(|t| t.secret == token) else {
+        return (false, R::UnknownToken);
+    };
+    if t.paused {
+        return (false, R::Paused);
+    }
+    if t.expires_at.is_some_and(|e| e <= now) {
+        return (false, R::Expired);
+    }
+    let own = w
+        .accounts
+        .iter()
+        .find(|a| a.id == t.account)
+        .expect("token's account");
+    if !own.owns(kind, id) {
+        let elsewhere = w
+            .accounts
+            .iter()
+            .any(|a| a.id != t.account && a.owns(kind, id));
+        return (
+            false,
+            if elsewhere {
+                R::WrongAccount
+            } else {
+                R::UnknownResource
+            },
+        );
+    }
+    let held = own
+        .ancestors(kind, id)
+        .iter()
+        .flat_map(|(k, i)| {
+            t.grants
+                .iter()
+                .filter(move |(gk, gi, _)| gk == k && gi == i)
+                .map(|g| g.2)
+        })
+        .max();
+    if !held.is_some_and(|h| h >= level) {
+        return (false, R::NoGrant);
+    }
+    if !t.scopes.is_empty() && !t.scopes.iter().any(|(s, l)| s == scope && *l >= level) {
+        return (false, R::Scope);
+    }
+    (true, R::Unspecified)
+}
+
+// ------------------------------------------------------------ world
+
+fn level(rng: &mut StdRng) -> Level {
+    if rng.gen_bool(0.5) {
+        Level::Viewer
+    } else {
+        Level::Admin
+    }
+}
+
+/// A random world; resource ids repeat across accounts on purpose.
+fn random_world(rng: &mut StdRng, now: i64, first_account: u64, first_token: u64) -> World {
+    let mut accounts = Vec::new();
+    for a in 0..rng.gen_range(1..=3u64) {
+        let id = first_account + a;
+        let projects: Vec<String> = (0..rng.gen_range(0..4)).map(|i| format!("p{i}")).collect();
+        let mut sandboxes = Vec::new();
+        if !projects.is_empty() {
+            for i in 0..rng.gen_range(0..4) {
+                sandboxes.push((
+                    format!("s{i}"),
+                    projects[rng.gen_range(0..projects.len())].clone(),
+                ));
+            }
+        }
+        let domains = (0..rng.gen_range(0..3))
+            .map(|i| format!("d{i}.example"))
+            .collect();
+        accounts.push(RefAccount {
+            id,
+            projects,
+            sandboxes,
+            domains,
+        });
+    }
+    let mut tokens = Vec::new();
+    let mut next = first_token;
+    for acct in &accounts {
+        let mut resources: Vec<(Kind, String)> = vec![(Kind::Account, acct.id.to_string())];
+        resources.extend(acct.projects.iter().map(|p| (Kind::Project, p.clone())));
+        resources.extend(
+            acct.sandboxes
+                .iter()
+                .map(|(s, _)| (Kind::Sandbox, s.clone())),
+        );
+        resources.extend(acct.domains.iter().map(|d| (Kind::Domain, d.clone())));
+        for _ in 0..rng.gen_range(1..=4) {
+            let mut grants: Vec<(Kind, String, Level)> = Vec::new();
+            for _ in 0..rng.gen_range(1..=3) {
+                let (k, i) = resources[rng.gen_range(0..resources.len())].clone();
+                if !grants.iter().any(|(gk, gi, _)| *gk == k && *gi == i) {
+                    grants.push((k, i, level(rng)));
+                }
+            }
+            let scopes = if rng.gen_bool(0.3) {
+                let mut s: Vec<(String, Level)> = Vec::new();
+                for name in SCOPES {
+                    if rng.gen_bool(0.5) {
+                        s.push((name.to_string(), level(rng)));
+                    }
+                }
+                s
+            } else {
+                Vec::new()
+            };
+            let expires_at = match rng.gen_range(0..4) {
+                0 => Some(now - rng.gen_range(0..10_000)),
+                1 => Some(now + rng.gen_range(1..10_000)),
+                _ => None,
+            };
+            tokens.push(RefToken {
+                id: next,
+                account: acct.id,
+                secret: token::assemble(next, &token::new_secret_part())
+                    .expose()
+                    .to_string(),
+                grants,
+                scopes,
+                paused: rng.gen_bool(0.15),
+                expires_at,
+            });
+            next += 1;
+        }
+    }
+    World { accounts, tokens }
+}
+
+/// The store records of a world (tokens carry their verified digest, so the
+/// hot path decides from memory; the PHC hash is a placeholder argon2 never
+/// sees).
+fn changes(w: &World, key: &DigestKey) -> Vec<Change> {
+    let mut out = Vec::new();
+    for a in &w.accounts {
+        out.push(Change::PutAccount(AccountRecord {
+            id: a.id,
+            name: format!("a{}", a.id),
+            created_at_ms: 1,
+        }));
+        let acct = a.id.to_string();
+        let mut put = |kind: Kind, id: &str, parent: (Kind, &str)| {
+            out.push(Change::PutResource(ResourceRecord {
+                account_id: a.id,
+                resource_type: kind.to_wire(),
+                id: id.into(),
+                parent_type: parent.0.to_wire(),
+                parent_id: parent.1.into(),
+            }))
+        };
+        for p in &a.projects {
+            put(Kind::Project, p, (Kind::Account, &acct));
+        }
+        for (s, p) in &a.sandboxes {
+            put(Kind::Sandbox, s, (Kind::Project, p));
+        }
+        for d in &a.domains {
+            put(Kind::Domain, d, (Kind::Account, &acct));
+        }
+    }
+    for t in &w.tokens {
+        out.push(Change::PutToken(TokenRecord {
+            id: t.id,
+            account_id: t.account,
+            name: format!("t{}", t.id),
+            phc_hash: "$argon2id$placeholder".into(),
+            last_4_digits: t.secret[59..].into(),
+            created_by: "oracle".into(),
+            created_at_ms: 1,
+            expires_at_ms: t.expires_at.unwrap_or(0),
+            paused: t.paused,
+            grants: t
+                .grants
+                .iter()
+                .map(|(k, i, l)| GrantRecord {
+                    resource_type: k.to_wire(),
+                    resource_id: i.clone(),
+                    level: l.to_wire(),
+                })
+                .collect(),
+            scopes: t
+                .scopes
+                .iter()
+                .map(|(n, l)| ScopeRecord {
+                    name: n.clone(),
+                    level: l.to_wire(),
+                })
+                .collect(),
+            verified_digest: key.digest(&t.secret).to_vec(),
+            digest_key_id: key.id().to_vec(),
+            ..Default::default()
+        }));
+    }
+    out
+}
+
+/// A random request: mostly real tokens and resources, some wrong secrets,
+/// malformed tokens, unknown resources and unknown scopes.
+fn random_request(rng: &mut StdRng, w: &World) -> (String, Kind, String, Level, String) {
+    let t = &w.tokens[rng.gen_range(0..w.tokens.len())];
+    let token = match rng.gen_range(0..20) {
+        0 => token::assemble(t.id, &token::new_secret_part())
+            .expose()
+            .to_string(),
+        1 => format!("{}x", &t.secret[..62]),
+        2 => token::assemble(t.id + 100_000, &token::new_secret_part())
+            .expose()
+            .to_string(),
+        _ => t.secret.clone(),
+    };
+    let a = &w.accounts[rng.gen_range(0..w.accounts.len())];
+    let (kind, id) = match rng.gen_range(0..5) {
+        0 => (
+            Kind::Account,
+            if rng.gen_bool(0.9) {
+                a.id.to_string()
+            } else {
+                "999999".into()
+            },
+        ),
+        1 if !a.projects.is_empty() => (
+            Kind::Project,
+            a.projects[rng.gen_range(0..a.projects.len())].clone(),
+        ),
+        2 if !a.sandboxes.is_empty() => (
+            Kind::Sandbox,
+            a.sandboxes[rng.gen_range(0..a.sandboxes.len())].0.clone(),
+        ),
+        3 if !a.domains.is_empty() => (
+            Kind::Domain,
+            a.domains[rng.gen_range(0..a.domains.len())].clone(),
+        ),
+        _ => (
+            [Kind::Project, Kind::Sandbox, Kind::Domain][rng.gen_range(0..3)],
+            format!("x{}", rng.gen_range(0..3)),
+        ),
+    };
+    let scope = match rng.gen_range(0..6) {
+        0 => String::new(),
+        1 => "unknown_scope".into(),
+        _ => SCOPES[rng.gen_range(0..SCOPES.len())].to_string(),
+    };
+    (token, kind, id, level(rng), scope)
+}
+
+async fn engine_for(w: &World, dir: &std::path::Path, clock: Arc<ManualClock>) -> Arc<Engine> {
+    let key = DigestKey::load_or_create(&dir.join("digest.key"), true).expect("key");
+    let store = SledStore::open(dir).expect("store");
+    let max_account = w.accounts.iter().map(|a| a.id).max().unwrap_or(0);
+    let max_token = w.tokens.iter().map(|t| t.id).max().unwrap_or(0);
+    let mut all = vec![Change::Counters {
+        next_account_id: max_account + 1,
+        next_token_id: max_token + 1,
+    }];
+    all.extend(changes(w, &key));
+    store.commit(&all).await.expect("commit world");
+    let store: Arc<dyn Store> = Arc::new(store);
+    let engine = Engine::new(store, key, clock, Settings::default());
+    engine.load(false).await.expect("load");
+    engine
+}
+
+#[test]
+fn authorize_matches_the_reference_and_nothing_escalates() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let worlds: u32 = std::env::var("KEYWARD_ORACLE_WORLDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let per_world = 600;
+    let mut runner = TestRunner::new(Config {
+        cases: worlds,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let totals = std::cell::RefCell::new((0u64, 0u64, 0u64, 0u64));
+    let result = runner.run(&any::<u64>(), |seed| {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new());
+        let now = clock.now_ms();
+        let world = random_world(&mut rng, now, 1, 1);
+        let engine = rt.block_on(engine_for(&world, dir.path(), clock.clone()));
+        let (mut decisions, mut cross_allows) = (0u64, 0u64);
+        for _ in 0..per_world {
+            let (tok, kind, id, lvl, scope) = random_request(&mut rng, &world);
+            let check = Check {
+                kind,
+                id: &id,
+                level: lvl,
+                scope: &scope,
+            };
+            let real = match engine.authorize_cached(&tok, &check) {
+                Cached::Decided(d) => (d.allowed, d.reason),
+                Cached::NeedsArgon2 { .. } => panic!("a world token without its digest"),
+            };
+            let want = reference(&world, &tok, kind, &id, lvl, &scope, now);
+            prop_assert_eq!(
+                real,
+                want,
+                "seed {} token {:?} {:?}/{} {:?} scope {:?}",
+                seed,
+                &tok[..14],
+                kind,
+                id,
+                lvl,
+                scope
+            );
+            if real.0 {
+                let t = world
+                    .tokens
+                    .iter()
+                    .find(|t| t.secret == tok)
+                    .expect("allowed token exists");
+                let owner = world
+                    .accounts
+                    .iter()
+                    .find(|a| a.id == t.account)
+                    .expect("account");
+                cross_allows += u64::from(!owner.owns(kind, &id));
+            }
+            decisions += 1;
+        }
+        // Escalation attempts through the real admin path: a live caller
+        // edits a token of its account to hold something it does not hold
+        // at ADMIN itself (or scopes beyond its own).
+        let (mut attempts, mut succeeded) = (0u64, 0u64);
+        for caller in world
+            .tokens
+            .iter()
+            .filter(|t| !t.paused && !t.expires_at.is_some_and(|e| e <= now))
+        {
+            let own = world
+                .accounts
+                .iter()
+                .find(|a| a.id == caller.account)
+                .expect("account");
+            let admin_on = |k: Kind, i: &str| {
+                own.ancestors(k, i).iter().any(|(ak, ai)| {
+                    caller
+                        .grants
+                        .iter()
+                        .any(|(gk, gi, gl)| gk == ak && gi == ai && *gl == Level::Admin)
+                })
+            };
+            let mut not_held: Vec<(Kind, String)> = vec![(Kind::Account, own.id.to_string())];
+            not_held.extend(own.projects.iter().map(|p| (Kind::Project, p.clone())));
+            not_held.extend(
+                own.sandboxes
+                    .iter()
+                    .map(|(s, _)| (Kind::Sandbox, s.clone())),
+            );
+            not_held.extend(own.domains.iter().map(|d| (Kind::Domain, d.clone())));
+            not_held.retain(|(k, i)| !admin_on(*k, i));
+            let Some((k, i)) = not_held.first().cloned() else {
+                continue;
+            };
+            for target in world.tokens.iter().filter(|t| t.account == caller.account) {
+                let req = pb::UpdateTokenRequest {
+                    account_id: caller.account,
+                    token_id: target.id,
+                    grants: vec![pb::Grant {
+                        resource: Some(pb::ResourceRef {
+                            r#type: k.to_wire(),
+                            id: i.clone(),
+                        }),
+                        level: Level::Viewer.to_wire(),
+                    }],
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["grants".into()],
+                    }),
+                    ..Default::default()
+                };
+                let outcome = rt.block_on(async {
+                    let id = engine.authenticate_caller(Some(&caller.secret)).await?;
+                    engine.update_token(id, req).await
+                });
+                attempts += 1;
+                succeeded += u64::from(outcome.is_ok());
+            }
+        }
+        prop_assert_eq!(cross_allows, 0);
+        prop_assert_eq!(succeeded, 0, "seed {}: an escalation succeeded", seed);
+        let mut t = totals.borrow_mut();
+        t.0 += decisions;
+        t.1 += cross_allows;
+        t.2 += attempts;
+        t.3 += succeeded;
+        Ok(())
+    });
+    let (decisions, cross, attempts, succeeded) = *totals.borrow();
+    println!(
+        "oracle: {worlds} worlds, {decisions} decisions, mismatches 0, cross-account allows {cross}, \
+         escalation attempts {attempts}, succeeded {succeeded}"
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert!(
+        decisions >= 100_000 || worlds < 200,
+        "too few decisions: {decisions}"
+    );
+}
