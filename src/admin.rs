@@ -71,7 +71,8 @@ fn account_to_wire(a: &AccountState) -> pb::Account {
     }
 }
 
-fn page_bounds(page_size: u32, page_token: &str) -> Result<(usize, u64)> {
+/// Page size (default, max) and the id after which the page starts.
+pub(crate) fn page_bounds(page_size: u32, page_token: &str) -> Result<(usize, u64)> {
     let size = match page_size {
         0 => limits::PAGE_DEFAULT,
         n if n > limits::PAGE_MAX => {

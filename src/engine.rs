@@ -3,7 +3,7 @@
 //! Admin rules live in `admin.rs`; the wire lives in `service/`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,6 +114,8 @@ pub struct Engine {
     ready: AtomicBool,
     /// Metric handles.
     pub(crate) metrics: Metrics,
+    /// Last audit event id handed out.
+    audit_seq: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -146,6 +148,7 @@ impl Engine {
             negative: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             metrics: Metrics::new(),
+            audit_seq: AtomicU64::new(0),
         })
     }
 
@@ -163,6 +166,11 @@ impl Engine {
         .await
         .map_err(|e| StoreError::Corrupt(format!("load task: {e}")))??;
         *self.index.write() = index;
+        let store = self.store.clone();
+        let last = tokio::task::spawn_blocking(move || store.last_audit_id())
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("audit task: {e}")))??;
+        self.audit_seq.store(last, Ordering::Release);
         let root_token = if is_new {
             Some(self.create_root().await?)
         } else {
@@ -512,6 +520,135 @@ impl Engine {
             return Err(Error::Unauthenticated("token has expired".into()));
         }
         Ok(state)
+    }
+}
+
+/// What an audited admin call was about.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSubject {
+    /// The account acted on.
+    pub account_id: u64,
+    /// The token acted on (0 if none or not known before the call).
+    pub token_id: u64,
+    /// The resource acted on, "type/id".
+    pub resource: String,
+}
+
+impl Engine {
+    /// Appends an audit event for an admin call by `caller` and returns its
+    /// result unchanged. `created` names a token (or account) the call made,
+    /// when the subject did not know it yet.
+    pub async fn audited<T>(
+        &self,
+        caller: u64,
+        action: &'static str,
+        mut subject: AuditSubject,
+        result: Result<T>,
+        created: impl Fn(&T) -> (u64, u64),
+    ) -> Result<T> {
+        let (outcome, detail) = match &result {
+            Ok(v) => {
+                let (account, token) = created(v);
+                if subject.account_id == 0 {
+                    subject.account_id = account;
+                }
+                if subject.token_id == 0 {
+                    subject.token_id = token;
+                }
+                ("OK".to_string(), String::new())
+            }
+            Err(Error::Internal(_)) => ("INTERNAL".to_string(), "internal error".to_string()),
+            Err(e) => (e.code_name().to_string(), e.to_string()),
+        };
+        let actor_name = self
+            .index
+            .read()
+            .tokens
+            .get(&caller)
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        let event = crate::pb::store::AuditRecord {
+            id: self.audit_seq.fetch_add(1, Ordering::AcqRel) + 1,
+            account_id: subject.account_id,
+            at_ms: self.now_ms(),
+            actor_token_id: caller,
+            actor_name,
+            action: action.to_string(),
+            token_id: subject.token_id,
+            resource: subject.resource,
+            outcome,
+            detail,
+        };
+        if let Err(e) = self.store.append_audit(&event).await {
+            tracing::error!(error = %e, action, "could not append the audit event");
+        }
+        result
+    }
+
+    /// Lists audit events of an account for an account admin (or root).
+    pub fn list_audit(
+        &self,
+        caller: u64,
+        req: &crate::pb::v1::ListAuditEventsRequest,
+    ) -> Result<crate::pb::v1::ListAuditEventsResponse> {
+        use crate::model::{Kind, Level, ResourceKey};
+        let (size, after) = crate::admin::page_bounds(req.page_size, &req.page_token)?;
+        {
+            let idx = self.index.read();
+            let state = self.live_caller(&idx, caller)?;
+            if !state.root {
+                let account = idx
+                    .accounts
+                    .get(&req.account_id)
+                    .filter(|a| a.id == state.account_id)
+                    .ok_or_else(|| {
+                        Error::PermissionDenied(format!(
+                            "this token has no access to account {}",
+                            req.account_id
+                        ))
+                    })?;
+                let key = ResourceKey::new(Kind::Account, account.id_str.to_string());
+                if idx.level_on(account, &state.grants, &key) != Some(Level::Admin) {
+                    return Err(Error::PermissionDenied(
+                        "the audit log is for account admins".into(),
+                    ));
+                }
+            } else if !idx.accounts.contains_key(&req.account_id) {
+                return Err(Error::NotFound(format!(
+                    "account {} not found",
+                    req.account_id
+                )));
+            }
+        }
+        let mut records = self
+            .store
+            .list_audit(req.account_id, after, size + 1)
+            .map_err(|e| Error::Internal(format!("audit read: {e}")))?;
+        let more = records.len() > size;
+        records.truncate(size);
+        let next_page_token = if more {
+            records.last().map(|r| r.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(crate::pb::v1::ListAuditEventsResponse {
+            events: records
+                .into_iter()
+                .map(|r| crate::pb::v1::AuditEvent {
+                    id: r.id,
+                    account_id: r.account_id,
+                    at: Some(crate::admin::ts(r.at_ms)),
+                    actor_token_id: r.actor_token_id,
+                    actor_name: r.actor_name,
+                    action: r.action,
+                    token_id: r.token_id,
+                    resource: r.resource,
+                    outcome: r.outcome,
+                    detail: r.detail,
+                })
+                .collect(),
+            next_page_token,
+        })
     }
 }
 

@@ -44,6 +44,20 @@ fn describe(fields: &[(String, String)]) -> String {
 }
 
 impl Error {
+    /// The gRPC code name of this error, e.g. `PERMISSION_DENIED`.
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            Error::Unauthenticated(_) => "UNAUTHENTICATED",
+            Error::PermissionDenied(_) => "PERMISSION_DENIED",
+            Error::NotFound(_) => "NOT_FOUND",
+            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            Error::AlreadyExists(_) => "ALREADY_EXISTS",
+            Error::Unavailable(_) => "UNAVAILABLE",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+
     /// One invalid field.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Error::InvalidArgument(vec![(field.into(), description.into())])

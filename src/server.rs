@@ -17,12 +17,13 @@ use tonic_health::ServingStatus;
 use crate::clock::Clock;
 use crate::engine::{Engine, Settings};
 use crate::pb::v1::{
-    accounts_server::AccountsServer, authorizer_server::AuthorizerServer,
-    resources_server::ResourcesServer, tokens_server::TokensServer, FILE_DESCRIPTOR_SET,
+    accounts_server::AccountsServer, audit_server::AuditServer,
+    authorizer_server::AuthorizerServer, resources_server::ResourcesServer,
+    tokens_server::TokensServer, FILE_DESCRIPTOR_SET,
 };
 use crate::service::{
-    accounts::AccountsService, authorizer::AuthorizerService, resources::ResourcesService,
-    tokens::TokensService,
+    accounts::AccountsService, audit::AuditService, authorizer::AuthorizerService,
+    resources::ResourcesService, tokens::TokensService,
 };
 use crate::store::{SledStore, Store};
 use crate::token::{DigestKey, Secret};
@@ -115,6 +116,7 @@ async fn set_all(reporter: &tonic_health::server::HealthReporter, status: Servin
         <ResourcesServer<ResourcesService> as NamedService>::NAME,
         <TokensServer<TokensService> as NamedService>::NAME,
         <AuthorizerServer<AuthorizerService> as NamedService>::NAME,
+        <AuditServer<AuditService> as NamedService>::NAME,
     ] {
         reporter.set_service_status(name, status).await;
     }
@@ -200,6 +202,13 @@ pub async fn run(
         .add_service(resources)
         .add_service(tokens)
         .add_service(authorizer)
+        .add_service(
+            AuditServer::new(AuditService {
+                engine: engine.clone(),
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(16 * MAX_MESSAGE_BYTES),
+        )
         // No Nagle: a response split over several writes must not wait for
         // the client's delayed ACK (40 ms stalls on large batches).
         .serve_with_incoming_shutdown(

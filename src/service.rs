@@ -2,6 +2,7 @@
 //! credential from metadata, call the engine, and encode the answer.
 
 pub mod accounts;
+pub mod audit;
 pub mod authorizer;
 pub mod resources;
 pub mod tokens;

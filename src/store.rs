@@ -15,7 +15,7 @@ use sled::Transactional;
 
 use crate::index::Change;
 use crate::model::{Kind, ResourceKey};
-use crate::pb::store::{AccountRecord, ResourceRecord, TokenRecord};
+use crate::pb::store::{AccountRecord, AuditRecord, ResourceRecord, TokenRecord};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,11 +49,23 @@ pub trait Store: Send + Sync + 'static {
     fn commit<'a>(&'a self, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Makes everything committed durable (used at shutdown).
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Appends an audit event; durable once the future resolves.
+    fn append_audit<'a>(&'a self, event: &'a AuditRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Up to `limit` audit events of `account_id` with ids above `after`, oldest first.
+    fn list_audit(
+        &self,
+        account_id: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The highest audit event id stored (0 if none).
+    fn last_audit_id(&self) -> Result<u64, StoreError>;
 }
 
 const SCHEMA_VERSION: u64 = 1;
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_COUNTERS: &[u8] = b"counters";
+const META_AUDIT_SEQ: &[u8] = b"audit_seq";
 /// Written in the data dir when keyward initialises it.
 const MARKER_FILE: &str = "keyward.store";
 
@@ -64,6 +76,7 @@ pub struct SledStore {
     resources: sled::Tree,
     tokens: sled::Tree,
     meta: sled::Tree,
+    audit: sled::Tree,
 }
 
 fn resource_key(account_id: u64, key: &ResourceKey) -> Vec<u8> {
@@ -118,6 +131,7 @@ impl SledStore {
             resources: db.open_tree("resources")?,
             tokens: db.open_tree("tokens")?,
             meta: db.open_tree("meta")?,
+            audit: db.open_tree("audit")?,
             db,
         };
         match store.meta.get(META_SCHEMA)? {
@@ -269,4 +283,57 @@ impl Store for SledStore {
             Ok(())
         })
     }
+
+    fn append_audit<'a>(&'a self, event: &'a AuditRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let value = event.encode_to_vec();
+            let key = audit_key(event.account_id, event.id);
+            let result: Result<(), TransactionError<()>> =
+                (&self.audit, &self.meta).transaction(|(audit, meta)| {
+                    audit.insert(&key, value.as_slice())?;
+                    meta.insert(META_AUDIT_SEQ, &event.id.to_be_bytes())?;
+                    Ok(())
+                });
+            result.map_err(|e| match e {
+                TransactionError::Storage(e) => StoreError::Engine(e),
+                TransactionError::Abort(()) => corrupt("audit", "aborted"),
+            })?;
+            self.db.flush_async().await?;
+            Ok(())
+        })
+    }
+
+    fn list_audit(
+        &self,
+        account_id: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let start = audit_key(account_id, after.saturating_add(1));
+        let end = audit_key(account_id, u64::MAX);
+        let mut out = Vec::new();
+        for kv in self.audit.range(start..=end).take(limit) {
+            let (_, v) = kv?;
+            out.push(AuditRecord::decode(v.as_ref()).map_err(|e| corrupt("audit", e))?);
+        }
+        Ok(out)
+    }
+
+    fn last_audit_id(&self) -> Result<u64, StoreError> {
+        match self.meta.get(META_AUDIT_SEQ)? {
+            None => Ok(0),
+            Some(v) => Ok(u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("meta/audit_seq", "not 8 bytes"))?,
+            )),
+        }
+    }
+}
+
+fn audit_key(account_id: u64, id: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&account_id.to_be_bytes());
+    k[8..].copy_from_slice(&id.to_be_bytes());
+    k
 }

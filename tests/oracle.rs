@@ -130,7 +130,7 @@ fn reference(
                 .map(|g| g.2)
         })
         .max();
-    if !held.is_some_and(|h| h >= level) {
+    if held.is_none_or(|h| h < level) {
         return (false, R::NoGrant);
     }
     if !t.scopes.is_empty() && !t.scopes.iter().any(|(s, l)| s == scope && *l >= level) {
@@ -430,7 +430,7 @@ fn authorize_matches_the_reference_and_nothing_escalates() {
         for caller in world
             .tokens
             .iter()
-            .filter(|t| !t.paused && !t.expires_at.is_some_and(|e| e <= now))
+            .filter(|t| !t.paused && t.expires_at.is_none_or(|e| e > now))
         {
             let own = world
                 .accounts

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::engine::Engine;
+use crate::engine::{AuditSubject, Engine};
 use crate::pb::v1::{self as pb, accounts_server::Accounts};
 use crate::service::credential;
 
@@ -25,9 +25,22 @@ impl Accounts for AccountsService {
             .engine
             .authenticate_caller(credential(req.metadata()))
             .await?;
-        Ok(Response::new(
-            self.engine.create_account(caller, req.into_inner()).await?,
-        ))
+        let result = self.engine.create_account(caller, req.into_inner()).await;
+        let created = |r: &pb::CreateAccountResponse| {
+            let token = r.admin_token.as_ref().and_then(|t| t.token.as_ref());
+            (
+                r.account.as_ref().map_or(0, |a| a.id),
+                token.map_or(0, |t| t.id),
+            )
+        };
+        let audited = self.engine.audited(
+            caller,
+            "CreateAccount",
+            AuditSubject::default(),
+            result,
+            created,
+        );
+        Ok(Response::new(audited.await?))
     }
 
     async fn get_account(

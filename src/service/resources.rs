@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::engine::Engine;
+use crate::engine::{AuditSubject, Engine};
 use crate::pb::v1::{self as pb, resources_server::Resources};
 use crate::service::credential;
 
@@ -25,11 +25,22 @@ impl Resources for ResourcesService {
             .engine
             .authenticate_caller(credential(req.metadata()))
             .await?;
-        Ok(Response::new(
-            self.engine
-                .register_resource(caller, req.into_inner())
-                .await?,
-        ))
+        let req = req.into_inner();
+        let subject = on_resource(req.account_id, req.resource.as_ref());
+        let result = self.engine.register_resource(caller, req).await;
+        let created = |r: &pb::RegisterResourceResponse| {
+            (
+                0,
+                r.domain_token
+                    .as_ref()
+                    .and_then(|t| t.token.as_ref())
+                    .map_or(0, |t| t.id),
+            )
+        };
+        let audited = self
+            .engine
+            .audited(caller, "RegisterResource", subject, result, created);
+        Ok(Response::new(audited.await?))
     }
 
     async fn delete_resource(
@@ -40,11 +51,13 @@ impl Resources for ResourcesService {
             .engine
             .authenticate_caller(credential(req.metadata()))
             .await?;
-        Ok(Response::new(
-            self.engine
-                .delete_resource(caller, req.into_inner())
-                .await?,
-        ))
+        let req = req.into_inner();
+        let subject = on_resource(req.account_id, req.resource.as_ref());
+        let result = self.engine.delete_resource(caller, req).await;
+        let audited = self
+            .engine
+            .audited(caller, "DeleteResource", subject, result, |_| (0, 0));
+        Ok(Response::new(audited.await?))
     }
 
     async fn list_resources(
@@ -58,5 +71,21 @@ impl Resources for ResourcesService {
         Ok(Response::new(
             self.engine.list_resources(caller, req.get_ref())?,
         ))
+    }
+}
+
+/// The audit subject of a call on one resource ("type/id", bounded).
+fn on_resource(account_id: u64, r: Option<&pb::ResourceRef>) -> AuditSubject {
+    let resource = r
+        .map(|r| {
+            let kind = crate::model::Kind::from_wire(r.r#type)
+                .map_or("unspecified", crate::model::Kind::as_str);
+            format!("{kind}/{}", r.id.chars().take(100).collect::<String>())
+        })
+        .unwrap_or_default();
+    AuditSubject {
+        account_id,
+        token_id: 0,
+        resource,
     }
 }

@@ -1,10 +1,10 @@
-//! `keyward.v1.Tokens`.
+//! `keyward.v1.Tokens`. Every mutation is appended to the audit log.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::engine::Engine;
+use crate::engine::{AuditSubject, Engine};
 use crate::pb::v1::{self as pb, tokens_server::Tokens};
 use crate::service::credential;
 
@@ -13,6 +13,15 @@ use crate::service::credential;
 pub struct TokensService {
     /// Shared engine.
     pub engine: Arc<Engine>,
+}
+
+/// The audit subject of a call on one token.
+fn on_token(account_id: u64, token_id: u64) -> AuditSubject {
+    AuditSubject {
+        account_id,
+        token_id,
+        resource: String::new(),
+    }
 }
 
 #[tonic::async_trait]
@@ -25,8 +34,14 @@ impl Tokens for TokensService {
             .engine
             .authenticate_caller(credential(req.metadata()))
             .await?;
+        let req = req.into_inner();
+        let subject = on_token(req.account_id, 0);
+        let result = self.engine.create_token(caller, req).await;
+        let created = |t: &pb::TokenWithSecret| (0, t.token.as_ref().map_or(0, |t| t.id));
         Ok(Response::new(
-            self.engine.create_token(caller, req.into_inner()).await?,
+            self.engine
+                .audited(caller, "CreateToken", subject, result, created)
+                .await?,
         ))
     }
 
@@ -62,8 +77,13 @@ impl Tokens for TokensService {
             .engine
             .authenticate_caller(credential(req.metadata()))
             .await?;
+        let req = req.into_inner();
+        let subject = on_token(req.account_id, req.token_id);
+        let result = self.engine.update_token(caller, req).await;
         Ok(Response::new(
-            self.engine.update_token(caller, req.into_inner()).await?,
+            self.engine
+                .audited(caller, "UpdateToken", subject, result, |_| (0, 0))
+                .await?,
         ))
     }
 
@@ -75,8 +95,13 @@ impl Tokens for TokensService {
             .engine
             .authenticate_caller(credential(req.metadata()))
             .await?;
+        let req = req.into_inner();
+        let subject = on_token(req.account_id, req.token_id);
+        let result = self.engine.reset_token(caller, req).await;
         Ok(Response::new(
-            self.engine.reset_token(caller, req.into_inner()).await?,
+            self.engine
+                .audited(caller, "ResetToken", subject, result, |_| (0, 0))
+                .await?,
         ))
     }
 
@@ -89,9 +114,14 @@ impl Tokens for TokensService {
             .authenticate_caller(credential(req.metadata()))
             .await?;
         let r = req.get_ref();
+        let result = self
+            .engine
+            .set_paused(caller, r.account_id, r.token_id, true)
+            .await;
+        let subject = on_token(r.account_id, r.token_id);
         Ok(Response::new(
             self.engine
-                .set_paused(caller, r.account_id, r.token_id, true)
+                .audited(caller, "PauseToken", subject, result, |_| (0, 0))
                 .await?,
         ))
     }
@@ -105,9 +135,14 @@ impl Tokens for TokensService {
             .authenticate_caller(credential(req.metadata()))
             .await?;
         let r = req.get_ref();
+        let result = self
+            .engine
+            .set_paused(caller, r.account_id, r.token_id, false)
+            .await;
+        let subject = on_token(r.account_id, r.token_id);
         Ok(Response::new(
             self.engine
-                .set_paused(caller, r.account_id, r.token_id, false)
+                .audited(caller, "ResumeToken", subject, result, |_| (0, 0))
                 .await?,
         ))
     }
@@ -120,8 +155,13 @@ impl Tokens for TokensService {
             .engine
             .authenticate_caller(credential(req.metadata()))
             .await?;
+        let r = req.get_ref();
+        let result = self.engine.delete_token(caller, r).await;
+        let subject = on_token(r.account_id, r.token_id);
         Ok(Response::new(
-            self.engine.delete_token(caller, req.get_ref()).await?,
+            self.engine
+                .audited(caller, "DeleteToken", subject, result, |_| (0, 0))
+                .await?,
         ))
     }
 }
