@@ -269,12 +269,15 @@ async fn acknowledged_writes_survive_sigkill() {
             .iter()
             .map(|r| r.resource.as_ref().unwrap().id.clone())
             .collect();
-        let state = acked.lock().unwrap();
-        for p in &state.projects {
+        let (projects, acked_tokens) = {
+            let state = acked.lock().unwrap();
+            (state.projects.clone(), state.tokens.clone())
+        };
+        for p in &projects {
             checked += 1;
             lost += usize::from(!have.contains(p));
         }
-        for (&id, &(paused, deleted, in_doubt)) in &state.tokens {
+        for (&id, &(paused, deleted, in_doubt)) in &acked_tokens {
             let got = tokens
                 .get_token(auth(
                     pb::GetTokenRequest {
