@@ -141,6 +141,24 @@ impl<'a> Access<'a> {
         }
     }
 
+    /// Fails unless the caller is unrestricted or holds `scope` at ADMIN.
+    fn require_scope(&self, scope: &str) -> Result<()> {
+        if self.caller.root
+            || self.caller.scopes.is_empty()
+            || self
+                .caller
+                .scopes
+                .iter()
+                .any(|s| s.name() == scope && s.level == Level::Admin)
+        {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(format!(
+                "this token lacks the {scope} scope at ADMIN"
+            )))
+        }
+    }
+
     /// Whether the caller's scopes cover `scopes` (an unrestricted caller covers all).
     fn covers_scopes(&self, scopes: &[ScopeGrant]) -> bool {
         if self.caller.root || self.caller.scopes.is_empty() {
@@ -160,12 +178,17 @@ impl<'a> Access<'a> {
         if self.caller.root {
             return true;
         }
-        !target.root
-            && target
+        // A token left with no grants (its resources were deleted) belongs
+        // to the account's admins only.
+        let within = if target.grants.is_empty() {
+            self.level_on(idx, account, &ResourceKey::account(account.id)) == Some(Level::Admin)
+        } else {
+            target
                 .grants
                 .iter()
                 .all(|g| self.level_on(idx, account, &g.resource) == Some(Level::Admin))
-            && self.covers_scopes(&target.scopes)
+        };
+        !target.root && within && self.covers_scopes(&target.scopes)
     }
 
     /// A token of `account` the caller may manage.
@@ -292,16 +315,6 @@ struct Prepared {
     phc: String,
 }
 
-async fn prepare_secret() -> Result<Prepared> {
-    let part = token::new_secret_part();
-    let hashed = part.clone();
-    let phc = tokio::task::spawn_blocking(move || token::hash_secret(&hashed))
-        .await
-        .map_err(|e| Error::Internal(format!("hash task: {e}")))?
-        .map_err(|e| Error::Internal(format!("argon2: {e}")))?;
-    Ok(Prepared { part, phc })
-}
-
 /// What a new token needs besides its secret.
 struct NewToken {
     account_id: u64,
@@ -314,6 +327,11 @@ struct NewToken {
 }
 
 impl Engine {
+    async fn prepare_secret(&self) -> Result<Prepared> {
+        let (part, phc) = self.hash_new_secret().await?;
+        Ok(Prepared { part, phc })
+    }
+
     /// Authenticates an admin caller's credential; returns its token id.
     pub async fn authenticate_caller(&self, credential: Option<&str>) -> Result<u64> {
         self.ensure_ready()?;
@@ -394,8 +412,8 @@ impl Engine {
         req: pb::CreateAccountRequest,
     ) -> Result<pb::CreateAccountResponse> {
         model::validate_name("name", &req.name)?;
-        let prepared = prepare_secret().await?;
-        let _w = self.writer.lock().await;
+        let prepared = self.prepare_secret().await?;
+        let w = self.writer.clone().lock_owned().await;
         let (account_id, token_id, changes, full) = {
             let idx = self.index.read();
             let caller = self.live_caller(&idx, caller_id)?;
@@ -441,7 +459,7 @@ impl Engine {
             ];
             (account_id, token_id, changes, full)
         };
-        self.commit(changes).await?;
+        self.commit(w, changes).await?;
         tracing::info!(
             account.id = account_id,
             token.id = token_id,
@@ -534,11 +552,11 @@ impl Engine {
             (_, None) => ResourceKey::account(req.account_id),
         };
         let prepared = if resource.kind == Kind::Domain {
-            Some(prepare_secret().await?)
+            Some(self.prepare_secret().await?)
         } else {
             None
         };
-        let _w = self.writer.lock().await;
+        let w = self.writer.clone().lock_owned().await;
         let (changes, token) = {
             let idx = self.index.read();
             let access = Access {
@@ -558,11 +576,19 @@ impl Engine {
                     "registering under {parent} needs ADMIN on it"
                 )));
             }
-            if account.resources[resource.kind.slot()].contains_key(resource.id.as_str()) {
+            // Resource ids are global names (a domain is a domain): one
+            // account only, or another account's tokens could pass the SMTP
+            // check for it.
+            if idx.is_registered(resource.kind, &resource.id) {
                 return Err(Error::AlreadyExists(format!(
-                    "{resource} already exists in account {}",
-                    account.id
+                    "{resource} is already registered"
                 )));
+            }
+            if resource.kind == Kind::Domain {
+                // A domain comes with a token: the caller must be allowed to
+                // mint tokens, and the token gets no feature the caller lacks.
+                access.require_token_admin()?;
+                access.require_scope("domains")?;
             }
             let mut changes = vec![Change::PutResource(ResourceRecord {
                 account_id: account.id,
@@ -585,7 +611,7 @@ impl Engine {
                             resource: resource.clone(),
                             level: Level::Admin,
                         }],
-                        scopes: Vec::new(),
+                        scopes: access.caller.scopes.clone(),
                         expires_at_ms: None,
                         replaces: 0,
                     },
@@ -603,7 +629,7 @@ impl Engine {
             }
             (changes, token)
         };
-        self.commit(changes).await?;
+        self.commit(w, changes).await?;
         tracing::info!(account.id = req.account_id, resource = %resource, "resource registered");
         let domain_token = token
             .map(|(id, full)| self.secret_response(id, full))
@@ -627,7 +653,7 @@ impl Engine {
                 "an account cannot be deleted as a resource",
             ));
         }
-        let _w = self.writer.lock().await;
+        let w = self.writer.clone().lock_owned().await;
         let (changes, deleted, dropped) = {
             let idx = self.index.read();
             let access = Access {
@@ -644,6 +670,9 @@ impl Engine {
                 return Err(Error::PermissionDenied(format!(
                     "deleting {resource} needs ADMIN on it"
                 )));
+            }
+            if resource.kind == Kind::Domain {
+                access.require_scope("domains")?;
             }
             let mut deleted = vec![resource.clone()];
             if resource.kind == Kind::Project {
@@ -681,7 +710,7 @@ impl Engine {
             }
             (changes, deleted, dropped)
         };
-        self.commit(changes).await?;
+        self.commit(w, changes).await?;
         tracing::info!(account.id = req.account_id, resource = %resource, grants_dropped = dropped, "resource deleted");
         Ok(pb::DeleteResourceResponse {
             deleted: deleted.iter().map(ResourceKey::to_wire).collect(),
@@ -745,8 +774,8 @@ impl Engine {
             let account = access.account(&idx, req.account_id)?;
             access.check_grantable(&idx, account, &grants, &scopes)?;
         }
-        let prepared = prepare_secret().await?;
-        let _w = self.writer.lock().await;
+        let prepared = self.prepare_secret().await?;
+        let w = self.writer.clone().lock_owned().await;
         let (id, changes, full) = {
             let idx = self.index.read();
             let access = Access {
@@ -782,7 +811,7 @@ impl Engine {
                 full,
             )
         };
-        self.commit(changes).await?;
+        self.commit(w, changes).await?;
         tracing::info!(account.id = req.account_id, token.id = id, "token created");
         self.secret_response(id, full)
     }
@@ -862,7 +891,7 @@ impl Engine {
                 }
             }
         }
-        let _w = self.writer.lock().await;
+        let w = self.writer.clone().lock_owned().await;
         let change = {
             let idx = self.index.read();
             let access = Access {
@@ -893,7 +922,7 @@ impl Engine {
             next.scopes = new_scopes.to_vec();
             Change::PutToken(next.to_record(idx.key()))
         };
-        self.commit(vec![change]).await?;
+        self.commit(w, vec![change]).await?;
         tracing::info!(account.id = req.account_id, token.id = req.token_id, fields = ?paths, "token updated");
         self.token_view(req.token_id)
     }
@@ -914,8 +943,8 @@ impl Engine {
         req: pb::ResetTokenRequest,
     ) -> Result<pb::TokenWithSecret> {
         let expires_at_ms = check_expiry("expires_at", req.expires_at.as_ref(), self.now_ms())?;
-        let prepared = prepare_secret().await?;
-        let _w = self.writer.lock().await;
+        let prepared = self.prepare_secret().await?;
+        let w = self.writer.clone().lock_owned().await;
         let now = self.now_ms();
         let (id, changes, full) = {
             let idx = self.index.read();
@@ -971,7 +1000,7 @@ impl Engine {
             ];
             (id, changes, full)
         };
-        self.commit(changes).await?;
+        self.commit(w, changes).await?;
         tracing::info!(
             account.id = req.account_id,
             token.id = req.token_id,
@@ -989,7 +1018,7 @@ impl Engine {
         token_id: u64,
         paused: bool,
     ) -> Result<pb::Token> {
-        let _w = self.writer.lock().await;
+        let w = self.writer.clone().lock_owned().await;
         let change = {
             let idx = self.index.read();
             let access = Access {
@@ -1007,7 +1036,7 @@ impl Engine {
             record.paused = paused;
             Change::PutToken(record)
         };
-        self.commit(vec![change]).await?;
+        self.commit(w, vec![change]).await?;
         tracing::info!(
             account.id = account_id,
             token.id = token_id,
@@ -1023,7 +1052,7 @@ impl Engine {
         caller_id: u64,
         req: &pb::DeleteTokenRequest,
     ) -> Result<pb::DeleteTokenResponse> {
-        let _w = self.writer.lock().await;
+        let w = self.writer.clone().lock_owned().await;
         {
             let idx = self.index.read();
             let access = Access {
@@ -1044,7 +1073,8 @@ impl Engine {
                 )));
             }
         }
-        self.commit(vec![Change::DeleteToken(req.token_id)]).await?;
+        self.commit(w, vec![Change::DeleteToken(req.token_id)])
+            .await?;
         tracing::info!(
             account.id = req.account_id,
             token.id = req.token_id,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedMutexGuard, Semaphore};
 
 use crate::authz::{self, Check};
 use crate::clock::Clock;
@@ -92,12 +92,12 @@ impl Decision {
 /// The shared state behind every surface.
 pub struct Engine {
     /// Everything, in memory; Authorize takes only the read lock.
-    pub(crate) index: RwLock<Index>,
+    pub(crate) index: Arc<RwLock<Index>>,
     /// Durable records.
     store: Arc<dyn Store>,
     /// Serialises mutations: rules are checked and the commit applied with
     /// no other mutation in between.
-    pub(crate) writer: tokio::sync::Mutex<()>,
+    pub(crate) writer: Arc<tokio::sync::Mutex<()>>,
     /// Wall clock, injectable for tests.
     pub(crate) clock: Arc<dyn Clock>,
     /// Key of the verified digests (kept outside the store).
@@ -105,7 +105,7 @@ pub struct Engine {
     /// Tunables.
     pub(crate) settings: Settings,
     /// Bounds concurrent argon2 work to the cores.
-    verify_permits: Semaphore,
+    verify_permits: Arc<Semaphore>,
     /// argon2 verifies waiting for a permit.
     verify_waiters: AtomicUsize,
     /// Digests of tokens whose secret failed to verify, until (unix ms).
@@ -137,13 +137,13 @@ impl Engine {
     ) -> Arc<Engine> {
         let permits = settings.verify_concurrency.max(1);
         Arc::new(Engine {
-            index: RwLock::new(Index::new(key.clone())),
+            index: Arc::new(RwLock::new(Index::new(key.clone()))),
             store,
-            writer: tokio::sync::Mutex::new(()),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
             clock,
             key,
             settings,
-            verify_permits: Semaphore::new(permits),
+            verify_permits: Arc::new(Semaphore::new(permits)),
             verify_waiters: AtomicUsize::new(0),
             negative: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
@@ -254,20 +254,38 @@ impl Engine {
         self.store.flush().await
     }
 
-    /// Commits `changes`: durable first, then visible. Hold `writer`.
-    pub(crate) async fn commit(&self, changes: Vec<Change>) -> Result<()> {
-        if let Err(e) = self.store.commit(&changes).await {
-            tracing::error!(error = %e, "store commit failed; nothing applied");
-            return Err(Error::Unavailable(
-                "the store could not persist the change; nothing was applied".into(),
-            ));
-        }
-        let mut idx = self.index.write();
-        for c in &changes {
-            idx.apply(c);
-        }
-        self.metrics.tokens.set(idx.tokens.len() as f64);
-        Ok(())
+    /// Commits `changes`: durable first, then visible, then the caller may
+    /// acknowledge. The work runs in its own task that owns the writer
+    /// guard, so a request cancelled mid-way (deadline, client gone) cannot
+    /// leave the store and the index apart, nor let the next mutation in
+    /// before this one is applied.
+    pub(crate) async fn commit(
+        &self,
+        writer: OwnedMutexGuard<()>,
+        changes: Vec<Change>,
+    ) -> Result<()> {
+        let (store, index, tokens) = (
+            self.store.clone(),
+            self.index.clone(),
+            self.metrics.tokens.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let _writer = writer;
+            if let Err(e) = store.commit(&changes).await {
+                tracing::error!(error = %e, "store commit failed; the change was not applied");
+                return Err(Error::Unavailable(
+                    "the store could not persist the change; nothing was applied".into(),
+                ));
+            }
+            let mut idx = index.write();
+            for c in &changes {
+                idx.apply(c);
+            }
+            tokens.set(idx.tokens.len() as f64);
+            Ok(())
+        });
+        task.await
+            .map_err(|e| Error::Internal(format!("commit task: {e}")))?
     }
 
     /// Proves `token` authentic: its id exists and its secret verifies.
@@ -323,29 +341,37 @@ impl Engine {
             metrics::counter!("keyward_verify_negative_hits_total").increment(1);
             return Err(AuthnFailure::Unknown);
         }
-        let waiting = self.verify_waiters.fetch_add(1, Ordering::AcqRel) + 1;
-        self.metrics.argon2_queue.set(waiting as f64);
-        let permit = if waiting > self.settings.verify_max_waiters {
-            None
-        } else {
-            tokio::time::timeout(
-                self.settings.verify_queue_timeout,
-                self.verify_permits.acquire(),
-            )
-            .await
-            .ok()
+        let permit = {
+            // The waiter count is decremented on drop: a request cancelled
+            // while it waits must not leave the count (and so the shedding)
+            // raised for ever.
+            let queued = Waiting::enter(&self.verify_waiters, &self.metrics);
+            if queued.depth > self.settings.verify_max_waiters {
+                None
+            } else {
+                tokio::time::timeout(
+                    self.settings.verify_queue_timeout,
+                    self.verify_permits.clone().acquire_owned(),
+                )
+                .await
+                .ok()
+                .and_then(std::result::Result::ok)
+            }
         };
-        let left = self.verify_waiters.fetch_sub(1, Ordering::AcqRel) - 1;
-        self.metrics.argon2_queue.set(left as f64);
-        let Some(Ok(_permit)) = permit else {
+        let Some(permit) = permit else {
             self.metrics.argon2_shed.increment(1);
             return Err(AuthnFailure::Overloaded);
         };
         let secret = parsed.secret_part().to_owned();
         let phc_for_task = phc.clone();
-        let ok = tokio::task::spawn_blocking(move || token::verify_secret(&secret, &phc_for_task))
-            .await
-            .unwrap_or(false);
+        // The permit moves into the blocking task: argon2 work stays bounded
+        // by the cores even if this request is cancelled.
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            token::verify_secret(&secret, &phc_for_task)
+        })
+        .await
+        .unwrap_or(false);
         if ok {
             &self.metrics.verify_argon2_ok
         } else {
@@ -487,7 +513,7 @@ impl Engine {
 
     /// Deletes tokens expired for longer than `purge_after`. Returns how many.
     pub async fn purge_expired(&self) -> Result<usize> {
-        let _w = self.writer.lock().await;
+        let w = self.writer.clone().lock_owned().await;
         let horizon = self.now_ms().saturating_sub(
             i64::try_from(self.settings.purge_after.as_millis()).unwrap_or(i64::MAX),
         );
@@ -501,7 +527,7 @@ impl Engine {
         };
         let n = changes.len();
         if n > 0 {
-            self.commit(changes).await?;
+            self.commit(w, changes).await?;
             tracing::info!(purged = n, "purged expired tokens");
         }
         Ok(n)
@@ -560,13 +586,19 @@ impl Engine {
             Err(Error::Internal(_)) => ("INTERNAL".to_string(), "internal error".to_string()),
             Err(e) => (e.code_name().to_string(), e.to_string()),
         };
-        let actor_name = self
-            .index
-            .read()
-            .tokens
-            .get(&caller)
-            .map(|t| t.name.clone())
-            .unwrap_or_default();
+        let (actor_name, actor_account, actor_root) = {
+            let idx = self.index.read();
+            idx.tokens
+                .get(&caller)
+                .map_or((String::new(), 0, false), |t| {
+                    (t.name.clone(), t.account_id, t.root)
+                })
+        };
+        // A caller refused in another account is recorded in its own
+        // account's log: nobody can write into a log they cannot read.
+        if !actor_root && subject.account_id != actor_account {
+            subject.account_id = actor_account;
+        }
         let event = crate::pb::store::AuditRecord {
             id: self.audit_seq.fetch_add(1, Ordering::AcqRel) + 1,
             account_id: subject.account_id,
@@ -665,6 +697,55 @@ pub enum Cached<'t> {
         /// The PHC hash to verify against.
         phc: String,
     },
+}
+
+/// One argon2 verify waiting for a core; leaves the count on drop.
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    metrics: &'a Metrics,
+    depth: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize, metrics: &'a Metrics) -> Self {
+        let depth = count.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics.argon2_queue.set(depth as f64);
+        Self {
+            count,
+            metrics,
+            depth,
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let left = self.count.fetch_sub(1, Ordering::AcqRel) - 1;
+        self.metrics.argon2_queue.set(left as f64);
+    }
+}
+
+impl Engine {
+    /// Hashes a new secret part with argon2id under the same core-bounded
+    /// semaphore as verification (waits; admin calls have their deadline).
+    pub(crate) async fn hash_new_secret(&self) -> Result<(Secret, String)> {
+        let permit = self
+            .verify_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Internal(format!("argon2 semaphore: {e}")))?;
+        let part = token::new_secret_part();
+        let hashed = part.clone();
+        let phc = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            token::hash_secret(&hashed)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("hash task: {e}")))?
+        .map_err(|e| Error::Internal(format!("argon2: {e}")))?;
+        Ok((part, phc))
+    }
 }
 
 /// The outcome of the cheap proof.

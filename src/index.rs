@@ -492,6 +492,17 @@ impl Index {
         }
     }
 
+    /// Whether any account registered this resource (accounts: whether the
+    /// account exists).
+    pub fn is_registered(&self, kind: Kind, id: &str) -> bool {
+        match kind {
+            Kind::Account => id
+                .parse::<u64>()
+                .is_ok_and(|n| self.accounts.contains_key(&n)),
+            _ => self.owners[kind.slot()].contains_key(id),
+        }
+    }
+
     /// The highest level `grants` give on `resource` in `account`, if any.
     pub fn level_on(
         &self,

@@ -291,7 +291,12 @@ impl Store for SledStore {
             let result: Result<(), TransactionError<()>> =
                 (&self.audit, &self.meta).transaction(|(audit, meta)| {
                     audit.insert(&key, value.as_slice())?;
-                    meta.insert(META_AUDIT_SEQ, &event.id.to_be_bytes())?;
+                    // Concurrent appends may land out of order: keep the highest.
+                    let stored = meta
+                        .get(META_AUDIT_SEQ)?
+                        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                        .map_or(0, u64::from_be_bytes);
+                    meta.insert(META_AUDIT_SEQ, &stored.max(event.id).to_be_bytes())?;
                     Ok(())
                 });
             result.map_err(|e| match e {

@@ -1129,3 +1129,126 @@ async fn listed_id(s: &TestServer, account: u64, caller: &str, prefix: &str) -> 
         .map(|t| t.id)
         .expect("token listed")
 }
+
+/// Resource ids are global: a domain registered by one account cannot be
+/// registered by another (its tokens would pass the SMTP check for it). A
+/// scope-restricted caller's domain token inherits the caller's scopes, and
+/// a token left with no grants belongs to account admins only.
+#[tokio::test]
+async fn no_escalation_through_resources() {
+    let dir = temp();
+    let s = TestServer::start(dir.path()).await;
+    let (a, admin) = s.account("A").await;
+    let (b, admin_b) = s.account("B").await;
+    s.register(&admin, a, DOMAIN, "victim.example", None)
+        .await
+        .expect("token");
+    let r = s
+        .resources()
+        .register_resource(auth(
+            pb::RegisterResourceRequest {
+                account_id: b,
+                resource: Some(rref(DOMAIN, "victim.example")),
+                parent: None,
+            },
+            &admin_b,
+        ))
+        .await;
+    assert_code(r, Code::AlreadyExists);
+    // A scoped account admin: its domain token is no wider than itself.
+    let acct = a.to_string();
+    let scoped = s
+        .create_scoped(
+            &admin,
+            a,
+            "scoped",
+            vec![grant(ACCOUNT, &acct, ADMIN)],
+            vec![scope("tokens", ADMIN), scope("domains", ADMIN)],
+        )
+        .await
+        .unwrap()
+        .secret;
+    let dt = s
+        .register(&scoped, a, DOMAIN, "new.example", None)
+        .await
+        .expect("token");
+    assert_eq!(
+        dt.token.unwrap().scopes,
+        vec![scope("tokens", ADMIN), scope("domains", ADMIN)]
+    );
+    assert_eq!(
+        s.check_scope(&dt.secret, DOMAIN, "new.example", ADMIN, "email")
+            .await
+            .reason,
+        DenyReason::Scope as i32
+    );
+    // Without the tokens scope it cannot mint a domain token at all.
+    let no_tokens = s
+        .create_scoped(
+            &admin,
+            a,
+            "nt",
+            vec![grant(ACCOUNT, &acct, ADMIN)],
+            vec![scope("domains", ADMIN)],
+        )
+        .await
+        .unwrap()
+        .secret;
+    let r = s
+        .resources()
+        .register_resource(auth(
+            pb::RegisterResourceRequest {
+                account_id: a,
+                resource: Some(rref(DOMAIN, "other.example")),
+                parent: None,
+            },
+            &no_tokens,
+        ))
+        .await;
+    assert_code(r, Code::PermissionDenied);
+    // A token whose only resource was deleted: account admins only.
+    s.register(&admin, a, PROJECT, "gone", None).await;
+    s.register(&admin, a, PROJECT, "kept", None).await;
+    let orphan = s
+        .create(&admin, a, "orphan", vec![grant(PROJECT, "gone", VIEWER)])
+        .await
+        .unwrap();
+    let p_admin = s
+        .create(&admin, a, "kept admin", vec![grant(PROJECT, "kept", ADMIN)])
+        .await
+        .unwrap()
+        .secret;
+    s.resources()
+        .delete_resource(auth(
+            pb::DeleteResourceRequest {
+                account_id: a,
+                resource: Some(rref(PROJECT, "gone")),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let oid = orphan.token.unwrap().id;
+    let r = s
+        .tokens()
+        .delete_token(auth(
+            pb::DeleteTokenRequest {
+                account_id: a,
+                token_id: oid,
+            },
+            &p_admin,
+        ))
+        .await;
+    assert_code(r, Code::PermissionDenied);
+    s.tokens()
+        .delete_token(auth(
+            pb::DeleteTokenRequest {
+                account_id: a,
+                token_id: oid,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    s.stop().await.unwrap();
+}
