@@ -70,7 +70,6 @@ pub struct AccountState {
 ///
 /// `repr(C)` keeps the fields Authorize reads first and together, so that a
 /// lookup among a million tokens touches as few cache lines as possible.
-#[derive(Debug)]
 #[repr(C)]
 pub struct TokenState {
     /// Keyed digest of the whole token, valid under the current key; `None`
@@ -110,6 +109,22 @@ pub struct TokenState {
     pub replaces: u64,
     /// Last use as stored, to know what the batch writer must persist.
     pub last_used_saved_ms: AtomicI64,
+}
+
+impl std::fmt::Debug for TokenState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenState")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("name", &self.name)
+            .field("phc_hash", &"REDACTED")
+            .field("digest", &self.digest.map(|_| "REDACTED"))
+            .field("paused", &self.paused)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("grants", &self.grants)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenState {

@@ -15,3 +15,39 @@ pub mod store {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]
     tonic::include_proto!("keyward.store.v1");
 }
+
+impl std::fmt::Debug for v1::TokenWithSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenWithSecret")
+            .field("token", &self.token)
+            .field("secret", &"REDACTED")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for v1::AuthorizeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizeRequest")
+            .field("token", &"REDACTED")
+            .field("resource", &self.resource)
+            .field("level", &self.level)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for store::TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("name", &self.name)
+            .field("phc_hash", &"REDACTED")
+            .field("verified_digest", &"REDACTED")
+            .field("paused", &self.paused)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("grants", &self.grants)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}

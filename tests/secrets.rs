@@ -146,10 +146,18 @@ async fn no_secret_in_logs_errors_debug_or_store() {
     s.check(&reset.secret, PROJECT, "p", ADMIN).await;
     // Debug prints of everything that held a secret.
     let debug = format!(
-        "{:?} {:?} {:?}",
+        "{:?} {:?} {:?} {:?} {:?} {:?}",
         keyward::token::parse(&t.secret),
         keyward::token::assemble(1, &keyward::token::new_secret_part()),
-        s.engine
+        s.engine,
+        reset,
+        t,
+        pb::AuthorizeRequest {
+            token: t.secret.clone(),
+            resource: None,
+            level: ADMIN,
+            scope: String::new()
+        },
     );
     s.engine.persist_usage(0, usize::MAX).await.unwrap();
     s.stop().await.unwrap();
@@ -171,6 +179,18 @@ async fn no_secret_in_logs_errors_debug_or_store() {
     let errors = errors.join("\n");
     assert_absent(errors.as_bytes(), &secrets, "an error message");
     assert_absent(errors.as_bytes(), &hashes, "an error message (hashes)");
+    let records = stored_records_debug(dir.path());
+    assert!(records.contains("TokenRecord"));
+    assert_absent(
+        records.as_bytes(),
+        &secrets,
+        "a Debug print of a stored record",
+    );
+    assert_absent(
+        records.as_bytes(),
+        &hashes,
+        "a Debug print of a stored record (hashes)",
+    );
     assert_absent(debug.as_bytes(), &secrets, "a Debug print");
     assert_absent(debug.as_bytes(), &hashes, "a Debug print (hashes)");
     // The sled files hold hashes, never a secret.
@@ -214,6 +234,19 @@ fn stored_hashes(dir: &std::path::Path) -> Vec<String> {
             .trim()
             .to_string(),
     );
+    out
+}
+
+/// Debug prints of every stored token record.
+fn stored_records_debug(dir: &std::path::Path) -> String {
+    use prost::Message;
+    let db = sled::open(dir).expect("open store");
+    let mut out = String::new();
+    for kv in db.open_tree("tokens").expect("tree").iter() {
+        let (_, v) = kv.expect("record");
+        let r = keyward::pb::store::TokenRecord::decode(v.as_ref()).expect("decode");
+        out.push_str(&format!("{r:?}\n"));
+    }
     out
 }
 
