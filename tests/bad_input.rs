@@ -188,18 +188,7 @@ async fn invalid_fields_are_named() {
         assert_eq!(bad.field_violations[0].field, field, "{req:?}");
     }
     // Nothing was created by any of them.
-    let listed = s
-        .tokens()
-        .list_tokens(auth(
-            pb::ListTokensRequest {
-                account_id: a,
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = s.list(&admin, a).await;
     assert_eq!(listed.tokens.len(), 1);
     s.stop().await.unwrap();
 }

@@ -47,18 +47,7 @@ async fn everything_survives_a_restart() {
         ))
         .await
         .unwrap();
-    let before = s
-        .tokens()
-        .list_tokens(auth(
-            pb::ListTokensRequest {
-                account_id: a,
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let before = s.list(&admin, a).await;
     s.stop().await.unwrap();
 
     let s = TestServer::start(dir.path()).await;
@@ -66,18 +55,7 @@ async fn everything_survives_a_restart() {
         s.root.is_none(),
         "the root token is printed on the first start only"
     );
-    let after = s
-        .tokens()
-        .list_tokens(auth(
-            pb::ListTokensRequest {
-                account_id: a,
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let after = s.list(&admin, a).await;
     let strip = |l: &pb::ListTokensResponse| {
         l.tokens
             .iter()

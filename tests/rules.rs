@@ -166,18 +166,7 @@ async fn secret_is_shown_once() {
         .await
         .unwrap()
         .into_inner();
-    let listed = s
-        .tokens()
-        .list_tokens(auth(
-            pb::ListTokensRequest {
-                account_id: a,
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = s.list(&admin, a).await;
     let secret_part = &secret[14..57];
     for bytes in [
         prost::Message::encode_to_vec(&got),
@@ -235,18 +224,7 @@ async fn no_escalation_and_no_cross_account_access() {
         Code::PermissionDenied,
     );
     // Visibility: p1 admin sees tokens within p1 only.
-    let listed = s
-        .tokens()
-        .list_tokens(auth(
-            pb::ListTokensRequest {
-                account_id: a,
-                ..Default::default()
-            },
-            &p1_admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = s.list(&p1_admin, a).await;
     let names: Vec<_> = listed.tokens.iter().map(|t| t.name.as_str()).collect();
     assert!(
         names.contains(&"p1 viewer") && names.contains(&"p1 admin") && !names.contains(&"p2"),
@@ -1110,18 +1088,7 @@ async fn authorize_batch_matches_single_calls() {
 
 /// The id of the first token of `account` whose name starts with `prefix`.
 async fn listed_id(s: &TestServer, account: u64, caller: &str, prefix: &str) -> u64 {
-    let listed = s
-        .tokens()
-        .list_tokens(auth(
-            pb::ListTokensRequest {
-                account_id: account,
-                ..Default::default()
-            },
-            caller,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = s.list(caller, account).await;
     listed
         .tokens
         .iter()

@@ -205,6 +205,21 @@ impl TestServer {
             .map(tonic::Response::into_inner)
     }
 
+    /// ListTokens of `account_id` as `caller` (first page).
+    pub async fn list(&self, caller: &str, account_id: u64) -> pb::ListTokensResponse {
+        self.tokens()
+            .list_tokens(auth(
+                pb::ListTokensRequest {
+                    account_id,
+                    ..Default::default()
+                },
+                caller,
+            ))
+            .await
+            .expect("list tokens")
+            .into_inner()
+    }
+
     /// One Authorize call.
     pub async fn check(
         &self,
