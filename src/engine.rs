@@ -182,14 +182,12 @@ impl Engine {
         Ok(root_token)
     }
 
+    /// Creates the root token through the same hashing and commit path as
+    /// every other token.
     async fn create_root(&self) -> Result<Secret, StoreError> {
-        let part = token::new_secret_part();
-        let hashed = part.clone();
-        let phc = tokio::task::spawn_blocking(move || token::hash_secret(&hashed))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("hash task: {e}")))?
-            .map_err(|e| StoreError::Corrupt(format!("argon2: {e}")))?;
-        let _w = self.writer.lock().await;
+        let bootstrap = |e: Error| StoreError::Bootstrap(e.to_string());
+        let (part, phc) = self.hash_new_secret().await.map_err(bootstrap)?;
+        let w = self.writer.clone().lock_owned().await;
         let (id, next_account_id) = {
             let idx = self.index.read();
             (idx.next_token_id, idx.next_account_id)
@@ -215,11 +213,7 @@ impl Engine {
             },
             Change::PutToken(record),
         ];
-        self.store.commit(&changes).await?;
-        let mut idx = self.index.write();
-        for c in &changes {
-            idx.apply(c);
-        }
+        self.commit(w, changes).await.map_err(bootstrap)?;
         Ok(full)
     }
 

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// A record or key could not be decoded: the data dir is damaged.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// The first start could not create the root token.
+    #[error("first start: {0}")]
+    Bootstrap(String),
     /// The data dir was written by a newer keyward.
     #[error("store schema version {found} is newer than this keyward supports ({supported})")]
     Version {

@@ -305,7 +305,8 @@ struct Workload {
     batch: usize,
 }
 
-/// One measured run.
+/// Measured requests: one run, one task's share of it, or several runs
+/// merged.
 struct Run {
     hist: Histogram<u64>,
     ok: u64,
@@ -314,8 +315,35 @@ struct Run {
 }
 
 impl Run {
+    fn new() -> Self {
+        Self {
+            hist: new_hist(),
+            ok: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+    /// One answer that took `ns` nanoseconds.
+    fn record(&mut self, ns: u64, good: bool) {
+        let _ = self.hist.record(ns.max(1));
+        if good {
+            self.ok += 1
+        } else {
+            self.errors += 1
+        }
+    }
+    /// Adds another run (or task share) to this one.
+    fn add(&mut self, r: &Run) {
+        let _ = self.hist.add(&r.hist);
+        self.ok += r.ok;
+        self.errors += r.errors;
+        self.elapsed += r.elapsed;
+    }
     fn rps(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64()
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    fn us(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
     }
 }
 
@@ -380,23 +408,17 @@ async fn load(
                     let (recording, stop, done) = (recording.clone(), stop.clone(), done.clone());
                     let mut i = (c * inflight + f) as u64 * 7919;
                     tasks.push(tokio::spawn(async move {
-                        let (mut hist, mut ok, mut errors) = (new_hist(), 0u64, 0u64);
+                        let mut share = Run::new();
                         while !stop.load(Ordering::Relaxed) {
                             let sent = Instant::now();
                             let good = send(&mut client, &w, i).await;
                             i += 1;
                             if recording.load(Ordering::Relaxed) {
-                                let ns = sent.elapsed().as_nanos() as u64;
-                                let _ = hist.record(ns.max(1));
-                                if good {
-                                    ok += 1
-                                } else {
-                                    errors += 1
-                                }
+                                share.record(sent.elapsed().as_nanos() as u64, good);
                                 done.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        (hist, ok, errors)
+                        share
                     }));
                 }
             }
@@ -435,17 +457,12 @@ async fn load(
             });
             let done = done.clone();
             tasks.push(tokio::spawn(async move {
-                let (mut hist, mut ok, mut errors) = (new_hist(), 0u64, 0u64);
+                let mut share = Run::new();
                 while let Some((ns, good)) = rx.recv().await {
-                    let _ = hist.record(ns.max(1));
-                    if good {
-                        ok += 1
-                    } else {
-                        errors += 1
-                    }
+                    share.record(ns, good);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
-                (hist, ok, errors)
+                share
             }));
         }
     }
@@ -467,50 +484,15 @@ async fn load(
     stop.store(true, Ordering::Relaxed);
     eprint!("\r{:<90}\r", "");
     let mut run = Run {
-        hist: new_hist(),
-        ok: 0,
-        errors: 0,
         elapsed,
+        ..Run::new()
     };
     for t in tasks {
-        if let Ok((h, ok, errors)) = t.await {
-            let _ = run.hist.add(&h);
-            run.ok += ok;
-            run.errors += errors;
+        if let Ok(share) = t.await {
+            run.add(&share);
         }
     }
     run
-}
-
-/// Merged results of several rounds against one target.
-struct Merged {
-    hist: Histogram<u64>,
-    ok: u64,
-    errors: u64,
-    elapsed: Duration,
-}
-
-impl Merged {
-    fn new() -> Self {
-        Self {
-            hist: new_hist(),
-            ok: 0,
-            errors: 0,
-            elapsed: Duration::ZERO,
-        }
-    }
-    fn add(&mut self, r: &Run) {
-        let _ = self.hist.add(&r.hist);
-        self.ok += r.ok;
-        self.errors += r.errors;
-        self.elapsed += r.elapsed;
-    }
-    fn rps(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-    fn us(&self, q: f64) -> f64 {
-        self.hist.value_at_quantile(q) as f64 / 1000.0
-    }
 }
 
 // ------------------------------------------------------------------ report
@@ -520,7 +502,7 @@ struct Report {
 }
 
 impl Report {
-    fn row(&mut self, name: &str, m: &Merged) {
+    fn row(&mut self, name: &str, m: &Run) {
         self.lines.push(format!(
             "| {name:<28} | {:>10.0} | {:>8.1} | {:>8.1} | {:>8.1} | {:>6} |",
             m.rps(),
@@ -586,8 +568,8 @@ fn request(token: &str, project: &str) -> AuthorizeRequest {
 
 impl Bench {
     /// Alternates baseline and keyward `rounds` times with the same load.
-    async fn compare(&mut self, mode: Mode, w: &Workload, label: &str) -> (Merged, Merged) {
-        let (mut base, mut kw) = (Merged::new(), Merged::new());
+    async fn compare(&mut self, mode: Mode, w: &Workload, label: &str) -> (Run, Run) {
+        let (mut base, mut kw) = (Run::new(), Run::new());
         for r in 0..self.cli.rounds {
             let b = load(
                 self.baseline.addr,
@@ -626,7 +608,7 @@ impl Bench {
         w: Workload,
         mode: Mode,
         targets: (f64, f64),
-    ) -> (Merged, Merged) {
+    ) -> (Run, Run) {
         let (base, kw) = self.compare(mode, &w, title).await;
         self.report.header(title);
         self.report.row("baseline (no-op)", &base);
@@ -767,7 +749,7 @@ impl Bench {
             requests: Arc::new(flood_reqs),
             batch: 1,
         };
-        let (mut base, mut kw) = (Merged::new(), Merged::new());
+        let (mut base, mut kw) = (Run::new(), Run::new());
         let before = self
             .keyward
             .http
@@ -927,7 +909,7 @@ impl Bench {
             conns: 1,
             inflight: 1,
         };
-        let (mut one, mut hundred) = (Merged::new(), Merged::new());
+        let (mut one, mut hundred) = (Run::new(), Run::new());
         for r in 0..self.cli.rounds {
             one.add(
                 &load(
