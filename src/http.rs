@@ -1,12 +1,14 @@
-//! The HTTP port: liveness, readiness and Prometheus metrics.
+//! The HTTP port: liveness, readiness, Prometheus metrics, and the REST
+//! facades ([`crate::rest`]) with their OpenAPI document.
 
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::engine::Engine;
 
@@ -38,6 +40,10 @@ struct HttpState {
     metrics: Option<PrometheusHandle>,
 }
 
+/// Most HTTP requests served at once; more wait (the gRPC port has its own
+/// limit and load shedding).
+const HTTP_IN_FLIGHT_MAX: usize = 256;
+
 /// The HTTP routes.
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
@@ -45,9 +51,22 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(HttpState {
-            engine,
+            engine: engine.clone(),
             metrics: metrics_handle(),
         })
+        .merge(crate::rest::router(engine))
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .layer(GlobalConcurrencyLimitLayer::new(HTTP_IN_FLIGHT_MAX))
+}
+
+fn json_error(status: StatusCode, message: &str) -> (StatusCode, Json<serde_json::Value>) {
+    (status, Json(serde_json::json!({ "error": message })))
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {

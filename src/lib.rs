@@ -32,6 +32,7 @@ pub mod index;
 pub mod metrics;
 pub mod model;
 pub mod pb;
+pub mod rest;
 pub mod seed;
 pub mod server;
 pub mod service;

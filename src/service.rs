@@ -13,7 +13,20 @@ use tonic::metadata::MetadataMap;
 /// `api-token: <token>`. Values that are not visible ASCII are ignored (and
 /// so read as missing).
 pub fn credential(metadata: &MetadataMap) -> Option<&str> {
-    if let Some(v) = metadata.get("authorization").and_then(|v| v.to_str().ok()) {
+    pick_credential(
+        metadata.get("authorization").and_then(|v| v.to_str().ok()),
+        metadata.get("api-token").and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// The credential from the values of the `authorization` and `api-token`
+/// headers (gRPC metadata and HTTP alike): `Bearer <token>` (any case), a
+/// bare `authorization` value, else `api-token`.
+pub fn pick_credential<'a>(
+    authorization: Option<&'a str>,
+    api_token: Option<&'a str>,
+) -> Option<&'a str> {
+    if let Some(v) = authorization {
         let v = v.trim();
         if let Some((scheme, token)) = v.split_once(' ') {
             if scheme.eq_ignore_ascii_case("bearer") {
@@ -22,8 +35,5 @@ pub fn credential(metadata: &MetadataMap) -> Option<&str> {
         }
         return Some(v);
     }
-    metadata
-        .get("api-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    api_token.map(str::trim)
 }

@@ -302,3 +302,82 @@ pub use pb::DenyReason;
 pub use pb::ResourceType::{
     Account as ACCOUNT, Domain as DOMAIN, Project as PROJECT, Sandbox as SANDBOX,
 };
+
+/// An HTTP/1.1 answer.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The body as JSON (panics if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), the
+/// raw way: what goes on the wire is exactly what the test wrote.
+pub async fn http_raw(addr: SocketAddr, request: &[u8]) -> HttpReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(request).await.expect("write");
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).await.expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    HttpReply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// `method path` with an optional bearer token and JSON body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&serde_json::Value>,
+) -> HttpReply {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: keyward\r\nconnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("authorization: Bearer {t}\r\n"));
+    }
+    let body = json.map(|j| j.to_string()).unwrap_or_default();
+    if json.is_some() {
+        req.push_str("content-type: application/json\r\n");
+    }
+    req.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    http_raw(addr, req.as_bytes()).await
+}
