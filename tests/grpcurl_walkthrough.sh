@@ -355,6 +355,89 @@ authorize "$DOMAIN_TOKEN" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
 expect_decision true DENY_REASON_UNSPECIFIED
 ok
 
+# ------------------------------------------------------------------ REST facades
+
+HTTP=http://127.0.0.1:$HTTP_PORT
+# hcall METHOD PATH [JSON]: an HTTP call as the account admin; the body goes
+# to $OUT and the status to $CODE.
+hcall() {
+  local args=(-s -o "$WORK/body" -w '%{http_code}' -X "$1" "$HTTP$2" -H "Api-Token: $ADMIN")
+  [[ $# -ge 3 ]] && args+=(-H 'Content-Type: application/json' -d "$3")
+  CODE=$(curl "${args[@]}") || fail "curl failed"
+  OUT=$(cat "$WORK/body")
+}
+expect_http() {
+  [[ "$CODE" == "$1" ]] || fail "expected HTTP $1, got $CODE: $OUT"
+}
+
+step "Mailtrap API: list tokens (the caller's account)"
+hcall GET /api/api_tokens
+expect_http 200
+expect_eq "$(field 0.resources.0.access_level)" 100 "first token's level"
+ok
+
+step "Mailtrap API: create a token for project p1 (shown once)"
+hcall POST /api/api_tokens '{"name": "reports", "resources": [{"resource_type": "project", "resource_id": "p1", "access_level": 10}]}'
+expect_http 200
+REPORTS_ID=$(field id)
+[[ "$(field token)" == kw_* ]] || fail "no token in the answer"
+authorize "$(field token)" RESOURCE_TYPE_PROJECT p1 ACCESS_LEVEL_VIEWER
+expect_decision true DENY_REASON_UNSPECIFIED
+ok
+
+step "Mailtrap API: get, reset, and get in the account path"
+hcall GET "/api/api_tokens/$REPORTS_ID"
+expect_http 200
+expect_eq "$(field token MISSING)" MISSING "token is never shown again"
+hcall POST "/api/api_tokens/$REPORTS_ID/reset"
+expect_http 200
+expect_eq "$(field resources.0.resource_id)" p1 "reset keeps the resources"
+hcall GET "/api/accounts/$ACCOUNT_ID/api_tokens/$REPORTS_ID"
+expect_http 200
+ok
+
+step "Mailtrap API: delete (204), then 404 {\"error\"}"
+hcall DELETE "/api/api_tokens/$REPORTS_ID"
+expect_http 204
+hcall GET "/api/api_tokens/$REPORTS_ID"
+expect_http 404
+[[ -n "$(field error)" ]] || fail "no error message"
+ok
+
+step "Mailtrap API: invalid level is 422 per field"
+hcall POST /api/api_tokens '{"name": "x", "resources": [{"resource_type": "project", "resource_id": "p1", "access_level": 50}]}'
+expect_http 422
+[[ "$OUT" == *'"resources[0].access_level":['* ]] || fail "no field error: $OUT"
+ok
+
+step "MailerSend API: create a domain token with scopes"
+hcall POST /v1/token '{"name": "mailer", "domain_id": "example.com", "scopes": ["email_full", "domains_read"]}'
+expect_http 200
+MAILER_ID=$(field data.id)
+MAILER=$(field data.accessToken)
+expect_eq "$(field data.status)" unpause "status"
+ok
+
+step "MailerSend API: list, rename, pause (Authorize: PAUSED), delete"
+hcall GET "/v1/token?page=1&limit=10"
+expect_http 200
+[[ "$(field meta.total)" -ge 2 ]] || fail "meta.total: $OUT"
+hcall PUT "/v1/token/$MAILER_ID" '{"name": "mailer 2"}'
+expect_eq "$(field data.name)" "mailer 2" "renamed"
+hcall PUT "/v1/token/$MAILER_ID/settings" '{"status": "pause"}'
+expect_eq "$(field data.status)" pause "status"
+authorize "$MAILER" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
+expect_eq "$(field reason)" DENY_REASON_PAUSED "reason"
+hcall DELETE "/v1/token/$MAILER_ID"
+expect_http 204
+ok
+
+step "GET /openapi.json describes both facades"
+hcall GET /openapi.json
+expect_http 200
+[[ "$OUT" == *'"/api/api_tokens"'* && "$OUT" == *'"/v1/token"'* ]] || fail "paths missing"
+ok
+
 # ------------------------------------------------------------------ shutdown
 
 step "SIGTERM stops keyward with exit status 0 within 10 s"
