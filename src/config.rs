@@ -54,7 +54,8 @@ pub struct Config {
     #[arg(long, env = "KEYWARD_USAGE_FLUSH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub usage_flush_interval: Duration,
 
-    /// Ext_authz routes file (not available in this version).
+    /// The ext_authz routes file (TOML): which check each HTTP request
+    /// needs. Reloaded on SIGHUP and when it changes.
     #[arg(long, env = "KEYWARD_ROUTES")]
     pub routes: Option<PathBuf>,
 
@@ -75,9 +76,6 @@ impl Config {
             return Err(
                 "--follow: follower mode is not available in this version of keyward".into(),
             );
-        }
-        if self.routes.is_some() {
-            return Err("--routes: ext_authz is not available in this version of keyward".into());
         }
         if let Some(store) = &self.store {
             return Err(format!(

@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod model;
 pub mod pb;
 pub mod rest;
+pub mod routes;
 pub mod seed;
 pub mod server;
 pub mod service;

@@ -42,6 +42,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ server::ServeError::Routes(_)) => {
+            eprintln!("keyward: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(e) => {
             eprintln!("keyward: {e}");
             ExitCode::FAILURE
@@ -66,6 +70,7 @@ async fn serve(config: Config) -> Result<(), server::ServeError> {
         max_in_flight: config.max_in_flight,
         max_concurrent_streams: config.max_concurrent_streams,
         usage_flush_interval: config.usage_flush_interval,
+        routes_file: config.routes.clone(),
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<server::Ready>();
     tokio::spawn(async move {

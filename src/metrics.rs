@@ -7,6 +7,10 @@
 //!   how tokens were proven (digest = cache hit; argon2 = miss)
 //! - `keyward_argon2_queue_depth`, `keyward_argon2_shed_total`
 //! - `keyward_tokens` (tokens in memory)
+//! - `keyward_check_total{result="allow|deny|unmatched_allow|unmatched_deny|unsafe_path"}`,
+//!   `keyward_check_seconds`: ext_authz Check (deny reasons are counted in
+//!   `keyward_decisions_total` like Authorize's)
+//! - `keyward_routes` (routes loaded), `keyward_routes_reloads_total{result="ok|error"}`
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
@@ -49,6 +53,31 @@ pub struct Metrics {
     pub argon2_queue: Gauge,
     /// Tokens in memory.
     pub tokens: Gauge,
+    /// ext_authz Check outcomes.
+    pub check: CheckMetrics,
+}
+
+/// ext_authz Check and routes-file handles.
+#[derive(Clone)]
+pub struct CheckMetrics {
+    /// Allowed by a route.
+    pub allow: Counter,
+    /// Denied by a route's decision.
+    pub deny: Counter,
+    /// No route; let through (`unmatched = "allow"`).
+    pub unmatched_allow: Counter,
+    /// No route; denied.
+    pub unmatched_deny: Counter,
+    /// Denied: a path keyward does not judge.
+    pub unsafe_path: Counter,
+    /// Check latency inside the server.
+    pub seconds: Histogram,
+    /// Routes loaded.
+    pub routes: Gauge,
+    /// Routes-file reloads that took effect.
+    pub reload_ok: Counter,
+    /// Routes-file reloads refused (the old routes stay).
+    pub reload_error: Counter,
 }
 
 impl Metrics {
@@ -66,6 +95,17 @@ impl Metrics {
             argon2_shed: counter!("keyward_argon2_shed_total"),
             argon2_queue: gauge!("keyward_argon2_queue_depth"),
             tokens: gauge!("keyward_tokens"),
+            check: CheckMetrics {
+                allow: counter!("keyward_check_total", "result" => "allow"),
+                deny: counter!("keyward_check_total", "result" => "deny"),
+                unmatched_allow: counter!("keyward_check_total", "result" => "unmatched_allow"),
+                unmatched_deny: counter!("keyward_check_total", "result" => "unmatched_deny"),
+                unsafe_path: counter!("keyward_check_total", "result" => "unsafe_path"),
+                seconds: histogram!("keyward_check_seconds"),
+                routes: gauge!("keyward_routes"),
+                reload_ok: counter!("keyward_routes_reloads_total", "result" => "ok"),
+                reload_error: counter!("keyward_routes_reloads_total", "result" => "error"),
+            },
         }
     }
 

@@ -21,12 +21,15 @@ use crate::pb::v1::{
     authorizer_server::AuthorizerServer, resources_server::ResourcesServer,
     tokens_server::TokensServer, FILE_DESCRIPTOR_SET,
 };
+use crate::routes::Routes;
+use crate::service::ext_authz::{ExtAuthzService, SharedRoutes};
 use crate::service::{
     accounts::AccountsService, audit::AuditService, authorizer::AuthorizerService,
     resources::ResourcesService, tokens::TokensService,
 };
 use crate::store::{SledStore, Store};
 use crate::token::{DigestKey, Secret};
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 
 /// Last-use times are persisted when they moved by a minute or more (and
 /// all at shutdown): precise enough for "last used", and at most one write
@@ -68,6 +71,9 @@ pub enum ServeError {
     /// I/O failure (HTTP server, data dir).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The routes file is invalid (the message points to the line).
+    #[error("--routes: {0}")]
+    Routes(#[from] crate::routes::RoutesError),
 }
 
 /// Everything `run` needs besides its listeners.
@@ -88,7 +94,13 @@ pub struct Options {
     pub max_concurrent_streams: u32,
     /// Period of the last-use / digest persister.
     pub usage_flush_interval: Duration,
+    /// The ext_authz routes file (none: every Check is unmatched, denied).
+    pub routes_file: Option<std::path::PathBuf>,
 }
+
+/// How often the routes file is looked at for changes (SIGHUP reloads at
+/// once).
+pub const ROUTES_POLL: Duration = Duration::from_secs(1);
 
 /// Told once the store is loaded and the server is serving.
 pub struct Ready {
@@ -117,6 +129,7 @@ async fn set_all(reporter: &tonic_health::server::HealthReporter, status: Servin
         <TokensServer<TokensService> as NamedService>::NAME,
         <AuthorizerServer<AuthorizerService> as NamedService>::NAME,
         <AuditServer<AuditService> as NamedService>::NAME,
+        <AuthorizationServer<ExtAuthzService> as NamedService>::NAME,
     ] {
         reporter.set_service_status(name, status).await;
     }
@@ -132,6 +145,13 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // The recorder must exist before the engine registers its handles.
     let _ = crate::http::metrics_handle();
+    // A bad routes file refuses the start, before anything else is opened.
+    let routes = match &opts.routes_file {
+        Some(path) => crate::routes::load(path)?,
+        None => Routes::default(),
+    };
+    let route_count = routes.len();
+    let routes = Arc::new(SharedRoutes::new(routes));
     let is_default_key = opts.digest_key_file == opts.data_dir.join("digest.key");
     let dir = opts.data_dir.clone();
     let (store, is_new) = tokio::task::spawn_blocking(move || open_store(&dir))
@@ -182,6 +202,15 @@ pub async fn run(
     .max_decoding_message_size(2 * MAX_MESSAGE_BYTES)
     .max_encoding_message_size(2 * MAX_MESSAGE_BYTES);
 
+    let ext_authz = AuthorizationServer::new(ExtAuthzService {
+        engine: engine.clone(),
+        routes: routes.clone(),
+    })
+    // Envoy sends the request's headers: up to its own 60 KiB default.
+    .max_decoding_message_size(2 * MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    engine.metrics.check.routes.set(route_count as f64);
+
     let grpc_shutdown = wait_for_stop(stop_rx.clone());
     let grpc_server = Server::builder()
         .timeout(opts.request_timeout)
@@ -202,6 +231,7 @@ pub async fn run(
         .add_service(resources)
         .add_service(tokens)
         .add_service(authorizer)
+        .add_service(ext_authz)
         .add_service(
             AuditServer::new(AuditService {
                 engine: engine.clone(),
@@ -261,6 +291,14 @@ pub async fn run(
         opts.usage_flush_interval,
         stop_rx.clone(),
     ));
+    let routes_watch = opts.routes_file.clone().map(|path| {
+        tokio::spawn(watch_routes(
+            path,
+            routes.clone(),
+            engine.clone(),
+            stop_rx.clone(),
+        ))
+    });
 
     wait_for_stop(stop_rx.clone()).await;
     tracing::info!("shutting down: NOT_SERVING, draining");
@@ -272,6 +310,9 @@ pub async fn run(
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     let _ = jobs.await;
+    if let Some(w) = routes_watch {
+        let _ = w.await;
+    }
     stopper.abort();
     if let Err(e) = engine.persist_usage(0, usize::MAX).await {
         tracing::warn!(error = %e, "could not persist last-use times at shutdown");
@@ -319,6 +360,70 @@ async fn background_jobs(engine: Arc<Engine>, usage_every: Duration, stop: watch
                     tracing::warn!(error = %e, "purging expired tokens failed; will retry");
                 }
             }
+        }
+    }
+}
+
+/// The routes file's identity: a change of either means a new file.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Reloads the routes file on SIGHUP or when it changes on disk (checked
+/// every [`ROUTES_POLL`]). A file that does not load leaves the routes in
+/// force and is logged with its line; requests are never dropped: each
+/// Check uses the routes in force when it started.
+async fn watch_routes(
+    path: std::path::PathBuf,
+    routes: Arc<SharedRoutes>,
+    engine: Arc<Engine>,
+    stop: watch::Receiver<bool>,
+) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut poll = tokio::time::interval(ROUTES_POLL);
+    let mut stamp = file_stamp(&path);
+    let stopped = wait_for_stop(stop);
+    tokio::pin!(stopped);
+    loop {
+        #[cfg(unix)]
+        let sighup = async {
+            match hangup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let sighup = std::future::pending::<()>();
+        let why = tokio::select! {
+            _ = &mut stopped => return,
+            _ = sighup => "SIGHUP",
+            _ = poll.tick() => {
+                let now = file_stamp(&path);
+                if now == stamp {
+                    continue;
+                }
+                stamp = now;
+                "file changed"
+            }
+        };
+        let p = path.clone();
+        let m = &engine.metrics.check;
+        match tokio::task::spawn_blocking(move || crate::routes::load(&p)).await {
+            Ok(Ok(new)) => {
+                tracing::info!(routes = new.len(), why, "routes reloaded");
+                m.routes.set(new.len() as f64);
+                m.reload_ok.increment(1);
+                routes.replace(new);
+            }
+            Ok(Err(e)) => {
+                m.reload_error.increment(1);
+                tracing::error!(error = %e, why, "routes file not reloaded; the previous routes stay");
+            }
+            Err(e) => tracing::error!(error = %e, "routes reload task failed"),
         }
     }
 }

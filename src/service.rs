@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod authorizer;
+pub mod ext_authz;
 pub mod resources;
 pub mod tokens;
 

@@ -46,6 +46,7 @@ pub fn options(dir: &Path, clock: Arc<ManualClock>) -> Options {
         max_in_flight: 1024,
         max_concurrent_streams: 256,
         usage_flush_interval: Duration::from_secs(3600),
+        routes_file: None,
     }
 }
 

@@ -1,0 +1,571 @@
+//! The ext_authz routes file: which check each HTTP request needs.
+//!
+//! ```toml
+//! unmatched = "deny"          # or "allow": requests no route matches
+//! strip_credential = true     # remove authorization / api-token upstream
+//!
+//! [[routes]]
+//! methods = ["GET", "HEAD"]   # any method when absent
+//! path = "/api/accounts/{account_id}/projects/{project_id}/**"
+//! resource = "project"        # account | project | sandbox | domain
+//! id = "project_id"           # the path parameter that names the resource
+//! level = "viewer"            # default: viewer for GET/HEAD/OPTIONS, else admin
+//! account = "account_id"      # optional: must be the token's account
+//! scope = "email"             # optional feature scope
+//! ```
+//!
+//! Path templates are `/`-separated segments: a literal, a `{name}`
+//! parameter (one whole segment), or a final `**` (any rest, possibly
+//! empty). The first route whose method and path match decides. Errors name
+//! the file, line and column.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::model::{limits, scope_index, Kind, Level};
+
+/// Most routes in one file.
+pub const ROUTES_MAX: usize = 10_000;
+/// Longest routes file, in bytes.
+pub const FILE_MAX: u64 = 4 << 20;
+/// Longest request path considered, in bytes (longer: no route matches).
+pub const PATH_MAX: usize = 8192;
+
+/// What to do with a request that no route matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// 403 (the default).
+    Deny,
+    /// Let it through unchecked.
+    Allow,
+}
+
+/// A path segment of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Rest,
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Upper-case methods; empty = any.
+    methods: Vec<String>,
+    segments: Vec<Segment>,
+    /// The template as written (for logs and metadata).
+    pub template: String,
+    /// Kind of the resource checked.
+    pub kind: Kind,
+    /// Index of the segment naming the resource.
+    id_segment: usize,
+    /// Index of the segment that must be the token's account, if any.
+    account_segment: Option<usize>,
+    /// Level, if fixed; else by method.
+    level: Option<Level>,
+    /// Feature scope to name, if any.
+    pub scope: String,
+}
+
+/// A loaded, validated routes file.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    routes: Vec<Route>,
+    /// What to do with a request no route matches.
+    pub unmatched: Unmatched,
+    /// Remove the credential header before the request goes upstream.
+    pub strip_credential: bool,
+}
+
+impl Default for Routes {
+    /// No routes: every request is unmatched and denied.
+    fn default() -> Self {
+        Routes {
+            routes: Vec::new(),
+            unmatched: Unmatched::Deny,
+            strip_credential: true,
+        }
+    }
+}
+
+/// What a request needs, from the route it matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needed<'r, 'p> {
+    /// The route's template.
+    pub template: &'r str,
+    /// The resource's kind.
+    pub kind: Kind,
+    /// The resource's id, from the path.
+    pub id: &'p str,
+    /// The level needed.
+    pub level: Level,
+    /// The scope to name (empty = none).
+    pub scope: &'r str,
+    /// The account the path names, if the route checks it.
+    pub account: Option<&'p str>,
+}
+
+/// How a request matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match<'r, 'p> {
+    /// A route: check this.
+    Route(Needed<'r, 'p>),
+    /// No route matched.
+    Unmatched,
+    /// The path is not one keyward will judge (dot segments, empty
+    /// segments, encoded slashes, too long): always denied.
+    Unsafe,
+}
+
+/// A routes file error, with its place.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct RoutesError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    unmatched: Option<Spanned<String>>,
+    strip_credential: Option<bool>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    methods: Option<Spanned<Vec<String>>>,
+    path: Spanned<String>,
+    resource: Spanned<String>,
+    id: Spanned<String>,
+    level: Option<Spanned<String>>,
+    account: Option<Spanned<String>>,
+    scope: Option<Spanned<String>>,
+}
+
+/// HTTP methods a route may name.
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// Reads and validates a routes file.
+pub fn load(path: &Path) -> Result<Routes, RoutesError> {
+    let file = path.display().to_string();
+    let whole = |message: String| RoutesError {
+        file: file.clone(),
+        line: 1,
+        column: 1,
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    if meta.len() > FILE_MAX {
+        return Err(whole(format!("larger than {FILE_MAX} bytes")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    parse(&file, &text)
+}
+
+/// Parses and validates routes from `text`; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Routes, RoutesError> {
+    let at = |span: Range<usize>, message: String| {
+        let (line, column) = line_col(text, span.start);
+        RoutesError {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+        }
+    };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let message = e.message().to_string();
+        at(e.span().unwrap_or(0..0), message)
+    })?;
+    let unmatched = match raw.unmatched {
+        None => Unmatched::Deny,
+        Some(u) => match u.get_ref().as_str() {
+            "deny" => Unmatched::Deny,
+            "allow" => Unmatched::Allow,
+            _ => {
+                return Err(at(
+                    u.span(),
+                    "unmatched must be \"deny\" or \"allow\"".into(),
+                ))
+            }
+        },
+    };
+    if raw.routes.len() > ROUTES_MAX {
+        return Err(at(0..0, format!("more than {ROUTES_MAX} routes")));
+    }
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for r in raw.routes {
+        let span = r.span();
+        routes.push(route(r.into_inner(), span, &at)?);
+    }
+    Ok(Routes {
+        routes,
+        unmatched,
+        strip_credential: raw.strip_credential.unwrap_or(true),
+    })
+}
+
+fn route(
+    r: RawRoute,
+    span: Range<usize>,
+    at: &impl Fn(Range<usize>, String) -> RoutesError,
+) -> Result<Route, RoutesError> {
+    let mut methods = Vec::new();
+    if let Some(m) = &r.methods {
+        if m.get_ref().is_empty() {
+            return Err(at(
+                m.span(),
+                "methods: leave it out to match any method".into(),
+            ));
+        }
+        for name in m.get_ref() {
+            let upper = name.to_ascii_uppercase();
+            if !METHODS.contains(&upper.as_str()) {
+                return Err(at(
+                    m.span(),
+                    format!("methods: unknown HTTP method {name:?}"),
+                ));
+            }
+            methods.push(upper);
+        }
+    }
+    let template = r.path.get_ref().clone();
+    let segments = template_segments(&template).map_err(|m| at(r.path.span(), m))?;
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == r.resource.get_ref())
+        .ok_or_else(|| {
+            at(
+                r.resource.span(),
+                "resource must be account, project, sandbox or domain".into(),
+            )
+        })?;
+    let param = |name: &Spanned<String>, what: &str| {
+        segments
+            .iter()
+            .position(|s| *s == Segment::Param(name.get_ref().clone()))
+            .ok_or_else(|| {
+                at(
+                    name.span(),
+                    format!("{what}: the path has no parameter {{{}}}", name.get_ref()),
+                )
+            })
+    };
+    let id_segment = param(&r.id, "id")?;
+    let account_segment = r
+        .account
+        .as_ref()
+        .map(|a| param(a, "account"))
+        .transpose()?;
+    let level = match &r.level {
+        None => None,
+        Some(l) => Some(match l.get_ref().as_str() {
+            "viewer" => Level::Viewer,
+            "admin" => Level::Admin,
+            _ => return Err(at(l.span(), "level must be \"viewer\" or \"admin\"".into())),
+        }),
+    };
+    let scope = match &r.scope {
+        None => String::new(),
+        Some(s) if scope_index(s.get_ref()).is_some() => s.get_ref().clone(),
+        Some(s) => {
+            return Err(at(
+                s.span(),
+                format!(
+                    "unknown scope; known: {}",
+                    crate::model::SCOPE_NAMES.join(", ")
+                ),
+            ))
+        }
+    };
+    let _ = span;
+    Ok(Route {
+        methods,
+        segments,
+        template,
+        kind,
+        id_segment,
+        account_segment,
+        level,
+        scope,
+    })
+}
+
+/// Splits a template into segments, checking it.
+fn template_segments(template: &str) -> Result<Vec<Segment>, String> {
+    let Some(rest) = template.strip_prefix('/') else {
+        return Err("path must start with /".into());
+    };
+    if template.len() > PATH_MAX {
+        return Err(format!("path longer than {PATH_MAX} bytes"));
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    let mut names = HashSet::new();
+    let mut out = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            return Err("path has an empty segment (//, or a trailing /)".into());
+        }
+        if *part == "**" {
+            if i + 1 != parts.len() {
+                return Err("** may only be the last segment".into());
+            }
+            out.push(Segment::Rest);
+        } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "bad parameter {part}: use {{letters_digits_or_underscores}}"
+                ));
+            }
+            if !names.insert(name) {
+                return Err(format!("parameter {{{name}}} appears twice"));
+            }
+            out.push(Segment::Param(name.to_string()));
+        } else if part.contains(['{', '}', '*']) || *part == "." || *part == ".." {
+            return Err(format!(
+                "bad segment {part:?}: a literal, {{name}} or a final **"
+            ));
+        } else {
+            out.push(Segment::Literal((*part).to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, column)
+}
+
+impl Routes {
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// True when there are no routes.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The route for `method` and `path` (which may carry a query string).
+    pub fn find<'r, 'p>(&'r self, method: &str, path: &'p str) -> Match<'r, 'p> {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        if path.len() > PATH_MAX || !path.starts_with('/') {
+            return Match::Unsafe;
+        }
+        // A path keyward does not judge: it could mean something else to
+        // the upstream than to us (dot segments, empty segments, encoded
+        // separators or dots, backslashes).
+        let segments = &path[1..];
+        if segments
+            .split('/')
+            .any(|s| s == "." || s == ".." || s.contains('\\') || has_encoded_separator(s))
+            || path.contains("//")
+        {
+            return Match::Unsafe;
+        }
+        let parts: Vec<&'p str> = if segments.is_empty() {
+            Vec::new()
+        } else {
+            segments.split('/').collect()
+        };
+        for route in &self.routes {
+            if !route.methods.is_empty() && !route.methods.iter().any(|m| m == method) {
+                continue;
+            }
+            if matches(&route.segments, &parts) {
+                let level = route.level.unwrap_or(match method {
+                    "GET" | "HEAD" | "OPTIONS" => Level::Viewer,
+                    _ => Level::Admin,
+                });
+                return Match::Route(Needed {
+                    template: &route.template,
+                    kind: route.kind,
+                    id: parts[route.id_segment],
+                    level,
+                    scope: &route.scope,
+                    account: route.account_segment.map(|i| parts[i]),
+                });
+            }
+        }
+        Match::Unmatched
+    }
+}
+
+/// `%2F`, `%5C` or `%2E` (any case): a separator or dot in disguise.
+fn has_encoded_separator(segment: &str) -> bool {
+    let b = segment.as_bytes();
+    b.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_uppercase()),
+                (b'2', b'F') | (b'5', b'C') | (b'2', b'E')
+            )
+    })
+}
+
+fn matches(template: &[Segment], parts: &[&str]) -> bool {
+    let mut i = 0;
+    for seg in template {
+        match seg {
+            Segment::Rest => return true,
+            Segment::Literal(l) => {
+                if parts.get(i) != Some(&l.as_str()) {
+                    return false;
+                }
+            }
+            Segment::Param(_) => {
+                let Some(p) = parts.get(i) else { return false };
+                if p.is_empty() || p.len() > limits::RESOURCE_ID_MAX {
+                    return false;
+                }
+            }
+        }
+        i += 1;
+    }
+    i == parts.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+unmatched = "deny"
+
+[[routes]]
+methods = ["GET"]
+path = "/api/accounts/{account_id}/projects/{project_id}/**"
+resource = "project"
+id = "project_id"
+account = "account_id"
+
+[[routes]]
+path = "/api/send/{domain}"
+resource = "domain"
+id = "domain"
+scope = "email"
+level = "admin"
+
+[[routes]]
+path = "/api/accounts/{account_id}"
+resource = "account"
+id = "account_id"
+"#;
+
+    #[test]
+    fn first_matching_route_decides() {
+        let r = parse("routes.toml", FILE).expect("valid");
+        assert_eq!(r.len(), 3);
+        let Match::Route(n) = r.find("GET", "/api/accounts/1/projects/p1/messages/9?x=1") else {
+            panic!("no match")
+        };
+        assert_eq!(
+            (n.kind, n.id, n.level, n.account),
+            (Kind::Project, "p1", Level::Viewer, Some("1"))
+        );
+        // ** matches an empty rest too.
+        assert!(matches!(
+            r.find("GET", "/api/accounts/1/projects/p1"),
+            Match::Route(_)
+        ));
+        // Method filter: POST falls through to no route.
+        assert_eq!(
+            r.find("POST", "/api/accounts/1/projects/p1"),
+            Match::Unmatched
+        );
+        let Match::Route(n) = r.find("POST", "/api/send/example.com") else {
+            panic!()
+        };
+        assert_eq!(
+            (n.kind, n.id, n.level, n.scope),
+            (Kind::Domain, "example.com", Level::Admin, "email")
+        );
+        // Level by method when the route does not fix it.
+        let Match::Route(n) = r.find("DELETE", "/api/accounts/7") else {
+            panic!()
+        };
+        assert_eq!(n.level, Level::Admin);
+        let Match::Route(n) = r.find("HEAD", "/api/accounts/7") else {
+            panic!()
+        };
+        assert_eq!(n.level, Level::Viewer);
+        assert_eq!(r.find("GET", "/api/accounts/7/other"), Match::Unmatched);
+        assert_eq!(r.find("GET", "/"), Match::Unmatched);
+    }
+
+    #[test]
+    fn unsafe_paths_are_never_matched() {
+        let r = parse("routes.toml", FILE).expect("valid");
+        for p in [
+            "/api/accounts/1/projects/p1/../p2",
+            "/api/accounts/1/projects/./p1",
+            "/api/send//example.com",
+            "/api/send/example.com%2F..",
+            "/api/send/%2e%2e",
+            "/api/send/a\\b",
+            "api/send/x",
+        ] {
+            assert_eq!(r.find("POST", p), Match::Unsafe, "{p}");
+        }
+        let long = format!("/api/send/{}", "a".repeat(PATH_MAX));
+        assert_eq!(r.find("POST", &long), Match::Unsafe);
+        // A parameter longer than any resource id matches nothing.
+        let long_id = format!("/api/send/{}", "a".repeat(101));
+        assert_eq!(r.find("POST", &long_id), Match::Unmatched);
+    }
+
+    #[test]
+    fn errors_point_to_the_line() {
+        let cases = [
+            ("[[routes]]\npath = \"/a/{x}\"\nresource = \"planet\"\nid = \"x\"\n", 3, "resource must be"),
+            ("[[routes]]\npath = \"/a/{x}\"\nresource = \"project\"\nid = \"y\"\n", 4, "no parameter {y}"),
+            ("[[routes]]\npath = \"a\"\nresource = \"project\"\nid = \"x\"\n", 2, "must start with /"),
+            ("[[routes]]\npath = \"/a/**/b\"\nresource = \"project\"\nid = \"x\"\n", 2, "last segment"),
+            ("[[routes]]\npath = \"/a/{x}/{x}\"\nresource = \"project\"\nid = \"x\"\n", 2, "twice"),
+            ("\n\n[[routes]]\npath = \"/a/{x}\"\nresource = \"project\"\nid = \"x\"\nlevel = \"owner\"\n", 7, "level must be"),
+            ("[[routes]]\npath = \"/a/{x}\"\nresource = \"project\"\nid = \"x\"\nscope = \"fax\"\n", 5, "unknown scope"),
+            ("[[routes]]\npath = \"/a/{x}\"\nresource = \"project\"\nid = \"x\"\nmethods = [\"FETCH\"]\n", 5, "unknown HTTP method"),
+            ("[[routes]]\npath = \"/a/{x}\"\nresource = \"project\"\nid = \"x\"\ncolour = 1\n", 5, "unknown field"),
+            ("unmatched = \"maybe\"\n", 1, "unmatched must be"),
+            ("[[routes]]\npath = \"/a/{x}\"\n", 1, "missing field"),
+            ("[[routes\n", 1, ""),
+        ];
+        for (text, line, want) in cases {
+            let e = parse("r.toml", text).expect_err(text);
+            assert_eq!(e.line, line, "{text}: {e}");
+            assert!(e.to_string().contains(want), "{text}: {e}");
+            assert!(e.to_string().starts_with(&format!("r.toml:{line}:")), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_denies_everything() {
+        let r = parse("r.toml", "").expect("valid");
+        assert!(r.is_empty());
+        assert_eq!(r.unmatched, Unmatched::Deny);
+        assert!(r.strip_credential);
+        assert_eq!(r.find("GET", "/x"), Match::Unmatched);
+    }
+}

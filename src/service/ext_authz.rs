@@ -1,0 +1,273 @@
+//! `envoy.service.auth.v3.Authorization/Check`: Envoy's (and Istio's)
+//! external authorization, answered with the same hot path as `Authorize`.
+//!
+//! The routes file ([`crate::routes`]) says which check a request needs.
+//! Allowed: OK with `x-keyward-token-id` and `x-keyward-account-id` set on
+//! the upstream request (overwriting whatever the client sent), the
+//! credential header removed (by default), and the ids as dynamic metadata.
+//! Denied: `401 {"error": ..}` for a missing, malformed, unknown, expired
+//! or paused token (with `www-authenticate`), `403 {"errors": ..}` for
+//! insufficient access or a request no route allows. keyward's own failure
+//! (loading, overloaded) is a gRPC `UNAVAILABLE`, not a denial, so Envoy's
+//! `failure_mode_allow` decides.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
+};
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+};
+use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct, Value};
+use parking_lot::RwLock;
+use tonic::{Request, Response, Status};
+
+use crate::authz::Check;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::pb::v1::DenyReason;
+use crate::routes::{Match, Routes, Unmatched};
+use crate::service::pick_credential;
+
+/// Header with the allowed token's id, set on the upstream request.
+pub const TOKEN_ID_HEADER: &str = "x-keyward-token-id";
+/// Header with the allowed token's account id, set on the upstream request.
+pub const ACCOUNT_ID_HEADER: &str = "x-keyward-account-id";
+
+/// The routes in force; replaced whole on reload, never edited.
+#[derive(Debug, Default)]
+pub struct SharedRoutes(RwLock<Arc<Routes>>);
+
+impl SharedRoutes {
+    /// Routes to start with.
+    pub fn new(routes: Routes) -> Self {
+        SharedRoutes(RwLock::new(Arc::new(routes)))
+    }
+
+    /// The routes now (requests in flight keep the ones they started with).
+    pub fn current(&self) -> Arc<Routes> {
+        self.0.read().clone()
+    }
+
+    /// Puts new routes in force.
+    pub fn replace(&self, routes: Routes) {
+        *self.0.write() = Arc::new(routes);
+    }
+}
+
+/// The ext_authz service.
+#[derive(Debug, Clone)]
+pub struct ExtAuthzService {
+    /// Shared engine.
+    pub engine: Arc<Engine>,
+    /// The routes in force.
+    pub routes: Arc<SharedRoutes>,
+}
+
+/// The request's header `name` (lower case), from `headers` or, when Envoy
+/// sends raw headers, from `header_map`.
+fn header<'a>(
+    http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+    name: &str,
+) -> Option<&'a str> {
+    if let Some(v) = http.headers.get(name) {
+        return Some(v);
+    }
+    http.header_map.as_ref().and_then(|m| {
+        m.headers
+            .iter()
+            .find(|h| h.key.eq_ignore_ascii_case(name))
+            .and_then(|h| {
+                if h.value.is_empty() {
+                    std::str::from_utf8(&h.raw_value).ok()
+                } else {
+                    Some(h.value.as_str())
+                }
+            })
+    })
+}
+
+/// A denial: `401 {"error": m}` with `www-authenticate`, or
+/// `403 {"errors": m}`, as JSON.
+fn deny(unauthenticated: bool, message: &str) -> CheckResponse {
+    let mut http = DeniedHttpResponseBuilder::new();
+    http.add_header("content-type", "application/json", None, false);
+    let (status, body) = if unauthenticated {
+        http.add_header("www-authenticate", "Bearer realm=\"keyward\"", None, false);
+        (
+            HttpStatusCode::Unauthorized,
+            serde_json::json!({ "error": message }),
+        )
+    } else {
+        (
+            HttpStatusCode::Forbidden,
+            serde_json::json!({ "errors": message }),
+        )
+    };
+    http.set_http_status(status).set_body(body.to_string());
+    let code = if unauthenticated {
+        Status::unauthenticated(message)
+    } else {
+        Status::permission_denied(message)
+    };
+    let mut resp = CheckResponse::with_status(code);
+    resp.set_http_response(http);
+    resp
+}
+
+/// What a denial says, and whether it is a 401.
+fn denial(reason: DenyReason) -> (bool, &'static str) {
+    match reason {
+        DenyReason::Malformed | DenyReason::UnknownToken => (true, "invalid token"),
+        DenyReason::Expired => (true, "token has expired"),
+        DenyReason::Paused => (true, "token is paused"),
+        DenyReason::NoGrant => (false, "this token has no access to this resource"),
+        DenyReason::WrongAccount => (false, "this resource belongs to another account"),
+        DenyReason::Scope => (false, "this token's scopes do not allow this"),
+        DenyReason::UnknownResource => (false, "no such resource"),
+        DenyReason::Unspecified => (false, "denied"),
+    }
+}
+
+fn number(n: u64) -> Value {
+    Value {
+        kind: Some(ValueKind::NumberValue(n as f64)),
+    }
+}
+
+/// An allow: the ids on the upstream request (overwritten, so a client
+/// cannot supply its own), the credential removed, the ids as metadata.
+fn allow(token_id: u64, account_id: u64, template: &str, strip: bool) -> CheckResponse {
+    let mut http = OkHttpResponseBuilder::new();
+    let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+    http.add_header(TOKEN_ID_HEADER, token_id.to_string(), overwrite, false);
+    http.add_header(ACCOUNT_ID_HEADER, account_id.to_string(), overwrite, false);
+    if strip {
+        http.remove_header("authorization")
+            .remove_header("api-token");
+    }
+    let mut fields = HashMap::with_capacity(3);
+    fields.insert("token_id".to_string(), number(token_id));
+    fields.insert("account_id".to_string(), number(account_id));
+    fields.insert(
+        "route".to_string(),
+        Value {
+            kind: Some(ValueKind::StringValue(template.to_string())),
+        },
+    );
+    let mut resp = CheckResponse::with_status(Status::ok(""));
+    resp.set_http_response(http)
+        .set_dynamic_metadata(Some(Struct { fields }));
+    resp
+}
+
+impl ExtAuthzService {
+    async fn decide(&self, req: &CheckRequest) -> Result<CheckResponse, Status> {
+        let m = &self.engine.metrics.check;
+        let Some(http) = req
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+        else {
+            m.unsafe_path.increment(1);
+            return Ok(deny(false, "the check carries no HTTP request"));
+        };
+        let routes = self.routes.current();
+        let needed = match routes.find(&http.method, &http.path) {
+            Match::Route(n) => n,
+            Match::Unmatched if routes.unmatched == Unmatched::Allow => {
+                m.unmatched_allow.increment(1);
+                // Through unchecked, but never with ids a client made up.
+                let mut http = OkHttpResponseBuilder::new();
+                http.remove_header(TOKEN_ID_HEADER)
+                    .remove_header(ACCOUNT_ID_HEADER);
+                let mut resp = CheckResponse::with_status(Status::ok(""));
+                resp.set_http_response(http);
+                return Ok(resp);
+            }
+            Match::Unmatched => {
+                m.unmatched_deny.increment(1);
+                return Ok(deny(false, "no route allows this request"));
+            }
+            Match::Unsafe => {
+                m.unsafe_path.increment(1);
+                return Ok(deny(
+                    false,
+                    "the request path is not accepted (dot or empty segments, encoded separators)",
+                ));
+            }
+        };
+        let credential = pick_credential(header(http, "authorization"), header(http, "api-token"));
+        let Some(token) = credential.filter(|t| !t.is_empty()) else {
+            m.deny.increment(1);
+            self.engine.metrics.deny(DenyReason::Malformed);
+            return Ok(deny(
+                true,
+                "missing credential: send `Authorization: Bearer <token>` or `Api-Token: <token>`",
+            ));
+        };
+        let check = Check {
+            kind: needed.kind,
+            id: needed.id,
+            level: needed.level,
+            scope: needed.scope,
+        };
+        let d = self
+            .engine
+            .authorize(token, &check)
+            .await
+            .inspect_err(|_| {
+                self.engine.metrics.shed.increment(1);
+            })?;
+        let wrong_account = needed
+            .account
+            .is_some_and(|a| a != d.account_id.to_string());
+        if !d.allowed || wrong_account {
+            let reason = if d.allowed {
+                DenyReason::WrongAccount
+            } else {
+                d.reason
+            };
+            m.deny.increment(1);
+            self.engine.metrics.deny(reason);
+            tracing::info!(
+                token.id = d.token_id,
+                route = needed.template,
+                resource.kind = check.kind.as_str(),
+                resource.id = check.id,
+                reason = Metrics::reason_label(reason),
+                "check denied"
+            );
+            let (unauthenticated, message) = denial(reason);
+            return Ok(deny(unauthenticated, message));
+        }
+        m.allow.increment(1);
+        self.engine.metrics.allow.increment(1);
+        Ok(allow(
+            d.token_id,
+            d.account_id,
+            needed.template,
+            routes.strip_credential,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthzService {
+    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        // Not ready is keyward's failure, not a denial: Envoy decides.
+        self.engine.ensure_ready()?;
+        let start = Instant::now();
+        let out = self.decide(req.get_ref()).await?;
+        self.engine
+            .metrics
+            .check
+            .seconds
+            .record(start.elapsed().as_secs_f64());
+        Ok(Response::new(out))
+    }
+}

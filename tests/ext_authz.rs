@@ -1,0 +1,507 @@
+//! Envoy ext_authz v3 `Check` through a real gRPC client built from
+//! `envoy-types`, against a real server with a routes file: allowed, every
+//! deny reason, unmatched routes, unsafe paths, a bad routes file, reload.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::google::protobuf::value::Kind as ValueKind;
+use keyward::clock::ManualClock;
+use keyward::pb::v1 as pb;
+use keyward::server::ServeError;
+
+const ROUTES: &str = r#"
+unmatched = "deny"
+
+[[routes]]
+methods = ["GET", "HEAD"]
+path = "/api/accounts/{account_id}/projects/{project_id}/**"
+resource = "project"
+id = "project_id"
+account = "account_id"
+
+[[routes]]
+path = "/api/accounts/{account_id}/projects/{project_id}/**"
+resource = "project"
+id = "project_id"
+account = "account_id"
+
+[[routes]]
+methods = ["POST"]
+path = "/api/send/{domain}"
+resource = "domain"
+id = "domain"
+level = "admin"
+scope = "email"
+
+[[routes]]
+path = "/api/sandboxes/{sandbox}"
+resource = "sandbox"
+id = "sandbox"
+"#;
+
+async fn start(dir: &Path, routes: &str) -> Result<TestServer, ServeError> {
+    let file = dir.join("routes.toml");
+    std::fs::write(&file, routes).expect("write routes");
+    let clock = Arc::new(ManualClock::new());
+    let mut opts = options(&dir.join("data"), clock.clone());
+    opts.routes_file = Some(file);
+    TestServer::start_with(opts, clock).await
+}
+
+/// The outcome of one Check, as Envoy would act on it.
+#[derive(Debug)]
+struct Outcome {
+    /// 200 = let through; else the status Envoy sends back.
+    status: u16,
+    headers: HashMap<String, String>,
+    removed: Vec<String>,
+    body: String,
+    metadata: HashMap<String, String>,
+}
+
+async fn check(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Outcome, tonic::Status> {
+    let mut client = AuthorizationClient::new(s.channel.clone());
+    let req = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    host: "mail.example".into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let resp: CheckResponse = client.check(req).await?.into_inner();
+    let code = resp.status.as_ref().map_or(-1, |s| s.code);
+    let metadata = resp
+        .dynamic_metadata
+        .map(|m| {
+            m.fields
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = match v.kind {
+                        Some(ValueKind::NumberValue(n)) => format!("{n}"),
+                        Some(ValueKind::StringValue(s)) => s,
+                        other => format!("{other:?}"),
+                    };
+                    (k, v)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let pairs = |hs: Vec<envoy_types::ext_authz::v3::pb::HeaderValueOption>| {
+        hs.into_iter()
+            .filter_map(|h| h.header)
+            .map(|h| (h.key, h.value))
+            .collect::<HashMap<_, _>>()
+    };
+    Ok(match resp.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            assert_eq!(code, 0, "an OK response has an OK status");
+            Outcome {
+                status: 200,
+                headers: pairs(ok.headers),
+                removed: ok.headers_to_remove,
+                body: String::new(),
+                metadata,
+            }
+        }
+        Some(HttpResponse::DeniedResponse(d)) => {
+            assert_ne!(code, 0, "a denial has a non-OK status");
+            Outcome {
+                status: d.status.map_or(0, |s| s.code as u16),
+                headers: pairs(d.headers),
+                removed: Vec::new(),
+                body: d.body,
+                metadata,
+            }
+        }
+        other => panic!("unexpected http_response {other:?}"),
+    })
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn check_allows_and_denies_like_authorize() {
+    let dir = temp();
+    let s = start(dir.path(), ROUTES).await.expect("starts");
+    let (acct, admin) = s.account("Acme").await;
+    let (other, other_admin) = s.account("Other").await;
+    s.register(&admin, acct, PROJECT, "p1", None).await;
+    s.register(&admin, acct, SANDBOX, "s1", Some("p1")).await;
+    s.register(&admin, acct, DOMAIN, "example.com", None).await;
+    s.register(&other_admin, other, PROJECT, "p9", None).await;
+    let viewer = s
+        .create(&admin, acct, "viewer", vec![grant(PROJECT, "p1", VIEWER)])
+        .await
+        .unwrap();
+    let viewer_id = viewer.token.as_ref().unwrap().id.to_string();
+    let viewer = viewer.secret;
+    let sender = s
+        .create_scoped(
+            &admin,
+            acct,
+            "sender",
+            vec![grant(DOMAIN, "example.com", ADMIN)],
+            vec![scope("email", ADMIN)],
+        )
+        .await
+        .unwrap()
+        .secret;
+    let reader = s
+        .create_scoped(
+            &admin,
+            acct,
+            "reader",
+            vec![grant(DOMAIN, "example.com", ADMIN)],
+            vec![scope("domains", ADMIN)],
+        )
+        .await
+        .unwrap()
+        .secret;
+    let a = acct.to_string();
+    let messages = format!("/api/accounts/{a}/projects/p1/messages?page=2");
+
+    // Allowed: ids on the upstream request (overwriting the client's), the
+    // credential removed, the ids as dynamic metadata.
+    let spoof = [
+        ("authorization", bearer(&viewer)),
+        ("x-keyward-account-id", "999".to_string()),
+    ];
+    let spoof: Vec<(&str, &str)> = spoof.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = check(&s, "GET", &messages, &spoof).await.unwrap();
+    assert_eq!(o.status, 200, "{o:?}");
+    assert_eq!(o.headers["x-keyward-token-id"], viewer_id);
+    assert_eq!(o.headers["x-keyward-account-id"], a);
+    assert!(o.removed.contains(&"authorization".to_string()));
+    assert_eq!(o.metadata["token_id"], viewer_id);
+    assert_eq!(o.metadata["account_id"], a);
+    assert_eq!(
+        o.metadata["route"],
+        "/api/accounts/{account_id}/projects/{project_id}/**"
+    );
+    // Api-Token works too.
+    let o = check(&s, "HEAD", &messages, &[("api-token", &viewer)])
+        .await
+        .unwrap();
+    assert_eq!(o.status, 200);
+    assert!(o.removed.contains(&"api-token".to_string()));
+    // A sandbox is covered by its project's grant.
+    let o = check(
+        &s,
+        "GET",
+        "/api/sandboxes/s1",
+        &[("authorization", &bearer(&viewer))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.status, 200);
+    // The right scope sends mail.
+    let o = check(
+        &s,
+        "POST",
+        "/api/send/example.com",
+        &[("authorization", &bearer(&sender))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.status, 200);
+
+    // 401 {"error"} with www-authenticate.
+    let paused = s
+        .create(&admin, acct, "paused", vec![grant(PROJECT, "p1", VIEWER)])
+        .await
+        .unwrap();
+    s.tokens()
+        .pause_token(auth(
+            pb::PauseTokenRequest {
+                account_id: acct,
+                token_id: paused.token.as_ref().unwrap().id,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let expiring = s
+        .tokens()
+        .create_token(auth(
+            pb::CreateTokenRequest {
+                account_id: acct,
+                name: "expiring".into(),
+                grants: vec![grant(PROJECT, "p1", VIEWER)],
+                scopes: vec![],
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: keyward::clock::Clock::now_ms(&*s.clock) / 1000 + 60,
+                    nanos: 0,
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    s.clock.advance_ms(120_000);
+    let unknown = format!("{}A", &viewer[..viewer.len() - 1]);
+    let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (vec![], "missing credential"),
+        (
+            vec![("authorization", "Bearer nope".into())],
+            "invalid token",
+        ),
+        (vec![("authorization", bearer(&unknown))], "invalid token"),
+        (
+            vec![("authorization", bearer(&paused.secret))],
+            "token is paused",
+        ),
+        (
+            vec![("authorization", bearer(&expiring))],
+            "token has expired",
+        ),
+    ];
+    for (headers, message) in cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let o = check(&s, "GET", &messages, &h).await.unwrap();
+        assert_eq!(o.status, 401, "{message}: {o:?}");
+        assert_eq!(o.headers["content-type"], "application/json");
+        assert!(o.headers.contains_key("www-authenticate"));
+        let body: serde_json::Value = serde_json::from_str(&o.body).unwrap();
+        assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+        assert!(body["error"].as_str().unwrap().starts_with(message), "{body}");
+    }
+
+    // 403 {"errors"}: no grant (level), wrong account, scope, unknown
+    // resource, the path's account not the token's, no route, unsafe path.
+    let v = bearer(&viewer);
+    let r = bearer(&reader);
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("POST", messages.clone(), &v, "no access"),
+        (
+            "GET",
+            "/api/accounts/1/projects/p9/x".replace('1', &a),
+            &v,
+            "another account",
+        ),
+        (
+            "POST",
+            "/api/send/example.com".into(),
+            &r,
+            "scopes",
+        ),
+        (
+            "GET",
+            format!("/api/accounts/{a}/projects/nope/x"),
+            &v,
+            "no such resource",
+        ),
+        (
+            "GET",
+            format!("/api/accounts/{other}/projects/p1/x"),
+            &v,
+            "another account",
+        ),
+        ("GET", "/api/elsewhere".into(), &v, "no route"),
+        (
+            "GET",
+            format!("/api/accounts/{a}/projects/p1/../p9"),
+            &v,
+            "not accepted",
+        ),
+        (
+            "GET",
+            format!("/api/accounts/{a}/projects/p1%2F..%2Fp9/x"),
+            &v,
+            "not accepted",
+        ),
+    ];
+    for (method, path, token, message) in cases {
+        let o = check(&s, method, &path, &[("authorization", token)])
+            .await
+            .unwrap();
+        assert_eq!(o.status, 403, "{method} {path}: {o:?}");
+        assert_eq!(o.headers["content-type"], "application/json");
+        let body: serde_json::Value = serde_json::from_str(&o.body).unwrap();
+        assert!(
+            body["errors"].as_str().unwrap().contains(message),
+            "{method} {path}: {body}"
+        );
+    }
+    // A check without an HTTP request is denied, not an error.
+    let mut client = AuthorizationClient::new(s.channel.clone());
+    let r = client
+        .check(CheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        r.http_response,
+        Some(HttpResponse::DeniedResponse(_))
+    ));
+
+    // Revocation takes effect at once: delete, and the next Check is 401.
+    s.tokens()
+        .delete_token(auth(
+            pb::DeleteTokenRequest {
+                account_id: acct,
+                token_id: viewer_id.parse().unwrap(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let o = check(&s, "GET", &messages, &[("authorization", &v)])
+        .await
+        .unwrap();
+    assert_eq!(o.status, 401);
+
+    // Metrics count Check outcomes.
+    let m = http(s.http, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("keyward_check_total{result=\"allow\"}"),
+        "{text}"
+    );
+    assert!(text.contains("keyward_check_total{result=\"unsafe_path\"}"));
+}
+
+#[tokio::test]
+async fn unmatched_allow_lets_through_without_ids() {
+    let dir = temp();
+    let routes = format!(
+        "unmatched = \"allow\"\nstrip_credential = false\n{}",
+        &ROUTES[ROUTES.find("[[routes]]").unwrap()..]
+    );
+    let s = start(dir.path(), &routes).await.expect("starts");
+    let (acct, admin) = s.account("Acme").await;
+    s.register(&admin, acct, PROJECT, "p1", None).await;
+    let o = check(&s, "GET", "/healthz", &[("x-keyward-account-id", "1")])
+        .await
+        .unwrap();
+    assert_eq!(o.status, 200);
+    assert!(o.headers.is_empty());
+    assert!(o.removed.contains(&"x-keyward-account-id".to_string()));
+    assert!(o.removed.contains(&"x-keyward-token-id".to_string()));
+    // Matched routes are still checked; the credential stays when asked.
+    let path = format!("/api/accounts/{acct}/projects/p1/x");
+    let o = check(&s, "GET", &path, &[]).await.unwrap();
+    assert_eq!(o.status, 401);
+    let o = check(&s, "GET", &path, &[("authorization", &bearer(&admin))])
+        .await
+        .unwrap();
+    assert_eq!(o.status, 200);
+    assert!(o.removed.is_empty());
+    // Unsafe paths are denied even so.
+    let o = check(&s, "GET", "/a/../b", &[]).await.unwrap();
+    assert_eq!(o.status, 403);
+}
+
+#[tokio::test]
+async fn a_bad_routes_file_refuses_to_start() {
+    let dir = temp();
+    let bad = "[[routes]]\npath = \"/a/{x}\"\nresource = \"project\"\nid = \"y\"\n";
+    let e = start(dir.path(), bad).await.err().expect("refused");
+    let text = e.to_string();
+    assert!(matches!(e, ServeError::Routes(_)), "{text}");
+    assert!(text.contains("routes.toml:4:"), "{text}");
+    assert!(text.contains("{y}"), "{text}");
+}
+
+#[tokio::test]
+async fn routes_reload_when_the_file_changes_and_bad_edits_are_refused() {
+    let dir = temp();
+    let s = start(dir.path(), ROUTES).await.expect("starts");
+    let (acct, admin) = s.account("Acme").await;
+    s.register(&admin, acct, PROJECT, "p1", None).await;
+    let b = bearer(&admin);
+    let h = [("authorization", b.as_str())];
+    assert_eq!(
+        check(&s, "GET", "/v2/projects/p1", &h)
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+
+    // A new route: in force within a few polls.
+    let file = dir.path().join("routes.toml");
+    let added = format!(
+        "{ROUTES}\n[[routes]]\npath = \"/v2/projects/{{p}}\"\nresource = \"project\"\nid = \"p\"\n"
+    );
+    std::fs::write(&file, &added).unwrap();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = check(&s, "GET", "/v2/projects/p1", &h)
+            .await
+            .unwrap()
+            .status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the new route took effect");
+
+    // A broken edit: refused, the routes in force stay, Checks keep working.
+    std::fs::write(&file, "[[routes]]\npath = 7\n").unwrap();
+    let errors = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("keyward_routes_reloads_total{result=\"error\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let mut refused = false;
+    for _ in 0..50 {
+        let m = http(s.http, "GET", "/metrics", None, None).await;
+        if errors(&String::from_utf8_lossy(&m.body)) >= 1.0 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the bad file was looked at and refused");
+    assert_eq!(
+        check(&s, "GET", "/v2/projects/p1", &h)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+/// The example routes file shipped in deploy/ loads.
+#[test]
+fn the_example_routes_file_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/routes.toml");
+    if !path.exists() {
+        panic!("{} is missing", path.display());
+    }
+    let routes = keyward::routes::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!routes.is_empty());
+}
