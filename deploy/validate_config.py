@@ -461,6 +461,22 @@ def check_image():
             problem(f"Dockerfile: ENV {var} must be {want}")
     if "--bin keyward" not in text or "--locked" not in text:
         problem("Dockerfile: must build with cargo build --release --locked --bin keyward")
+    # The context is the repo root: keep the big dirs out, the sources in.
+    ignore = DEPLOY / "Dockerfile.dockerignore"
+    if not ignore.is_file():
+        problem("Dockerfile.dockerignore is missing (the context would include target/ and .git/)")
+        return
+    patterns = {
+        line.strip().rstrip("/")
+        for line in ignore.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    }
+    for big in ("target", ".git"):
+        if big not in patterns:
+            problem(f"Dockerfile.dockerignore: {big}/ must be excluded")
+    for needed in ("Cargo.toml", "Cargo.lock", "build.rs", "src", "proto", "openapi", "*", "**"):
+        if needed in patterns:
+            problem(f"Dockerfile.dockerignore: {needed} is needed by the build")
 
 
 # --- envoy.yaml (written with the ext_authz code; checked here if present) ------
@@ -510,6 +526,9 @@ def check_envoy():
             text = yaml.safe_dump(cl)
             if "http2_protocol_options" not in text:
                 problem(f"envoy.yaml: cluster {cluster} must speak HTTP/2 (gRPC)")
+            ports = {n["port_value"] for n in walk(cl) if "port_value" in n}
+            if ports != {GRPC_PORT}:
+                problem(f"envoy.yaml: cluster {cluster} must point at keyward's gRPC port {GRPC_PORT} (has {ports})")
 
 
 CHECKS = {
