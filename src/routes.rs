@@ -385,16 +385,11 @@ impl Routes {
         {
             return Match::Unsafe;
         }
-        let parts: Vec<&'p str> = if segments.is_empty() {
-            Vec::new()
-        } else {
-            segments.split('/').collect()
-        };
         for route in &self.routes {
             if !route.methods.is_empty() && !route.methods.iter().any(|m| m == method) {
                 continue;
             }
-            if matches(&route.segments, &parts) {
+            if let Some((id, account)) = route.capture(segments) {
                 let level = route.level.unwrap_or(match method {
                     "GET" | "HEAD" | "OPTIONS" => Level::Viewer,
                     _ => Level::Admin,
@@ -402,10 +397,10 @@ impl Routes {
                 return Match::Route(Needed {
                     template: &route.template,
                     kind: route.kind,
-                    id: parts[route.id_segment],
+                    id,
                     level,
                     scope: &route.scope,
-                    account: route.account_segment.map(|i| parts[i]),
+                    account,
                 });
             }
         }
@@ -425,26 +420,42 @@ fn has_encoded_separator(segment: &str) -> bool {
     })
 }
 
-fn matches(template: &[Segment], parts: &[&str]) -> bool {
-    let mut i = 0;
-    for seg in template {
-        match seg {
-            Segment::Rest => return true,
-            Segment::Literal(l) => {
-                if parts.get(i) != Some(&l.as_str()) {
-                    return false;
+impl Route {
+    /// The resource id (and account) if `path` (without its leading `/`)
+    /// matches this route's template; no allocation.
+    fn capture<'p>(&self, path: &'p str) -> Option<(&'p str, Option<&'p str>)> {
+        let mut parts = (!path.is_empty())
+            .then(|| path.split('/'))
+            .into_iter()
+            .flatten();
+        let (mut id, mut account) = (None, None);
+        for (i, seg) in self.segments.iter().enumerate() {
+            match seg {
+                Segment::Rest => return Some((id?, account)),
+                Segment::Literal(l) => {
+                    if parts.next()? != l {
+                        return None;
+                    }
                 }
-            }
-            Segment::Param(_) => {
-                let Some(p) = parts.get(i) else { return false };
-                if p.is_empty() || p.len() > limits::RESOURCE_ID_MAX {
-                    return false;
+                Segment::Param(_) => {
+                    let p = parts.next()?;
+                    if p.is_empty() || p.len() > limits::RESOURCE_ID_MAX {
+                        return None;
+                    }
+                    if i == self.id_segment {
+                        id = Some(p);
+                    }
+                    if Some(i) == self.account_segment {
+                        account = Some(p);
+                    }
                 }
             }
         }
-        i += 1;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some((id?, account))
     }
-    i == parts.len()
 }
 
 #[cfg(test)]
@@ -567,5 +578,33 @@ id = "account_id"
         assert_eq!(r.unmatched, Unmatched::Deny);
         assert!(r.strip_credential);
         assert_eq!(r.find("GET", "/x"), Match::Unmatched);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, failure_persistence: None, ..Default::default() })]
+
+        /// Any text: a routes file or an error that points inside it.
+        #[test]
+        fn parse_never_panics(text in r#"(\[\[routes\]\]\n|path = "[/a-z{}*]{0,12}"\n|resource = "[a-z]{0,8}"\n|id = "[a-z{}]{0,4}"\n|level = "[a-z]{0,6}"\n|methods = \["[A-Z]{0,6}"\]\n|unmatched = "[a-z]{0,5}"\n|\PC{0,8}\n){0,12}"#) {
+            match parse("f.toml", &text) {
+                Ok(r) => { let _ = r.find("GET", "/a/b"); }
+                Err(e) => {
+                    proptest::prop_assert!(e.line >= 1 && e.line <= text.lines().count() + 1, "{e}");
+                    proptest::prop_assert!(e.column >= 1);
+                }
+            }
+        }
+
+        /// Any request: a route whose id is one of the path's segments, or
+        /// no route, never a panic.
+        #[test]
+        fn find_never_panics(method in "[A-Z]{0,7}", path in r"(/[a-z0-9.%{}\\]{0,6}){0,8}(\?\PC{0,6})?") {
+            let r = parse("routes.toml", FILE).expect("valid");
+            if let Match::Route(n) = r.find(&method, &path) {
+                let with_query = format!("{}?", n.id);
+                let found = path.split('/').any(|s| s == n.id || s.starts_with(&with_query));
+                proptest::prop_assert!(found, "id {} not in {}", n.id, path);
+            }
+        }
     }
 }
