@@ -20,8 +20,8 @@ pub struct AuthorizerService {
 }
 
 /// Checks the parts of a request that are not the token; `field` prefixes
-/// error paths (e.g. `checks[3]`).
-fn check_of<'a>(field: &str, req: &'a pb::AuthorizeRequest) -> Result<Check<'a>> {
+/// error paths (e.g. `checks[3]`). Pure: the fuzz targets call it.
+pub fn check_of<'a>(field: &str, req: &'a pb::AuthorizeRequest) -> Result<Check<'a>> {
     let path = |f: &str| {
         if field.is_empty() {
             f.to_string()
