@@ -22,6 +22,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .compile_protos(
             &[PathBuf::from("proto/keyward/store/v1/records.proto")],
+            &[PathBuf::from("proto"), include.clone()],
+        )?;
+    tonic_prost_build::configure()
+        .extern_path(".keyward.store.v1", "crate::pb::store")
+        .compile_protos(
+            &[PathBuf::from(
+                "proto/keyward/replication/v1/replication.proto",
+            )],
             &[PathBuf::from("proto"), include],
         )?;
     println!("cargo:rerun-if-changed=proto");

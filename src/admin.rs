@@ -336,6 +336,12 @@ impl Engine {
 
     /// Authenticates an admin caller's credential; returns its token id.
     pub async fn authenticate_caller(&self, credential: Option<&str>) -> Result<u64> {
+        if let Some(f) = self.follower() {
+            return Err(Error::FailedPrecondition(format!(
+                "this keyward is a read-only follower of {}: send admin calls to the primary",
+                f.primary
+            )));
+        }
         self.ensure_ready()?;
         let credential = credential.ok_or_else(|| {
             Error::Unauthenticated(

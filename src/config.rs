@@ -59,9 +59,28 @@ pub struct Config {
     #[arg(long, env = "KEYWARD_ROUTES")]
     pub routes: Option<PathBuf>,
 
-    /// Follower mode: the primary's gRPC address (not available in this version).
+    /// Follower mode: the primary's gRPC address (`host:port` or URL). The
+    /// follower opens no store; it answers Authorize and Check from what the
+    /// primary streams, and refuses admin calls. Needs
+    /// --replication-secret-file.
     #[arg(long, env = "KEYWARD_FOLLOW")]
     pub follow: Option<String>,
+
+    /// File holding the replication secret (one line, at least 32
+    /// characters). On a primary it enables Replication/Watch for followers
+    /// that present it; a follower presents it.
+    #[arg(long, env = "KEYWARD_REPLICATION_SECRET_FILE")]
+    pub replication_secret_file: Option<PathBuf>,
+
+    /// Follower: without a word from the primary (heartbeats included) for
+    /// this long, stop answering (UNAVAILABLE; health NOT_SERVING).
+    #[arg(long, env = "KEYWARD_STALE_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub stale_after: Duration,
+
+    /// Follower: when stale, `closed` (fail closed: UNAVAILABLE) or `serve`
+    /// (keep answering from the last state received).
+    #[arg(long, env = "KEYWARD_STALE_MODE", default_value = "closed", value_parser = ["closed", "serve"])]
+    pub stale_mode: String,
 
     /// Store: unset = embedded sled in --data-dir (postgres:// is not
     /// available in this version).
@@ -72,10 +91,14 @@ pub struct Config {
 impl Config {
     /// Checks what clap cannot; the message says what to change.
     pub fn validate(&self) -> Result<(), String> {
-        if self.follow.is_some() {
-            return Err(
-                "--follow: follower mode is not available in this version of keyward".into(),
-            );
+        if self.follow.is_some() && self.replication_secret_file.is_none() {
+            return Err("--follow needs --replication-secret-file (the primary's secret)".into());
+        }
+        if self.follow.is_some() && self.routes.is_none() {
+            // Fine: Authorize alone. Check then denies every request.
+        }
+        if self.stale_after.is_zero() {
+            return Err("--stale-after must be positive".into());
         }
         if let Some(store) = &self.store {
             return Err(format!(
@@ -97,4 +120,19 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("digest.key"))
     }
+}
+
+/// Reads a replication secret file: its first line, trimmed; at least 32
+/// characters of visible ASCII.
+pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--replication-secret-file {}: {e}", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default().trim().to_string();
+    if secret.len() < 32 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "--replication-secret-file {}: the secret must be at least 32 visible ASCII characters",
+            path.display()
+        ));
+    }
+    Ok(secret)
 }

@@ -116,6 +116,10 @@ pub struct Engine {
     pub(crate) metrics: Metrics,
     /// Last audit event id handed out.
     audit_seq: AtomicU64,
+    /// Every commit, for followers (primary).
+    pub(crate) feed: Arc<crate::replication::Feed>,
+    /// Set when this keyward follows a primary instead of owning a store.
+    pub(crate) follower: Option<crate::replication::FollowerState>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -135,6 +139,28 @@ impl Engine {
         clock: Arc<dyn Clock>,
         settings: Settings,
     ) -> Arc<Engine> {
+        Self::build(store, key, clock, settings, None)
+    }
+
+    /// An engine that follows a primary: its index is filled by
+    /// replication ([`crate::replication::follow`]), never by admin calls.
+    pub fn new_follower(
+        key: DigestKey,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        follower: crate::replication::FollowerState,
+    ) -> Arc<Engine> {
+        let store: Arc<dyn Store> = Arc::new(crate::store::NoStore);
+        Self::build(store, key, clock, settings, Some(follower))
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        key: DigestKey,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        follower: Option<crate::replication::FollowerState>,
+    ) -> Arc<Engine> {
         let permits = settings.verify_concurrency.max(1);
         Arc::new(Engine {
             index: Arc::new(RwLock::new(Index::new(key.clone()))),
@@ -149,6 +175,8 @@ impl Engine {
             ready: AtomicBool::new(false),
             metrics: Metrics::new(),
             audit_seq: AtomicU64::new(0),
+            feed: Arc::new(crate::replication::Feed::new()),
+            follower,
         })
     }
 
@@ -222,15 +250,37 @@ impl Engine {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Fails with UNAVAILABLE until the store is loaded.
+    /// Marks the engine ready (a follower, once its first snapshot is in).
+    pub(crate) fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Fails with UNAVAILABLE until the store is loaded, and on a follower
+    /// that has not heard from its primary for longer than the staleness
+    /// bound (fail closed), unless it was told to serve stale answers.
     pub fn ensure_ready(&self) -> Result<()> {
-        if self.is_ready() {
-            Ok(())
-        } else {
-            Err(Error::Unavailable(
+        if !self.is_ready() {
+            return Err(Error::Unavailable(
                 "keyward is loading its store; retry shortly".into(),
-            ))
+            ));
         }
+        if let Some(f) = &self.follower {
+            let now = self.now_ms();
+            if !f.may_serve(now) {
+                return Err(Error::Unavailable(format!(
+                    "no word from the primary {} for {} ms (bound {} ms): failing closed",
+                    f.primary,
+                    f.silence_ms(now),
+                    f.stale_after_ms
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The follower state, if this keyward follows a primary.
+    pub fn follower(&self) -> Option<&crate::replication::FollowerState> {
+        self.follower.as_ref()
     }
 
     /// Now, from the injected clock.
@@ -258,10 +308,11 @@ impl Engine {
         writer: OwnedMutexGuard<()>,
         changes: Vec<Change>,
     ) -> Result<()> {
-        let (store, index, tokens) = (
+        let (store, index, tokens, feed) = (
             self.store.clone(),
             self.index.clone(),
             self.metrics.tokens.clone(),
+            self.feed.clone(),
         );
         let task = tokio::spawn(async move {
             let _writer = writer;
@@ -276,6 +327,9 @@ impl Engine {
                 idx.apply(c);
             }
             tokens.set(idx.tokens.len() as f64);
+            drop(idx);
+            // Still under the writer lock: followers see commits in order.
+            feed.publish(&changes);
             Ok(())
         });
         task.await

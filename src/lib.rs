@@ -32,6 +32,7 @@ pub mod index;
 pub mod metrics;
 pub mod model;
 pub mod pb;
+pub mod replication;
 pub mod rest;
 pub mod routes;
 pub mod seed;

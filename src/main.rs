@@ -30,6 +30,18 @@ fn main() -> ExitCode {
         eprintln!("keyward: {msg}");
         return ExitCode::from(EXIT_USAGE);
     }
+    let secret = match config
+        .replication_secret_file
+        .as_deref()
+        .map(keyward::config::read_secret)
+    {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(msg)) => {
+            eprintln!("keyward: {msg}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -40,7 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, secret)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ server::ServeError::Routes(_)) => {
             eprintln!("keyward: {e}");
@@ -53,7 +65,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), server::ServeError> {
+async fn serve(config: Config, secret: Option<String>) -> Result<(), server::ServeError> {
     let grpc = TcpListener::bind(config.grpc_addr).await?;
     let http = TcpListener::bind(config.http_addr).await?;
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, data_dir = %config.data_dir.display(), "keyward starting");
@@ -71,6 +83,13 @@ async fn serve(config: Config) -> Result<(), server::ServeError> {
         max_concurrent_streams: config.max_concurrent_streams,
         usage_flush_interval: config.usage_flush_interval,
         routes_file: config.routes.clone(),
+        replication_secret: secret.clone().map(Into::into),
+        follow: config.follow.clone().map(|primary| server::Follow {
+            primary,
+            secret: secret.clone().unwrap_or_default().into(),
+            stale_after: config.stale_after,
+            serve_stale: config.stale_mode == "serve",
+        }),
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<server::Ready>();
     tokio::spawn(async move {

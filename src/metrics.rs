@@ -11,6 +11,9 @@
 //!   `keyward_check_seconds`: ext_authz Check (deny reasons are counted in
 //!   `keyward_decisions_total` like Authorize's)
 //! - `keyward_routes` (routes loaded), `keyward_routes_reloads_total{result="ok|error"}`
+//! - primary: `keyward_replication_watchers`; follower:
+//!   `keyward_follower_lag_revisions`, `keyward_follower_lag_seconds`,
+//!   `keyward_follower_{snapshots,commits,disconnects}_total`
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
@@ -55,6 +58,25 @@ pub struct Metrics {
     pub tokens: Gauge,
     /// ext_authz Check outcomes.
     pub check: CheckMetrics,
+    /// Replication (primary and follower).
+    pub replication: ReplicationMetrics,
+}
+
+/// Replication handles.
+#[derive(Clone)]
+pub struct ReplicationMetrics {
+    /// Followers watching this primary.
+    pub watchers: Gauge,
+    /// Follower: streams that ended (reconnects).
+    pub disconnects: Counter,
+    /// Follower: snapshots applied.
+    pub snapshots: Counter,
+    /// Follower: commits applied.
+    pub commits: Counter,
+    /// Follower: revisions behind the primary's last known.
+    pub lag_revisions: Gauge,
+    /// Follower: seconds since the primary was last heard from.
+    pub lag_seconds: Gauge,
 }
 
 /// ext_authz Check and routes-file handles.
@@ -105,6 +127,14 @@ impl Metrics {
                 routes: gauge!("keyward_routes"),
                 reload_ok: counter!("keyward_routes_reloads_total", "result" => "ok"),
                 reload_error: counter!("keyward_routes_reloads_total", "result" => "error"),
+            },
+            replication: ReplicationMetrics {
+                watchers: gauge!("keyward_replication_watchers"),
+                disconnects: counter!("keyward_follower_disconnects_total"),
+                snapshots: counter!("keyward_follower_snapshots_total"),
+                commits: counter!("keyward_follower_commits_total"),
+                lag_revisions: gauge!("keyward_follower_lag_revisions"),
+                lag_seconds: gauge!("keyward_follower_lag_seconds"),
             },
         }
     }

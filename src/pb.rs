@@ -16,6 +16,12 @@ pub mod store {
     tonic::include_proto!("keyward.store.v1");
 }
 
+/// Primary → follower replication, `keyward.replication.v1`. Internal.
+pub mod replication {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("keyward.replication.v1");
+}
+
 impl std::fmt::Debug for v1::TokenWithSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenWithSecret")

@@ -16,11 +16,13 @@ use tonic_health::ServingStatus;
 
 use crate::clock::Clock;
 use crate::engine::{Engine, Settings};
+use crate::pb::replication::replication_server::ReplicationServer;
 use crate::pb::v1::{
     accounts_server::AccountsServer, audit_server::AuditServer,
     authorizer_server::AuthorizerServer, resources_server::ResourcesServer,
     tokens_server::TokensServer, FILE_DESCRIPTOR_SET,
 };
+use crate::replication::ReplicationService;
 use crate::routes::Routes;
 use crate::service::ext_authz::{ExtAuthzService, SharedRoutes};
 use crate::service::{
@@ -96,6 +98,24 @@ pub struct Options {
     pub usage_flush_interval: Duration,
     /// The ext_authz routes file (none: every Check is unmatched, denied).
     pub routes_file: Option<std::path::PathBuf>,
+    /// Primary: the secret followers must present to `Replication/Watch`
+    /// (none: replication is off).
+    pub replication_secret: Option<Arc<str>>,
+    /// Follower mode: follow this primary instead of opening a store.
+    pub follow: Option<Follow>,
+}
+
+/// Follower mode settings.
+#[derive(Debug, Clone)]
+pub struct Follow {
+    /// The primary's gRPC address.
+    pub primary: String,
+    /// The replication secret.
+    pub secret: Arc<str>,
+    /// Fail closed after this long without a word from the primary.
+    pub stale_after: Duration,
+    /// Keep answering from the last state instead of failing closed.
+    pub serve_stale: bool,
 }
 
 /// How often the routes file is looked at for changes (SIGHUP reloads at
@@ -130,6 +150,7 @@ async fn set_all(reporter: &tonic_health::server::HealthReporter, status: Servin
         <AuthorizerServer<AuthorizerService> as NamedService>::NAME,
         <AuditServer<AuditService> as NamedService>::NAME,
         <AuthorizationServer<ExtAuthzService> as NamedService>::NAME,
+        <ReplicationServer<ReplicationService> as NamedService>::NAME,
     ] {
         reporter.set_service_status(name, status).await;
     }
@@ -152,19 +173,46 @@ pub async fn run(
     };
     let route_count = routes.len();
     let routes = Arc::new(SharedRoutes::new(routes));
-    let is_default_key = opts.digest_key_file == opts.data_dir.join("digest.key");
-    let dir = opts.data_dir.clone();
-    let (store, is_new) = tokio::task::spawn_blocking(move || open_store(&dir))
-        .await
-        .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
-    let key = DigestKey::load_or_create(&opts.digest_key_file, is_default_key || is_new).map_err(
-        |source| ServeError::DigestKey {
-            path: opts.digest_key_file.display().to_string(),
-            source,
-        },
-    )?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    let engine = Engine::new(store, key, opts.clock.clone(), opts.settings.clone());
+    let (engine, is_new) = match &opts.follow {
+        None => {
+            let is_default_key = opts.digest_key_file == opts.data_dir.join("digest.key");
+            let dir = opts.data_dir.clone();
+            let (store, is_new) = tokio::task::spawn_blocking(move || open_store(&dir))
+                .await
+                .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+            let key = DigestKey::load_or_create(&opts.digest_key_file, is_default_key || is_new)
+                .map_err(|source| ServeError::DigestKey {
+                    path: opts.digest_key_file.display().to_string(),
+                    source,
+                })?;
+            let store: Arc<dyn Store> = Arc::new(store);
+            let engine = Engine::new(store, key, opts.clock.clone(), opts.settings.clone());
+            (engine, is_new)
+        }
+        Some(f) => {
+            // A follower writes nothing: the primary's digest key if one is
+            // given (so digests verify), else a throwaway one (argon2 on
+            // each token's first use).
+            let key = if opts.digest_key_file.exists() {
+                DigestKey::load_or_create(&opts.digest_key_file, false).map_err(|source| {
+                    ServeError::DigestKey {
+                        path: opts.digest_key_file.display().to_string(),
+                        source,
+                    }
+                })?
+            } else {
+                DigestKey::generate()
+            };
+            let state = crate::replication::FollowerState::new(
+                f.primary.clone(),
+                f.stale_after,
+                f.serve_stale,
+            );
+            let engine =
+                Engine::new_follower(key, opts.clock.clone(), opts.settings.clone(), state);
+            (engine, false)
+        }
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -211,6 +259,20 @@ pub async fn run(
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     engine.metrics.check.routes.set(route_count as f64);
 
+    let replication = ReplicationServer::new(ReplicationService {
+        engine: engine.clone(),
+        // A follower publishes nothing (it commits nothing): followers must
+        // follow the primary itself, so a follower's Watch is off.
+        secret: if opts.follow.is_some() {
+            None
+        } else {
+            opts.replication_secret.clone()
+        },
+        stop: stop_rx.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(64 << 20);
+
     let grpc_shutdown = wait_for_stop(stop_rx.clone());
     let grpc_server = Server::builder()
         .timeout(opts.request_timeout)
@@ -232,6 +294,7 @@ pub async fn run(
         .add_service(tokens)
         .add_service(authorizer)
         .add_service(ext_authz)
+        .add_service(replication)
         .add_service(
             AuditServer::new(AuditService {
                 engine: engine.clone(),
@@ -264,22 +327,43 @@ pub async fn run(
         })
     };
 
-    let root_token = match engine.load(is_new).await {
-        Ok(root) => root,
-        Err(source) => {
-            let _ = stop_tx.send(true);
-            let _ = grpc_task.await;
-            let _ = http_task.await;
-            return Err(ServeError::Store {
-                path: opts.data_dir.display().to_string(),
-                source,
-            });
+    let follower_task = opts.follow.clone().map(|f| {
+        let (engine, stop) = (engine.clone(), wait_for_stop(stop_rx.clone()));
+        let opts = crate::replication::FollowOptions {
+            primary: f.primary,
+            secret: f.secret,
+        };
+        tokio::spawn(crate::replication::follow(engine, opts, stop))
+    });
+    let root_token = if follower_task.is_some() {
+        // Ready once the first snapshot is in; health follows staleness.
+        let mut stop = stop_rx.clone();
+        while !engine.is_ready() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        None
+    } else {
+        match engine.load(is_new).await {
+            Ok(root) => root,
+            Err(source) => {
+                let _ = stop_tx.send(true);
+                let _ = grpc_task.await;
+                let _ = http_task.await;
+                return Err(ServeError::Store {
+                    path: opts.data_dir.display().to_string(),
+                    source,
+                });
+            }
         }
     };
     set_all(&reporter, ServingStatus::Serving).await;
     tracing::info!(
         tokens = engine.index.read().tokens.len(),
-        "store loaded; serving"
+        follower = follower_task.is_some(),
+        "loaded; serving"
     );
     let _ = ready.send(Ready {
         engine: engine.clone(),
@@ -290,6 +374,7 @@ pub async fn run(
         engine.clone(),
         opts.usage_flush_interval,
         stop_rx.clone(),
+        reporter.clone(),
     ));
     let routes_watch = opts.routes_file.clone().map(|path| {
         tokio::spawn(watch_routes(
@@ -313,9 +398,14 @@ pub async fn run(
     if let Some(w) = routes_watch {
         let _ = w.await;
     }
+    if let Some(f) = follower_task {
+        let _ = f.await;
+    }
     stopper.abort();
-    if let Err(e) = engine.persist_usage(0, usize::MAX).await {
-        tracing::warn!(error = %e, "could not persist last-use times at shutdown");
+    if engine.follower().is_none() {
+        if let Err(e) = engine.persist_usage(0, usize::MAX).await {
+            tracing::warn!(error = %e, "could not persist last-use times at shutdown");
+        }
     }
     engine.flush().await.map_err(|source| ServeError::Store {
         path: opts.data_dir.display().to_string(),
@@ -332,8 +422,17 @@ async fn wait_for_stop(mut rx: watch::Receiver<bool>) {
 }
 
 /// Persists last-use times and learnt digests, and purges expired tokens,
-/// until told to stop.
-async fn background_jobs(engine: Arc<Engine>, usage_every: Duration, stop: watch::Receiver<bool>) {
+/// until told to stop. On a follower (whose primary does both) it instead
+/// keeps health and the lag gauge in step with the primary's silence.
+async fn background_jobs(
+    engine: Arc<Engine>,
+    usage_every: Duration,
+    stop: watch::Receiver<bool>,
+    reporter: tonic_health::server::HealthReporter,
+) {
+    if engine.follower().is_some() {
+        return follower_jobs(engine, stop, reporter).await;
+    }
     let mut usage = tokio::time::interval(usage_every);
     let mut purge = tokio::time::interval(Duration::from_secs(60));
     // The Prometheus recorder keeps histogram samples until upkeep drains them.
@@ -424,6 +523,48 @@ async fn watch_routes(
                 tracing::error!(error = %e, why, "routes file not reloaded; the previous routes stay");
             }
             Err(e) => tracing::error!(error = %e, "routes reload task failed"),
+        }
+    }
+}
+
+/// A follower's upkeep: health NOT_SERVING while it may not answer (stale
+/// and failing closed), SERVING again once it hears from the primary; the
+/// lag gauges; the metrics recorder's upkeep.
+async fn follower_jobs(
+    engine: Arc<Engine>,
+    stop: watch::Receiver<bool>,
+    reporter: tonic_health::server::HealthReporter,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+    let metrics = crate::http::metrics_handle();
+    let stopped = wait_for_stop(stop);
+    tokio::pin!(stopped);
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tick.tick() => {
+                let Some(f) = engine.follower() else { return };
+                let now = engine.now_ms();
+                engine.metrics.replication.lag_seconds.set(f.silence_ms(now) as f64 / 1000.0);
+                let ok = engine.ensure_ready().is_ok();
+                if ok != serving {
+                    serving = ok;
+                    let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    if !ok {
+                        tracing::warn!(primary = %f.primary, silence_ms = f.silence_ms(now), "stale: failing closed");
+                    } else {
+                        tracing::info!(primary = %f.primary, "heard from the primary again: serving");
+                    }
+                    set_all(&reporter, status).await;
+                }
+            }
+            _ = upkeep.tick() => {
+                if let Some(m) = metrics.clone() {
+                    let _ = tokio::task::spawn_blocking(move || m.run_upkeep()).await;
+                }
+            }
         }
     }
 }

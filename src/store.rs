@@ -72,6 +72,45 @@ const META_AUDIT_SEQ: &[u8] = b"audit_seq";
 /// Written in the data dir when keyward initialises it.
 const MARKER_FILE: &str = "keyward.store";
 
+/// No store: a follower keeps nothing on disk (its state comes from the
+/// primary). Loads nothing; writes are refused, and never reached: admin
+/// calls are refused before any rule runs.
+#[derive(Debug, Clone, Copy)]
+pub struct NoStore;
+
+impl Store for NoStore {
+    fn load(&self, _apply: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn commit<'a>(&'a self, _changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async {
+            Err(StoreError::Corrupt(
+                "a follower has no store to write".into(),
+            ))
+        })
+    }
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn append_audit<'a>(
+        &'a self,
+        _event: &'a AuditRecord,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn list_audit(
+        &self,
+        _account_id: u64,
+        _after: u64,
+        _limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn last_audit_id(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
 /// The embedded sled store in a data dir.
 pub struct SledStore {
     db: sled::Db,

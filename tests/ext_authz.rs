@@ -293,7 +293,10 @@ async fn check_allows_and_denies_like_authorize() {
         assert!(o.headers.contains_key("www-authenticate"));
         let body: serde_json::Value = serde_json::from_str(&o.body).unwrap();
         assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
-        assert!(body["error"].as_str().unwrap().starts_with(message), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().starts_with(message),
+            "{body}"
+        );
     }
 
     // 403 {"errors"}: no grant (level), wrong account, scope, unknown
@@ -308,12 +311,7 @@ async fn check_allows_and_denies_like_authorize() {
             &v,
             "another account",
         ),
-        (
-            "POST",
-            "/api/send/example.com".into(),
-            &r,
-            "scopes",
-        ),
+        ("POST", "/api/send/example.com".into(), &r, "scopes"),
         (
             "GET",
             format!("/api/accounts/{a}/projects/nope/x"),

@@ -21,6 +21,9 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+/// The replication secret of test primaries.
+pub const REPLICATION_SECRET: &str = "test-replication-secret-0123456789abcdef";
+
 pub const ADMIN: i32 = pb::AccessLevel::Admin as i32;
 pub const VIEWER: i32 = pb::AccessLevel::Viewer as i32;
 
@@ -47,6 +50,8 @@ pub fn options(dir: &Path, clock: Arc<ManualClock>) -> Options {
         max_concurrent_streams: 256,
         usage_flush_interval: Duration::from_secs(3600),
         routes_file: None,
+        replication_secret: Some(REPLICATION_SECRET.into()),
+        follow: None,
     }
 }
 

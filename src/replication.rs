@@ -1,0 +1,601 @@
+//! Primary → follower replication.
+//!
+//! **Primary.** Every commit gets the next revision of this process's epoch
+//! (a random id drawn at start) and is published on a [`Feed`]: kept in a
+//! bounded history and broadcast to the `Replication/Watch` streams. A new
+//! follower gets a consistent snapshot (taken with the writer lock held, so
+//! no commit falls between the snapshot and the stream), then every commit
+//! in order, and a heartbeat every second. A follower that reconnects within
+//! the same epoch, with its revision still in the history, gets only what it
+//! missed. Watch requires the replication secret; without one configured,
+//! replication is off.
+//!
+//! **Follower** ([`follow`]): no store of its own; it applies what the
+//! primary streams to its in-memory index, serves Authorize and Check from
+//! it, refuses admin calls naming the primary, reconnects with backoff, and
+//! reports its lag. Past the staleness bound without a word from the
+//! primary it fails closed (or keeps serving, by flag).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::engine::Engine;
+use crate::index::{Change, Index};
+use crate::model::{Kind, ResourceKey};
+use crate::pb::replication::{
+    self as rpb, change::Change as Wire, replication_server::Replication, watch_event::Kind as Ev,
+    WatchEvent, WatchRequest,
+};
+use crate::pb::store::{AccountRecord, ResourceRecord};
+
+/// Commits kept for followers that reconnect.
+pub const HISTORY_MAX: usize = 8192;
+/// Snapshot records per message.
+pub const CHUNK: usize = 2048;
+/// Heartbeat period.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// One published commit.
+#[derive(Debug)]
+pub struct Batch {
+    /// Its revision.
+    pub revision: u64,
+    /// What changed.
+    pub changes: Vec<rpb::Change>,
+}
+
+/// The primary's change feed.
+#[derive(Debug)]
+pub struct Feed {
+    /// This process's epoch.
+    pub epoch: u64,
+    /// Last published revision, and the history (under one lock: they move
+    /// together).
+    state: Mutex<(u64, VecDeque<Arc<Batch>>)>,
+    tx: broadcast::Sender<Arc<Batch>>,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Feed {
+    /// A feed with a fresh random epoch.
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(HISTORY_MAX);
+        Feed {
+            epoch: rand::random::<u64>() | 1,
+            state: Mutex::new((0, VecDeque::new())),
+            tx,
+        }
+    }
+
+    /// The last published revision.
+    pub fn revision(&self) -> u64 {
+        self.state.lock().0
+    }
+
+    /// Publishes a commit; called with the writer lock held, after the
+    /// index applied it.
+    pub fn publish(&self, changes: &[Change]) {
+        let mut st = self.state.lock();
+        st.0 += 1;
+        let batch = Arc::new(Batch {
+            revision: st.0,
+            changes: changes.iter().map(to_wire).collect(),
+        });
+        if st.1.len() == HISTORY_MAX {
+            st.1.pop_front();
+        }
+        st.1.push_back(batch.clone());
+        // No receivers is fine: nobody follows yet.
+        let _ = self.tx.send(batch);
+    }
+
+    /// The commits after `revision`, if all are still in the history.
+    fn since(&self, revision: u64) -> Option<Vec<Arc<Batch>>> {
+        let st = self.state.lock();
+        let oldest = st.1.front().map_or(st.0 + 1, |b| b.revision);
+        if revision > st.0 || revision + 1 < oldest {
+            return None;
+        }
+        Some(
+            st.1.iter()
+                .filter(|b| b.revision > revision)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+/// An index change on the wire.
+pub fn to_wire(c: &Change) -> rpb::Change {
+    let change = match c {
+        Change::PutAccount(a) => Wire::PutAccount(a.clone()),
+        Change::PutResource(r) => Wire::PutResource(r.clone()),
+        Change::DeleteResource { account_id, key } => Wire::DeleteResource(rpb::DeletedResource {
+            account_id: *account_id,
+            resource_type: key.kind.to_wire(),
+            id: key.id.as_str().to_string(),
+        }),
+        Change::PutToken(t) => Wire::PutToken(t.clone()),
+        Change::DeleteToken(id) => Wire::DeleteToken(*id),
+        Change::Counters {
+            next_account_id,
+            next_token_id,
+        } => Wire::Counters(rpb::Counters {
+            next_account_id: *next_account_id,
+            next_token_id: *next_token_id,
+        }),
+    };
+    rpb::Change {
+        change: Some(change),
+    }
+}
+
+/// A wire change as an index change; `None` if it is not one.
+pub fn from_wire(c: rpb::Change) -> Option<Change> {
+    Some(match c.change? {
+        Wire::PutAccount(a) => Change::PutAccount(a),
+        Wire::PutResource(r) => Change::PutResource(r),
+        Wire::DeleteResource(d) => Change::DeleteResource {
+            account_id: d.account_id,
+            key: ResourceKey::new(Kind::from_wire(d.resource_type)?, d.id.as_str()),
+        },
+        Wire::PutToken(t) => Change::PutToken(t),
+        Wire::DeleteToken(id) => Change::DeleteToken(id),
+        Wire::Counters(c) => Change::Counters {
+            next_account_id: c.next_account_id,
+            next_token_id: c.next_token_id,
+        },
+    })
+}
+
+/// Everything in `idx` as changes that rebuild it (counters, accounts,
+/// resources, then tokens in id order). Tokens come in slices of
+/// [`CHUNK`] under short read locks; the caller holds the writer lock, so
+/// nothing but digest fills moves meanwhile.
+fn snapshot(engine: &Engine) -> Vec<Vec<rpb::Change>> {
+    let mut chunks = Vec::new();
+    let mut head = Vec::new();
+    let max_id = {
+        let idx = engine.index.read();
+        head.push(to_wire(&Change::Counters {
+            next_account_id: idx.next_account_id,
+            next_token_id: idx.next_token_id,
+        }));
+        for a in idx.accounts.values() {
+            head.push(to_wire(&Change::PutAccount(AccountRecord {
+                id: a.id,
+                name: a.name.clone(),
+                created_at_ms: a.created_at_ms,
+            })));
+            for kind in Kind::ALL {
+                for (id, node) in &a.resources[kind.slot()] {
+                    let (parent_type, parent_id) = match &node.parent {
+                        Some(p) => (Kind::Project.to_wire(), p.to_string()),
+                        None => (Kind::Account.to_wire(), a.id.to_string()),
+                    };
+                    head.push(to_wire(&Change::PutResource(ResourceRecord {
+                        account_id: a.id,
+                        resource_type: kind.to_wire(),
+                        id: id.to_string(),
+                        parent_type,
+                        parent_id,
+                    })));
+                }
+            }
+        }
+        idx.next_token_id
+    };
+    chunks.push(head);
+    let mut from = 0u64;
+    while from < max_id {
+        let to = (from + CHUNK as u64).min(max_id);
+        let idx = engine.index.read();
+        let chunk: Vec<rpb::Change> = (from..to)
+            .filter_map(|id| idx.tokens.get(&id))
+            .map(|t| to_wire(&Change::PutToken(t.to_record(engine.key()))))
+            .collect();
+        drop(idx);
+        if !chunk.is_empty() {
+            chunks.push(chunk);
+        }
+        from = to;
+    }
+    chunks
+}
+
+/// `Replication/Watch` on the primary.
+#[derive(Clone)]
+pub struct ReplicationService {
+    /// Shared engine.
+    pub engine: Arc<Engine>,
+    /// The replication secret followers present.
+    pub secret: Option<Arc<str>>,
+    /// Becomes true when the server stops: streams end, so the graceful
+    /// shutdown does not wait for followers forever.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for ReplicationService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationService").finish_non_exhaustive()
+    }
+}
+
+fn event(kind: Ev, epoch: u64, revision: u64, changes: Vec<rpb::Change>, now: i64) -> WatchEvent {
+    WatchEvent {
+        kind: kind as i32,
+        epoch,
+        revision,
+        changes,
+        sent_at_ms: now,
+        digest_key_id: Vec::new(),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    type WatchStream = EventStream;
+
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let Some(secret) = &self.secret else {
+            return Err(Status::failed_precondition(
+                "replication is off on this keyward (start it with --replication-secret-file)",
+            ));
+        };
+        let given = crate::service::credential(req.metadata()).unwrap_or_default();
+        let same: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), secret.as_bytes()).into();
+        if !same {
+            return Err(Status::unauthenticated(
+                "wrong or missing replication secret",
+            ));
+        }
+        self.engine.ensure_ready()?;
+        let engine = self.engine.clone();
+        let feed = engine.feed.clone();
+        let want = req.into_inner();
+        // Under the writer lock no commit can land between what we send
+        // first and the live stream.
+        let w = engine.writer.clone().lock_owned().await;
+        let rx = feed.tx.subscribe();
+        let resume = (want.epoch == feed.epoch)
+            .then(|| feed.since(want.revision))
+            .flatten();
+        let now = engine.now_ms();
+        let mut first: Vec<WatchEvent> = Vec::new();
+        let mut last = feed.revision();
+        match resume {
+            Some(missed) => {
+                first.push(event(Ev::Resume, feed.epoch, want.revision, vec![], now));
+                for b in missed {
+                    first.push(event(
+                        Ev::Commit,
+                        feed.epoch,
+                        b.revision,
+                        b.changes.clone(),
+                        now,
+                    ));
+                }
+            }
+            None => {
+                let chunks = snapshot(&engine);
+                let mut begin = event(Ev::SnapshotBegin, feed.epoch, last, vec![], now);
+                begin.digest_key_id = engine.key().id().to_vec();
+                first.push(begin);
+                for c in chunks {
+                    first.push(event(Ev::SnapshotChunk, feed.epoch, last, c, now));
+                }
+                first.push(event(Ev::SnapshotEnd, feed.epoch, last, vec![], now));
+            }
+        }
+        drop(w);
+        engine.metrics.replication.watchers.increment(1.0);
+        let (tx, out) = mpsc::channel::<Result<WatchEvent, Status>>(64);
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            let _count = WatcherCount(engine.clone());
+            for e in first {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            let mut rx = rx;
+            let mut beat = tokio::time::interval(HEARTBEAT);
+            loop {
+                let next = tokio::select! {
+                    b = rx.recv() => match b {
+                        Ok(b) => {
+                            if b.revision <= last {
+                                continue;
+                            }
+                            last = b.revision;
+                            event(Ev::Commit, feed.epoch, b.revision, b.changes.clone(), engine.now_ms())
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            let _ = tx.send(Err(Status::resource_exhausted(format!(
+                                "follower fell {n} commits behind; reconnect for a snapshot"
+                            )))).await;
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = beat.tick() => event(Ev::Heartbeat, feed.epoch, last, vec![], engine.now_ms()),
+                    _ = tx.closed() => return,
+                    _ = stopped(&mut stop) => {
+                        let _ = tx.send(Err(Status::unavailable("the primary is shutting down"))).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(next)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+}
+
+/// Resolves once the server is stopping.
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Counts a watcher while it lives.
+struct WatcherCount(Arc<Engine>);
+
+impl Drop for WatcherCount {
+    fn drop(&mut self) {
+        self.0.metrics.replication.watchers.decrement(1.0);
+    }
+}
+
+// ------------------------------------------------------------------ follower
+
+/// What a follower knows of its primary.
+#[derive(Debug)]
+pub struct FollowerState {
+    /// The primary's gRPC address (named in refusals of admin calls).
+    pub primary: String,
+    /// Failing closed after this long without a word from the primary.
+    pub stale_after_ms: i64,
+    /// Keep answering from the last state when stale, instead of failing.
+    pub serve_stale: bool,
+    /// When the primary was last heard from (engine clock, unix ms; 0 never).
+    pub last_heard_ms: AtomicI64,
+    /// The epoch of the state held.
+    pub epoch: AtomicU64,
+    /// The revision applied.
+    pub revision: AtomicU64,
+    /// The primary's revision, as last heard.
+    pub primary_revision: AtomicU64,
+    /// The primary's clock when it sent the last event (unix ms).
+    pub primary_sent_ms: AtomicI64,
+    /// True once a snapshot was applied.
+    pub synced: AtomicBool,
+}
+
+impl FollowerState {
+    /// A follower of `primary` that has heard nothing yet.
+    pub fn new(primary: String, stale_after: Duration, serve_stale: bool) -> Self {
+        FollowerState {
+            primary,
+            stale_after_ms: i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX),
+            serve_stale,
+            last_heard_ms: AtomicI64::new(0),
+            epoch: AtomicU64::new(0),
+            revision: AtomicU64::new(0),
+            primary_revision: AtomicU64::new(0),
+            primary_sent_ms: AtomicI64::new(0),
+            synced: AtomicBool::new(false),
+        }
+    }
+
+    /// Milliseconds since the primary was last heard from.
+    pub fn silence_ms(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.last_heard_ms.load(Ordering::Acquire))
+    }
+
+    /// Whether answers may be given now: synced, and not past the bound
+    /// (unless serving stale is allowed).
+    pub fn may_serve(&self, now_ms: i64) -> bool {
+        self.synced.load(Ordering::Acquire)
+            && (self.serve_stale || self.silence_ms(now_ms) <= self.stale_after_ms)
+    }
+}
+
+/// How a follower connects.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// The primary's gRPC address, `host:port` or a URL.
+    pub primary: String,
+    /// The replication secret.
+    pub secret: Arc<str>,
+}
+
+fn endpoint(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Follows the primary until `stop` resolves: connect, sync, apply, and on
+/// any failure reconnect with backoff (100 ms doubling to 5 s), resuming
+/// from the last revision when the primary still has it.
+pub async fn follow(
+    engine: Arc<Engine>,
+    opts: FollowOptions,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let run = follow_once(&engine, &opts);
+        let outcome = tokio::select! {
+            _ = &mut stop => return,
+            r = run => r,
+        };
+        let m = &engine.metrics.replication;
+        m.disconnects.increment(1);
+        match outcome {
+            Ok(()) => {
+                tracing::warn!(primary = %opts.primary, "the primary ended the stream; reconnecting")
+            }
+            Err(e) => {
+                tracing::warn!(primary = %opts.primary, error = %e, retry_in = ?backoff, "following the primary failed; reconnecting")
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        if engine
+            .follower
+            .as_ref()
+            .is_some_and(|f| f.synced.load(Ordering::Acquire))
+        {
+            // A working connection resets the backoff next time round.
+            backoff = backoff.min(Duration::from_millis(800));
+        }
+    }
+}
+
+async fn follow_once(engine: &Arc<Engine>, opts: &FollowOptions) -> Result<(), String> {
+    let f = engine.follower.as_ref().ok_or("not a follower")?;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint(&opts.primary))
+        .map_err(|e| format!("bad primary address: {e}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut client = rpb::replication_client::ReplicationClient::new(channel)
+        .max_decoding_message_size(64 << 20);
+    let mut req = Request::new(WatchRequest {
+        epoch: f.epoch.load(Ordering::Acquire),
+        revision: f.revision.load(Ordering::Acquire),
+    });
+    let bearer = format!("Bearer {}", opts.secret);
+    req.metadata_mut().insert(
+        "authorization",
+        bearer
+            .parse()
+            .map_err(|_| "the replication secret is not valid header text")?,
+    );
+    let mut stream = client
+        .watch(req)
+        .await
+        .map_err(|s| format!("watch: {}", s.message()))?
+        .into_inner();
+    let mut building: Option<Index> = None;
+    let m = &engine.metrics.replication;
+    while let Some(ev) = stream
+        .message()
+        .await
+        .map_err(|s| format!("stream: {}", s.message()))?
+    {
+        let now = engine.now_ms();
+        f.last_heard_ms.store(now, Ordering::Release);
+        f.primary_sent_ms.store(ev.sent_at_ms, Ordering::Release);
+        f.primary_revision.fetch_max(ev.revision, Ordering::AcqRel);
+        match Ev::try_from(ev.kind).unwrap_or(Ev::Unspecified) {
+            Ev::SnapshotBegin => {
+                if ev.digest_key_id != engine.key().id() {
+                    tracing::warn!("the primary's digest key differs from ours: tokens will be verified with argon2 (copy the primary's --digest-key-file to avoid it)");
+                }
+                f.primary_revision.store(ev.revision, Ordering::Release);
+                building = Some(Index::new(engine.key().clone()));
+            }
+            Ev::SnapshotChunk => {
+                let idx = building
+                    .as_mut()
+                    .ok_or("snapshot chunk outside a snapshot")?;
+                for c in ev.changes {
+                    idx.apply(&from_wire(c).ok_or("unknown change in the snapshot")?);
+                }
+            }
+            Ev::SnapshotEnd => {
+                let idx = building.take().ok_or("snapshot end outside a snapshot")?;
+                let tokens = idx.tokens.len();
+                *engine.index.write() = idx;
+                f.epoch.store(ev.epoch, Ordering::Release);
+                f.revision.store(ev.revision, Ordering::Release);
+                f.synced.store(true, Ordering::Release);
+                engine.metrics.tokens.set(tokens as f64);
+                m.snapshots.increment(1);
+                engine.mark_ready();
+                tracing::info!(
+                    tokens,
+                    revision = ev.revision,
+                    "snapshot from the primary applied"
+                );
+            }
+            Ev::Resume => {
+                if ev.epoch != f.epoch.load(Ordering::Acquire) {
+                    return Err("resume in another epoch".into());
+                }
+                tracing::info!(revision = ev.revision, "resumed from the primary's history");
+            }
+            Ev::Commit => {
+                let have = f.revision.load(Ordering::Acquire);
+                if ev.epoch != f.epoch.load(Ordering::Acquire) || ev.revision != have + 1 {
+                    // Out of order: start over with a snapshot.
+                    f.epoch.store(0, Ordering::Release);
+                    return Err(format!("commit {} after {have}: resyncing", ev.revision));
+                }
+                let changes = ev
+                    .changes
+                    .into_iter()
+                    .map(from_wire)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("unknown change in a commit")?;
+                {
+                    let mut idx = engine.index.write();
+                    for c in &changes {
+                        idx.apply(c);
+                    }
+                    engine.metrics.tokens.set(idx.tokens.len() as f64);
+                }
+                f.revision.store(ev.revision, Ordering::Release);
+                m.commits.increment(1);
+            }
+            Ev::Heartbeat | Ev::Unspecified => {}
+        }
+        let lag = f
+            .primary_revision
+            .load(Ordering::Acquire)
+            .saturating_sub(f.revision.load(Ordering::Acquire));
+        m.lag_revisions.set(lag as f64);
+    }
+    Ok(())
+}

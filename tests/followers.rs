@@ -1,0 +1,507 @@
+//! Followers: a primary and several followers on loopback, in process.
+//! Every admin change on the primary shows on every follower; a follower
+//! reconnects and resumes from its revision through a cut connection;
+//! followers resync after a primary restart; a follower cut off past the
+//! staleness bound fails closed; replication needs the secret.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use keyward::clock::ManualClock;
+use keyward::pb::replication::replication_client::ReplicationClient;
+use keyward::pb::replication::WatchRequest;
+use keyward::pb::v1 as pb;
+use keyward::server::Follow;
+use prost_types::FieldMask;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::Code;
+
+/// Starts a follower of `primary_addr` on `dir`, sharing `clock`, with the
+/// primary's digest key.
+async fn follower(
+    primary_addr: SocketAddr,
+    primary_dir: &Path,
+    dir: &Path,
+    clock: Arc<ManualClock>,
+    serve_stale: bool,
+) -> TestServer {
+    let mut opts = options(dir, clock.clone());
+    opts.digest_key_file = primary_dir.join("digest.key");
+    opts.follow = Some(Follow {
+        primary: primary_addr.to_string(),
+        secret: REPLICATION_SECRET.into(),
+        stale_after: Duration::from_secs(30),
+        serve_stale,
+    });
+    TestServer::start_with(opts, clock)
+        .await
+        .expect("follower starts")
+}
+
+/// Waits (≤ 10 s) until every follower answers `want` for the check.
+async fn converge(
+    followers: &[&TestServer],
+    token: &str,
+    kind: pb::ResourceType,
+    id: &str,
+    level: i32,
+    want: (bool, DenyReason),
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for f in followers {
+        loop {
+            let d = f.check(token, kind, id, level).await;
+            if (d.allowed, d.reason) == (want.0, want.1 as i32) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "follower {} still answers {d:?}, want {want:?}",
+                f.grpc
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+const ALLOW: (bool, DenyReason) = (true, DenyReason::Unspecified);
+
+#[tokio::test]
+async fn every_change_on_the_primary_shows_on_every_follower() {
+    let (pdir, fdirs) = (temp(), [temp(), temp(), temp()]);
+    let p = TestServer::start(pdir.path()).await;
+    let (acct, admin) = p.account("Acme").await;
+    p.register(&admin, acct, PROJECT, "p1", None).await;
+    let mut fs = Vec::new();
+    for d in &fdirs {
+        fs.push(follower(p.grpc, pdir.path(), d.path(), p.clock.clone(), false).await);
+    }
+    let f: Vec<&TestServer> = fs.iter().collect();
+
+    // Create: visible everywhere (the snapshot had the account; this comes
+    // as a commit).
+    let t = p
+        .create(&admin, acct, "ci", vec![grant(PROJECT, "p1", VIEWER)])
+        .await
+        .unwrap();
+    let (secret, id) = (t.secret.clone(), t.token.as_ref().unwrap().id);
+    converge(&f, &secret, PROJECT, "p1", VIEWER, ALLOW).await;
+    converge(
+        &f,
+        &secret,
+        PROJECT,
+        "p1",
+        ADMIN,
+        (false, DenyReason::NoGrant),
+    )
+    .await;
+
+    // Edit grants, new resources.
+    p.register(&admin, acct, SANDBOX, "s1", Some("p1")).await;
+    p.tokens()
+        .update_token(auth(
+            pb::UpdateTokenRequest {
+                account_id: acct,
+                token_id: id,
+                grants: vec![grant(PROJECT, "p1", ADMIN)],
+                update_mask: Some(FieldMask {
+                    paths: vec!["grants".into()],
+                }),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    converge(&f, &secret, SANDBOX, "s1", ADMIN, ALLOW).await;
+
+    // Pause, resume.
+    let ids = pb::PauseTokenRequest {
+        account_id: acct,
+        token_id: id,
+    };
+    p.tokens().pause_token(auth(ids, &admin)).await.unwrap();
+    converge(
+        &f,
+        &secret,
+        PROJECT,
+        "p1",
+        VIEWER,
+        (false, DenyReason::Paused),
+    )
+    .await;
+    let ids = pb::ResumeTokenRequest {
+        account_id: acct,
+        token_id: id,
+    };
+    p.tokens().resume_token(auth(ids, &admin)).await.unwrap();
+    converge(&f, &secret, PROJECT, "p1", VIEWER, ALLOW).await;
+
+    // Reset: the new token works on followers, the old one too (grace).
+    let new = p
+        .tokens()
+        .reset_token(auth(
+            pb::ResetTokenRequest {
+                account_id: acct,
+                token_id: id,
+                expires_at: None,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    converge(&f, &new.secret, PROJECT, "p1", ADMIN, ALLOW).await;
+    converge(&f, &secret, PROJECT, "p1", ADMIN, ALLOW).await;
+
+    // Delete: denied everywhere.
+    let del = pb::DeleteTokenRequest {
+        account_id: acct,
+        token_id: new.token.as_ref().unwrap().id,
+    };
+    p.tokens().delete_token(auth(del, &admin)).await.unwrap();
+    converge(
+        &f,
+        &new.secret,
+        PROJECT,
+        "p1",
+        ADMIN,
+        (false, DenyReason::UnknownToken),
+    )
+    .await;
+
+    // Followers refuse admin calls, naming the primary; their health is
+    // SERVING; they report their lag.
+    let r = fs[0]
+        .tokens()
+        .list_tokens(auth(
+            pb::ListTokensRequest {
+                account_id: acct,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await;
+    let status = assert_code(r, Code::FailedPrecondition);
+    assert!(status.message().contains(&p.grpc.to_string()), "{status:?}");
+    let r = http(fs[0].http, "GET", "/api/api_tokens", Some(&admin), None).await;
+    assert_eq!(r.status, 422, "the REST facades refuse too");
+    let m = http(fs[0].http, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(text.contains("keyward_follower_lag_revisions 0"), "{text}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(fs[0].channel.clone());
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    // The primary counts its watchers.
+    let m = http(p.http, "GET", "/metrics", None, None).await;
+    assert!(String::from_utf8_lossy(&m.body).contains("keyward_replication_watchers 3"));
+}
+
+/// A TCP proxy whose connections can be cut.
+struct Proxy {
+    addr: SocketAddr,
+    conns: Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>>,
+    _accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(to: SocketAddr) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns: Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let c = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = l.accept().await {
+                c.lock().push(tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                }));
+            }
+        });
+        Proxy {
+            addr,
+            conns,
+            _accept: accept,
+        }
+    }
+
+    /// Drops every open connection.
+    fn cut(&self) {
+        for c in self.conns.lock().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_cut_connection_resumes_from_the_revision() {
+    let (pdir, fdir) = (temp(), temp());
+    let p = TestServer::start(pdir.path()).await;
+    let (acct, admin) = p.account("Acme").await;
+    p.register(&admin, acct, PROJECT, "p1", None).await;
+    let proxy = Proxy::start(p.grpc).await;
+    let f = follower(proxy.addr, pdir.path(), fdir.path(), p.clock.clone(), false).await;
+    let t = p
+        .create(&admin, acct, "a", vec![grant(PROJECT, "p1", VIEWER)])
+        .await
+        .unwrap();
+    converge(&[&f], &t.secret, PROJECT, "p1", VIEWER, ALLOW).await;
+
+    // Cut, change on the primary meanwhile, and see the follower catch up
+    // without a second snapshot.
+    proxy.cut();
+    let t2 = p
+        .create(&admin, acct, "b", vec![grant(PROJECT, "p1", ADMIN)])
+        .await
+        .unwrap();
+    let del = pb::DeleteTokenRequest {
+        account_id: acct,
+        token_id: t.token.as_ref().unwrap().id,
+    };
+    p.tokens().delete_token(auth(del, &admin)).await.unwrap();
+    converge(&[&f], &t2.secret, PROJECT, "p1", ADMIN, ALLOW).await;
+    converge(
+        &[&f],
+        &t.secret,
+        PROJECT,
+        "p1",
+        VIEWER,
+        (false, DenyReason::UnknownToken),
+    )
+    .await;
+    let m = http(f.http, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8_lossy(&m.body);
+    // The process-wide recorder sums every follower in this test binary:
+    // compare with what this follower did.
+    assert!(
+        metric(&text, "keyward_follower_disconnects_total") >= 1.0,
+        "{text}"
+    );
+    let fs = f.engine.follower().unwrap();
+    assert_eq!(
+        fs.revision.load(std::sync::atomic::Ordering::Acquire),
+        fs.primary_revision
+            .load(std::sync::atomic::Ordering::Acquire)
+    );
+}
+
+#[tokio::test]
+async fn followers_resync_after_a_primary_restart() {
+    let (pdir, fdir) = (temp(), temp());
+    let clock = Arc::new(ManualClock::new());
+    let p = TestServer::start_with(options(pdir.path(), clock.clone()), clock.clone())
+        .await
+        .unwrap();
+    let (acct, admin) = p.account("Acme").await;
+    p.register(&admin, acct, PROJECT, "p1", None).await;
+    let t = p
+        .create(&admin, acct, "a", vec![grant(PROJECT, "p1", VIEWER)])
+        .await
+        .unwrap();
+    let proxy = Proxy::start(p.grpc).await;
+    let f = follower(proxy.addr, pdir.path(), fdir.path(), clock.clone(), false).await;
+    converge(&[&f], &t.secret, PROJECT, "p1", VIEWER, ALLOW).await;
+    let epoch_before = f
+        .engine
+        .follower()
+        .unwrap()
+        .epoch
+        .load(std::sync::atomic::Ordering::Acquire);
+
+    // Delete, then stop the primary: the follower has applied the delete
+    // before the stop acknowledged... and answers from it meanwhile.
+    let del = pb::DeleteTokenRequest {
+        account_id: acct,
+        token_id: t.token.as_ref().unwrap().id,
+    };
+    p.tokens().delete_token(auth(del, &admin)).await.unwrap();
+    converge(
+        &[&f],
+        &t.secret,
+        PROJECT,
+        "p1",
+        VIEWER,
+        (false, DenyReason::UnknownToken),
+    )
+    .await;
+    let grpc = p.grpc;
+    p.stop().await.unwrap();
+    assert!(!f.check(&t.secret, PROJECT, "p1", VIEWER).await.allowed);
+
+    // A new primary process on the same data dir and address: new epoch,
+    // the follower resyncs (snapshot) and sees what changed since.
+    let mut opts = options(pdir.path(), clock.clone());
+    opts.replication_secret = Some(REPLICATION_SECRET.into());
+    let listener = loop {
+        match TcpListener::bind(grpc).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let http_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(keyward::server::run(
+        opts,
+        listener,
+        http_l,
+        async move {
+            let _ = stop_rx.await;
+        },
+        ready_tx,
+    ));
+    let ready = ready_rx.await.expect("restarted primary ready");
+    // An admin change on the new primary (through its engine's gRPC port).
+    let ch = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let created = pb::tokens_client::TokensClient::new(ch)
+        .create_token(auth(
+            pb::CreateTokenRequest {
+                account_id: acct,
+                name: "after restart".into(),
+                grants: vec![grant(PROJECT, "p1", ADMIN)],
+                scopes: vec![],
+                expires_at: None,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    converge(&[&f], &created.secret, PROJECT, "p1", ADMIN, ALLOW).await;
+    converge(
+        &[&f],
+        &t.secret,
+        PROJECT,
+        "p1",
+        VIEWER,
+        (false, DenyReason::UnknownToken),
+    )
+    .await;
+    let fs = f.engine.follower().unwrap();
+    assert_ne!(
+        fs.epoch.load(std::sync::atomic::Ordering::Acquire),
+        epoch_before
+    );
+    drop(ready);
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_cut_off_follower_fails_closed_past_the_bound() {
+    let (pdir, fdir, sdir) = (temp(), temp(), temp());
+    let p = TestServer::start(pdir.path()).await;
+    let (acct, admin) = p.account("Acme").await;
+    p.register(&admin, acct, PROJECT, "p1", None).await;
+    let t = p
+        .create(&admin, acct, "a", vec![grant(PROJECT, "p1", VIEWER)])
+        .await
+        .unwrap();
+    let proxy = Proxy::start(p.grpc).await;
+    let f = follower(proxy.addr, pdir.path(), fdir.path(), p.clock.clone(), false).await;
+    let stale_ok = follower(proxy.addr, pdir.path(), sdir.path(), p.clock.clone(), true).await;
+    converge(&[&f, &stale_ok], &t.secret, PROJECT, "p1", VIEWER, ALLOW).await;
+
+    // Partition: the proxy stops forwarding (and accepts nothing new).
+    drop(proxy);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Within the bound: still answering.
+    assert!(f.check(&t.secret, PROJECT, "p1", VIEWER).await.allowed);
+    // Past it (the shared manual clock jumps 31 s): UNAVAILABLE, never an
+    // allow; health NOT_SERVING.
+    p.clock.advance_ms(31_000);
+    let r = f
+        .authorizer()
+        .authorize(pb::AuthorizeRequest {
+            token: t.secret.clone(),
+            resource: Some(rref(PROJECT, "p1")),
+            level: VIEWER,
+            scope: String::new(),
+        })
+        .await;
+    let s = assert_code(r, Code::Unavailable);
+    assert!(s.message().contains("failing closed"), "{s:?}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(f.channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let h = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "keyward.v1.Authorizer".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if h.status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "health still {h:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The follower told to serve stale keeps answering from its state.
+    assert!(
+        stale_ok
+            .check(&t.secret, PROJECT, "p1", VIEWER)
+            .await
+            .allowed
+    );
+}
+
+#[tokio::test]
+async fn replication_needs_the_secret() {
+    let dir = temp();
+    let p = TestServer::start(dir.path()).await;
+    let mut client = ReplicationClient::new(p.channel.clone());
+    for secret in [None, Some("wrong-secret-wrong-secret-wrong-secret")] {
+        let mut req = tonic::Request::new(WatchRequest::default());
+        if let Some(s) = secret {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {s}").parse().unwrap());
+        }
+        let r = client.watch(req).await.map(|_| ());
+        assert_code(r, Code::Unauthenticated);
+    }
+    // A primary without a secret has replication off.
+    let dir2 = temp();
+    let clock = Arc::new(ManualClock::new());
+    let mut opts = options(dir2.path(), clock.clone());
+    opts.replication_secret = None;
+    let q = TestServer::start_with(opts, clock).await.unwrap();
+    let mut req = tonic::Request::new(WatchRequest::default());
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {REPLICATION_SECRET}").parse().unwrap(),
+    );
+    let r = ReplicationClient::new(q.channel.clone())
+        .watch(req)
+        .await
+        .map(|_| ());
+    assert_code(r, Code::FailedPrecondition);
+}
