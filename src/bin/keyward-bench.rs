@@ -57,9 +57,15 @@ struct Cli {
     /// Distinct valid tokens seeded and cycled through.
     #[arg(long, default_value_t = 10_000)]
     tokens: usize,
-    /// Tokens seeded for the cold-start scenario.
+    /// Tokens seeded for the cold-start scenario (and the follower snapshot).
     #[arg(long, default_value_t = 1_000_000)]
     cold_tokens: usize,
+    /// Followers in the revocation-propagation scenario.
+    #[arg(long, default_value_t = 8)]
+    followers: usize,
+    /// Revocations timed in the propagation scenario.
+    #[arg(long, default_value_t = 50)]
+    revocations: usize,
     /// Length of each measured run.
     #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -69,9 +75,9 @@ struct Cli {
     /// Alternations of baseline and keyward per scenario.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Scenarios to run (1-7, 9, 10; 8 is `cargo bench --bench decision`;
+    /// Scenarios to run (1-7, 9-11; 8 is `cargo bench --bench decision`;
     /// 10 needs `envoy` on PATH).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,9,10")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,9,10,11")]
     scenarios: Vec<u32>,
     /// Do not pin servers and client to separate cores.
     #[arg(long)]
@@ -254,9 +260,13 @@ fn start_keyward(layout: &Layout, bin: &Path, dir: &Path) -> (Proc, Duration) {
     let http = free_addr();
     let routes = dir.join("bench-routes.toml");
     std::fs::write(&routes, BENCH_ROUTES).expect("write the routes file");
+    let secret = dir.join("bench-replication.secret");
+    std::fs::write(&secret, BENCH_SECRET).expect("write the replication secret");
     let mut cmd = layout.command(bin);
     cmd.arg("--routes")
         .arg(&routes)
+        .arg("--replication-secret-file")
+        .arg(&secret)
         .arg("--data-dir")
         .arg(dir)
         .arg("--grpc-addr")
@@ -281,6 +291,50 @@ fn start_keyward(layout: &Layout, bin: &Path, dir: &Path) -> (Proc, Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("keyward did not become ready within 120 s");
+}
+
+/// Replication secret of the harness's primaries and followers.
+const BENCH_SECRET: &str = "keyward-bench-replication-secret-0123456789";
+
+/// A follower of `primary` (whose data dir is `primary_dir`: its digest
+/// key and secret are reused), ready (first snapshot applied) or panics.
+fn start_follower(
+    layout: &Layout,
+    bin: &Path,
+    primary: &Proc,
+    primary_dir: &Path,
+) -> (Proc, Duration) {
+    let addr = free_addr();
+    let http = free_addr();
+    let mut cmd = layout.command(bin);
+    cmd.arg("--follow")
+        .arg(primary.addr.to_string())
+        .arg("--replication-secret-file")
+        .arg(primary_dir.join("bench-replication.secret"))
+        .arg("--digest-key-file")
+        .arg(primary_dir.join("digest.key"))
+        .arg("--grpc-addr")
+        .arg(addr.to_string())
+        .arg("--http-addr")
+        .arg(http.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let started = Instant::now();
+    let child = cmd.spawn().expect("spawn follower");
+    let proc = Proc {
+        child,
+        addr,
+        http: Some(http),
+    };
+    let deadline = started + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        if http_get(http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            return (proc, started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("follower did not become ready within 300 s");
 }
 
 fn wait_port(addr: SocketAddr, max: Duration) {
@@ -1151,6 +1205,186 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// Followers: revocation propagation (primary acknowledges a delete →
+    /// each follower denies), follower memory against the primary's, and
+    /// the time a new follower takes to get a snapshot of `cold_tokens`.
+    async fn scenario11(&mut self) {
+        let n_followers = self.cli.followers;
+        // A primary of its own (so its feed has only these commits), seeded
+        // like the main one; tokens[0] holds ADMIN on the project and
+        // manages the victims.
+        let pdir = tempfile::tempdir().expect("tempdir");
+        let seeded = keyward::seed::seed(pdir.path(), self.cli.tokens, true)
+            .await
+            .expect("seed");
+        let (primary, _) = start_keyward(&self.layout, &self.keyward_bin, pdir.path());
+        let followers: Vec<Proc> = (0..n_followers)
+            .map(|_| start_follower(&self.layout, &self.keyward_bin, &primary, pdir.path()).0)
+            .collect();
+        let admin = seeded.tokens[0].expose().to_string();
+        let ch = Channel::from_shared(format!("http://{}", primary.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut tokens = pb::tokens_client::TokensClient::new(ch);
+        let mut conns = Vec::new();
+        for f in &followers {
+            conns.push(clients(f.addr, 1).await.remove(0));
+        }
+        let mut lat = new_hist();
+        let mut worst = Duration::ZERO;
+        let mut timeouts = 0u64;
+        for trial in 0..self.cli.revocations {
+            eprint!(
+                "\r  11. revocation {}/{}   ",
+                trial + 1,
+                self.cli.revocations
+            );
+            let mut req = tonic::Request::new(pb::CreateTokenRequest {
+                account_id: seeded.account_id,
+                name: format!("victim {trial}"),
+                grants: vec![pb::Grant {
+                    resource: Some(pb::ResourceRef {
+                        r#type: pb::ResourceType::Project as i32,
+                        id: seeded.project.clone(),
+                    }),
+                    level: pb::AccessLevel::Admin as i32,
+                }],
+                scopes: vec![],
+                expires_at: None,
+            });
+            req.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {admin}").parse().expect("ascii"),
+            );
+            let victim = tokens.create_token(req).await.expect("create").into_inner();
+            let id = victim.token.as_ref().map_or(0, |t| t.id);
+            let check = request(&victim.secret, &seeded.project);
+            // Every follower allows it first.
+            for c in &conns {
+                let mut c = c.clone();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !c
+                    .authorizer
+                    .authorize(check.clone())
+                    .await
+                    .is_ok_and(|r| r.get_ref().allowed)
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "a follower never saw the new token"
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            // Pollers, 1 ms apart each, then the delete; each follower's
+            // first denial is timed from the primary's acknowledgement.
+            let acked: Arc<parking_lot::Mutex<Option<Instant>>> = Arc::default();
+            let pollers: Vec<_> = conns
+                .iter()
+                .map(|c| {
+                    let (mut c, check, acked) = (c.clone(), check.clone(), acked.clone());
+                    tokio::spawn(async move {
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        while Instant::now() < deadline {
+                            let denied = c
+                                .authorizer
+                                .authorize(check.clone())
+                                .await
+                                .is_ok_and(|r| !r.get_ref().allowed);
+                            if denied {
+                                let seen = Instant::now();
+                                loop {
+                                    if let Some(at) = *acked.lock() {
+                                        return Some(seen.saturating_duration_since(at));
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                }
+                            }
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        None
+                    })
+                })
+                .collect();
+            let mut req = tonic::Request::new(pb::DeleteTokenRequest {
+                account_id: seeded.account_id,
+                token_id: id,
+            });
+            req.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {admin}").parse().expect("ascii"),
+            );
+            tokens.delete_token(req).await.expect("delete");
+            *acked.lock() = Some(Instant::now());
+            for p in pollers {
+                match p.await.ok().flatten() {
+                    Some(d) => {
+                        let _ = lat.record((d.as_nanos() as u64).max(1));
+                        worst = worst.max(d);
+                    }
+                    None => timeouts += 1,
+                }
+            }
+        }
+        eprint!("\r{:<60}\r", "");
+        let rss_primary = primary.rss_kib();
+        let rss_followers: Vec<u64> = followers.iter().map(Proc::rss_kib).collect();
+        let rss_follower = rss_followers.iter().sum::<u64>() / rss_followers.len().max(1) as u64;
+        drop(followers);
+        drop(primary);
+
+        // Snapshot of `cold_tokens` to a new follower; memory with them.
+        let n = self.cli.cold_tokens;
+        let dir = tempfile::tempdir().expect("tempdir");
+        eprint!("\r  11. seeding {n} tokens ...");
+        keyward::seed::seed(dir.path(), n, true)
+            .await
+            .expect("seed");
+        eprint!("\r{:<60}\r", "");
+        let (big, _) = start_keyward(&self.layout, &self.keyward_bin, dir.path());
+        let (big_follower, sync) =
+            start_follower(&self.layout, &self.keyward_bin, &big, dir.path());
+        let (rss_big, rss_big_follower) = (big.rss_kib(), big_follower.rss_kib());
+        drop(big_follower);
+        drop(big);
+
+        let p99 = lat.value_at_quantile(0.99) as f64 / 1e6;
+        let r = &mut self.report.lines;
+        r.push(String::new());
+        r.push(format!(
+            "### 11. Followers ({n_followers} on this machine, the primary's {} tokens)",
+            self.cli.tokens
+        ));
+        r.push(String::new());
+        r.push(format!(
+            "- revocation propagation, primary acknowledges DeleteToken → follower denies, {} deletes × {n_followers} followers (polled every ~1 ms): p50 {:.1} ms, p99 {p99:.1} ms, max {:.1} ms, not seen within 10 s: {timeouts} (target p99 ≤ 100 ms: {})",
+            self.cli.revocations,
+            lat.value_at_quantile(0.5) as f64 / 1e6,
+            worst.as_secs_f64() * 1e3,
+            verdict(p99 <= 100.0 && timeouts == 0)
+        ));
+        r.push(format!(
+            "- memory with {} tokens: primary {:.0} MiB, follower {:.0} MiB on average; with {n} tokens: primary {:.0} MiB, follower {:.0} MiB, follower/primary {:.3} (target ≤ 1.10: {})",
+            self.cli.tokens,
+            rss_primary as f64 / 1024.0,
+            rss_follower as f64 / 1024.0,
+            rss_big as f64 / 1024.0,
+            rss_big_follower as f64 / 1024.0,
+            rss_big_follower as f64 / rss_big.max(1) as f64,
+            verdict(rss_big_follower as f64 <= 1.10 * rss_big as f64)
+        ));
+        r.push(format!(
+            "- a new follower, start to SERVING with a snapshot of {n} tokens: {:.2} s (target ≤ 10 s: {})",
+            sync.as_secs_f64(),
+            verdict(sync.as_secs_f64() <= 10.0)
+        ));
+        self.report.print_last(6);
+    }
+}
+
 fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -1402,6 +1636,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 7 => bench.scenario7().await,
                 9 => bench.scenario9().await,
                 10 => bench.scenario10().await,
+                11 => bench.scenario11().await,
                 8 => println!("\nscenario 8 is a criterion benchmark: cargo bench --bench decision"),
                 other => eprintln!("no scenario {other}"),
             }
