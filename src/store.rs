@@ -69,6 +69,8 @@ const SCHEMA_VERSION: u64 = 1;
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_COUNTERS: &[u8] = b"counters";
 const META_AUDIT_SEQ: &[u8] = b"audit_seq";
+/// Largest token id counter a store may hold (ids index a dense table).
+const TOKEN_ID_MAX: u64 = 1 << 32;
 /// Written in the data dir when keyward initialises it.
 const MARKER_FILE: &str = "keyward.store";
 
@@ -264,19 +266,28 @@ fn apply_batch(trees: &Trees, changes: &[Change]) -> Result<(), StoreError> {
 
 impl Store for SledStore {
     fn load(&self, apply: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
+        // Token ids index a dense table: a damaged id or counter must be
+        // refused, not allocated for.
+        let mut next_token_id = 1u64;
         if let Some(v) = self.meta.get(META_COUNTERS)? {
             let b: [u8; 16] = v
                 .as_ref()
                 .try_into()
                 .map_err(|_| corrupt("meta/counters", "not 16 bytes"))?;
             let (a, t) = b.split_at(8);
+            next_token_id =
+                u64::from_be_bytes(t.try_into().map_err(|e| corrupt("meta/counters", e))?);
+            if next_token_id > TOKEN_ID_MAX {
+                return Err(corrupt(
+                    "meta/counters",
+                    format!("next token id {next_token_id} is beyond {TOKEN_ID_MAX}"),
+                ));
+            }
             apply(Change::Counters {
                 next_account_id: u64::from_be_bytes(
                     a.try_into().map_err(|e| corrupt("meta/counters", e))?,
                 ),
-                next_token_id: u64::from_be_bytes(
-                    t.try_into().map_err(|e| corrupt("meta/counters", e))?,
-                ),
+                next_token_id,
             });
         }
         for kv in self.accounts.iter() {
@@ -293,9 +304,17 @@ impl Store for SledStore {
         }
         for kv in self.tokens.iter() {
             let (_, v) = kv?;
-            apply(Change::PutToken(
-                TokenRecord::decode(v.as_ref()).map_err(|e| corrupt("tokens", e))?,
-            ));
+            let record = TokenRecord::decode(v.as_ref()).map_err(|e| corrupt("tokens", e))?;
+            if record.id == 0 || record.id >= next_token_id {
+                return Err(corrupt(
+                    "tokens",
+                    format!(
+                        "token id {} is not below the id counter {next_token_id}",
+                        record.id
+                    ),
+                ));
+            }
+            apply(Change::PutToken(record));
         }
         Ok(())
     }

@@ -203,6 +203,36 @@ async fn a_damaged_store_refuses_to_serve() {
         .expect("refuses");
     let msg = err.to_string();
     assert!(msg.contains("corrupt"), "{msg}");
+    // A well-formed record whose id is far beyond the id counter (ids
+    // index a dense table) is refused, not allocated for.
+    let far = temp();
+    let s = TestServer::start(far.path()).await;
+    s.account("A").await;
+    s.stop().await.unwrap();
+    {
+        let db = sled::open(far.path()).unwrap();
+        let tokens = db.open_tree("tokens").unwrap();
+        let (_, v) = tokens.iter().next().unwrap().unwrap();
+        let mut record =
+            <keyward::pb::store::TokenRecord as prost::Message>::decode(v.as_ref()).unwrap();
+        record.id = 1 << 40;
+        tokens
+            .insert(
+                record.id.to_be_bytes(),
+                prost::Message::encode_to_vec(&record),
+            )
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let clock = Arc::new(ManualClock::new());
+    let err = TestServer::start_with(options(far.path(), clock.clone()), clock)
+        .await
+        .err()
+        .expect("refuses");
+    assert!(
+        err.to_string().contains("not below the id counter"),
+        "{err}"
+    );
     // A store truncated to nothing is refused, not started empty.
     let cut = temp();
     let s = TestServer::start(cut.path()).await;
