@@ -244,6 +244,22 @@ pub fn visible_tokens(
     }
 }
 
+/// Deletes a token (rules and audit as over gRPC); both APIs answer 204
+/// with no body.
+pub async fn delete_token(
+    engine: &Engine,
+    caller: u64,
+    account_id: u64,
+    token_id: u64,
+) -> Result<Response, Problem> {
+    let req = pb::DeleteTokenRequest {
+        account_id,
+        token_id,
+    };
+    crate::service::tokens::ops::delete(engine, caller, &req).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// A positive decimal id from a path segment; `what` names it in the 404.
 pub fn path_id(segment: &str, what: &str) -> Result<u64, Problem> {
     segment

@@ -467,13 +467,7 @@ async fn routes_reload_when_the_file_changes_and_bad_edits_are_refused() {
 
     // A broken edit: refused, the routes in force stay, Checks keep working.
     std::fs::write(&file, "[[routes]]\npath = 7\n").unwrap();
-    let errors = |text: &str| {
-        text.lines()
-            .find(|l| l.starts_with("keyward_routes_reloads_total{result=\"error\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let errors = |text: &str| metric(text, "keyward_routes_reloads_total{result=\"error\"}");
     let mut refused = false;
     for _ in 0..50 {
         let m = http(s.http, "GET", "/metrics", None, None).await;

@@ -249,14 +249,6 @@ impl Proxy {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn a_cut_connection_resumes_from_the_revision() {
     let (pdir, fdir) = (temp(), temp());

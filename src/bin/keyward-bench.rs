@@ -574,6 +574,20 @@ async fn load(
             }));
         }
     }
+    measure(tasks, &recording, &stop, &done, warmup, duration, label).await
+}
+
+/// Runs the load `tasks` through `warmup` (not recorded), then records for
+/// `duration` with a progress line, stops them and merges their shares.
+async fn measure(
+    tasks: Vec<tokio::task::JoinHandle<Run>>,
+    recording: &AtomicBool,
+    stop: &AtomicBool,
+    done: &AtomicU64,
+    warmup: Duration,
+    duration: Duration,
+    label: &str,
+) -> Run {
     tokio::time::sleep(warmup).await;
     recording.store(true, Ordering::Relaxed);
     let start = Instant::now();
@@ -1501,33 +1515,7 @@ async fn http_load(
             share
         }));
     }
-    tokio::time::sleep(warmup).await;
-    recording.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    while start.elapsed() < duration {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let n = done.load(Ordering::Relaxed);
-        eprint!(
-            "\r  {label:<40} {:>5.1}s {:>9} req {:>9.0} req/s   ",
-            start.elapsed().as_secs_f64(),
-            n,
-            n as f64 / start.elapsed().as_secs_f64()
-        );
-    }
-    recording.store(false, Ordering::Relaxed);
-    let elapsed = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    eprint!("\r{:<90}\r", "");
-    let mut run = Run {
-        elapsed,
-        ..Run::new()
-    };
-    for t in tasks {
-        if let Ok(share) = t.await {
-            run.add(&share);
-        }
-    }
-    run
+    measure(tasks, &recording, &stop, &done, warmup, duration, label).await
 }
 
 /// Writes one request and reads one response (headers and a

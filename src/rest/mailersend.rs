@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
@@ -324,16 +324,7 @@ async fn do_settings(
 async fn do_delete(engine: &Engine, headers: &HeaderMap, id: &str) -> Result<Response, Problem> {
     let (caller, account_id) = scope(engine, headers).await?;
     let token_id = path_id(id, "token")?;
-    ops::delete(
-        engine,
-        caller,
-        &pb::DeleteTokenRequest {
-            account_id,
-            token_id,
-        },
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    super::delete_token(engine, caller, account_id, token_id).await
 }
 
 async fn list(State(e): St, h: HeaderMap, RawQuery(q): RawQuery) -> Response {

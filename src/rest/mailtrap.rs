@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -237,16 +237,7 @@ async fn do_delete(
 ) -> Result<Response, Problem> {
     let (caller, account_id) = scope(engine, headers, account).await?;
     let token_id = path_id(id, "token")?;
-    ops::delete(
-        engine,
-        caller,
-        &pb::DeleteTokenRequest {
-            account_id,
-            token_id,
-        },
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    super::delete_token(engine, caller, account_id, token_id).await
 }
 
 async fn do_reset(

@@ -309,6 +309,16 @@ pub use pb::ResourceType::{
     Account as ACCOUNT, Domain as DOMAIN, Project as PROJECT, Sandbox as SANDBOX,
 };
 
+/// The value of the first sample of `name` (with its labels) in a
+/// Prometheus text page; 0 if absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// An HTTP/1.1 answer.
 #[derive(Debug)]
 pub struct HttpReply {
