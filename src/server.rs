@@ -106,7 +106,7 @@ pub struct Options {
 }
 
 /// Follower mode settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Follow {
     /// The primary's gRPC address.
     pub primary: String,
@@ -116,6 +116,17 @@ pub struct Follow {
     pub stale_after: Duration,
     /// Keep answering from the last state instead of failing closed.
     pub serve_stale: bool,
+}
+
+impl std::fmt::Debug for Follow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follow")
+            .field("primary", &self.primary)
+            .field("secret", &"REDACTED")
+            .field("stale_after", &self.stale_after)
+            .field("serve_stale", &self.serve_stale)
+            .finish()
+    }
 }
 
 /// How often the routes file is looked at for changes (SIGHUP reloads at
