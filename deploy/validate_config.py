@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Offline checks of deploy/ that no schema validator does (run by validate.sh).
 
-    python3 deploy/validate_config.py routes|istio|kubernetes|image|envoy|sidecar [RENDERED]
+    python3 deploy/validate_config.py routes|istio|kubernetes|image|envoy|sidecar|postgres [RENDERED]
 
 Each check prints what it found wrong, one line each, and exits 1 if anything
 was; 0 otherwise. Needs PyYAML and jsonschema (validate.sh installs them).
 `kubernetes` checks RENDERED (the output of `kustomize build deploy/`) when
 given, else the raw manifests and kustomization.yaml; `sidecar` likewise
-with `kustomize build deploy/sidecar/`.
+with `kustomize build deploy/sidecar/`, and `postgres` with the build of an
+overlay of deploy/ with the Component deploy/kubernetes-postgres/.
 
 These are keyward-independent: that keyward itself loads routes.toml is a
 Rust test.
@@ -370,12 +371,26 @@ def check_kubernetes(rendered=None):
             problem(f"Service {name}: needs port grpc {GRPC_PORT} with appProtocol grpc")
         if ports.get("http", {}).get("port") != HTTP_PORT:
             problem(f"Service {name}: needs port http {HTTP_PORT}")
+    checked = check_keyward_pod("StatefulSet", pod, configmaps)
+    if checked is None:
+        return
+    env, mounts, vols = checked
+    claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])}
+    data_dir = env.get("KEYWARD_DATA_DIR")
+    if mounts.get(data_dir) not in claims:
+        problem(f"container: KEYWARD_DATA_DIR {data_dir!r} is not a volumeClaimTemplate mount")
+
+
+def check_keyward_pod(who, pod, configmaps):
+    """What the StatefulSet's and PostgreSQL mode's pods share: security,
+    resources, ports, gRPC probes, the env from the ConfigMaps, the routes
+    ConfigMap and the replication Secret. (env, mounts, vols), or None."""
     psc = pod.get("securityContext", {})
     if psc.get("runAsNonRoot") is not True:
-        problem("StatefulSet: pod securityContext.runAsNonRoot must be true")
+        problem(f"{who}: pod securityContext.runAsNonRoot must be true")
     if len(pod["containers"]) != 1:
-        problem("StatefulSet: expected one container")
-        return
+        problem(f"{who}: expected one container")
+        return None
     c = pod["containers"][0]
     csc = c.get("securityContext", {})
     if csc.get("readOnlyRootFilesystem") is not True or csc.get("allowPrivilegeEscalation") is not False:
@@ -393,14 +408,16 @@ def check_kubernetes(rendered=None):
             problem(f"container: {probe} must be a grpc probe on port {GRPC_PORT}")
     if c.get("readinessProbe", {}).get("grpc", {}).get("service", "") != "":
         problem('container: readinessProbe must ask service "" (NOT_SERVING until the store is loaded)')
-    # The environment, from the ConfigMap(s).
-    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    # The environment, from the ConfigMap(s); `env` wins over `envFrom`, as
+    # in Kubernetes (a valueFrom entry is None here).
+    env = {}
     for ef in c.get("envFrom", []):
         name = ef.get("configMapRef", {}).get("name")
         if name not in configmaps:
             problem(f"container: envFrom ConfigMap {name!r} does not exist")
         else:
             env.update(configmaps[name].get("data", {}))
+    env.update({e["name"]: e.get("value") for e in c.get("env", [])})
     for var, want in (
         ("KEYWARD_GRPC_ADDR", f"0.0.0.0:{GRPC_PORT}"),
         ("KEYWARD_HTTP_ADDR", f"0.0.0.0:{HTTP_PORT}"),
@@ -409,10 +426,6 @@ def check_kubernetes(rendered=None):
             problem(f"container: {var} must be {want} (is {env.get(var)!r})")
     mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
     vols = {v["name"]: v for v in pod.get("volumes", [])}
-    claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])}
-    data_dir = env.get("KEYWARD_DATA_DIR")
-    if mounts.get(data_dir) not in claims:
-        problem(f"container: KEYWARD_DATA_DIR {data_dir!r} is not a volumeClaimTemplate mount")
     routes = env.get("KEYWARD_ROUTES")
     if not routes:
         problem("container: KEYWARD_ROUTES is not set")
@@ -434,6 +447,7 @@ def check_kubernetes(rendered=None):
         problem("container: KEYWARD_REPLICATION_SECRET_FILE is not set (followers could not Watch)")
     else:
         secret_volume_file("container", "KEYWARD_REPLICATION_SECRET_FILE", secret_file, mounts, vols)
+    return env, mounts, vols
 
 
 def secret_volume_file(who, var, path, mounts, vols):
@@ -466,6 +480,213 @@ def primary_replication_secret():
     if not path:
         return None
     return secret_volume_file("primary", "KEYWARD_REPLICATION_SECRET_FILE", path, mounts, vols)
+
+
+# --- PostgreSQL mode (deploy/kubernetes-postgres/) --------------------------------
+
+POSTGRES = DEPLOY / "kubernetes-postgres"
+# Fields of the container and the pod that PostgreSQL mode copies from the
+# StatefulSet unchanged.
+SAME_CONTAINER = (
+    "image", "imagePullPolicy", "envFrom", "ports", "startupProbe", "readinessProbe",
+    "livenessProbe", "resources", "securityContext",
+)
+SAME_POD = (
+    "serviceAccountName", "automountServiceAccountToken", "enableServiceLinks",
+    "terminationGracePeriodSeconds", "securityContext",
+)
+
+
+def postgres_objects():
+    """deploy/ with the Component kubernetes-postgres/ applied, without
+    kustomize (names unhashed): what `kustomize build` of an overlay with
+    resources [deploy] and components [deploy/kubernetes-postgres] gives."""
+    objs = generated_objects()
+    k = load_one(POSTGRES / "kustomization.yaml")
+    if k.get("kind") != "Component":
+        problem("kubernetes-postgres/kustomization.yaml: expected kind Component")
+    for p in k.get("patches", []):
+        doc = yaml.safe_load(p.get("patch", "")) if "patch" in p else load_one(POSTGRES / p["path"])
+        if doc.get("$patch") != "delete":
+            problem("kubernetes-postgres/kustomization.yaml: only `$patch: delete` patches are modelled here")
+            continue
+        objs = [o for o in objs if (o["kind"], o["metadata"]["name"]) != (doc["kind"], doc["metadata"]["name"])]
+    for r in k.get("resources", []):
+        objs.extend(load_all(POSTGRES / r))
+    for g in k.get("configMapGenerator", []):
+        data = {}
+        for e in g.get("envs", []):
+            data.update(parse_env(POSTGRES / e))
+        old = next((o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == g["name"]), None)
+        if g.get("behavior") == "merge":
+            if old is None:
+                problem(f"kubernetes-postgres: configMapGenerator {g['name']} merges into a ConfigMap deploy/ lacks")
+            else:
+                old["data"].update(data)
+        else:
+            objs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": g["name"]}, "data": data})
+    return objs
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def check_postgres(rendered=None):
+    objs = load_all(rendered) if rendered else postgres_objects()
+    by_kind = {}
+    for o in objs:
+        by_kind.setdefault(o["kind"], []).append(o)
+    for o in objs:
+        if o.get("metadata", {}).get("namespace"):
+            problem(f"{o['kind']}/{o['metadata']['name']}: has a namespace (the manifests are namespace-agnostic)")
+    for kind in ("StatefulSet", "PersistentVolumeClaim", "Secret"):
+        for o in by_kind.get(kind, []):
+            problem(f"{kind}/{o['metadata']['name']}: not in PostgreSQL mode (no volume claim; Secrets are made by hand)")
+    deps = by_kind.get("Deployment", [])
+    if len(deps) != 1:
+        problem(f"expected one Deployment, found {len(deps)}")
+        return
+    dep = deps[0]
+    spec = dep["spec"]
+    replicas = spec.get("replicas", 1)
+    if not isinstance(replicas, int) or replicas < 2:
+        problem(f"Deployment: replicas must be at least 2 (is {replicas!r})")
+    strategy = spec.get("strategy", {})
+    ru = strategy.get("rollingUpdate", {})
+    if strategy.get("type") != "RollingUpdate" or ru.get("maxUnavailable") != 0 or not ru.get("maxSurge"):
+        problem("Deployment: strategy must be RollingUpdate with maxUnavailable 0 and a maxSurge (up before down)")
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    if not selects(spec["selector"].get("matchLabels"), labels):
+        problem("Deployment: selector does not match the pod's labels")
+    if "volumeClaimTemplates" in spec:
+        problem("Deployment: volumeClaimTemplates")
+    for v in pod.get("volumes", []):
+        if "persistentVolumeClaim" in v:
+            problem(f"Deployment: volume {v['name']} is a PersistentVolumeClaim (every replica's store is the database)")
+    # Soft spread over zones and nodes, counting keyward's own pods.
+    spread = {t.get("topologyKey"): t for t in pod.get("topologySpreadConstraints", [])}
+    for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname"):
+        t = spread.get(key)
+        if t is None:
+            problem(f"Deployment: no topologySpreadConstraint on {key}")
+        elif t.get("whenUnsatisfiable") != "ScheduleAnyway":
+            problem(f"Deployment: the spread on {key} must be soft (whenUnsatisfiable: ScheduleAnyway)")
+        elif not selects(t.get("labelSelector", {}).get("matchLabels"), labels):
+            problem(f"Deployment: the spread on {key} does not select keyward's pods")
+    # PodDisruptionBudget: selects the pods, leaves room for one eviction.
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    if len(pdbs) != 1:
+        problem(f"expected one PodDisruptionBudget, found {len(pdbs)}")
+    else:
+        pdb = pdbs[0]["spec"]
+        if not selects(pdb.get("selector", {}).get("matchLabels"), labels):
+            problem("PodDisruptionBudget: selector does not select keyward's pods")
+        m = pdb.get("minAvailable")
+        if not isinstance(m, int) or not 1 <= m < (replicas if isinstance(replicas, int) else 0):
+            problem(f"PodDisruptionBudget: minAvailable must be a number from 1 to replicas - 1 (is {m!r})")
+    configmaps = {o["metadata"]["name"]: o for o in by_kind.get("ConfigMap", [])}
+    services = {o["metadata"]["name"]: o for o in by_kind.get("Service", [])}
+    if "keyward" not in services:
+        problem("no Service keyward (what clients, the mesh and followers use)")
+    for name, svc in services.items():
+        if svc["spec"].get("clusterIP") == "None":
+            problem(f"Service {name}: headless (the StatefulSet's; not in PostgreSQL mode)")
+        if not selects(svc["spec"].get("selector"), labels):
+            problem(f"Service {name}: selector does not select the keyward pods")
+        ports = {p["name"]: p for p in svc["spec"]["ports"]}
+        if ports.get("grpc", {}).get("port") != GRPC_PORT or ports["grpc"].get("appProtocol") != "grpc":
+            problem(f"Service {name}: needs port grpc {GRPC_PORT} with appProtocol grpc")
+        if ports.get("http", {}).get("port") != HTTP_PORT:
+            problem(f"Service {name}: needs port http {HTTP_PORT}")
+        cports = {p["name"]: p["containerPort"] for p in pod["containers"][0].get("ports", [])}
+        for p in svc["spec"]["ports"]:
+            if p.get("targetPort") not in cports and p.get("targetPort") not in cports.values():
+                problem(f"Service {name}: targetPort {p.get('targetPort')!r} is not a port of the container")
+    checked = check_keyward_pod("Deployment", pod, configmaps)
+    if checked is None:
+        return
+    env, mounts, vols = checked
+    c = pod["containers"][0]
+    data_dir = env.get("KEYWARD_DATA_DIR")
+    if "emptyDir" not in vols.get(mounts.get(data_dir), {}):
+        problem(f"container: KEYWARD_DATA_DIR {data_dir!r} must be a writable emptyDir mount")
+    if any(m.get("readOnly") for m in c.get("volumeMounts", []) if m["mountPath"] == data_dir):
+        problem(f"container: KEYWARD_DATA_DIR {data_dir!r} is mounted read-only")
+    # KEYWARD_STORE: only from a Secret (it holds the database password).
+    store = [e for e in c.get("env", []) if e["name"] == "KEYWARD_STORE"]
+    ref = (store[0].get("valueFrom") or {}).get("secretKeyRef") if store else None
+    if not ref or "value" in store[0]:
+        problem("container: KEYWARD_STORE must come from valueFrom.secretKeyRef (the URL holds a password)")
+    elif ref.get("optional"):
+        problem("container: KEYWARD_STORE's secretKeyRef is optional (keyward would start on sled)")
+    for name, cm in configmaps.items():
+        for k, v in (cm.get("data") or {}).items():
+            if k == "KEYWARD_STORE" or "postgres://" in str(v) or "postgresql://" in str(v):
+                problem(f"ConfigMap {name}: {k} holds a connection string (Secrets only)")
+    for field in ("command", "args"):
+        if any("postgres" in str(a) or "--store" in str(a) for a in c.get(field, [])):
+            problem(f"container: {field} names the store (use the Secret keyward-store)")
+    for e in c.get("env", []):
+        if "postgres://" in str(e.get("value", "")) or "postgresql://" in str(e.get("value", "")):
+            problem(f"container: env {e['name']} holds a connection string as a plain value")
+    # The shared digest key: a file of a Secret volume.
+    digest = env.get("KEYWARD_DIGEST_KEY_FILE")
+    digest_secret = None
+    if not digest:
+        problem("container: KEYWARD_DIGEST_KEY_FILE is not set (each replica would need its own key)")
+    else:
+        digest_secret = secret_volume_file("container", "KEYWARD_DIGEST_KEY_FILE", digest, mounts, vols)
+        if digest.startswith(data_dir.rstrip("/") + "/"):
+            problem("container: KEYWARD_DIGEST_KEY_FILE is in the data dir (an emptyDir: lost, and per pod)")
+    repl = env.get("KEYWARD_REPLICATION_SECRET_FILE")
+    if repl:
+        d, _ = repl.rsplit("/", 1)
+        name = vols.get(mounts.get(d), {}).get("secret", {}).get("secretName")
+        if name != primary_replication_secret():
+            problem(f"container: replication secret from {name!r}, not the sled primary's (what followers read)")
+    pool = env.get("KEYWARD_PG_POOL_SIZE")
+    if pool is not None and not (str(pool).isdigit() and int(pool) >= 1):
+        problem(f"KEYWARD_PG_POOL_SIZE {pool!r} is not a positive number")
+    # The raw manifest against the StatefulSet: the same container and pod
+    # conventions (ports, probes, security, resources, env ConfigMap).
+    raw = next(d for d in load_all(POSTGRES / "deployment.yaml") if d["kind"] == "Deployment")
+    sts = next(d for d in load_all(DEPLOY / "kubernetes" / "statefulset.yaml") if d["kind"] == "StatefulSet")
+    rpod, spod = raw["spec"]["template"]["spec"], sts["spec"]["template"]["spec"]
+    for f in SAME_POD:
+        if rpod.get(f) != spod.get(f):
+            problem(f"kubernetes-postgres/deployment.yaml: pod {f} differs from the StatefulSet's")
+    for f in SAME_CONTAINER:
+        if rpod["containers"][0].get(f) != spod["containers"][0].get(f):
+            problem(f"kubernetes-postgres/deployment.yaml: container {f} differs from the StatefulSet's")
+    if raw["spec"]["template"]["metadata"]["labels"] != sts["spec"]["template"]["metadata"]["labels"]:
+        problem("kubernetes-postgres/deployment.yaml: pod labels differ from the StatefulSet's")
+    # Every Secret the pod needs is one secrets.sh writes, with that key.
+    script = (POSTGRES / "secrets.sh").read_text(encoding="utf-8")
+    needed = set()
+    if ref:
+        needed.add((ref.get("name"), ref.get("key")))
+    for v in vols.values():
+        s = v.get("secret")
+        if s:
+            for i in s.get("items") or [{"key": None}]:
+                needed.add((s.get("secretName"), i.get("key")))
+    for name, key in sorted(needed, key=str):
+        lines = [ln for ln in script.splitlines() if re.match(rf'\s*write "\$\w+" {re.escape(str(name))} ', ln)]
+        if not lines or (key and not any(f" {key}=" in ln for ln in lines)):
+            problem(f"kubernetes-postgres/secrets.sh: does not write Secret {name} key {key}")
+    if digest_secret == primary_replication_secret():
+        problem("container: the digest key and the replication secret share a Secret (the pod mounts only its key)")
+    # Sidecar followers follow the Service, i.e. any replica.
+    side = next(d for d in load_all(DEPLOY / "sidecar" / "deployment.yaml") if d["kind"] == "Deployment")
+    for sc in side["spec"]["template"]["spec"]["containers"]:
+        follow = {e["name"]: e.get("value") for e in sc.get("env", [])}.get("KEYWARD_FOLLOW")
+        if follow:
+            host, port = split_addr(follow)
+            svc = services.get(host.split(".")[0])
+            if svc is None or int(port) not in {p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc"}:
+                problem(f"sidecar: KEYWARD_FOLLOW {follow} is not the grpc port of a Service in PostgreSQL mode")
 
 
 # --- Dockerfile -------------------------------------------------------------------
@@ -855,6 +1076,7 @@ CHECKS = {
     "image": check_image,
     "envoy": check_envoy,
     "sidecar": check_sidecar,
+    "postgres": check_postgres,
 }
 
 if __name__ == "__main__":
