@@ -350,6 +350,17 @@ impl Engine {
             )
         })?;
         let id = match self.authenticate(credential).await {
+            Err(AuthnFailure::Unknown) if self.unseen_token(credential) => {
+                // A token made on another node of the shared store a
+                // moment ago: read what this node missed, once, and retry.
+                if let Err(e) = self.catch_up(1024).await {
+                    tracing::debug!(error = %e, "catching up for an unseen caller failed");
+                }
+                self.authenticate(credential).await
+            }
+            other => other,
+        };
+        let id = match id {
             Ok(id) => id,
             Err(AuthnFailure::Malformed | AuthnFailure::Unknown) => {
                 return Err(Error::Unauthenticated("invalid token".into()))
@@ -428,7 +439,7 @@ impl Engine {
     ) -> Result<pb::CreateAccountResponse> {
         model::validate_name("name", &req.name)?;
         let prepared = self.prepare_secret().await?;
-        let w = self.writer.clone().lock_owned().await;
+        let w = self.write_lock().await?;
         let (account_id, token_id, changes, full) = {
             let idx = self.index.read();
             let caller = self.live_caller(&idx, caller_id)?;
@@ -571,7 +582,7 @@ impl Engine {
         } else {
             None
         };
-        let w = self.writer.clone().lock_owned().await;
+        let w = self.write_lock().await?;
         let (changes, token) = {
             let idx = self.index.read();
             let access = Access {
@@ -668,7 +679,7 @@ impl Engine {
                 "an account cannot be deleted as a resource",
             ));
         }
-        let w = self.writer.clone().lock_owned().await;
+        let w = self.write_lock().await?;
         let (changes, deleted, dropped) = {
             let idx = self.index.read();
             let access = Access {
@@ -790,7 +801,7 @@ impl Engine {
             access.check_grantable(&idx, account, &grants, &scopes)?;
         }
         let prepared = self.prepare_secret().await?;
-        let w = self.writer.clone().lock_owned().await;
+        let w = self.write_lock().await?;
         let (id, changes, full) = {
             let idx = self.index.read();
             let access = Access {
@@ -906,7 +917,7 @@ impl Engine {
                 }
             }
         }
-        let w = self.writer.clone().lock_owned().await;
+        let w = self.write_lock().await?;
         let change = {
             let idx = self.index.read();
             let access = Access {
@@ -959,7 +970,7 @@ impl Engine {
     ) -> Result<pb::TokenWithSecret> {
         let expires_at_ms = check_expiry("expires_at", req.expires_at.as_ref(), self.now_ms())?;
         let prepared = self.prepare_secret().await?;
-        let w = self.writer.clone().lock_owned().await;
+        let w = self.write_lock().await?;
         let now = self.now_ms();
         let (id, changes, full) = {
             let idx = self.index.read();
@@ -1033,7 +1044,7 @@ impl Engine {
         token_id: u64,
         paused: bool,
     ) -> Result<pb::Token> {
-        let w = self.writer.clone().lock_owned().await;
+        let w = self.write_lock().await?;
         let change = {
             let idx = self.index.read();
             let access = Access {
@@ -1067,7 +1078,7 @@ impl Engine {
         caller_id: u64,
         req: &pb::DeleteTokenRequest,
     ) -> Result<pb::DeleteTokenResponse> {
-        let w = self.writer.clone().lock_owned().await;
+        let w = self.write_lock().await?;
         {
             let idx = self.index.read();
             let access = Access {

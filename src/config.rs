@@ -72,20 +72,49 @@ pub struct Config {
     #[arg(long, env = "KEYWARD_REPLICATION_SECRET_FILE")]
     pub replication_secret_file: Option<PathBuf>,
 
-    /// Follower: without a word from the primary (heartbeats included) for
-    /// this long, stop answering (UNAVAILABLE; health NOT_SERVING).
+    /// Follower (and PostgreSQL node): without a word from the primary
+    /// (heartbeats included), or without reaching the database, for this
+    /// long, stop answering (UNAVAILABLE; health NOT_SERVING).
     #[arg(long, env = "KEYWARD_STALE_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub stale_after: Duration,
 
-    /// Follower: when stale, `closed` (fail closed: UNAVAILABLE) or `serve`
+    /// Follower (and PostgreSQL node): when stale, `closed` (fail closed: UNAVAILABLE) or `serve`
     /// (keep answering from the last state received).
     #[arg(long, env = "KEYWARD_STALE_MODE", default_value = "closed", value_parser = ["closed", "serve"])]
     pub stale_mode: String,
 
-    /// Store: unset = embedded sled in --data-dir (postgres:// is not
-    /// available in this version).
-    #[arg(long, env = "KEYWARD_STORE")]
-    pub store: Option<String>,
+    /// Store: unset = embedded sled in --data-dir; `postgres://user:pass@host:port/db`
+    /// = PostgreSQL, shared by any number of keyward nodes (the digest key
+    /// must then be the same file on every node). Never logged.
+    #[arg(long, env = "KEYWARD_STORE", hide_env_values = true)]
+    pub store: Option<StoreUrl>,
+
+    /// PostgreSQL: connections in each node's pool.
+    #[arg(long, env = "KEYWARD_PG_POOL_SIZE", default_value_t = 8)]
+    pub pg_pool_size: usize,
+
+    /// PostgreSQL: change rows kept behind the newest revision; a node or
+    /// follower further behind reloads a snapshot.
+    #[arg(long, env = "KEYWARD_PG_RETAIN_CHANGES", default_value_t = 100_000)]
+    pub pg_retain_changes: u64,
+}
+
+/// A store connection string: it may hold a password, so it prints as
+/// REDACTED and no error repeats it.
+#[derive(Clone)]
+pub struct StoreUrl(pub String);
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreUrl(REDACTED)")
+    }
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(StoreUrl(s.to_string()))
+    }
 }
 
 impl Config {
@@ -101,9 +130,26 @@ impl Config {
             return Err("--stale-after must be positive".into());
         }
         if let Some(store) = &self.store {
-            return Err(format!(
-                "--store {store:?}: only the embedded sled store (no --store) is available in this version"
-            ));
+            let url = store.0.as_str();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(
+                    "--store: only postgres:// (or postgresql://) URLs are supported; \
+                            leave it unset for the embedded sled store"
+                        .into(),
+                );
+            }
+            crate::store::postgres::parse_url(url).map_err(|e| format!("--store: {e}"))?;
+            if self.follow.is_some() {
+                return Err(
+                    "--store and --follow exclude each other: a follower has no store".into(),
+                );
+            }
+            if self.pg_pool_size < 2 || self.pg_pool_size > 1000 {
+                return Err("--pg-pool-size must be between 2 and 1000".into());
+            }
+            if self.pg_retain_changes == 0 {
+                return Err("--pg-retain-changes must be at least 1".into());
+            }
         }
         if self.max_in_flight == 0 || self.max_concurrent_streams == 0 {
             return Err("--max-in-flight and --max-streams must be at least 1".into());

@@ -120,6 +120,17 @@ pub struct Engine {
     pub(crate) feed: Arc<crate::replication::Feed>,
     /// Set when this keyward follows a primary instead of owning a store.
     pub(crate) follower: Option<crate::replication::FollowerState>,
+    /// The shared store's revision the index is at (0 on sled).
+    pub(crate) applied: Arc<AtomicU64>,
+    /// On a shared store: when the database was last reached.
+    pub(crate) shared: Option<crate::nodes::Freshness>,
+}
+
+/// The right to mutate: this node's writer lock and, on a shared store,
+/// the open write that locks out every other node's writers.
+pub(crate) struct WriteGuard {
+    _local: OwnedMutexGuard<()>,
+    txn: Box<dyn crate::store::WriteTxn>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -139,7 +150,19 @@ impl Engine {
         clock: Arc<dyn Clock>,
         settings: Settings,
     ) -> Arc<Engine> {
-        Self::build(store, key, clock, settings, None)
+        Self::build(store, key, clock, settings, None, None)
+    }
+
+    /// An engine on a shared store (PostgreSQL), one node of several: it
+    /// fails closed past `freshness`'s bound without reaching the database.
+    pub fn new_shared(
+        store: Arc<dyn Store>,
+        key: DigestKey,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        freshness: crate::nodes::Freshness,
+    ) -> Arc<Engine> {
+        Self::build(store, key, clock, settings, None, Some(freshness))
     }
 
     /// An engine that follows a primary: its index is filled by
@@ -151,7 +174,7 @@ impl Engine {
         follower: crate::replication::FollowerState,
     ) -> Arc<Engine> {
         let store: Arc<dyn Store> = Arc::new(crate::store::NoStore);
-        Self::build(store, key, clock, settings, Some(follower))
+        Self::build(store, key, clock, settings, Some(follower), None)
     }
 
     fn build(
@@ -160,7 +183,14 @@ impl Engine {
         clock: Arc<dyn Clock>,
         settings: Settings,
         follower: Option<crate::replication::FollowerState>,
+        shared: Option<crate::nodes::Freshness>,
     ) -> Arc<Engine> {
+        let feed = match store.cluster_id() {
+            // Nodes of one database share the epoch and revisions, so a
+            // follower may resume from any of them.
+            Some(id) => crate::replication::Feed::with_epoch(id),
+            None => crate::replication::Feed::new(),
+        };
         let permits = settings.verify_concurrency.max(1);
         Arc::new(Engine {
             index: Arc::new(RwLock::new(Index::new(key.clone()))),
@@ -175,8 +205,10 @@ impl Engine {
             ready: AtomicBool::new(false),
             metrics: Metrics::new(),
             audit_seq: AtomicU64::new(0),
-            feed: Arc::new(crate::replication::Feed::new()),
+            feed: Arc::new(feed),
             follower,
+            applied: Arc::new(AtomicU64::new(0)),
+            shared,
         })
     }
 
@@ -184,23 +216,20 @@ impl Engine {
     /// ready. On a new store (`is_new`) creates the root token and returns
     /// it: the only time its secret exists outside the caller's hands.
     pub async fn load(&self, is_new: bool) -> Result<Option<Secret>, StoreError> {
-        let (store, key) = (self.store.clone(), self.key.clone());
-        let index = tokio::task::spawn_blocking(move || {
-            let mut index = Index::new(key);
-            store
-                .load(&mut |change| index.apply(&change))
-                .map(|()| index)
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("load task: {e}")))??;
-        *self.index.write() = index;
-        let store = self.store.clone();
-        let last = tokio::task::spawn_blocking(move || store.last_audit_id())
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("audit task: {e}")))??;
+        let loaded = self.store.load(self.key.clone()).await?;
+        {
+            let _w = self.writer.lock().await;
+            *self.index.write() = loaded.index;
+            self.applied.store(loaded.revision, Ordering::Release);
+            self.feed.reset(loaded.revision);
+        }
+        let last = self.store.last_audit_id().await?;
         self.audit_seq.store(last, Ordering::Release);
+        if let Some(s) = &self.shared {
+            s.heard(self.now_ms());
+        }
         let root_token = if is_new {
-            Some(self.create_root().await?)
+            self.create_root().await?
         } else {
             None
         };
@@ -212,12 +241,16 @@ impl Engine {
 
     /// Creates the root token through the same hashing and commit path as
     /// every other token.
-    async fn create_root(&self) -> Result<Secret, StoreError> {
+    async fn create_root(&self) -> Result<Option<Secret>, StoreError> {
         let bootstrap = |e: Error| StoreError::Bootstrap(e.to_string());
         let (part, phc) = self.hash_new_secret().await.map_err(bootstrap)?;
-        let w = self.writer.clone().lock_owned().await;
+        let w = self.write_lock().await.map_err(bootstrap)?;
         let (id, next_account_id) = {
             let idx = self.index.read();
+            if idx.next_token_id > 1 || !idx.tokens.is_empty() {
+                // Another node of the shared store started first and made it.
+                return Ok(None);
+            }
             (idx.next_token_id, idx.next_account_id)
         };
         let full = token::assemble(id, &part);
@@ -242,7 +275,12 @@ impl Engine {
             Change::PutToken(record),
         ];
         self.commit(w, changes).await.map_err(bootstrap)?;
-        Ok(full)
+        Ok(Some(full))
+    }
+
+    /// The shared store's revision this node's index is at (0 on sled).
+    pub fn applied_revision(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
     }
 
     /// Whether the store is loaded.
@@ -263,6 +301,16 @@ impl Engine {
             return Err(Error::Unavailable(
                 "keyward is loading its store; retry shortly".into(),
             ));
+        }
+        if let Some(s) = &self.shared {
+            let now = self.now_ms();
+            if !s.may_serve(now) {
+                return Err(Error::Unavailable(format!(
+                    "the database has not been reached for {} ms (bound {} ms): failing closed",
+                    s.silence_ms(now),
+                    s.stale_after_ms
+                )));
+            }
         }
         if let Some(f) = &self.follower {
             let now = self.now_ms();
@@ -298,30 +346,120 @@ impl Engine {
         self.store.flush().await
     }
 
+    /// Takes the right to mutate: this node's writer lock, then the
+    /// store's write (on a shared store, the lock that keeps every other
+    /// node's writers out), and applies what other nodes committed since
+    /// this node last looked, so rules are checked against the current
+    /// state.
+    pub(crate) async fn write_lock(&self) -> Result<WriteGuard> {
+        let local = self.writer.clone().lock_owned().await;
+        let applied = self.applied.load(Ordering::Acquire);
+        match self.store.begin(applied).await {
+            Ok((txn, missed)) => {
+                self.apply_remote(missed)?;
+                if let Some(s) = &self.shared {
+                    s.heard(self.now_ms());
+                }
+                Ok(WriteGuard { _local: local, txn })
+            }
+            Err(StoreError::Horizon) => {
+                drop(local);
+                self.reload().await.map_err(|e| store_unavailable(&e))?;
+                Err(Error::Unavailable(
+                    "this node was behind the database and has reloaded; retry".into(),
+                ))
+            }
+            Err(e) => Err(store_unavailable(&e)),
+        }
+    }
+
+    /// Applies commits other nodes made, in order, under the writer lock.
+    fn apply_remote(&self, missed: Vec<crate::store::Revision>) -> Result<()> {
+        if missed.is_empty() {
+            return Ok(());
+        }
+        let mut idx = self.index.write();
+        for r in missed {
+            let applied = self.applied.load(Ordering::Acquire);
+            if r.revision != applied + 1 {
+                return Err(Error::Internal(format!(
+                    "commit {} after {applied}: out of order",
+                    r.revision
+                )));
+            }
+            for c in &r.changes {
+                idx.apply(c);
+            }
+            self.feed.publish_at(r.revision, &r.changes);
+            self.applied.store(r.revision, Ordering::Release);
+        }
+        self.metrics.tokens.set(idx.tokens.len() as f64);
+        Ok(())
+    }
+
+    /// A shared store: applies what other nodes committed since this node
+    /// last looked (at most `limit` commits). Returns how many.
+    pub async fn catch_up(&self, limit: usize) -> std::result::Result<usize, StoreError> {
+        let _w = self.writer.lock().await;
+        let applied = self.applied.load(Ordering::Acquire);
+        let missed = self.store.changes_since(applied, limit).await?;
+        if let Some(s) = &self.shared {
+            s.heard(self.now_ms());
+        }
+        let n = missed.len();
+        self.apply_remote(missed)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(n)
+    }
+
+    /// A shared store: drops change rows older than the retention.
+    pub async fn prune_changes(&self) -> std::result::Result<u64, StoreError> {
+        self.store.prune().await
+    }
+
+    /// Replaces the index with a fresh snapshot of the store (a shared
+    /// store's node that fell behind its change retention). Followers of
+    /// this node resync.
+    pub async fn reload(&self) -> std::result::Result<(), StoreError> {
+        let _w = self.writer.lock().await;
+        let loaded = self.store.load(self.key.clone()).await?;
+        let tokens = loaded.index.tokens.len();
+        *self.index.write() = loaded.index;
+        self.applied.store(loaded.revision, Ordering::Release);
+        self.feed.reset(loaded.revision);
+        self.metrics.tokens.set(tokens as f64);
+        if let Some(s) = &self.shared {
+            s.heard(self.now_ms());
+        }
+        tracing::warn!(
+            revision = loaded.revision,
+            tokens,
+            "reloaded a snapshot of the store"
+        );
+        Ok(())
+    }
+
     /// Commits `changes`: durable first, then visible, then the caller may
-    /// acknowledge. The work runs in its own task that owns the writer
+    /// acknowledge. The work runs in its own task that owns the write
     /// guard, so a request cancelled mid-way (deadline, client gone) cannot
     /// leave the store and the index apart, nor let the next mutation in
     /// before this one is applied.
-    pub(crate) async fn commit(
-        &self,
-        writer: OwnedMutexGuard<()>,
-        changes: Vec<Change>,
-    ) -> Result<()> {
-        let (store, index, tokens, feed) = (
-            self.store.clone(),
+    pub(crate) async fn commit(&self, guard: WriteGuard, changes: Vec<Change>) -> Result<()> {
+        let (index, tokens, feed) = (
             self.index.clone(),
             self.metrics.tokens.clone(),
             self.feed.clone(),
         );
+        let engine_applied = self.applied.clone();
         let task = tokio::spawn(async move {
-            let _writer = writer;
-            if let Err(e) = store.commit(&changes).await {
-                tracing::error!(error = %e, "store commit failed; the change was not applied");
-                return Err(Error::Unavailable(
-                    "the store could not persist the change; nothing was applied".into(),
-                ));
-            }
+            let WriteGuard { _local, txn } = guard;
+            let revision = match txn.commit(&changes).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "store commit failed");
+                    return Err(store_unavailable(&e));
+                }
+            };
             let mut idx = index.write();
             for c in &changes {
                 idx.apply(c);
@@ -329,11 +467,24 @@ impl Engine {
             tokens.set(idx.tokens.len() as f64);
             drop(idx);
             // Still under the writer lock: followers see commits in order.
-            feed.publish(&changes);
+            if revision == 0 {
+                feed.publish(&changes);
+            } else {
+                feed.publish_at(revision, &changes);
+                engine_applied.store(revision, Ordering::Release);
+            }
+            drop(_local);
             Ok(())
         });
         task.await
             .map_err(|e| Error::Internal(format!("commit task: {e}")))?
+    }
+
+    /// On a shared store: whether `token` carries an id beyond any this
+    /// node has seen allocated (made on another node since it last looked).
+    pub(crate) fn unseen_token(&self, token: &str) -> bool {
+        self.shared.is_some()
+            && parse_bounded(token).is_some_and(|p| p.id >= self.index.read().next_token_id)
     }
 
     /// Proves `token` authentic: its id exists and its secret verifies.
@@ -508,9 +659,9 @@ impl Engine {
     /// in chunks, with no index write lock, so Authorize never waits on
     /// them. Returns tokens written.
     pub async fn persist_usage(&self, granularity_ms: i64, max: usize) -> Result<usize> {
-        let _w = self.writer.lock().await;
-        // Ids first (cheap), records chunk by chunk: the hot path never waits
-        // behind a long scan, and the runtime gets a turn between chunks.
+        // Ids first (cheap), records chunk by chunk, each its own commit:
+        // the hot path never waits behind a long scan, and the runtime gets
+        // a turn between chunks.
         let due: Vec<u64> = {
             let idx = self.index.read();
             idx.tokens
@@ -526,6 +677,10 @@ impl Engine {
         };
         let mut written = 0;
         for ids in due.chunks(256) {
+            // Records are built after the write lock is taken: on a shared
+            // store the index is then current, so no record written here
+            // can undo another node's edit.
+            let guard = self.write_lock().await?;
             let chunk: Vec<Change> = {
                 let idx = self.index.read();
                 ids.iter()
@@ -533,27 +688,16 @@ impl Engine {
                     .map(|t| Change::PutToken(t.to_record(&self.key)))
                     .collect()
             };
-            if let Err(e) = self.store.commit(&chunk).await {
-                tracing::warn!(error = %e, "persisting last-use times failed");
-                return Err(Error::Unavailable(
-                    "the store could not persist last-use times".into(),
-                ));
-            }
-            {
-                let idx = self.index.read();
-                for change in &chunk {
-                    if let Change::PutToken(r) = change {
-                        if let Some(t) = idx.tokens.get(&r.id) {
-                            t.last_used_saved_ms
-                                .fetch_max(r.last_used_at_ms, Ordering::Relaxed);
-                            if !r.verified_digest.is_empty() {
-                                t.digest_unsaved.store(false, Ordering::Relaxed);
-                            }
-                        }
-                    }
+            let n = chunk.len();
+            if n > 0 {
+                // Applying the records marks them saved (the index keeps the
+                // newer last use the hot path may have set meanwhile).
+                if let Err(e) = self.commit(guard, chunk).await {
+                    tracing::warn!(error = %e, "persisting last-use times failed");
+                    return Err(e);
                 }
             }
-            written += chunk.len();
+            written += n;
             tokio::task::yield_now().await;
         }
         Ok(written)
@@ -561,7 +705,7 @@ impl Engine {
 
     /// Deletes tokens expired for longer than `purge_after`. Returns how many.
     pub async fn purge_expired(&self) -> Result<usize> {
-        let w = self.writer.clone().lock_owned().await;
+        let w = self.write_lock().await?;
         let horizon = self.now_ms().saturating_sub(
             i64::try_from(self.settings.purge_after.as_millis()).unwrap_or(i64::MAX),
         );
@@ -594,6 +738,24 @@ impl Engine {
             return Err(Error::Unauthenticated("token has expired".into()));
         }
         Ok(state)
+    }
+}
+
+/// A store failure as the caller sees it: UNAVAILABLE, saying whether
+/// anything may have been applied.
+fn store_unavailable(e: &StoreError) -> Error {
+    match e {
+        StoreError::Ambiguous(_) => Error::Unavailable(
+            "the database connection was lost while committing: the change may or may not \
+             have been applied; read it back before retrying"
+                .into(),
+        ),
+        StoreError::Database(detail) => Error::Unavailable(format!(
+            "the database is unavailable ({detail}); nothing was applied"
+        )),
+        _ => {
+            Error::Unavailable("the store could not persist the change; nothing was applied".into())
+        }
     }
 }
 
@@ -666,7 +828,7 @@ impl Engine {
     }
 
     /// Lists audit events of an account for an account admin (or root).
-    pub fn list_audit(
+    pub async fn list_audit(
         &self,
         caller: u64,
         req: &crate::pb::v1::ListAuditEventsRequest,
@@ -703,7 +865,8 @@ impl Engine {
         let mut records = self
             .store
             .list_audit(req.account_id, after, size + 1)
-            .map_err(|e| Error::Internal(format!("audit read: {e}")))?;
+            .await
+            .map_err(|e| store_unavailable(&e))?;
         let more = records.len() > size;
         records.truncate(size);
         let next_page_token = if more {

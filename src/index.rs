@@ -445,8 +445,13 @@ impl Index {
                             .max(r.last_used_at_ms),
                     );
                     if state.digest.is_none() {
+                        // Keep the digest learnt here. It is unsaved only if
+                        // the record carries none: a digest under another
+                        // node's key is that node's, and writing ours over it
+                        // would have the two nodes overwrite each other.
                         state.digest = old.digest;
-                        state.digest_unsaved = AtomicBool::new(old.digest.is_some());
+                        state.digest_unsaved =
+                            AtomicBool::new(old.digest.is_some() && r.verified_digest.is_empty());
                     }
                 }
                 if let Some(acct) = self.accounts.get_mut(&r.account_id) {

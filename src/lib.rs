@@ -31,6 +31,7 @@ pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod model;
+pub mod nodes;
 pub mod pb;
 pub mod replication;
 pub mod rest;

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
 async fn serve(config: Config, secret: Option<String>) -> Result<(), server::ServeError> {
     let grpc = TcpListener::bind(config.grpc_addr).await?;
     let http = TcpListener::bind(config.http_addr).await?;
-    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, data_dir = %config.data_dir.display(), "keyward starting");
+    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, data_dir = %config.data_dir.display(), store = if config.store.is_some() { "postgres" } else { "sled" }, "keyward starting");
     let options = Options {
         data_dir: config.data_dir.clone(),
         digest_key_file: config.digest_key_path(),
@@ -84,6 +84,15 @@ async fn serve(config: Config, secret: Option<String>) -> Result<(), server::Ser
         usage_flush_interval: config.usage_flush_interval,
         routes_file: config.routes.clone(),
         replication_secret: secret.clone().map(Into::into),
+        postgres: config.store.clone().map(|url| server::Postgres {
+            store: keyward::store::postgres::PgOptions {
+                url: url.0,
+                pool_size: config.pg_pool_size,
+                retain_changes: config.pg_retain_changes,
+            },
+            stale_after: config.stale_after,
+            serve_stale: config.stale_mode == "serve",
+        }),
         follow: config.follow.clone().map(|primary| server::Follow {
             primary,
             secret: secret.clone().unwrap_or_default().into(),

@@ -50,6 +50,8 @@ pub struct Batch {
     pub revision: u64,
     /// What changed.
     pub changes: Vec<rpb::Change>,
+    /// The state was replaced (a reload): watchers must resync.
+    pub reset: bool,
 }
 
 /// The primary's change feed.
@@ -72,12 +74,32 @@ impl Default for Feed {
 impl Feed {
     /// A feed with a fresh random epoch.
     pub fn new() -> Self {
+        Self::with_epoch(rand::random::<u64>() | 1)
+    }
+
+    /// A feed in a given epoch (a shared store's cluster id: its nodes
+    /// publish the store's revisions, so followers may resume on any).
+    pub fn with_epoch(epoch: u64) -> Self {
         let (tx, _) = broadcast::channel(HISTORY_MAX);
         Feed {
-            epoch: rand::random::<u64>() | 1,
+            epoch,
             state: Mutex::new((0, VecDeque::new())),
             tx,
         }
+    }
+
+    /// Starts over at `revision` with an empty history (after a load or a
+    /// reload); watchers of the state before end, so their followers
+    /// resync.
+    pub fn reset(&self, revision: u64) {
+        let mut st = self.state.lock();
+        st.0 = revision;
+        st.1.clear();
+        let _ = self.tx.send(Arc::new(Batch {
+            revision,
+            changes: Vec::new(),
+            reset: true,
+        }));
     }
 
     /// The last published revision.
@@ -88,11 +110,19 @@ impl Feed {
     /// Publishes a commit; called with the writer lock held, after the
     /// index applied it.
     pub fn publish(&self, changes: &[Change]) {
+        let next = self.revision() + 1;
+        self.publish_at(next, changes);
+    }
+
+    /// Publishes a commit at a given revision (a shared store's), which
+    /// must follow the last one.
+    pub fn publish_at(&self, revision: u64, changes: &[Change]) {
         let mut st = self.state.lock();
-        st.0 += 1;
+        st.0 = revision;
         let batch = Arc::new(Batch {
-            revision: st.0,
+            revision,
             changes: changes.iter().map(to_wire).collect(),
+            reset: false,
         });
         if st.1.len() == HISTORY_MAX {
             st.1.pop_front();
@@ -321,6 +351,12 @@ impl Replication for ReplicationService {
             loop {
                 let next = tokio::select! {
                     b = rx.recv() => match b {
+                        Ok(b) if b.reset => {
+                            let _ = tx.send(Err(Status::unavailable(
+                                "this keyward reloaded its state; reconnect for a snapshot",
+                            ))).await;
+                            return;
+                        }
                         Ok(b) => {
                             if b.revision <= last {
                                 continue;

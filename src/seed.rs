@@ -92,11 +92,11 @@ pub async fn seed(dir: &Path, n: usize, digests: bool) -> Result<Seeded, StoreEr
         changes.push(Change::PutToken(state.to_record(index.key())));
         tokens.push(full);
         if changes.len() >= 10_000 {
-            store.commit(&changes).await?;
+            store.commit_batch(&changes).await?;
             changes.clear();
         }
     }
-    store.commit(&changes).await?;
+    store.commit_batch(&changes).await?;
     store.flush().await?;
     Ok(Seeded {
         account_id,

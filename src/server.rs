@@ -103,6 +103,8 @@ pub struct Options {
     pub replication_secret: Option<Arc<str>>,
     /// Follower mode: follow this primary instead of opening a store.
     pub follow: Option<Follow>,
+    /// PostgreSQL mode: the shared store instead of sled in `data_dir`.
+    pub postgres: Option<Postgres>,
 }
 
 /// Follower mode settings.
@@ -132,6 +134,26 @@ impl std::fmt::Debug for Follow {
 /// How often the routes file is looked at for changes (SIGHUP reloads at
 /// once).
 pub const ROUTES_POLL: Duration = Duration::from_secs(1);
+
+/// PostgreSQL mode.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    /// How to reach the database (the URL prints as REDACTED).
+    pub store: crate::store::postgres::PgOptions,
+    /// Fail closed after this long without reaching the database.
+    pub stale_after: Duration,
+    /// Keep answering from memory instead.
+    pub serve_stale: bool,
+}
+
+/// What the store is, as errors name it (never a connection string).
+fn store_name(opts: &Options) -> String {
+    if opts.postgres.is_some() {
+        "PostgreSQL (--store)".into()
+    } else {
+        opts.data_dir.display().to_string()
+    }
+}
 
 /// Told once the store is loaded and the server is serving.
 pub struct Ready {
@@ -184,8 +206,46 @@ pub async fn run(
     };
     let route_count = routes.len();
     let routes = Arc::new(SharedRoutes::new(routes));
-    let (engine, is_new) = match &opts.follow {
-        None => {
+    let mut listen_config = None;
+    let (engine, is_new) = match (&opts.follow, &opts.postgres) {
+        (None, Some(pg)) => {
+            let wrap = |source| ServeError::Store {
+                path: store_name(&opts),
+                source,
+            };
+            std::fs::create_dir_all(&opts.data_dir)?;
+            let store = crate::store::postgres::PgStore::connect(&pg.store)
+                .await
+                .map_err(wrap)?;
+            let key = DigestKey::load_or_create(&opts.digest_key_file, true).map_err(|source| {
+                ServeError::DigestKey {
+                    path: opts.digest_key_file.display().to_string(),
+                    source,
+                }
+            })?;
+            let before = store.record_digest_key(&key.id()[..]).await.map_err(wrap)?;
+            if before.is_some_and(|b| b != key.id()) {
+                tracing::warn!(
+                    "the last node to start on this database had another digest key: \
+                     tokens it learnt are verified here with argon2 once; \
+                     give every node the same --digest-key-file"
+                );
+            }
+            listen_config = Some(store.config().clone());
+            let store: Arc<dyn Store> = Arc::new(store);
+            let freshness = crate::nodes::Freshness::new(pg.stale_after, pg.serve_stale);
+            let engine = Engine::new_shared(
+                store,
+                key,
+                opts.clock.clone(),
+                opts.settings.clone(),
+                freshness,
+            );
+            // A new database gets its root token from whichever node
+            // commits first; the others find it there.
+            (engine, true)
+        }
+        (None, None) => {
             let is_default_key = opts.digest_key_file == opts.data_dir.join("digest.key");
             let dir = opts.data_dir.clone();
             let (store, is_new) = tokio::task::spawn_blocking(move || open_store(&dir))
@@ -200,7 +260,7 @@ pub async fn run(
             let engine = Engine::new(store, key, opts.clock.clone(), opts.settings.clone());
             (engine, is_new)
         }
-        Some(f) => {
+        (Some(f), _) => {
             // A follower writes nothing: the primary's digest key if one is
             // given (so digests verify), else a throwaway one (argon2 on
             // each token's first use).
@@ -364,7 +424,7 @@ pub async fn run(
                 let _ = grpc_task.await;
                 let _ = http_task.await;
                 return Err(ServeError::Store {
-                    path: opts.data_dir.display().to_string(),
+                    path: store_name(&opts),
                     source,
                 });
             }
@@ -387,6 +447,21 @@ pub async fn run(
         stop_rx.clone(),
         reporter.clone(),
     ));
+    // PostgreSQL: follow what the other nodes commit.
+    let node_sync = listen_config.map(|config| {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let listener = tokio::spawn(crate::store::postgres::listen(
+            config,
+            notify.clone(),
+            wait_for_stop(stop_rx.clone()),
+        ));
+        let sync = tokio::spawn(crate::nodes::sync(
+            engine.clone(),
+            notify,
+            wait_for_stop(stop_rx.clone()),
+        ));
+        (listener, sync)
+    });
     let routes_watch = opts.routes_file.clone().map(|path| {
         tokio::spawn(watch_routes(
             path,
@@ -412,6 +487,10 @@ pub async fn run(
     if let Some(f) = follower_task {
         let _ = f.await;
     }
+    if let Some((listener, sync)) = node_sync {
+        let _ = listener.await;
+        let _ = sync.await;
+    }
     stopper.abort();
     if engine.follower().is_none() {
         if let Err(e) = engine.persist_usage(0, usize::MAX).await {
@@ -419,7 +498,7 @@ pub async fn run(
         }
     }
     engine.flush().await.map_err(|source| ServeError::Store {
-        path: opts.data_dir.display().to_string(),
+        path: store_name(&opts),
         source,
     })?;
     tracing::info!("stopped");
@@ -449,11 +528,27 @@ async fn background_jobs(
     // The Prometheus recorder keeps histogram samples until upkeep drains them.
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     let metrics = crate::http::metrics_handle();
+    // A PostgreSQL node's health follows whether it reaches its database.
+    let mut health = tokio::time::interval(Duration::from_millis(250));
+    let mut serving = true;
     let stopped = wait_for_stop(stop);
     tokio::pin!(stopped);
     loop {
         tokio::select! {
             _ = &mut stopped => return,
+            _ = health.tick(), if engine.shared.is_some() => {
+                let ok = engine.ensure_ready().is_ok();
+                if ok != serving {
+                    serving = ok;
+                    if ok {
+                        tracing::info!("the database is reachable: serving");
+                        set_all(&reporter, ServingStatus::Serving).await;
+                    } else {
+                        tracing::warn!("the database is out of reach past the staleness bound: failing closed");
+                        set_all(&reporter, ServingStatus::NotServing).await;
+                    }
+                }
+            }
             _ = usage.tick() => {
                 if let Err(e) = engine.persist_usage(USAGE_GRANULARITY_MS, USAGE_BATCH_MAX).await {
                     tracing::warn!(error = %e, "persisting last-use times failed; will retry");

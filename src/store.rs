@@ -13,9 +13,12 @@ use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use crate::index::Change;
+pub mod postgres;
+
+use crate::index::{Change, Index};
 use crate::model::{Kind, ResourceKey};
 use crate::pb::store::{AccountRecord, AuditRecord, ResourceRecord, TokenRecord};
+use crate::token::DigestKey;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,16 @@ pub enum StoreError {
     /// The first start could not create the root token.
     #[error("first start: {0}")]
     Bootstrap(String),
+    /// The database failed or is unreachable; nothing was applied.
+    #[error("database: {0}")]
+    Database(String),
+    /// The connection failed while the commit was in flight: it may or may
+    /// not have been applied.
+    #[error("database connection lost during commit; the change may or may not be applied: {0}")]
+    Ambiguous(String),
+    /// Changes this node needs were pruned: it must reload a snapshot.
+    #[error("this node is behind the change retention horizon and must reload")]
+    Horizon,
     /// The data dir was written by a newer keyward.
     #[error("store schema version {found} is newer than this keyward supports ({supported})")]
     Version {
@@ -42,14 +55,64 @@ pub enum StoreError {
 /// A boxed future, for a trait that must be object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Where records live. Implementations must make `commit` atomic and durable.
-pub trait Store: Send + Sync + 'static {
-    /// Everything stored, as changes that rebuild the index, handed to
-    /// `apply` one by one (no copy of the whole store in memory): counters,
-    /// accounts, resources, then tokens.
-    fn load(&self, apply: &mut dyn FnMut(Change)) -> Result<(), StoreError>;
+/// What a store holds, read into a fresh index.
+pub struct Loaded {
+    /// Everything, as the hot path reads it.
+    pub index: Index,
+    /// The revision of a shared store the index is at (0 for sled, whose
+    /// revisions are the process's own).
+    pub revision: u64,
+}
+
+/// One commit of a shared store, as other nodes read it back.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    /// Its place in the store's total order (1, 2, ...; no gaps).
+    pub revision: u64,
+    /// What it changed.
+    pub changes: Vec<Change>,
+}
+
+/// An open write: on a shared store no other writer (on any node) commits
+/// until it is committed or dropped. Dropping it without committing rolls
+/// it back.
+pub trait WriteTxn: Send {
     /// Applies `changes` atomically; durable once the future resolves.
-    fn commit<'a>(&'a self, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Returns the revision of the commit (0 on a store without shared
+    /// revisions).
+    fn commit<'a>(self: Box<Self>, changes: &'a [Change])
+        -> BoxFuture<'a, Result<u64, StoreError>>;
+}
+
+/// An open write, and what other nodes committed before it.
+pub type Begun = (Box<dyn WriteTxn>, Vec<Revision>);
+
+/// Where records live. Implementations must make a commit atomic and
+/// durable before it returns.
+pub trait Store: Send + Sync + 'static {
+    /// Everything stored, as an index keyed with `key`.
+    fn load(&self, key: DigestKey) -> BoxFuture<'_, Result<Loaded, StoreError>>;
+    /// Begins a write. A shared store locks out every other writer and
+    /// returns, with the open write, what other nodes committed after
+    /// `applied` (so rules are checked against the current state).
+    fn begin(&self, applied: u64) -> BoxFuture<'_, Result<Begun, StoreError>>;
+    /// A shared store: up to `limit` commits after `applied`, in order.
+    /// [`StoreError::Horizon`] when some were already pruned.
+    fn changes_since(
+        &self,
+        _applied: u64,
+        _limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Revision>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    /// A shared store's identity (the followers' epoch), None otherwise.
+    fn cluster_id(&self) -> Option<u64> {
+        None
+    }
+    /// A shared store: drops change rows no node should need any more.
+    fn prune(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
     /// Makes everything committed durable (used at shutdown).
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Appends an audit event; durable once the future resolves.
@@ -60,9 +123,56 @@ pub trait Store: Send + Sync + 'static {
         account_id: u64,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>>;
     /// The highest audit event id stored (0 if none).
-    fn last_audit_id(&self) -> Result<u64, StoreError>;
+    fn last_audit_id(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+/// Checks what a load yields, whatever the backend: token ids index a
+/// dense table, so a damaged id or counter must be refused, not allocated
+/// for.
+#[derive(Debug)]
+pub(crate) struct LoadCheck {
+    next_token_id: u64,
+}
+
+impl LoadCheck {
+    pub(crate) fn new() -> Self {
+        Self { next_token_id: 1 }
+    }
+
+    /// The id counters, before any token.
+    pub(crate) fn counters(
+        &mut self,
+        next_account_id: u64,
+        next_token_id: u64,
+    ) -> Result<Change, StoreError> {
+        if next_token_id > TOKEN_ID_MAX {
+            return Err(corrupt(
+                "counters",
+                format!("next token id {next_token_id} is beyond {TOKEN_ID_MAX}"),
+            ));
+        }
+        self.next_token_id = next_token_id;
+        Ok(Change::Counters {
+            next_account_id,
+            next_token_id,
+        })
+    }
+
+    /// A token record: its id must be below the counter.
+    pub(crate) fn token(&self, record: TokenRecord) -> Result<Change, StoreError> {
+        if record.id == 0 || record.id >= self.next_token_id {
+            return Err(corrupt(
+                "tokens",
+                format!(
+                    "token id {} is not below the id counter {}",
+                    record.id, self.next_token_id
+                ),
+            ));
+        }
+        Ok(Change::PutToken(record))
+    }
 }
 
 const SCHEMA_VERSION: u64 = 1;
@@ -81,10 +191,15 @@ const MARKER_FILE: &str = "keyward.store";
 pub struct NoStore;
 
 impl Store for NoStore {
-    fn load(&self, _apply: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
-        Ok(())
+    fn load(&self, key: DigestKey) -> BoxFuture<'_, Result<Loaded, StoreError>> {
+        Box::pin(async move {
+            Ok(Loaded {
+                index: Index::new(key),
+                revision: 0,
+            })
+        })
     }
-    fn commit<'a>(&'a self, _changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn begin(&self, _applied: u64) -> BoxFuture<'_, Result<Begun, StoreError>> {
         Box::pin(async {
             Err(StoreError::Corrupt(
                 "a follower has no store to write".into(),
@@ -105,15 +220,16 @@ impl Store for NoStore {
         _account_id: u64,
         _after: u64,
         _limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        Ok(Vec::new())
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
-    fn last_audit_id(&self) -> Result<u64, StoreError> {
-        Ok(0)
+    fn last_audit_id(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
     }
 }
 
 /// The embedded sled store in a data dir.
+#[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
     accounts: sled::Tree,
@@ -264,31 +380,20 @@ fn apply_batch(trees: &Trees, changes: &[Change]) -> Result<(), StoreError> {
     }
 }
 
-impl Store for SledStore {
-    fn load(&self, apply: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
-        // Token ids index a dense table: a damaged id or counter must be
-        // refused, not allocated for.
-        let mut next_token_id = 1u64;
+impl SledStore {
+    /// Reads everything, in order: counters, accounts, resources, tokens.
+    pub fn load_into(&self, apply: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
+        let mut check = LoadCheck::new();
         if let Some(v) = self.meta.get(META_COUNTERS)? {
             let b: [u8; 16] = v
                 .as_ref()
                 .try_into()
                 .map_err(|_| corrupt("meta/counters", "not 16 bytes"))?;
             let (a, t) = b.split_at(8);
-            next_token_id =
-                u64::from_be_bytes(t.try_into().map_err(|e| corrupt("meta/counters", e))?);
-            if next_token_id > TOKEN_ID_MAX {
-                return Err(corrupt(
-                    "meta/counters",
-                    format!("next token id {next_token_id} is beyond {TOKEN_ID_MAX}"),
-                ));
-            }
-            apply(Change::Counters {
-                next_account_id: u64::from_be_bytes(
-                    a.try_into().map_err(|e| corrupt("meta/counters", e))?,
-                ),
-                next_token_id,
-            });
+            apply(check.counters(
+                u64::from_be_bytes(a.try_into().map_err(|e| corrupt("meta/counters", e))?),
+                u64::from_be_bytes(t.try_into().map_err(|e| corrupt("meta/counters", e))?),
+            )?);
         }
         for kv in self.accounts.iter() {
             let (_, v) = kv?;
@@ -305,22 +410,14 @@ impl Store for SledStore {
         for kv in self.tokens.iter() {
             let (_, v) = kv?;
             let record = TokenRecord::decode(v.as_ref()).map_err(|e| corrupt("tokens", e))?;
-            if record.id == 0 || record.id >= next_token_id {
-                return Err(corrupt(
-                    "tokens",
-                    format!(
-                        "token id {} is not below the id counter {next_token_id}",
-                        record.id
-                    ),
-                ));
-            }
-            apply(Change::PutToken(record));
+            apply(check.token(record)?);
         }
         Ok(())
     }
 
-    fn commit<'a>(&'a self, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
+    /// Applies `changes` in one transaction; durable once it returns.
+    pub async fn commit_batch(&self, changes: &[Change]) -> Result<(), StoreError> {
+        {
             // The transaction is CPU work (encoding, tree updates): keep it
             // off the async workers that answer Authorize.
             let trees: Trees = (
@@ -335,7 +432,43 @@ impl Store for SledStore {
                 .map_err(|e| corrupt("commit task", e))??;
             self.db.flush_async().await?;
             Ok(())
+        }
+    }
+}
+
+/// A sled write: the engine's writer lock already serialises writers.
+struct SledTxn(SledStore);
+
+impl WriteTxn for SledTxn {
+    fn commit<'a>(
+        self: Box<Self>,
+        changes: &'a [Change],
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.0.commit_batch(changes).await?;
+            Ok(0)
         })
+    }
+}
+
+impl Store for SledStore {
+    fn load(&self, key: DigestKey) -> BoxFuture<'_, Result<Loaded, StoreError>> {
+        let me = self.clone();
+        Box::pin(async move {
+            // Decoding every record is CPU work: off the async workers.
+            tokio::task::spawn_blocking(move || {
+                let mut index = Index::new(key);
+                me.load_into(&mut |change| index.apply(&change))?;
+                Ok(Loaded { index, revision: 0 })
+            })
+            .await
+            .map_err(|e| corrupt("load task", e))?
+        })
+    }
+
+    fn begin(&self, _applied: u64) -> BoxFuture<'_, Result<Begun, StoreError>> {
+        let txn: Box<dyn WriteTxn> = Box::new(SledTxn(self.clone()));
+        Box::pin(async move { Ok((txn, Vec::new())) })
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -374,6 +507,21 @@ impl Store for SledStore {
         account_id: u64,
         after: u64,
         limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>> {
+        Box::pin(async move { self.list_audit_sync(account_id, after, limit) })
+    }
+
+    fn last_audit_id(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move { self.last_audit_id_sync() })
+    }
+}
+
+impl SledStore {
+    fn list_audit_sync(
+        &self,
+        account_id: u64,
+        after: u64,
+        limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let start = audit_key(account_id, after.saturating_add(1));
         let end = audit_key(account_id, u64::MAX);
@@ -385,7 +533,7 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn last_audit_id(&self) -> Result<u64, StoreError> {
+    fn last_audit_id_sync(&self) -> Result<u64, StoreError> {
         match self.meta.get(META_AUDIT_SEQ)? {
             None => Ok(0),
             Some(v) => Ok(u64::from_be_bytes(

@@ -209,7 +209,12 @@ async fn every_change_on_the_primary_shows_on_every_follower() {
     );
     // The primary counts its watchers.
     let m = http(p.http, "GET", "/metrics", None, None).await;
-    assert!(String::from_utf8_lossy(&m.body).contains("keyward_replication_watchers 3"));
+    // The gauge is the process's: other tests' primaries may add to it.
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        metric(&text, "keyward_replication_watchers") >= 3.0,
+        "{text}"
+    );
 }
 
 /// A TCP proxy whose connections can be cut.
@@ -398,10 +403,14 @@ async fn followers_resync_after_a_primary_restart() {
     )
     .await;
     let fs = f.engine.follower().unwrap();
-    assert_ne!(
-        fs.epoch.load(std::sync::atomic::Ordering::Acquire),
-        epoch_before
-    );
+    let epoch_after = fs.epoch.load(std::sync::atomic::Ordering::Acquire);
+    if test_postgres(pdir.path()).is_some() {
+        // On PostgreSQL the epoch is the database's: it outlives the
+        // process, and the follower resumed or resynced within it.
+        assert_eq!(epoch_after, epoch_before);
+    } else {
+        assert_ne!(epoch_after, epoch_before);
+    }
     drop(ready);
     let _ = stop_tx.send(());
     task.await.unwrap().unwrap();

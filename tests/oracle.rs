@@ -352,7 +352,7 @@ async fn engine_for(w: &World, dir: &std::path::Path, clock: Arc<ManualClock>) -
         next_token_id: max_token + 1,
     }];
     all.extend(changes(w, &key));
-    store.commit(&all).await.expect("commit world");
+    store.commit_batch(&all).await.expect("commit world");
     let store: Arc<dyn Store> = Arc::new(store);
     let engine = Engine::new(store, key, clock, Settings::default());
     engine.load(false).await.expect("load");

@@ -327,19 +327,19 @@ impl ClockNow for TestServer {
 async fn copy_store(from: &Path, to: &Path, accounts: &[u64]) -> (usize, usize) {
     let src = SledStore::open(from).expect("reopen the soaked store");
     let mut changes = Vec::new();
-    src.load(&mut |c| changes.push(c)).expect("load");
+    src.load_into(&mut |c| changes.push(c)).expect("load");
     let tokens = changes
         .iter()
         .filter(|c| matches!(c, Change::PutToken(_)))
         .count();
     let mut events = Vec::new();
     for a in accounts {
-        events.extend(src.list_audit(*a, 0, usize::MAX).expect("audit"));
+        events.extend(src.list_audit(*a, 0, usize::MAX).await.expect("audit"));
     }
     drop(src);
     let dst = SledStore::open(to).expect("fresh store");
     for chunk in changes.chunks(256) {
-        dst.commit(chunk).await.expect("commit");
+        dst.commit_batch(chunk).await.expect("commit");
     }
     for e in &events {
         dst.append_audit(e).await.expect("audit");

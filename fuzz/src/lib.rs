@@ -513,12 +513,35 @@ pub fn request_input(pick: u8, msg: &impl Message) -> Vec<u8> {
 /// Keeps nothing: the world of [`authorize`] lives in the index only.
 struct NoStore;
 
-impl Store for NoStore {
-    fn load(&self, _apply: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
-        Ok(())
+/// A write that keeps nothing.
+struct NoTxn;
+
+impl keyward::store::WriteTxn for NoTxn {
+    fn commit<'a>(
+        self: Box<Self>,
+        _changes: &'a [Change],
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
     }
-    fn commit<'a>(&'a self, _changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async { Ok(()) })
+}
+
+impl Store for NoStore {
+    fn load(
+        &self,
+        key: keyward::token::DigestKey,
+    ) -> BoxFuture<'_, Result<keyward::store::Loaded, StoreError>> {
+        Box::pin(async move {
+            Ok(keyward::store::Loaded {
+                index: keyward::index::Index::new(key),
+                revision: 0,
+            })
+        })
+    }
+    fn begin(&self, _applied: u64) -> BoxFuture<'_, Result<keyward::store::Begun, StoreError>> {
+        Box::pin(async {
+            let txn: Box<dyn keyward::store::WriteTxn> = Box::new(NoTxn);
+            Ok((txn, Vec::new()))
+        })
     }
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
@@ -534,11 +557,11 @@ impl Store for NoStore {
         _a: u64,
         _after: u64,
         _l: usize,
-    ) -> Result<Vec<rec::AuditRecord>, StoreError> {
-        Ok(Vec::new())
+    ) -> BoxFuture<'_, Result<Vec<rec::AuditRecord>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
-    fn last_audit_id(&self) -> Result<u64, StoreError> {
-        Ok(0)
+    fn last_audit_id(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
     }
 }
 

@@ -26,7 +26,7 @@ impl Audit for AuditService {
             .authenticate_caller(credential(req.metadata()))
             .await?;
         Ok(Response::new(
-            self.engine.list_audit(caller, req.get_ref())?,
+            self.engine.list_audit(caller, req.get_ref()).await?,
         ))
     }
 }

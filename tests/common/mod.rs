@@ -2,6 +2,8 @@
 //! and generated gRPC clients.
 #![allow(dead_code, unused_imports)]
 
+pub mod pg;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -52,7 +54,148 @@ pub fn options(dir: &Path, clock: Arc<ManualClock>) -> Options {
         routes_file: None,
         replication_secret: Some(REPLICATION_SECRET.into()),
         follow: None,
+        postgres: test_postgres(dir),
     }
+}
+
+/// The store the suite runs against: sled in `dir`, or, with
+/// `KEYWARD_TEST_PG=postgres://user@host:port` set (scripts/test.sh runs
+/// the core suite a second time that way), a PostgreSQL database of its
+/// own named after `dir` (so a restart on the same dir finds its data).
+pub fn test_postgres(dir: &Path) -> Option<server::Postgres> {
+    let base = std::env::var("KEYWARD_TEST_PG").ok()?;
+    Some(postgres_at(&base, &db_name(dir)))
+}
+
+/// PostgreSQL mode on database `db` of the server at `base`. The manual
+/// clock jumps hours in some tests: the staleness bound is out of the way
+/// unless a test sets its own.
+pub fn postgres_at(base: &str, db: &str) -> server::Postgres {
+    server::Postgres {
+        store: keyward::store::postgres::PgOptions {
+            url: format!("{}/{db}", base.trim_end_matches('/')),
+            pool_size: 4,
+            retain_changes: 100_000,
+        },
+        stale_after: Duration::from_secs(100 * 365 * 86_400),
+        serve_stale: false,
+    }
+}
+
+/// A database name unique to `dir`.
+pub fn db_name(dir: &Path) -> String {
+    let h = blake3::hash(dir.as_os_str().as_encoded_bytes());
+    format!("kw_{}", &h.to_hex()[..16])
+}
+
+/// A client of the test database of `dir` (PostgreSQL runs only).
+pub async fn pg_client(dir: &Path) -> Option<tokio_postgres::Client> {
+    let pg = test_postgres(dir)?;
+    Some(pg_connect(&pg.store.url).await)
+}
+
+/// A client of the database at `url`, its connection driven in the background.
+pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the test database: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// Every token record the store of `dir` holds (sled, or the test database).
+pub async fn stored_tokens(dir: &Path) -> Vec<keyward::pb::store::TokenRecord> {
+    use prost::Message;
+    let raw: Vec<Vec<u8>> = match pg_client(dir).await {
+        Some(c) => c
+            .query("SELECT record FROM keyward_tokens ORDER BY id", &[])
+            .await
+            .expect("read tokens")
+            .iter()
+            .map(|r| r.get::<_, Vec<u8>>(0))
+            .collect(),
+        None => {
+            let db = sled::open(dir).expect("open store");
+            db.open_tree("tokens")
+                .expect("tree")
+                .iter()
+                .map(|kv| kv.expect("record").1.to_vec())
+                .collect()
+        }
+    };
+    raw.iter()
+        .map(|v| keyward::pb::store::TokenRecord::decode(v.as_slice()).expect("decode"))
+        .collect()
+}
+
+/// Every byte the store of `dir` holds: the sled files, or every row of
+/// every keyward table (records, the change table, the audit log).
+pub async fn stored_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(c) = pg_client(dir).await {
+        for table in [
+            "keyward_meta",
+            "keyward_accounts",
+            "keyward_resources",
+            "keyward_tokens",
+            "keyward_changes",
+            "keyward_audit",
+        ] {
+            // Each row as text: bytea comes out hex, so search both forms.
+            let rows = c
+                .query(&format!("SELECT t::text FROM {table} t"), &[])
+                .await
+                .expect("read table");
+            for r in rows {
+                let text: String = r.get(0);
+                out.extend_from_slice(text.as_bytes());
+                out.extend(hex_decode_all(&text));
+            }
+        }
+        return out;
+    }
+    fn walk(dir: &Path, out: &mut Vec<u8>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.extend(std::fs::read(p).unwrap_or_default());
+            }
+        }
+    }
+    walk(dir, &mut out);
+    out
+}
+
+/// The bytes of every `\x...` hex run in `text`.
+fn hex_decode_all(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in text.split("\\x").skip(1) {
+        let hex: String = part.chars().take_while(char::is_ascii_hexdigit).collect();
+        for pair in hex.as_bytes().chunks(2) {
+            if let Ok(b) = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or(""), 16) {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// Creates database `db` on the server at `base` unless it exists.
+pub async fn create_database(base: &str, db: &str) {
+    let url = format!("{}/postgres", base.trim_end_matches('/'));
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the test PostgreSQL at {base}: {e}"));
+    let driver = tokio::spawn(conn);
+    match client.batch_execute(&format!("CREATE DATABASE {db}")).await {
+        Ok(()) => {}
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+        Err(e) => panic!("CREATE DATABASE {db}: {e}"),
+    }
+    drop(client);
+    let _ = driver.await;
 }
 
 impl TestServer {
@@ -70,6 +213,11 @@ impl TestServer {
         opts: Options,
         clock: Arc<ManualClock>,
     ) -> Result<TestServer, ServeError> {
+        if let Some(pg) = &opts.postgres {
+            let url = &pg.store.url;
+            let (base, db) = url.rsplit_once('/').expect("postgres url with a database");
+            create_database(base, db).await;
+        }
         let grpc_l = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let http_l = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let grpc = grpc_l.local_addr().expect("addr");
