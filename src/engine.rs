@@ -326,6 +326,11 @@ impl Engine {
         Ok(())
     }
 
+    /// The shared store's freshness, on a PostgreSQL node.
+    pub fn shared(&self) -> Option<&crate::nodes::Freshness> {
+        self.shared.as_ref()
+    }
+
     /// The follower state, if this keyward follows a primary.
     pub fn follower(&self) -> Option<&crate::replication::FollowerState> {
         self.follower.as_ref()

@@ -14,6 +14,11 @@
 //! - primary: `keyward_replication_watchers`; follower:
 //!   `keyward_follower_lag_revisions`, `keyward_follower_lag_seconds`,
 //!   `keyward_follower_{snapshots,commits,disconnects}_total`
+//! - PostgreSQL node: `keyward_store_revision` (the database revision the
+//!   index is at), `keyward_store_remote_commits_total` (other nodes'
+//!   commits applied), `keyward_store_errors_total` (failed reads of the
+//!   change table), `keyward_store_reloads_total`,
+//!   `keyward_store_silence_seconds` (since the database last answered)
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
@@ -60,6 +65,23 @@ pub struct Metrics {
     pub check: CheckMetrics,
     /// Replication (primary and follower).
     pub replication: ReplicationMetrics,
+    /// A node on a shared store (PostgreSQL).
+    pub store: StoreMetrics,
+}
+
+/// Shared-store handles.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// The database revision the index is at.
+    pub revision: Gauge,
+    /// Other nodes' commits applied.
+    pub remote_commits: Counter,
+    /// Failed reads of the change table.
+    pub errors: Counter,
+    /// Snapshots reloaded (behind the retention horizon).
+    pub reloads: Counter,
+    /// Seconds since the database last answered.
+    pub silence_seconds: Gauge,
 }
 
 /// Replication handles.
@@ -135,6 +157,13 @@ impl Metrics {
                 commits: counter!("keyward_follower_commits_total"),
                 lag_revisions: gauge!("keyward_follower_lag_revisions"),
                 lag_seconds: gauge!("keyward_follower_lag_seconds"),
+            },
+            store: StoreMetrics {
+                revision: gauge!("keyward_store_revision"),
+                remote_commits: counter!("keyward_store_remote_commits_total"),
+                errors: counter!("keyward_store_errors_total"),
+                reloads: counter!("keyward_store_reloads_total"),
+                silence_seconds: gauge!("keyward_store_silence_seconds"),
             },
         }
     }

@@ -74,7 +74,7 @@ pub async fn sync(
             _ = notify.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
         }
-        let m = &engine.metrics.replication;
+        let m = &engine.metrics.store;
         loop {
             match engine.catch_up(BATCH).await {
                 Ok(n) => {
@@ -82,12 +82,13 @@ pub async fn sync(
                         tracing::info!("the database is reachable again");
                         failing = false;
                     }
-                    m.commits.increment(n as u64);
+                    m.remote_commits.increment(n as u64);
                     if n < BATCH {
                         break;
                     }
                 }
                 Err(StoreError::Horizon) => {
+                    m.reloads.increment(1);
                     if let Err(e) = engine.reload().await {
                         tracing::warn!(error = %e, "reloading from the database failed");
                     }
@@ -98,10 +99,15 @@ pub async fn sync(
                         tracing::warn!(error = %e, "reading the database's changes failed; serving from memory until the staleness bound");
                         failing = true;
                     }
-                    m.disconnects.increment(1);
+                    m.errors.increment(1);
                     break;
                 }
             }
+        }
+        m.revision.set(engine.applied_revision() as f64);
+        if let Some(f) = engine.shared() {
+            m.silence_seconds
+                .set(f.silence_ms(engine.now_ms()).max(0) as f64 / 1000.0);
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = tokio::time::Instant::now();
