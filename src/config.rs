@@ -120,15 +120,6 @@ impl std::str::FromStr for StoreUrl {
 impl Config {
     /// Checks what clap cannot; the message says what to change.
     pub fn validate(&self) -> Result<(), String> {
-        if self.follow.is_some() && self.replication_secret_file.is_none() {
-            return Err("--follow needs --replication-secret-file (the primary's secret)".into());
-        }
-        if self.follow.is_some() && self.routes.is_none() {
-            // Fine: Authorize alone. Check then denies every request.
-        }
-        if self.stale_after.is_zero() {
-            return Err("--stale-after must be positive".into());
-        }
         if let Some(store) = &self.store {
             let url = store.0.as_str();
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -150,6 +141,15 @@ impl Config {
             if self.pg_retain_changes == 0 {
                 return Err("--pg-retain-changes must be at least 1".into());
             }
+        }
+        if self.follow.is_some() && self.replication_secret_file.is_none() {
+            return Err("--follow needs --replication-secret-file (the primary's secret)".into());
+        }
+        if self.follow.is_some() && self.routes.is_none() {
+            // Fine: Authorize alone. Check then denies every request.
+        }
+        if self.stale_after.is_zero() {
+            return Err("--stale-after must be positive".into());
         }
         if self.max_in_flight == 0 || self.max_concurrent_streams == 0 {
             return Err("--max-in-flight and --max-streams must be at least 1".into());

@@ -59,3 +59,38 @@ fn bad_flags_exit_64_with_a_message() {
     assert_ne!(code, Some(0), "{stderr}");
     assert!(stderr.contains("--stale-mode"), "{stderr}");
 }
+
+/// `--store`: only PostgreSQL URLs, not with `--follow`, sane pool sizes; a
+/// database that cannot be reached refuses the start (exit 1) without
+/// repeating the connection string, whose password must never be printed.
+#[test]
+fn store_flags_are_checked_and_the_password_never_printed() {
+    let url = "postgres://keyward:s3cr3t-pw@127.0.0.1:1/keyward";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--store", "mysql://u:s3cr3t-pw@h/db"], "only postgres://"),
+        (
+            vec!["--store", url, "--follow", "127.0.0.1:1"],
+            "exclude each other",
+        ),
+        (vec!["--store", url, "--pg-pool-size", "1"], "--pg-pool-size"),
+        (
+            vec!["--store", url, "--pg-retain-changes", "0"],
+            "--pg-retain-changes",
+        ),
+        (
+            vec!["--store", "postgres://u:s3cr3t-pw@h:notaport/db"],
+            "not a valid postgres:// URL",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, stderr) = keyward(&args);
+        assert_eq!(code, Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!stderr.contains("s3cr3t-pw"), "{args:?}: {stderr}");
+    }
+    // Nothing listens on port 1: a clear refusal, exit 1, no password.
+    let (code, stderr) = keyward(&["--store", url]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("PostgreSQL"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t-pw"), "{stderr}");
+}
