@@ -149,7 +149,7 @@ pub struct Postgres {
 /// What the store is, as errors name it (never a connection string).
 fn store_name(opts: &Options) -> String {
     if opts.postgres.is_some() {
-        "PostgreSQL (--store)".into()
+        "the PostgreSQL database (--store)".into()
     } else {
         opts.data_dir.display().to_string()
     }

@@ -111,6 +111,22 @@ fn db(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Database(format!("{what}: {e}"))
 }
 
+/// An error with its causes ("error connecting to server: Connection
+/// refused"), none of which holds the connection string.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// A u64 id as a bigint column.
 fn big(v: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| corrupt(what, format!("{v} does not fit a bigint")))
@@ -193,7 +209,7 @@ impl PgStore {
 }
 
 async fn get(pool: &Pool) -> Result<Object, StoreError> {
-    pool.get().await.map_err(|e| db("connect", e))
+    pool.get().await.map_err(|e| db("connect", chain(&e)))
 }
 
 /// Applies the migrations this database lacks; returns the cluster id.
