@@ -67,12 +67,18 @@ fn bad_flags_exit_64_with_a_message() {
 fn store_flags_are_checked_and_the_password_never_printed() {
     let url = "postgres://keyward:s3cr3t-pw@127.0.0.1:1/keyward";
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--store", "mysql://u:s3cr3t-pw@h/db"], "only postgres://"),
+        (
+            vec!["--store", "mysql://u:s3cr3t-pw@h/db"],
+            "only postgres://",
+        ),
         (
             vec!["--store", url, "--follow", "127.0.0.1:1"],
             "exclude each other",
         ),
-        (vec!["--store", url, "--pg-pool-size", "1"], "--pg-pool-size"),
+        (
+            vec!["--store", url, "--pg-pool-size", "1"],
+            "--pg-pool-size",
+        ),
         (
             vec!["--store", url, "--pg-retain-changes", "0"],
             "--pg-retain-changes",

@@ -753,8 +753,10 @@ pub async fn listen(
     let mut backoff = Duration::from_millis(100);
     loop {
         let once = async {
-            let (client, mut connection) =
-                config.connect(NoTls).await.map_err(|e| db("listen", e))?;
+            let (client, mut connection) = config
+                .connect(NoTls)
+                .await
+                .map_err(|e| db("listen", chain(&e)))?;
             let driver = async {
                 loop {
                     match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
