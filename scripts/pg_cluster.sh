@@ -19,28 +19,16 @@
 set -euo pipefail
 
 SUPERUSER=keyward
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 WAIT_SECS=30
 
-die() {
-  echo "pg_cluster.sh: $*" >&2
-  exit 1
-}
 
 usage() {
   sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 64
 }
 
-# Runs a command as root (through sudo when not root already).
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null; then
-    sudo "$@"
-  else
-    die "need root (or sudo) to run: $*"
-  fi
-}
 
 # Prints the dir of the server binaries, or nothing (status 1) if none.
 find_bindir() {
