@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::index::{Change, Index, TokenState};
+use crate::index::{Change, TokenState};
 use crate::model::{Grant, Kind, Level, ResourceKey};
 use crate::pb::store::{AccountRecord, ResourceRecord, TokenRecord};
 use crate::store::{SledStore, Store, StoreError};
@@ -25,6 +25,116 @@ pub struct Seeded {
     pub tokens: Vec<Secret>,
 }
 
+/// Changes per commit.
+const CHUNK: usize = 10_000;
+
+/// The seed's changes, `CHUNK` at a time (the account and its resources
+/// first), and the token strings made so far.
+struct Chunks {
+    key: DigestKey,
+    digests: bool,
+    part: Secret,
+    phc: String,
+    project: String,
+    n: u64,
+    next: u64,
+    started: bool,
+    tokens: Vec<Secret>,
+}
+
+const ACCOUNT_ID: u64 = 1;
+const FIRST_ID: u64 = 1;
+
+impl Chunks {
+    fn new(key: &DigestKey, n: usize, digests: bool) -> Result<Self, StoreError> {
+        let part = token::new_secret_part();
+        let phc = token::hash_secret(&part).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Chunks {
+            key: key.clone(),
+            digests,
+            part,
+            phc,
+            project: "bench-project".into(),
+            n: n as u64,
+            next: 0,
+            started: false,
+            tokens: Vec::with_capacity(n),
+        })
+    }
+
+    /// The next commit's changes; None when all are out.
+    fn next_chunk(&mut self) -> Option<Vec<Change>> {
+        if self.started && self.next >= self.n {
+            return None;
+        }
+        let mut changes = Vec::with_capacity(CHUNK);
+        if !self.started {
+            self.started = true;
+            changes.extend([
+                Change::Counters {
+                    next_account_id: ACCOUNT_ID + 1,
+                    next_token_id: FIRST_ID + self.n,
+                },
+                Change::PutAccount(AccountRecord {
+                    id: ACCOUNT_ID,
+                    name: "bench".into(),
+                    created_at_ms: 0,
+                }),
+                Change::PutResource(ResourceRecord {
+                    account_id: ACCOUNT_ID,
+                    resource_type: Kind::Project.to_wire(),
+                    id: self.project.clone(),
+                    parent_type: Kind::Account.to_wire(),
+                    parent_id: ACCOUNT_ID.to_string(),
+                }),
+                Change::PutResource(ResourceRecord {
+                    account_id: ACCOUNT_ID,
+                    resource_type: Kind::Domain.to_wire(),
+                    id: "bench.example".into(),
+                    parent_type: Kind::Account.to_wire(),
+                    parent_id: ACCOUNT_ID.to_string(),
+                }),
+            ]);
+        }
+        while self.next < self.n && changes.len() < CHUNK {
+            let id = FIRST_ID + self.next;
+            self.next += 1;
+            let full = token::assemble(id, &self.part);
+            let mut state = TokenState::from_record(
+                &TokenRecord {
+                    id,
+                    account_id: ACCOUNT_ID,
+                    name: format!("bench token {id}"),
+                    phc_hash: self.phc.clone(),
+                    last_4_digits: token::last_4(&full),
+                    created_by: "keyward-bench".into(),
+                    created_at_ms: 1,
+                    ..Default::default()
+                },
+                &self.key,
+            );
+            state.grants = vec![Grant {
+                resource: ResourceKey::new(Kind::Project, self.project.as_str()),
+                level: Level::Admin,
+            }];
+            if self.digests {
+                state.digest = Some(self.key.digest(full.expose()));
+            }
+            changes.push(Change::PutToken(state.to_record(&self.key)));
+            self.tokens.push(full);
+        }
+        Some(changes)
+    }
+
+    fn done(self) -> Seeded {
+        Seeded {
+            account_id: ACCOUNT_ID,
+            project: self.project,
+            tokens: self.tokens,
+        }
+    }
+}
+
 /// Seeds `dir` (new, empty) with `n` tokens holding ADMIN on one project.
 /// With `digests`, each token's verified digest is stored under the dir's
 /// digest key (warm restart); without, every first use needs argon2 (the
@@ -34,73 +144,34 @@ pub async fn seed(dir: &Path, n: usize, digests: bool) -> Result<Seeded, StoreEr
     let key = DigestKey::load_or_create(&dir.join("digest.key"), true)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let store = SledStore::open(dir)?;
-    let part = token::new_secret_part();
-    let phc = token::hash_secret(&part).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let account_id = 1;
-    let project = "bench-project".to_string();
-    let index = Index::new(key.clone());
-    let first_id = 1u64;
-    let mut changes = vec![
-        Change::Counters {
-            next_account_id: account_id + 1,
-            next_token_id: first_id + n as u64,
-        },
-        Change::PutAccount(AccountRecord {
-            id: account_id,
-            name: "bench".into(),
-            created_at_ms: 0,
-        }),
-        Change::PutResource(ResourceRecord {
-            account_id,
-            resource_type: Kind::Project.to_wire(),
-            id: project.clone(),
-            parent_type: Kind::Account.to_wire(),
-            parent_id: account_id.to_string(),
-        }),
-        Change::PutResource(ResourceRecord {
-            account_id,
-            resource_type: Kind::Domain.to_wire(),
-            id: "bench.example".into(),
-            parent_type: Kind::Account.to_wire(),
-            parent_id: account_id.to_string(),
-        }),
-    ];
-    let mut tokens = Vec::with_capacity(n);
-    for i in 0..n as u64 {
-        let id = first_id + i;
-        let full = token::assemble(id, &part);
-        let mut state = TokenState::from_record(
-            &TokenRecord {
-                id,
-                account_id,
-                name: format!("bench token {id}"),
-                phc_hash: phc.clone(),
-                last_4_digits: token::last_4(&full),
-                created_by: "keyward-bench".into(),
-                created_at_ms: 1,
-                ..Default::default()
-            },
-            &key,
-        );
-        state.grants = vec![Grant {
-            resource: ResourceKey::new(Kind::Project, project.as_str()),
-            level: Level::Admin,
-        }];
-        if digests {
-            state.digest = Some(key.digest(full.expose()));
-        }
-        changes.push(Change::PutToken(state.to_record(index.key())));
-        tokens.push(full);
-        if changes.len() >= 10_000 {
-            store.commit_batch(&changes).await?;
-            changes.clear();
-        }
+    let mut chunks = Chunks::new(&key, n, digests)?;
+    while let Some(changes) = chunks.next_chunk() {
+        store.commit_batch(&changes).await?;
     }
-    store.commit_batch(&changes).await?;
     store.flush().await?;
-    Ok(Seeded {
-        account_id,
-        project,
-        tokens,
-    })
+    Ok(chunks.done())
+}
+
+/// Seeds a new, empty shared store (PostgreSQL) like [`seed`], through the
+/// ordinary write path: one [`Store::begin`] + [`crate::store::WriteTxn::commit`]
+/// per 10,000 changes (so each chunk is also one row of the change table).
+/// Digests are made with `key`, which the nodes serving the store must use.
+pub async fn seed_store(
+    store: &dyn Store,
+    key: &DigestKey,
+    n: usize,
+    digests: bool,
+) -> Result<Seeded, StoreError> {
+    let mut chunks = Chunks::new(key, n, digests)?;
+    let mut applied = 0;
+    while let Some(changes) = chunks.next_chunk() {
+        let (txn, missed) = store.begin(applied).await?;
+        if !missed.is_empty() {
+            return Err(StoreError::Corrupt(
+                "the store being seeded is not empty (or another writer is on it)".into(),
+            ));
+        }
+        applied = txn.commit(&changes).await?;
+    }
+    Ok(chunks.done())
 }
