@@ -454,6 +454,16 @@ impl Engine {
     /// leave the store and the index apart, nor let the next mutation in
     /// before this one is applied.
     pub(crate) async fn commit(&self, guard: WriteGuard, changes: Vec<Change>) -> Result<()> {
+        self.commit_as(guard, changes, false).await
+    }
+
+    /// Commits records of what the hot path learnt (`usage`: last-use
+    /// times, digests), or any other change. A usage commit is not
+    /// re-applied to this node's index (which holds newer values already):
+    /// it only marks the tokens saved, under the read lock, so Authorize
+    /// never waits behind it; and on sled it is not published (followers
+    /// learn their own digests; on a shared store every revision is).
+    async fn commit_as(&self, guard: WriteGuard, changes: Vec<Change>, usage: bool) -> Result<()> {
         let (index, tokens, feed) = (
             self.index.clone(),
             self.metrics.tokens.clone(),
@@ -469,15 +479,31 @@ impl Engine {
                     return Err(store_unavailable(&e));
                 }
             };
-            let mut idx = index.write();
-            for c in &changes {
-                idx.apply(c);
+            if usage {
+                let idx = index.read();
+                for c in &changes {
+                    if let Change::PutToken(r) = c {
+                        if let Some(t) = idx.tokens.get(&r.id) {
+                            t.last_used_saved_ms
+                                .fetch_max(r.last_used_at_ms, Ordering::Relaxed);
+                            if !r.verified_digest.is_empty() {
+                                t.digest_unsaved.store(false, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            } else {
+                let mut idx = index.write();
+                for c in &changes {
+                    idx.apply(c);
+                }
+                tokens.set(idx.tokens.len() as f64);
             }
-            tokens.set(idx.tokens.len() as f64);
-            drop(idx);
             // Still under the writer lock: followers see commits in order.
             if revision == 0 {
-                feed.publish(&changes);
+                if !usage {
+                    feed.publish(&changes);
+                }
             } else {
                 feed.publish_at(revision, &changes);
                 engine_applied.store(revision, Ordering::Release);
@@ -699,9 +725,7 @@ impl Engine {
             };
             let n = chunk.len();
             if n > 0 {
-                // Applying the records marks them saved (the index keeps the
-                // newer last use the hot path may have set meanwhile).
-                if let Err(e) = self.commit(guard, chunk).await {
+                if let Err(e) = self.commit_as(guard, chunk, true).await {
                     tracing::warn!(error = %e, "persisting last-use times failed");
                     return Err(e);
                 }
