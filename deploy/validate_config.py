@@ -402,10 +402,17 @@ def check_keyward_pod(who, pod, configmaps):
     cports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     if cports != {"grpc": GRPC_PORT, "http": HTTP_PORT}:
         problem(f"container: ports must be grpc {GRPC_PORT} and http {HTTP_PORT}, are {cports}")
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         g = c.get(probe, {}).get("grpc")
         if not g or g.get("port") != GRPC_PORT:
             problem(f"container: {probe} must be a grpc probe on port {GRPC_PORT}")
+    # Liveness is the process answering, not the store: a PostgreSQL node
+    # out of reach of its database is NOT_SERVING (readiness) but must not
+    # be restarted (a new process could not reach it either, and would drop
+    # the state it serves from).
+    live = c.get("livenessProbe", {}).get("httpGet", {})
+    if live.get("path") != "/healthz" or live.get("port") not in ("http", HTTP_PORT):
+        problem("container: livenessProbe must be GET /healthz on the http port")
     if c.get("readinessProbe", {}).get("grpc", {}).get("service", "") != "":
         problem('container: readinessProbe must ask service "" (NOT_SERVING until the store is loaded)')
     # The environment, from the ConfigMap(s); `env` wins over `envFrom`, as
