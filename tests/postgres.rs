@@ -579,3 +579,84 @@ async fn followers_resume_on_any_node_and_pruning_sends_laggards_to_a_snapshot()
     let root = a.root();
     assert_eq!(listed(&b, &root, acct).await, listed(&a, &root, acct).await);
 }
+
+/// A follower (sidecar) of node A sees what node B commits (B → database →
+/// A → follower), and resyncs when A reloads its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_of_one_node_sees_the_writes_of_another() {
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    cluster.create_database("kw");
+    let keys = temp();
+    let clock = Arc::new(ManualClock::new());
+    let a = node(&cluster, "kw", keys.path(), clock.clone()).await;
+    let root = a.root();
+    let b = node(&cluster, "kw", keys.path(), clock.clone()).await;
+    let fdir = temp();
+    let mut opts = options(fdir.path(), clock.clone());
+    opts.digest_key_file = keys.path().join("digest.key");
+    opts.postgres = None;
+    opts.follow = Some(keyward::server::Follow {
+        primary: a.grpc.to_string(),
+        secret: REPLICATION_SECRET.into(),
+        stale_after: Duration::from_secs(30),
+        serve_stale: false,
+    });
+    let f = TestServer::start_with(opts, clock.clone())
+        .await
+        .expect("follower starts");
+
+    let made_on_b = |name: &'static str| {
+        let (b, root) = (&b, root.clone());
+        async move {
+            let r = b
+                .accounts()
+                .create_account(auth(pb::CreateAccountRequest { name: name.into() }, &root))
+                .await
+                .unwrap()
+                .into_inner();
+            (r.account.unwrap().id, r.admin_token.unwrap().secret)
+        }
+    };
+    let seen_by = |f: &TestServer, acct: u64, secret: String| {
+        let channel = f.channel.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let r = pb::authorizer_client::AuthorizerClient::new(channel.clone())
+                    .authorize(pb::AuthorizeRequest {
+                        token: secret.clone(),
+                        resource: Some(rref(ACCOUNT, &acct.to_string())),
+                        level: ADMIN,
+                        scope: String::new(),
+                    })
+                    .await;
+                if r.is_ok_and(|r| r.into_inner().allowed) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "the follower never saw it");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let (acct, secret) = made_on_b("one").await;
+    seen_by(&f, acct, secret).await;
+    let epoch_before = f.engine.follower().unwrap().epoch.load(Ordering::Acquire);
+    // A reloads (as past the retention horizon): its watchers end, the
+    // follower takes a new snapshot, and keeps following.
+    a.engine.reload().await.unwrap();
+    let (acct, secret) = made_on_b("two").await;
+    seen_by(&f, acct, secret).await;
+    assert_eq!(
+        f.engine.follower().unwrap().epoch.load(Ordering::Acquire),
+        epoch_before,
+        "the database's epoch, before and after"
+    );
+    assert_eq!(
+        f.engine
+            .follower()
+            .unwrap()
+            .revision
+            .load(Ordering::Acquire),
+        a.engine.applied_revision(),
+    );
+}
