@@ -97,6 +97,12 @@ pub struct Config {
     /// follower further behind reloads a snapshot.
     #[arg(long, env = "KEYWARD_PG_RETAIN_CHANGES", default_value_t = 100_000)]
     pub pg_retain_changes: u64,
+
+    /// PostgreSQL with `sslmode=require` in the URL: a PEM file of the
+    /// CA(s) that sign the server's certificate, trusted beside the
+    /// system's roots. The certificate must also name the host.
+    #[arg(long, env = "KEYWARD_PG_CA_FILE")]
+    pub pg_ca_file: Option<PathBuf>,
 }
 
 /// A store connection string: it may hold a password, so it prints as
@@ -140,6 +146,11 @@ impl Config {
             }
             if self.pg_retain_changes == 0 {
                 return Err("--pg-retain-changes must be at least 1".into());
+            }
+            if let Some(ca) = &self.pg_ca_file {
+                if !ca.is_file() {
+                    return Err(format!("--pg-ca-file {}: no such file", ca.display()));
+                }
             }
         }
         if self.follow.is_some() && self.replication_secret_file.is_none() {

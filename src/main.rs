@@ -89,6 +89,7 @@ async fn serve(config: Config, secret: Option<String>) -> Result<(), server::Ser
                 url: url.0,
                 pool_size: config.pg_pool_size,
                 retain_changes: config.pg_retain_changes,
+                ca_file: config.pg_ca_file.clone(),
             },
             stale_after: config.stale_after,
             serve_stale: config.stale_mode == "serve",

@@ -231,7 +231,7 @@ pub async fn run(
                      give every node the same --digest-key-file"
                 );
             }
-            listen_config = Some(store.config().clone());
+            listen_config = Some(store.listen_target());
             let store: Arc<dyn Store> = Arc::new(store);
             let freshness = crate::nodes::Freshness::new(pg.stale_after, pg.serve_stale);
             let engine = Engine::new_shared(
@@ -448,10 +448,11 @@ pub async fn run(
         reporter.clone(),
     ));
     // PostgreSQL: follow what the other nodes commit.
-    let node_sync = listen_config.map(|config| {
+    let node_sync = listen_config.map(|(config, tls)| {
         let notify = Arc::new(tokio::sync::Notify::new());
         let listener = tokio::spawn(crate::store::postgres::listen(
             config,
+            tls,
             notify.clone(),
             wait_for_stop(stop_rx.clone()),
         ));

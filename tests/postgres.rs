@@ -558,6 +558,7 @@ async fn followers_resume_on_any_node_and_pruning_sends_laggards_to_a_snapshot()
         url: cluster.url("kw"),
         pool_size: 2,
         retain_changes: 3,
+        ca_file: None,
     })
     .await
     .unwrap();
@@ -659,4 +660,95 @@ async fn a_follower_of_one_node_sees_the_writes_of_another() {
             .load(Ordering::Acquire),
         a.engine.applied_revision(),
     );
+}
+
+/// With `sslmode=require` keyward speaks TLS to PostgreSQL and verifies the
+/// server's certificate: it connects when `--pg-ca-file` names the CA that
+/// signed it (every keyward connection is then encrypted), and refuses to
+/// start without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_postgresql_verifies_the_server() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    cluster.create_database("kw");
+    // A CA, and a server certificate for 127.0.0.1 signed by it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let data = cluster.data_dir();
+    let owner = std::fs::metadata(&data).unwrap();
+    for (name, pem) in [
+        ("server.crt", cert.pem()),
+        ("server.key", key.serialize_pem()),
+    ] {
+        let path = data.join(name);
+        std::fs::write(&path, pem).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut conf,
+        b"\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| cluster.restart_fast());
+    let keys = temp();
+    let ca_file = keys.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let clock = Arc::new(ManualClock::new());
+    let tls = |ca: Option<std::path::PathBuf>| {
+        move |o: &mut keyward::server::Options| {
+            let pg = o.postgres.as_mut().unwrap();
+            pg.store.url.push_str("?sslmode=require");
+            pg.store.ca_file = ca;
+        }
+    };
+
+    let err = try_node(&cluster, "kw", keys.path(), clock.clone(), tls(None))
+        .await
+        .err()
+        .expect("an unverifiable server is refused");
+    let msg = err.to_string();
+    eprintln!("refused: {msg}");
+    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+
+    let s = try_node(
+        &cluster,
+        "kw",
+        keys.path(),
+        clock.clone(),
+        tls(Some(ca_file)),
+    )
+    .await
+    .expect("a verified server is used");
+    let (acct, admin) = s.account("acme").await;
+    assert!(
+        s.check(&admin, ACCOUNT, &acct.to_string(), ADMIN)
+            .await
+            .allowed
+    );
+    // Every connection keyward holds is encrypted.
+    let row = pg_connect(&cluster.url("kw"))
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'keyward'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (encrypted, plain): (i64, i64) = (row.get(0), row.get(1));
+    assert!(encrypted >= 2, "pool and LISTEN connections: {encrypted}");
+    assert_eq!(plain, 0);
 }

@@ -1636,6 +1636,7 @@ impl Bench {
                 url: url.clone(),
                 pool_size: 2,
                 retain_changes: 100_000,
+                ca_file: None,
             })
             .await
             .expect("connect to the bench database");

@@ -87,6 +87,9 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// Change rows kept behind the newest revision.
     pub retain_changes: u64,
+    /// PEM file of the CA(s) that sign the server's certificate, beside the
+    /// system's roots (with `sslmode=require`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PgOptions {
@@ -95,14 +98,69 @@ impl std::fmt::Debug for PgOptions {
             .field("url", &"REDACTED")
             .field("pool_size", &self.pool_size)
             .field("retain_changes", &self.retain_changes)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
+}
+
+/// How connections are secured.
+#[derive(Clone)]
+pub enum Tls {
+    /// Plaintext (`sslmode` disable or prefer, the default).
+    Off,
+    /// TLS, the server's certificate verified (`sslmode=require`).
+    On(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// TLS for `sslmode=require`: the server's certificate must chain to the
+/// system's roots or to `ca_file`, and name the host connected to (as
+/// libpq's verify-full; keyward does not connect to a server it cannot
+/// authenticate). Any other mode is plaintext.
+pub fn tls_for(
+    config: &tokio_postgres::Config,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Tls, StoreError> {
+    use rustls_pki_types::pem::PemObject;
+    if config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+        return Ok(Tls::Off);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system root rustls cannot parse is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| db(&format!("--pg-ca-file {}", path.display()), e))?;
+        let mut n = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| db(&format!("--pg-ca-file {}", path.display()), e))?;
+            roots
+                .add(cert)
+                .map_err(|e| db(&format!("--pg-ca-file {}", path.display()), e))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(db(
+                &format!("--pg-ca-file {}", path.display()),
+                "no PEM certificate in it",
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| db("tls", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Tls::On(tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
 }
 
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: Tls,
     cluster_id: u64,
     retain_changes: u64,
 }
@@ -158,13 +216,14 @@ impl PgStore {
     /// Connects, applies migrations and returns the store.
     pub async fn connect(opts: &PgOptions) -> Result<PgStore, StoreError> {
         let config = parse_url(&opts.url)?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = tls_for(&config, opts.ca_file.as_deref())?;
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Tls::Off => Manager::from_config(config.clone(), NoTls, recycling()),
+            Tls::On(t) => Manager::from_config(config.clone(), t.clone(), recycling()),
+        };
         let pool = Pool::builder(manager)
             .max_size(opts.pool_size.max(2))
             .runtime(Runtime::Tokio1)
@@ -178,6 +237,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             config,
+            tls,
             cluster_id,
             retain_changes: opts.retain_changes.max(1),
         })
@@ -202,9 +262,9 @@ impl PgStore {
         Ok(before)
     }
 
-    /// A connection of its own (for `LISTEN`), outside the pool.
-    pub fn config(&self) -> &tokio_postgres::Config {
-        &self.config
+    /// How to open a connection of its own (for `LISTEN`), outside the pool.
+    pub fn listen_target(&self) -> (tokio_postgres::Config, Tls) {
+        (self.config.clone(), self.tls.clone())
     }
 }
 
@@ -746,6 +806,7 @@ impl Store for PgStore {
 /// node's sync loop covers the gaps while it is down.
 pub async fn listen(
     config: tokio_postgres::Config,
+    tls: Tls,
     notify: Arc<tokio::sync::Notify>,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -753,34 +814,9 @@ pub async fn listen(
     let mut backoff = Duration::from_millis(100);
     loop {
         let once = async {
-            let (client, mut connection) = config
-                .connect(NoTls)
-                .await
-                .map_err(|e| db("listen", chain(&e)))?;
-            let driver = async {
-                loop {
-                    match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                        Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
-                            notify.notify_one();
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => return db("listen", e),
-                        None => return db("listen", "connection closed"),
-                    }
-                }
-            };
-            let subscribe = async {
-                client
-                    .batch_execute(&format!("LISTEN {CHANNEL}"))
-                    .await
-                    .map_err(|e| db("listen", e))?;
-                // Whatever was committed while we were not listening.
-                notify.notify_one();
-                std::future::pending::<Result<(), StoreError>>().await
-            };
-            tokio::select! {
-                e = driver => Err(e),
-                r = subscribe => r,
+            match &tls {
+                Tls::Off => listen_once(&config, NoTls, &notify).await,
+                Tls::On(t) => listen_once(&config, t.clone(), &notify).await,
             }
         };
         tokio::select! {
@@ -796,5 +832,46 @@ pub async fn listen(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One `LISTEN` connection, until it fails.
+async fn listen_once<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    notify: &tokio::sync::Notify,
+) -> Result<(), StoreError>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + Unpin + 'static,
+{
+    let (client, mut connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| db("listen", chain(&e)))?;
+    let driver = async {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                    notify.notify_one();
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return db("listen", e),
+                None => return db("listen", "connection closed"),
+            }
+        }
+    };
+    let subscribe = async {
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(|e| db("listen", e))?;
+        // Whatever was committed while we were not listening.
+        notify.notify_one();
+        std::future::pending::<Result<(), StoreError>>().await
+    };
+    tokio::select! {
+        e = driver => Err(e),
+        r = subscribe => r,
     }
 }

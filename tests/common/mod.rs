@@ -76,6 +76,7 @@ pub fn postgres_at(base: &str, db: &str) -> server::Postgres {
             url: format!("{}/{db}", base.trim_end_matches('/')),
             pool_size: 4,
             retain_changes: 100_000,
+            ca_file: None,
         },
         stale_after: Duration::from_secs(100 * 365 * 86_400),
         serve_stale: false,
@@ -216,6 +217,7 @@ impl TestServer {
         if let Some(pg) = &opts.postgres {
             let url = &pg.store.url;
             let (base, db) = url.rsplit_once('/').expect("postgres url with a database");
+            let db = db.split('?').next().unwrap_or(db);
             create_database(base, db).await;
         }
         let grpc_l = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
