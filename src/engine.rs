@@ -216,18 +216,9 @@ impl Engine {
     /// ready. On a new store (`is_new`) creates the root token and returns
     /// it: the only time its secret exists outside the caller's hands.
     pub async fn load(&self, is_new: bool) -> Result<Option<Secret>, StoreError> {
-        let loaded = self.store.load(self.key.clone()).await?;
-        {
-            let _w = self.writer.lock().await;
-            *self.index.write() = loaded.index;
-            self.applied.store(loaded.revision, Ordering::Release);
-            self.feed.reset(loaded.revision);
-        }
+        self.install_snapshot().await?;
         let last = self.store.last_audit_id().await?;
         self.audit_seq.store(last, Ordering::Release);
-        if let Some(s) = &self.shared {
-            s.heard(self.now_ms());
-        }
         let root_token = if is_new {
             self.create_root().await?
         } else {
@@ -298,34 +289,31 @@ impl Engine {
     }
 
     /// Fails with UNAVAILABLE until the store is loaded, and on a follower
-    /// that has not heard from its primary for longer than the staleness
-    /// bound (fail closed), unless it was told to serve stale answers.
+    /// (or PostgreSQL node) that has not heard from its primary (database)
+    /// for longer than the staleness bound (fail closed), unless it was told
+    /// to serve stale answers.
     pub fn ensure_ready(&self) -> Result<()> {
         if !self.is_ready() {
             return Err(Error::Unavailable(
                 "keyward is loading its store; retry shortly".into(),
             ));
         }
-        if let Some(s) = &self.shared {
-            let now = self.now_ms();
-            if !s.may_serve(now) {
-                return Err(Error::Unavailable(format!(
-                    "the database has not been reached for {} ms (bound {} ms): failing closed",
-                    s.silence_ms(now),
-                    s.stale_after_ms
-                )));
-            }
+        let now = self.now_ms();
+        let stale = |source: &dyn std::fmt::Display, f: &crate::nodes::Freshness| {
+            Error::Unavailable(format!(
+                "no word from {source} for {} ms (bound {} ms): failing closed",
+                f.silence_ms(now),
+                f.stale_after_ms
+            ))
+        };
+        if let Some(s) = self.shared.as_ref().filter(|s| !s.may_serve(now)) {
+            return Err(stale(&"the database", s));
         }
-        if let Some(f) = &self.follower {
-            let now = self.now_ms();
-            if !f.may_serve(now) {
-                return Err(Error::Unavailable(format!(
-                    "no word from the primary {} for {} ms (bound {} ms): failing closed",
-                    f.primary,
-                    f.silence_ms(now),
-                    f.stale_after_ms
-                )));
-            }
+        if let Some(f) = self.follower.as_ref().filter(|f| !f.may_serve(now)) {
+            return Err(stale(
+                &format_args!("the primary {}", f.primary),
+                &f.freshness,
+            ));
         }
         Ok(())
     }
@@ -430,6 +418,15 @@ impl Engine {
     /// store's node that fell behind its change retention). Followers of
     /// this node resync.
     pub async fn reload(&self) -> std::result::Result<(), StoreError> {
+        let (revision, tokens) = self.install_snapshot().await?;
+        tracing::warn!(revision, tokens, "reloaded a snapshot of the store");
+        Ok(())
+    }
+
+    /// Loads the store and puts what it holds in place of the index, under
+    /// the writer lock; the feed starts over at its revision. Returns the
+    /// revision and the token count.
+    async fn install_snapshot(&self) -> std::result::Result<(u64, usize), StoreError> {
         let _w = self.writer.lock().await;
         let loaded = self.store.load(self.key.clone()).await?;
         let tokens = loaded.index.tokens.len();
@@ -440,12 +437,7 @@ impl Engine {
         if let Some(s) = &self.shared {
             s.heard(self.now_ms());
         }
-        tracing::warn!(
-            revision = loaded.revision,
-            tokens,
-            "reloaded a snapshot of the store"
-        );
-        Ok(())
+        Ok((loaded.revision, tokens))
     }
 
     /// Commits `changes`: durable first, then visible, then the caller may

@@ -22,10 +22,11 @@ const BATCH: usize = 1024;
 /// How often each node prunes old change rows.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// When a node last reached its database, and what it does past the bound.
+/// When a source (a PostgreSQL node's database, a follower's primary) was
+/// last heard from, and what to do past the staleness bound.
 #[derive(Debug)]
 pub struct Freshness {
-    /// Failing closed after this long without reaching the database.
+    /// Failing closed after this long without a word from the source.
     pub stale_after_ms: i64,
     /// Keep answering from memory when stale, instead of failing.
     pub serve_stale: bool,
@@ -43,17 +44,18 @@ impl Freshness {
         }
     }
 
-    /// The database answered at `now_ms`.
+    /// The source answered at `now_ms`.
     pub fn heard(&self, now_ms: i64) {
-        self.last_heard_ms.fetch_max(now_ms, Ordering::AcqRel);
+        self.last_heard_ms.store(now_ms, Ordering::Release);
     }
 
-    /// Milliseconds since the database last answered.
+    /// Milliseconds since the source last answered.
     pub fn silence_ms(&self, now_ms: i64) -> i64 {
         now_ms.saturating_sub(self.last_heard_ms.load(Ordering::Acquire))
     }
 
-    /// Whether answers may be given now.
+    /// Whether answers may be given now: within the bound, or told to
+    /// serve stale answers.
     pub fn may_serve(&self, now_ms: i64) -> bool {
         self.serve_stale || self.silence_ms(now_ms) <= self.stale_after_ms
     }

@@ -418,12 +418,8 @@ impl Drop for WatcherCount {
 pub struct FollowerState {
     /// The primary's gRPC address (named in refusals of admin calls).
     pub primary: String,
-    /// Failing closed after this long without a word from the primary.
-    pub stale_after_ms: i64,
-    /// Keep answering from the last state when stale, instead of failing.
-    pub serve_stale: bool,
-    /// When the primary was last heard from (engine clock, unix ms; 0 never).
-    pub last_heard_ms: AtomicI64,
+    /// When the primary was last heard from, and the staleness bound.
+    pub freshness: crate::nodes::Freshness,
     /// The epoch of the state held.
     pub epoch: AtomicU64,
     /// The revision applied.
@@ -441,9 +437,7 @@ impl FollowerState {
     pub fn new(primary: String, stale_after: Duration, serve_stale: bool) -> Self {
         FollowerState {
             primary,
-            stale_after_ms: i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX),
-            serve_stale,
-            last_heard_ms: AtomicI64::new(0),
+            freshness: crate::nodes::Freshness::new(stale_after, serve_stale),
             epoch: AtomicU64::new(0),
             revision: AtomicU64::new(0),
             primary_revision: AtomicU64::new(0),
@@ -454,14 +448,13 @@ impl FollowerState {
 
     /// Milliseconds since the primary was last heard from.
     pub fn silence_ms(&self, now_ms: i64) -> i64 {
-        now_ms.saturating_sub(self.last_heard_ms.load(Ordering::Acquire))
+        self.freshness.silence_ms(now_ms)
     }
 
     /// Whether answers may be given now: synced, and not past the bound
     /// (unless serving stale is allowed).
     pub fn may_serve(&self, now_ms: i64) -> bool {
-        self.synced.load(Ordering::Acquire)
-            && (self.serve_stale || self.silence_ms(now_ms) <= self.stale_after_ms)
+        self.synced.load(Ordering::Acquire) && self.freshness.may_serve(now_ms)
     }
 }
 
@@ -571,7 +564,7 @@ async fn follow_once(engine: &Arc<Engine>, opts: &FollowOptions) -> Result<(), S
         .map_err(|s| format!("stream: {}", s.message()))?
     {
         let now = engine.now_ms();
-        f.last_heard_ms.store(now, Ordering::Release);
+        f.freshness.heard(now);
         f.primary_sent_ms.store(ev.sent_at_ms, Ordering::Release);
         f.primary_revision.fetch_max(ev.revision, Ordering::AcqRel);
         match Ev::try_from(ev.kind).unwrap_or(Ev::Unspecified) {

@@ -538,17 +538,7 @@ async fn background_jobs(
         tokio::select! {
             _ = &mut stopped => return,
             _ = health.tick(), if engine.shared.is_some() => {
-                let ok = engine.ensure_ready().is_ok();
-                if ok != serving {
-                    serving = ok;
-                    if ok {
-                        tracing::info!("the database is reachable: serving");
-                        set_all(&reporter, ServingStatus::Serving).await;
-                    } else {
-                        tracing::warn!("the database is out of reach past the staleness bound: failing closed");
-                        set_all(&reporter, ServingStatus::NotServing).await;
-                    }
-                }
+                health_follows_staleness(&engine, &reporter, &mut serving).await;
             }
             _ = usage.tick() => {
                 if let Err(e) = engine.persist_usage(USAGE_GRANULARITY_MS, USAGE_BATCH_MAX).await {
@@ -637,6 +627,31 @@ async fn watch_routes(
 /// A follower's upkeep: health NOT_SERVING while it may not answer (stale
 /// and failing closed), SERVING again once it hears from the primary; the
 /// lag gauges; the metrics recorder's upkeep.
+/// Keeps health in step with the staleness bound of a follower or a
+/// PostgreSQL node: NOT_SERVING once `ensure_ready` fails (the error says
+/// who has been silent, and for how long), SERVING again once it passes.
+async fn health_follows_staleness(
+    engine: &Engine,
+    reporter: &tonic_health::server::HealthReporter,
+    serving: &mut bool,
+) {
+    let ready = engine.ensure_ready();
+    if ready.is_ok() == *serving {
+        return;
+    }
+    *serving = ready.is_ok();
+    match ready {
+        Ok(()) => {
+            tracing::info!("heard from the source again: serving");
+            set_all(reporter, ServingStatus::Serving).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "stale: failing closed");
+            set_all(reporter, ServingStatus::NotServing).await;
+        }
+    }
+}
+
 async fn follower_jobs(
     engine: Arc<Engine>,
     stop: watch::Receiver<bool>,
@@ -655,17 +670,7 @@ async fn follower_jobs(
                 let Some(f) = engine.follower() else { return };
                 let now = engine.now_ms();
                 engine.metrics.replication.lag_seconds.set(f.silence_ms(now) as f64 / 1000.0);
-                let ok = engine.ensure_ready().is_ok();
-                if ok != serving {
-                    serving = ok;
-                    let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
-                    if !ok {
-                        tracing::warn!(primary = %f.primary, silence_ms = f.silence_ms(now), "stale: failing closed");
-                    } else {
-                        tracing::info!(primary = %f.primary, "heard from the primary again: serving");
-                    }
-                    set_all(&reporter, status).await;
-                }
+                health_follows_staleness(&engine, &reporter, &mut serving).await;
             }
             _ = upkeep.tick() => {
                 if let Some(m) = metrics.clone() {
