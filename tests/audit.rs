@@ -80,16 +80,7 @@ async fn every_mutation_is_audited_and_only_admins_read_it() {
         .into_inner();
     // Refused: the last token of a domain; an escalation by a project admin.
     let dtid = dt.token.as_ref().unwrap().id;
-    let r = s
-        .tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: a,
-                token_id: dtid,
-            },
-            &admin,
-        ))
-        .await;
+    let r = s.delete(&admin, a, dtid).await;
     assert_code(r, Code::FailedPrecondition);
     let p_admin = s
         .create(&admin, a, "p admin", vec![grant(PROJECT, "p", ADMIN)])

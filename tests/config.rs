@@ -94,6 +94,19 @@ fn store_flags_are_checked_and_the_password_never_printed() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
         assert!(!stderr.contains("s3cr3t-pw"), "{args:?}: {stderr}");
     }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing-ca.pem");
+    let (code, stderr) = keyward(&["--store", url, "--pg-ca-file", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("--pg-ca-file"), "{stderr}");
+    // A CA file with no certificate in it is refused before connecting.
+    let empty = dir.path().join("empty-ca.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let tls_url = format!("{url}?sslmode=require");
+    let (code, stderr) = keyward(&["--store", &tls_url, "--pg-ca-file", empty.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no PEM certificate"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t-pw"), "{stderr}");
     // Nothing listens on port 1: a clear refusal, exit 1, no password.
     let (code, stderr) = keyward(&["--store", url]);
     assert_eq!(code, Some(1), "{stderr}");

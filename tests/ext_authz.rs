@@ -363,14 +363,7 @@ async fn check_allows_and_denies_like_authorize() {
     ));
 
     // Revocation takes effect at once: delete, and the next Check is 401.
-    s.tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: acct,
-                token_id: viewer_id.parse().unwrap(),
-            },
-            &admin,
-        ))
+    s.delete(&admin, acct, viewer_id.parse().unwrap())
         .await
         .unwrap();
     let o = check(&s, "GET", &messages, &[("authorization", &v)])

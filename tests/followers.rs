@@ -16,7 +16,6 @@ use keyward::clock::ManualClock;
 use keyward::pb::replication::replication_client::ReplicationClient;
 use keyward::pb::replication::WatchRequest;
 use keyward::pb::v1 as pb;
-use keyward::server::Follow;
 use prost_types::FieldMask;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -31,14 +30,13 @@ async fn follower(
     clock: Arc<ManualClock>,
     serve_stale: bool,
 ) -> TestServer {
-    let mut opts = options(dir, clock.clone());
-    opts.digest_key_file = primary_dir.join("digest.key");
-    opts.follow = Some(Follow {
-        primary: primary_addr.to_string(),
-        secret: REPLICATION_SECRET.into(),
-        stale_after: Duration::from_secs(30),
+    let opts = follower_options(
+        dir,
+        clock.clone(),
+        primary_addr,
+        &primary_dir.join("digest.key"),
         serve_stale,
-    });
+    );
     TestServer::start_with(opts, clock)
         .await
         .expect("follower starts")
@@ -161,11 +159,9 @@ async fn every_change_on_the_primary_shows_on_every_follower() {
     converge(&f, &secret, PROJECT, "p1", ADMIN, ALLOW).await;
 
     // Delete: denied everywhere.
-    let del = pb::DeleteTokenRequest {
-        account_id: acct,
-        token_id: new.token.as_ref().unwrap().id,
-    };
-    p.tokens().delete_token(auth(del, &admin)).await.unwrap();
+    p.delete(&admin, acct, new.token.as_ref().unwrap().id)
+        .await
+        .unwrap();
     converge(
         &f,
         &new.secret,
@@ -195,16 +191,8 @@ async fn every_change_on_the_primary_shows_on_every_follower() {
     let m = http(fs[0].http, "GET", "/metrics", None, None).await;
     let text = String::from_utf8_lossy(&m.body);
     assert!(text.contains("keyward_follower_lag_revisions 0"), "{text}");
-    let mut health = tonic_health::pb::health_client::HealthClient::new(fs[0].channel.clone());
-    let h = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
     assert_eq!(
-        h.status,
+        fs[0].health("").await,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
     // The primary counts its watchers.
@@ -275,11 +263,9 @@ async fn a_cut_connection_resumes_from_the_revision() {
         .create(&admin, acct, "b", vec![grant(PROJECT, "p1", ADMIN)])
         .await
         .unwrap();
-    let del = pb::DeleteTokenRequest {
-        account_id: acct,
-        token_id: t.token.as_ref().unwrap().id,
-    };
-    p.tokens().delete_token(auth(del, &admin)).await.unwrap();
+    p.delete(&admin, acct, t.token.as_ref().unwrap().id)
+        .await
+        .unwrap();
     converge(&[&f], &t2.secret, PROJECT, "p1", ADMIN, ALLOW).await;
     converge(
         &[&f],
@@ -331,11 +317,9 @@ async fn followers_resync_after_a_primary_restart() {
 
     // Delete, then stop the primary: the follower has applied the delete
     // before the stop acknowledged... and answers from it meanwhile.
-    let del = pb::DeleteTokenRequest {
-        account_id: acct,
-        token_id: t.token.as_ref().unwrap().id,
-    };
-    p.tokens().delete_token(auth(del, &admin)).await.unwrap();
+    p.delete(&admin, acct, t.token.as_ref().unwrap().id)
+        .await
+        .unwrap();
     converge(
         &[&f],
         &t.secret,
@@ -450,22 +434,12 @@ async fn a_cut_off_follower_fails_closed_past_the_bound() {
         .await;
     let s = assert_code(r, Code::Unavailable);
     assert!(s.message().contains("failing closed"), "{s:?}");
-    let mut health = tonic_health::pb::health_client::HealthClient::new(f.channel.clone());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let h = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: "keyward.v1.Authorizer".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if h.status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "health still {h:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    f.wait_for_health(
+        "keyward.v1.Authorizer",
+        tonic_health::pb::health_check_response::ServingStatus::NotServing,
+        Duration::from_secs(5),
+    )
+    .await;
     // The follower told to serve stale keeps answering from its state.
     assert!(
         stale_ok

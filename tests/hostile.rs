@@ -314,15 +314,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("/proc/self/status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Samples RSS every 100 ms; returns the peak seen in each phase.
 fn rss_sampler(load: Arc<Load>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u64>> {
     std::thread::spawn(move || {

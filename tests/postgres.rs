@@ -115,19 +115,6 @@ async fn in_database(client: &tokio_postgres::Client, account: u64) -> BTreeSet<
         .collect()
 }
 
-async fn delete(s: &TestServer, caller: &str, account: u64, id: u64) -> Result<(), tonic::Status> {
-    s.tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: account,
-                token_id: id,
-            },
-            caller,
-        ))
-        .await
-        .map(|_| ())
-}
-
 fn viewer(account: u64) -> Vec<pb::Grant> {
     vec![grant(ACCOUNT, &account.to_string(), VIEWER)]
 }
@@ -163,7 +150,7 @@ async fn nodes_converge_under_concurrent_writers_and_revocation_reaches_all() {
                         .expect("create on any node");
                     let id = t.token.unwrap().id;
                     if i % 2 == 0 {
-                        delete(s, &admin, acct, id).await.expect("delete");
+                        s.delete(&admin, acct, id).await.expect("delete");
                     } else {
                         kept.push(id);
                     }
@@ -220,7 +207,7 @@ async fn nodes_converge_under_concurrent_writers_and_revocation_reaches_all() {
                     .allowed
             );
         }
-        delete(on, &admin, acct, id).await.unwrap();
+        on.delete(&admin, acct, id).await.unwrap();
         assert!(
             !on.check(&secret, ACCOUNT, &acct.to_string(), VIEWER)
                 .await
@@ -413,25 +400,13 @@ async fn a_node_out_of_reach_of_its_database_fails_closed() {
         serving.check(&admin, ACCOUNT, &id, ADMIN).await.allowed,
         "serve mode answers"
     );
-    let mut health = tonic_health::pb::health_client::HealthClient::new(closed.channel.clone());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let h = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if h.status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "health stays SERVING past the bound"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    closed
+        .wait_for_health(
+            "",
+            tonic_health::pb::health_check_response::ServingStatus::NotServing,
+            Duration::from_secs(5),
+        )
+        .await;
 
     // The database is back: the node serves again (its poll reaches it).
     tokio::task::block_in_place(|| cluster.start_again());
@@ -593,15 +568,13 @@ async fn a_follower_of_one_node_sees_the_writes_of_another() {
     let root = a.root();
     let b = node(&cluster, "kw", keys.path(), clock.clone()).await;
     let fdir = temp();
-    let mut opts = options(fdir.path(), clock.clone());
-    opts.digest_key_file = keys.path().join("digest.key");
-    opts.postgres = None;
-    opts.follow = Some(keyward::server::Follow {
-        primary: a.grpc.to_string(),
-        secret: REPLICATION_SECRET.into(),
-        stale_after: Duration::from_secs(30),
-        serve_stale: false,
-    });
+    let opts = follower_options(
+        fdir.path(),
+        clock.clone(),
+        a.grpc,
+        &keys.path().join("digest.key"),
+        false,
+    );
     let f = TestServer::start_with(opts, clock.clone())
         .await
         .expect("follower starts");

@@ -235,16 +235,7 @@ async fn no_escalation_and_no_cross_account_access() {
         "account admin token is outside p1: {names:?}"
     );
     let p2_id = p2_tok.token.unwrap().id;
-    let r = s
-        .tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: a,
-                token_id: p2_id,
-            },
-            &p1_admin,
-        ))
-        .await;
+    let r = s.delete(&p1_admin, a, p2_id).await;
     assert_code(r, Code::PermissionDenied);
     // Editing a token it manages to grant more than it holds is refused.
     let r = s
@@ -454,16 +445,7 @@ async fn domain_registration_creates_its_token_and_keeps_one() {
             .await
             .allowed
     );
-    let r = s
-        .tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: a,
-                token_id: tok.id,
-            },
-            &admin,
-        ))
-        .await;
+    let r = s.delete(&admin, a, tok.id).await;
     assert_code(r, Code::FailedPrecondition);
     // Dropping the domain from its last token by an edit is refused too.
     s.register(&admin, a, PROJECT, "p", None).await;
@@ -493,32 +475,14 @@ async fn domain_registration_creates_its_token_and_keeps_one() {
         )
         .await
         .unwrap();
-    s.tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: a,
-                token_id: tok.id,
-            },
-            &admin,
-        ))
-        .await
-        .unwrap();
+    s.delete(&admin, a, tok.id).await.unwrap();
     assert_eq!(
         s.check(&dt.secret, DOMAIN, "example.com", ADMIN)
             .await
             .reason,
         DenyReason::UnknownToken as i32
     );
-    let r = s
-        .tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: a,
-                token_id: second.token.unwrap().id,
-            },
-            &admin,
-        ))
-        .await;
+    let r = s.delete(&admin, a, second.token.unwrap().id).await;
     assert_code(r, Code::FailedPrecondition);
     // A reset token on its way out is no holder: after a reset, the new
     // token is the last holder and cannot be deleted.
@@ -530,16 +494,7 @@ async fn domain_registration_creates_its_token_and_keeps_one() {
         .await
         .unwrap();
     let auto_id = listed_id(&s, a, &admin, "two.example token").await;
-    s.tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: a,
-                token_id: auto_id,
-            },
-            &admin,
-        ))
-        .await
-        .unwrap();
+    s.delete(&admin, a, auto_id).await.unwrap();
     let reset = s
         .tokens()
         .reset_token(auth(
@@ -553,16 +508,7 @@ async fn domain_registration_creates_its_token_and_keeps_one() {
         .await
         .unwrap()
         .into_inner();
-    let r = s
-        .tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: a,
-                token_id: reset.token.unwrap().id,
-            },
-            &admin,
-        ))
-        .await;
+    let r = s.delete(&admin, a, reset.token.unwrap().id).await;
     assert_code(r, Code::FailedPrecondition);
     // Duplicates and bad parents.
     let r = s
@@ -857,30 +803,12 @@ async fn pause_resume_delete_and_edits_are_immediate() {
         .into_inner();
     assert_eq!(renamed.grants, vec![grant(PROJECT, "q", VIEWER)]);
 
-    s.tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: a,
-                token_id: id,
-            },
-            &admin,
-        ))
-        .await
-        .unwrap();
+    s.delete(&admin, a, id).await.unwrap();
     assert_eq!(
         s.check(&t.secret, PROJECT, "q", VIEWER).await.reason,
         DenyReason::UnknownToken as i32
     );
-    let r = s
-        .tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: a,
-                token_id: id,
-            },
-            &admin,
-        ))
-        .await;
+    let r = s.delete(&admin, a, id).await;
     assert_code(r, Code::NotFound);
     s.stop().await.unwrap();
 }
@@ -1196,26 +1124,8 @@ async fn no_escalation_through_resources() {
         .await
         .unwrap();
     let oid = orphan.token.unwrap().id;
-    let r = s
-        .tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: a,
-                token_id: oid,
-            },
-            &p_admin,
-        ))
-        .await;
+    let r = s.delete(&p_admin, a, oid).await;
     assert_code(r, Code::PermissionDenied);
-    s.tokens()
-        .delete_token(auth(
-            pb::DeleteTokenRequest {
-                account_id: a,
-                token_id: oid,
-            },
-            &admin,
-        ))
-        .await
-        .unwrap();
+    s.delete(&admin, a, oid).await.unwrap();
     s.stop().await.unwrap();
 }

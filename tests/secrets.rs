@@ -93,16 +93,7 @@ async fn no_secret_in_logs_errors_debug_or_store() {
         .to_string();
     s.check(&wrong, PROJECT, "p", ADMIN).await;
     for token in [&t.secret, &wrong] {
-        let r = s
-            .tokens()
-            .delete_token(auth(
-                pb::DeleteTokenRequest {
-                    account_id: a + 9,
-                    token_id: id,
-                },
-                token,
-            ))
-            .await;
+        let r = s.delete(token, a + 9, id).await;
         errors.push(format!("{:?}", r.expect_err("refused")));
         let r = s
             .tokens()

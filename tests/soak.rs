@@ -126,15 +126,6 @@ fn trim_allocator() {
     }
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("/proc/self/status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for e in std::fs::read_dir(dir).expect("read dir").flatten() {

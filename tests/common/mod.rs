@@ -377,6 +377,58 @@ impl TestServer {
     }
 
     /// One Authorize call.
+    /// DeleteToken by `caller`.
+    pub async fn delete(
+        &self,
+        caller: &str,
+        account_id: u64,
+        token_id: u64,
+    ) -> Result<pb::DeleteTokenResponse, Status> {
+        self.tokens()
+            .delete_token(auth(
+                pb::DeleteTokenRequest {
+                    account_id,
+                    token_id,
+                },
+                caller,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The health of `service` ("" for the whole server).
+    pub async fn health(&self, service: &str) -> i32 {
+        tonic_health::pb::health_client::HealthClient::new(self.channel.clone())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status
+    }
+
+    /// Waits up to `within` for `service`'s health to become `status`.
+    pub async fn wait_for_health(
+        &self,
+        service: &str,
+        status: tonic_health::pb::health_check_response::ServingStatus,
+        within: Duration,
+    ) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let now = self.health(service).await;
+            if now == status as i32 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "health of {service:?} is still {now}, not {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn check(
         &self,
         token: &str,
@@ -406,6 +458,36 @@ impl TestServer {
             .expect("authorize")
             .into_inner()
     }
+}
+
+/// Options of a follower of the keyward at `primary`, with the digest key
+/// in `key_file` and the given staleness behaviour.
+pub fn follower_options(
+    dir: &Path,
+    clock: Arc<ManualClock>,
+    primary: SocketAddr,
+    key_file: &Path,
+    serve_stale: bool,
+) -> Options {
+    let mut opts = options(dir, clock);
+    opts.digest_key_file = key_file.to_path_buf();
+    opts.follow = Some(server::Follow {
+        primary: primary.to_string(),
+        secret: REPLICATION_SECRET.into(),
+        stale_after: Duration::from_secs(30),
+        serve_stale,
+    });
+    opts
+}
+
+/// This process's resident memory (KiB).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }
 
 /// A request carrying `token` as `authorization: Bearer`.
