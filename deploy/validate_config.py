@@ -338,14 +338,19 @@ def generated_objects(base=DEPLOY):
     return objs
 
 
-def check_kubernetes(rendered=None):
-    objs = load_all(rendered) if rendered else generated_objects()
+def by_kind_checked(objs):
+    """The objects by kind; each one must be namespace-agnostic."""
     by_kind = {}
     for o in objs:
         by_kind.setdefault(o["kind"], []).append(o)
-    for o in objs:
         if o.get("metadata", {}).get("namespace"):
             problem(f"{o['kind']}/{o['metadata']['name']}: has a namespace (the manifests are namespace-agnostic)")
+    return by_kind
+
+
+def check_kubernetes(rendered=None):
+    objs = load_all(rendered) if rendered else generated_objects()
+    by_kind = by_kind_checked(objs)
     sts = by_kind.get("StatefulSet", [])
     if len(sts) != 1:
         problem(f"expected one StatefulSet, found {len(sts)}")
@@ -541,12 +546,7 @@ def selects(selector, labels):
 
 def check_postgres(rendered=None):
     objs = load_all(rendered) if rendered else postgres_objects()
-    by_kind = {}
-    for o in objs:
-        by_kind.setdefault(o["kind"], []).append(o)
-    for o in objs:
-        if o.get("metadata", {}).get("namespace"):
-            problem(f"{o['kind']}/{o['metadata']['name']}: has a namespace (the manifests are namespace-agnostic)")
+    by_kind = by_kind_checked(objs)
     for kind in ("StatefulSet", "PersistentVolumeClaim", "Secret"):
         for o in by_kind.get(kind, []):
             problem(f"{kind}/{o['metadata']['name']}: not in PostgreSQL mode (no volume claim; Secrets are made by hand)")
