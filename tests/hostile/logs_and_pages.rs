@@ -1,0 +1,4 @@
+//! Hostile clients, log floods and listings that must fit the message limit.
+
+#[allow(unused_imports)]
+use super::*;
