@@ -71,18 +71,29 @@ fn account_to_wire(a: &AccountState) -> pb::Account {
     }
 }
 
+/// Most encoded bytes of the items of one listing page. Half the smallest
+/// encoding limit of a service that lists (Accounts and Resources, 256 KiB
+/// in `server.rs`), so a full page always fits with its page token and
+/// framing; Tokens and Audit (1 MiB) page the same way. A page ends early,
+/// with a `next_page_token`, when its next item would pass this.
+pub const PAGE_BYTES_MAX: usize = 128 * 1024;
+
+/// The number of items a page may hold: the default for 0, refused above
+/// the maximum.
+pub fn checked_page_size(page_size: u32) -> Result<usize> {
+    match page_size {
+        0 => Ok(limits::PAGE_DEFAULT as usize),
+        n if n > limits::PAGE_MAX => Err(Error::invalid(
+            "page_size",
+            format!("must be at most {}", limits::PAGE_MAX),
+        )),
+        n => Ok(n as usize),
+    }
+}
+
 /// Page size (default, max) and the id after which the page starts.
 pub fn page_bounds(page_size: u32, page_token: &str) -> Result<(usize, u64)> {
-    let size = match page_size {
-        0 => limits::PAGE_DEFAULT,
-        n if n > limits::PAGE_MAX => {
-            return Err(Error::invalid(
-                "page_size",
-                format!("must be at most {}", limits::PAGE_MAX),
-            ))
-        }
-        n => n,
-    };
+    let size = checked_page_size(page_size)?;
     let after = if page_token.is_empty() {
         0
     } else {
@@ -90,7 +101,23 @@ pub fn page_bounds(page_size: u32, page_token: &str) -> Result<(usize, u64)> {
             .parse::<u64>()
             .map_err(|_| Error::invalid("page_token", "not a token from a previous page"))?
     };
-    Ok((size as usize, after))
+    Ok((size, after))
+}
+
+/// The resource after which a ListResources page starts: the previous
+/// page's token, `type:id` of its last resource (type as its wire number).
+fn resource_cursor(page_token: &str) -> Result<Option<(Kind, &str)>> {
+    if page_token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Error::invalid("page_token", "not a token from a previous page");
+    let (kind, id) = page_token.split_once(':').ok_or_else(bad)?;
+    let kind = kind
+        .parse::<i32>()
+        .ok()
+        .and_then(Kind::from_wire)
+        .ok_or_else(bad)?;
+    Ok(Some((kind, id)))
 }
 
 /// The caller's access, read from the index under the current lock.
@@ -518,17 +545,20 @@ impl Engine {
         let (size, after) = page_bounds(req.page_size, &req.page_token)?;
         let idx = self.index.read();
         let caller = self.live_caller(&idx, caller_id)?;
-        let mut accounts: Vec<pb::Account> = idx
+        let mut page = Page::new(size);
+        let visible = idx
             .accounts
             .range(after.saturating_add(1)..)
             .map(|(_, a)| a)
-            .filter(|a| caller.root || a.id == caller.account_id)
-            .take(size + 1)
-            .map(account_to_wire)
-            .collect();
-        let next_page_token = paginate(&mut accounts, size, |a| a.id);
+            .filter(|a| caller.root || a.id == caller.account_id);
+        for a in visible {
+            if !page.push(account_to_wire(a)) {
+                break;
+            }
+        }
+        let next_page_token = page.next_token(|a| a.id.to_string());
         Ok(pb::ListAccountsResponse {
-            accounts,
+            accounts: page.items,
             next_page_token,
         })
     }
@@ -744,22 +774,33 @@ impl Engine {
         })
     }
 
-    /// ListResources: those the caller holds any grant covering.
+    /// ListResources: those the caller holds any grant covering, by type
+    /// then id, paged (the page token is the last resource's `type:id`).
     pub fn list_resources(
         &self,
         caller_id: u64,
         req: &pb::ListResourcesRequest,
     ) -> Result<pb::ListResourcesResponse> {
+        let size = checked_page_size(req.page_size)?;
+        let after = resource_cursor(&req.page_token)?;
         let idx = self.index.read();
         let access = Access {
             caller: self.live_caller(&idx, caller_id)?,
         };
         let account = access.account(&idx, req.account_id)?;
-        let mut out = Vec::new();
+        let mut page = Page::new(size);
         let account_key = ResourceKey::account(account.id);
-        for kind in [Kind::Project, Kind::Sandbox, Kind::Domain] {
-            let mut ids: Vec<_> = account.resources[kind.slot()].iter().collect();
-            ids.sort_by(|a, b| a.0.cmp(b.0));
+        'kinds: for kind in [Kind::Project, Kind::Sandbox, Kind::Domain] {
+            let from = match after {
+                Some((k, _)) if k.slot() > kind.slot() => continue,
+                Some((k, id)) if k == kind => Some(id),
+                _ => None,
+            };
+            let mut ids: Vec<_> = account.resources[kind.slot()]
+                .iter()
+                .filter(|(id, _)| from.is_none_or(|from| &***id > from))
+                .collect();
+            ids.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (id, node) in ids {
                 let key = ResourceKey::new(kind, id.clone());
                 if access.level_on(&idx, account, &key).is_none() {
@@ -769,13 +810,25 @@ impl Engine {
                     Some(p) => ResourceKey::new(Kind::Project, p.clone()),
                     None => account_key.clone(),
                 };
-                out.push(pb::ResourceInfo {
+                let info = pb::ResourceInfo {
                     resource: Some(key.to_wire()),
                     parent: Some(parent.to_wire()),
-                });
+                };
+                if !page.push(info) {
+                    break 'kinds;
+                }
             }
         }
-        Ok(pb::ListResourcesResponse { resources: out })
+        let next_page_token = page.next_token(|r| {
+            r.resource
+                .as_ref()
+                .map(|k| format!("{}:{}", k.r#type, k.id))
+                .unwrap_or_default()
+        });
+        Ok(pb::ListResourcesResponse {
+            resources: page.items,
+            next_page_token,
+        })
     }
 
     // ------------------------------------------------------------ tokens
@@ -868,17 +921,20 @@ impl Engine {
         };
         access.require_token_admin()?;
         let account = access.account(&idx, req.account_id)?;
-        let mut tokens: Vec<pb::Token> = account
+        let mut page = Page::new(size);
+        let visible = account
             .tokens
             .range(after.saturating_add(1)..)
             .filter_map(|id| idx.tokens.get(id))
-            .filter(|t| access.can_manage(&idx, account, t))
-            .take(size + 1)
-            .map(token_to_wire)
-            .collect();
-        let next_page_token = paginate(&mut tokens, size, |t| t.id);
+            .filter(|t| access.can_manage(&idx, account, t));
+        for t in visible {
+            if !page.push(token_to_wire(t)) {
+                break;
+            }
+        }
+        let next_page_token = page.next_token(|t| t.id.to_string());
         Ok(pb::ListTokensResponse {
-            tokens,
+            tokens: page.items,
             next_page_token,
         })
     }
@@ -1112,19 +1168,104 @@ impl Engine {
     }
 }
 
-/// Cuts `items` (fetched as `size + 1`) to one page; returns the token of
-/// the next page, empty on the last one.
-fn paginate<T>(items: &mut Vec<T>, size: usize, id: impl Fn(&T) -> u64) -> String {
-    if items.len() <= size {
-        return String::new();
+/// One listing page being filled, in cursor order: at most `size` items
+/// and at most [`PAGE_BYTES_MAX`] encoded bytes of them (the first item
+/// always goes in, so paging makes progress; one item is far smaller).
+pub(crate) struct Page<T> {
+    /// The items so far.
+    pub(crate) items: Vec<T>,
+    /// Their encoded size as a repeated field of the response.
+    bytes: usize,
+    /// Items the caller asked for.
+    size: usize,
+    /// Whether an item was left for the next page.
+    more: bool,
+}
+
+impl<T: prost::Message> Page<T> {
+    /// An empty page of at most `size` items.
+    pub(crate) fn new(size: usize) -> Self {
+        Page {
+            items: Vec::new(),
+            bytes: 0,
+            size,
+            more: false,
+        }
     }
-    items.truncate(size);
-    items.last().map(|t| id(t).to_string()).unwrap_or_default()
+
+    /// Adds `item` if the page has room for it; otherwise notes that more
+    /// follow and returns false: the page is full, stop filling it.
+    pub(crate) fn push(&mut self, item: T) -> bool {
+        let len = item.encoded_len();
+        // Field key (one byte: fields 1..15), length, message.
+        let bytes = 1 + prost::length_delimiter_len(len) + len;
+        let full = self.items.len() >= self.size
+            || (!self.items.is_empty() && self.bytes + bytes > PAGE_BYTES_MAX);
+        if full {
+            self.more = true;
+            return false;
+        }
+        self.bytes += bytes;
+        self.items.push(item);
+        true
+    }
+
+    /// The next page's token, from the last item; empty on the last page.
+    pub(crate) fn next_token(&self, cursor: impl Fn(&T) -> String) -> String {
+        if !self.more {
+            return String::new();
+        }
+        self.items.last().map(cursor).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::derived_name;
+    use super::{derived_name, Page, PAGE_BYTES_MAX};
+    use crate::pb::v1 as pb;
+    use prost::Message;
+
+    /// The largest account the input limits allow: 100 four-byte characters.
+    fn widest_account(id: u64) -> pb::Account {
+        pb::Account {
+            id,
+            name: "\u{1F4E8}".repeat(100),
+            created_at: Some(prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 999_999_999,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_page_stops_at_its_size_or_its_byte_budget() {
+        let mut page = Page::new(3);
+        assert!(page.push(widest_account(1)));
+        assert!(page.push(widest_account(2)));
+        assert!(page.push(widest_account(3)));
+        assert!(!page.push(widest_account(4)));
+        assert_eq!(page.next_token(|a| a.id.to_string()), "3");
+
+        // 1,000 of the widest accounts (~420 KB) would pass the Accounts
+        // limit (256 KiB): the page ends under the budget instead.
+        let mut page = Page::new(1000);
+        let mut id = 0;
+        while page.push(widest_account(id + 1)) {
+            id += 1;
+        }
+        let resp = pb::ListAccountsResponse {
+            accounts: page.items.clone(),
+            next_page_token: page.next_token(|a| a.id.to_string()),
+        };
+        assert!(page.items.len() < 1000);
+        assert!(resp.encoded_len() <= PAGE_BYTES_MAX + 64);
+        assert_eq!(resp.next_page_token, id.to_string());
+
+        // A short last page ends the listing.
+        let mut page = Page::new(10);
+        assert!(page.push(widest_account(1)));
+        assert_eq!(page.next_token(|a| a.id.to_string()), "");
+    }
 
     #[test]
     fn derived_names_do_not_grow_with_resets() {

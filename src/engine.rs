@@ -887,34 +887,33 @@ impl Engine {
                 )));
             }
         }
-        let mut records = self
+        let records = self
             .store
             .list_audit(req.account_id, after, size + 1)
             .await
             .map_err(|e| store_unavailable(&e))?;
-        let more = records.len() > size;
-        records.truncate(size);
-        let next_page_token = if more {
-            records.last().map(|r| r.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        // `size + 1` records: a page that fills up knows whether more follow.
+        let mut page = crate::admin::Page::new(size);
+        for r in records {
+            let event = crate::pb::v1::AuditEvent {
+                id: r.id,
+                account_id: r.account_id,
+                at: Some(crate::admin::ts(r.at_ms)),
+                actor_token_id: r.actor_token_id,
+                actor_name: r.actor_name,
+                action: r.action,
+                token_id: r.token_id,
+                resource: r.resource,
+                outcome: r.outcome,
+                detail: r.detail,
+            };
+            if !page.push(event) {
+                break;
+            }
+        }
+        let next_page_token = page.next_token(|e| e.id.to_string());
         Ok(crate::pb::v1::ListAuditEventsResponse {
-            events: records
-                .into_iter()
-                .map(|r| crate::pb::v1::AuditEvent {
-                    id: r.id,
-                    account_id: r.account_id,
-                    at: Some(crate::admin::ts(r.at_ms)),
-                    actor_token_id: r.actor_token_id,
-                    actor_name: r.actor_name,
-                    action: r.action,
-                    token_id: r.token_id,
-                    resource: r.resource,
-                    outcome: r.outcome,
-                    detail: r.detail,
-                })
-                .collect(),
+            events: page.items,
             next_page_token,
         })
     }

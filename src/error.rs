@@ -85,7 +85,13 @@ impl From<Error> for Status {
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::Unavailable(m) => Status::unavailable(m),
             Error::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
+                // Rate-limited: one failing store fails every request.
+                if crate::logs::ERRORS.admit() {
+                    tracing::error!(
+                        error = &*crate::logs::clip_to(&m, crate::logs::MESSAGE_MAX),
+                        "internal error"
+                    );
+                }
                 Status::internal("internal error; see the server log")
             }
         }

@@ -17,6 +17,7 @@
 //! - [`error`]: domain errors and their mapping to gRPC status codes.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: metric handles, registered once.
+//! - [`logs`]: the budget of log lines callers can cause (rate limit, clipped values).
 //! - [`clock`]: injectable time.
 //! - [`seed`]: bulk seeding of a data dir, for benchmarks only.
 //! - [`pb`]: generated code only.
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod index;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod nodes;

@@ -174,7 +174,12 @@ impl Problem {
             }
             Problem::Domain(Error::Unavailable(m)) => (StatusCode::SERVICE_UNAVAILABLE, m),
             Problem::Domain(Error::Internal(m)) => {
-                tracing::error!(error = %m, "internal error");
+                if crate::logs::ERRORS.admit() {
+                    tracing::error!(
+                        error = &*crate::logs::clip_to(&m, crate::logs::MESSAGE_MAX),
+                        "internal error"
+                    );
+                }
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error; see the server log".to_string(),

@@ -254,21 +254,31 @@ async fn acknowledged_writes_survive_sigkill() {
             .unwrap();
         let mut tokens = pb::tokens_client::TokensClient::new(channel.clone());
         let mut resources = pb::resources_client::ResourcesClient::new(channel);
-        let listed = resources
-            .list_resources(auth(
-                pb::ListResourcesRequest {
-                    account_id: account,
-                },
-                &admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        let have: std::collections::HashSet<String> = listed
-            .resources
-            .iter()
-            .map(|r| r.resource.as_ref().unwrap().id.clone())
-            .collect();
+        let mut have = std::collections::HashSet::new();
+        let mut page_token = String::new();
+        loop {
+            let page = resources
+                .list_resources(auth(
+                    pb::ListResourcesRequest {
+                        account_id: account,
+                        page_size: 1000,
+                        page_token,
+                    },
+                    &admin,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            have.extend(
+                page.resources
+                    .iter()
+                    .map(|r| r.resource.as_ref().unwrap().id.clone()),
+            );
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
         let (projects, acked_tokens) = {
             let state = acked.lock().unwrap();
             (state.projects.clone(), state.tokens.clone())

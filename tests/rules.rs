@@ -871,7 +871,13 @@ async fn deleting_a_resource_drops_its_grants() {
     );
     let listed = s
         .resources()
-        .list_resources(auth(pb::ListResourcesRequest { account_id: a }, &t.secret))
+        .list_resources(auth(
+            pb::ListResourcesRequest {
+                account_id: a,
+                ..Default::default()
+            },
+            &t.secret,
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -1482,7 +1482,13 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 resource: rref(Domain, "example.com"),
             },
         ),
-        request_input(5, &pb::ListResourcesRequest { account_id: 1 }),
+        request_input(
+            5,
+            &pb::ListResourcesRequest {
+                account_id: 1,
+                ..Default::default()
+            },
+        ),
         request_input(
             6,
             &pb::CreateTokenRequest {

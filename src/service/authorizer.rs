@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use crate::authz::Check;
 use crate::engine::{Decision, Engine};
 use crate::error::{Error, Result};
+use crate::logs;
 use crate::metrics::Metrics;
 use crate::model::{limits, Kind, Level};
 use crate::pb::v1::{self as pb, authorizer_server::Authorizer};
@@ -77,14 +78,17 @@ impl AuthorizerService {
             );
         } else {
             m.deny(d.reason);
-            tracing::info!(
-                token.id = d.token_id,
-                resource.kind = check.kind.as_str(),
-                resource.id = check.id,
-                decision = "deny",
-                reason = Metrics::reason_label(d.reason),
-                "authorize"
-            );
+            // Rate-limited: a caller decides how many denials there are.
+            if logs::limiter_for(d.reason).admit() {
+                tracing::info!(
+                    token.id = d.token_id,
+                    resource.kind = check.kind.as_str(),
+                    resource.id = &*logs::clip(check.id),
+                    decision = "deny",
+                    reason = Metrics::reason_label(d.reason),
+                    "authorize"
+                );
+            }
         }
         Ok(pb::AuthorizeResponse {
             allowed: d.allowed,

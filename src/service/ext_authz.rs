@@ -27,6 +27,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authz::Check;
 use crate::engine::Engine;
+use crate::logs;
 use crate::metrics::Metrics;
 use crate::pb::v1::DenyReason;
 use crate::routes::{Match, Routes, Unmatched};
@@ -234,14 +235,17 @@ impl ExtAuthzService {
             };
             m.deny.increment(1);
             self.engine.metrics.deny(reason);
-            tracing::info!(
-                token.id = d.token_id,
-                route = needed.template,
-                resource.kind = check.kind.as_str(),
-                resource.id = check.id,
-                reason = Metrics::reason_label(reason),
-                "check denied"
-            );
+            // Rate-limited: a caller decides how many denials there are.
+            if logs::limiter_for(reason).admit() {
+                tracing::info!(
+                    token.id = d.token_id,
+                    route = &*logs::clip(needed.template),
+                    resource.kind = check.kind.as_str(),
+                    resource.id = &*logs::clip(check.id),
+                    reason = Metrics::reason_label(reason),
+                    "check denied"
+                );
+            }
             let (unauthenticated, message) = denial(reason);
             return Ok(deny(unauthenticated, message));
         }

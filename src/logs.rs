@@ -1,0 +1,267 @@
+//! Log lines that callers can cause, kept to a fixed budget.
+//!
+//! Every line a request can make keyward write (a denial, an internal
+//! error) belongs to a category with a [`Limiter`]: at most
+//! [`Limiter::burst`] lines per [`WINDOW`]; the rest are counted, and the
+//! count is written as one line, `suppressed N log lines (CATEGORY) in the
+//! last Xs`, when the category next logs in a later window. Caller-supplied
+//! values in those lines are cut to [`VALUE_MAX`] bytes ([`clip`]) and
+//! escaped by the formatter (none of them is ever a token). So whatever callers
+//! send, keyward writes at most, per second and per category, `burst + 1`
+//! lines of bounded length.
+//!
+//! Lock-free and cheap: three atomics per category, touched only by the
+//! requests that log (denials and errors), never by an allowed Authorize.
+//! Malformed and unknown tokens have a category of their own
+//! ([`BAD_TOKENS`]), so a flood of garbage cannot hide the denials of real
+//! tokens ([`DENIALS`]), which are usually a misconfigured client worth
+//! seeing.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tracing::Level;
+
+use crate::pb::v1::DenyReason;
+
+/// The period over which each category's budget is counted.
+pub const WINDOW: Duration = Duration::from_secs(1);
+
+/// Longest caller-supplied value (resource id, route) in a line, in bytes.
+pub const VALUE_MAX: usize = 64;
+
+/// Longest error message in a line, in bytes.
+pub const MESSAGE_MAX: usize = 256;
+
+/// Denials of malformed or unknown tokens (Authorize, AuthorizeBatch,
+/// ext_authz Check): anyone can send them, at any rate.
+pub static BAD_TOKENS: Limiter = Limiter::new("denials of malformed or unknown tokens", 10);
+
+/// Denials of real tokens (expired, paused, no grant, scope, ...).
+pub static DENIALS: Limiter = Limiter::new("denials", 10);
+
+/// Internal errors answered to a caller (gRPC or REST): one failing store
+/// must not turn every request into a log line.
+pub static ERRORS: Limiter = Limiter::new_at(Level::ERROR, "internal errors", 10);
+
+/// The category of a denial: malformed and unknown tokens apart from the
+/// denials of real tokens.
+pub fn limiter_for(reason: DenyReason) -> &'static Limiter {
+    match reason {
+        DenyReason::Malformed | DenyReason::UnknownToken => &BAD_TOKENS,
+        _ => &DENIALS,
+    }
+}
+
+/// A per-category line budget; see the module documentation.
+#[derive(Debug)]
+pub struct Limiter {
+    /// Named in the suppression line, so an operator knows what was dropped.
+    category: &'static str,
+    /// The level of the category's lines, and of its suppression line.
+    level: Level,
+    /// Lines written per window; beyond it they are counted, not written.
+    burst: u64,
+    /// Start of the current window, in ns since [`epoch`].
+    window_start: AtomicU64,
+    /// Lines asked for in the current window (written while < `burst`).
+    used: AtomicU64,
+    /// Lines refused since the last suppression line.
+    suppressed: AtomicU64,
+}
+
+/// What [`Limiter::admit_at`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admit {
+    /// Whether the caller may write its line.
+    pub write: bool,
+    /// Lines suppressed in an earlier window and how long ago that window
+    /// began (ns): to report now, once.
+    pub report: Option<(u64, u64)>,
+}
+
+/// The process's time origin for [`Limiter`] windows.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Limiter {
+    /// An info-level category with `burst` lines per window.
+    pub const fn new(category: &'static str, burst: u64) -> Self {
+        Self::new_at(Level::INFO, category, burst)
+    }
+
+    /// A category at `level` with `burst` lines per window.
+    pub const fn new_at(level: Level, category: &'static str, burst: u64) -> Self {
+        Limiter {
+            category,
+            level,
+            burst,
+            window_start: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Lines written per window.
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+
+    /// Whether the caller may write its line now. When lines of this
+    /// category were suppressed in an earlier window, writes their count
+    /// first (once).
+    pub fn admit(&self) -> bool {
+        let a = self.admit_at(now_ns());
+        if let Some((lines, over_ns)) = a.report {
+            self.report(lines, over_ns);
+        }
+        a.write
+    }
+
+    /// [`Limiter::admit`] at `now` (ns since the limiter's origin), without
+    /// writing anything: the pure part, for tests.
+    pub fn admit_at(&self, now: u64) -> Admit {
+        let window = u64::try_from(WINDOW.as_nanos()).unwrap_or(u64::MAX);
+        let start = self.window_start.load(Ordering::Acquire);
+        let mut report = None;
+        // One caller opens the next window (and reports the last ones).
+        if now.saturating_sub(start) >= window
+            && self
+                .window_start
+                .compare_exchange(start, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.used.store(0, Ordering::Release);
+            let lines = self.suppressed.swap(0, Ordering::AcqRel);
+            if lines > 0 {
+                report = Some((lines, now - start));
+            }
+        }
+        // Past the budget, only the count is touched.
+        let write = self.used.load(Ordering::Relaxed) < self.burst
+            && self.used.fetch_add(1, Ordering::AcqRel) < self.burst;
+        if !write {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+        Admit { write, report }
+    }
+
+    fn report(&self, lines: u64, over_ns: u64) {
+        let category = self.category;
+        let secs = over_ns as f64 / 1e9;
+        macro_rules! at {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    "suppressed {lines} log lines ({category}) in the last {secs:.1}s"
+                )
+            };
+        }
+        match self.level {
+            Level::ERROR => at!(Level::ERROR),
+            Level::WARN => at!(Level::WARN),
+            Level::INFO => at!(Level::INFO),
+            Level::DEBUG => at!(Level::DEBUG),
+            _ => at!(Level::TRACE),
+        }
+    }
+}
+
+/// `value` cut to at most [`VALUE_MAX`] bytes (on a character boundary),
+/// with `…` when cut. Record it as a `&str` field (`field = &*clip(v)`), so
+/// the formatter quotes and escapes it.
+pub fn clip(value: &str) -> Cow<'_, str> {
+    clip_to(value, VALUE_MAX)
+}
+
+/// `value` cut to at most `max` bytes, as [`clip`].
+pub fn clip_to(value: &str, max: usize) -> Cow<'_, str> {
+    if value.len() <= max {
+        return Cow::Borrowed(value);
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &value[..end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_window_writes_its_burst_then_counts_and_reports_once() {
+        let l = Limiter::new("test", 3);
+        let mut written = 0;
+        for i in 0..1000 {
+            let a = l.admit_at(SEC / 2 + i);
+            assert_eq!(a.report, None);
+            written += usize::from(a.write);
+        }
+        assert_eq!(written, 3);
+        // The next window: written again, the 997 reported once.
+        let a = l.admit_at(SEC / 2 + SEC + 7);
+        assert!(a.write);
+        assert_eq!(a.report, Some((997, SEC / 2 + SEC + 7)));
+        let a = l.admit_at(SEC / 2 + SEC + 8);
+        assert!(a.write);
+        assert_eq!(a.report, None);
+    }
+
+    #[test]
+    fn a_quiet_category_reports_nothing() {
+        let l = Limiter::new("test", 2);
+        assert_eq!(
+            l.admit_at(10),
+            Admit {
+                write: true,
+                report: None
+            }
+        );
+        assert_eq!(
+            l.admit_at(5 * SEC),
+            Admit {
+                write: true,
+                report: None
+            }
+        );
+    }
+
+    #[test]
+    fn threads_never_exceed_the_burst_in_a_window() {
+        let l = std::sync::Arc::new(Limiter::new("test", 10));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    (0..10_000).filter(|_| l.admit_at(SEC / 2).write).count()
+                })
+            })
+            .collect();
+        let written: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(written, 10);
+        let a = l.admit_at(2 * SEC);
+        assert_eq!(a.report.map(|r| r.0), Some(40_000 - 10));
+    }
+
+    #[test]
+    fn clip_cuts_long_values_on_a_character_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(100);
+        let c = clip(&long);
+        assert!(c.len() <= VALUE_MAX + '…'.len_utf8());
+        assert!(c.ends_with('…'));
+        assert!(c.starts_with("éé"));
+    }
+}
