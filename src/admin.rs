@@ -356,6 +356,14 @@ struct NewToken {
 }
 
 impl Engine {
+    /// Runs a mutation's rules against the index as it stands, before any
+    /// argon2 hash, store read or writer lock: a caller who may not act is
+    /// refused for the price of a read lock. The same rules run again under
+    /// the writer lock, against the state the commit follows.
+    fn refuse_early<T>(&self, rules: impl FnOnce(&Index) -> Result<T>) -> Result<()> {
+        rules(&self.index.read()).map(drop)
+    }
+
     async fn prepare_secret(&self) -> Result<Prepared> {
         let (part, phc) = self.hash_new_secret().await?;
         Ok(Prepared { part, phc })
@@ -379,10 +387,9 @@ impl Engine {
         let id = match self.authenticate(credential).await {
             Err(AuthnFailure::Unknown) if self.unseen_token(credential) => {
                 // A token made on another node of the shared store a
-                // moment ago: read what this node missed, once, and retry.
-                if let Err(e) = self.catch_up(1024).await {
-                    tracing::debug!(error = %e, "catching up for an unseen caller failed");
-                }
+                // moment ago: read what this node missed (shared with other
+                // such callers, rate-bounded), and retry.
+                self.catch_up_unseen().await;
                 self.authenticate(credential).await
             }
             other => other,
@@ -465,16 +472,21 @@ impl Engine {
         req: pb::CreateAccountRequest,
     ) -> Result<pb::CreateAccountResponse> {
         model::validate_name("name", &req.name)?;
-        let prepared = self.prepare_secret().await?;
-        let w = self.write_lock().await?;
-        let (account_id, token_id, changes, full) = {
-            let idx = self.index.read();
-            let caller = self.live_caller(&idx, caller_id)?;
+        let rules = |idx: &Index| -> Result<String> {
+            let caller = self.live_caller(idx, caller_id)?;
             if !caller.root {
                 return Err(Error::PermissionDenied(
                     "only the root token can create accounts".into(),
                 ));
             }
+            Ok(caller.name.clone())
+        };
+        self.refuse_early(rules)?;
+        let prepared = self.prepare_secret().await?;
+        let w = self.write_lock().await?;
+        let (account_id, token_id, changes, full) = {
+            let idx = self.index.read();
+            let created_by = rules(&idx)?;
             let account_id = idx.next_account_id;
             let token_id = idx.next_token_id;
             let account = AccountRecord {
@@ -491,7 +503,7 @@ impl Engine {
                         "{} admin token",
                         req.name.chars().take(80).collect::<String>()
                     ),
-                    created_by: caller.name.clone(),
+                    created_by,
                     grants: vec![Grant {
                         resource: ResourceKey::account(account_id),
                         level: Level::Admin,
@@ -607,6 +619,10 @@ impl Engine {
             }
             (_, None) => ResourceKey::account(req.account_id),
         };
+        self.refuse_early(|idx| {
+            self.register_rules(idx, caller_id, req.account_id, &resource, &parent)
+                .map(drop)
+        })?;
         let prepared = if resource.kind == Kind::Domain {
             Some(self.prepare_secret().await?)
         } else {
@@ -615,37 +631,8 @@ impl Engine {
         let w = self.write_lock().await?;
         let (changes, token) = {
             let idx = self.index.read();
-            let access = Access {
-                caller: self.live_caller(&idx, caller_id)?,
-            };
-            let account = access.account(&idx, req.account_id)?;
-            if let Lookup::Unknown | Lookup::OtherAccount =
-                idx.lookup(account, parent.kind, &parent.id)
-            {
-                return Err(Error::NotFound(format!(
-                    "parent {parent} not found in account {}",
-                    account.id
-                )));
-            }
-            if access.level_on(&idx, account, &parent) != Some(Level::Admin) {
-                return Err(Error::PermissionDenied(format!(
-                    "registering under {parent} needs ADMIN on it"
-                )));
-            }
-            // Resource ids are global names (a domain is a domain): one
-            // account only, or another account's tokens could pass the SMTP
-            // check for it.
-            if idx.is_registered(resource.kind, &resource.id) {
-                return Err(Error::AlreadyExists(format!(
-                    "{resource} is already registered"
-                )));
-            }
-            if resource.kind == Kind::Domain {
-                // A domain comes with a token: the caller must be allowed to
-                // mint tokens, and the token gets no feature the caller lacks.
-                access.require_token_admin()?;
-                access.require_scope("domains")?;
-            }
+            let (access, account) =
+                self.register_rules(&idx, caller_id, req.account_id, &resource, &parent)?;
             let mut changes = vec![Change::PutResource(ResourceRecord {
                 account_id: account.id,
                 resource_type: resource.kind.to_wire(),
@@ -696,6 +683,49 @@ impl Engine {
         })
     }
 
+    /// Who may register `resource` under `parent` in `account_id`, and
+    /// whether it is free.
+    fn register_rules<'i>(
+        &self,
+        idx: &'i Index,
+        caller_id: u64,
+        account_id: u64,
+        resource: &ResourceKey,
+        parent: &ResourceKey,
+    ) -> Result<(Access<'i>, &'i AccountState)> {
+        let access = Access {
+            caller: self.live_caller(idx, caller_id)?,
+        };
+        let account = access.account(idx, account_id)?;
+        if let Lookup::Unknown | Lookup::OtherAccount = idx.lookup(account, parent.kind, &parent.id)
+        {
+            return Err(Error::NotFound(format!(
+                "parent {parent} not found in account {}",
+                account.id
+            )));
+        }
+        if access.level_on(idx, account, parent) != Some(Level::Admin) {
+            return Err(Error::PermissionDenied(format!(
+                "registering under {parent} needs ADMIN on it"
+            )));
+        }
+        // Resource ids are global names (a domain is a domain): one
+        // account only, or another account's tokens could pass the SMTP
+        // check for it.
+        if idx.is_registered(resource.kind, &resource.id) {
+            return Err(Error::AlreadyExists(format!(
+                "{resource} is already registered"
+            )));
+        }
+        if resource.kind == Kind::Domain {
+            // A domain comes with a token: the caller must be allowed to
+            // mint tokens, and the token gets no feature the caller lacks.
+            access.require_token_admin()?;
+            access.require_scope("domains")?;
+        }
+        Ok((access, account))
+    }
+
     /// DeleteResource: the resource, its descendants, and every grant on them.
     pub async fn delete_resource(
         &self,
@@ -709,20 +739,18 @@ impl Engine {
                 "an account cannot be deleted as a resource",
             ));
         }
-        let w = self.write_lock().await?;
-        let (changes, deleted, dropped) = {
-            let idx = self.index.read();
+        let rules = |idx: &Index| -> Result<()> {
             let access = Access {
-                caller: self.live_caller(&idx, caller_id)?,
+                caller: self.live_caller(idx, caller_id)?,
             };
-            let account = access.account(&idx, req.account_id)?;
+            let account = access.account(idx, req.account_id)?;
             if !account.resources[resource.kind.slot()].contains_key(resource.id.as_str()) {
                 return Err(Error::NotFound(format!(
                     "{resource} not found in account {}",
                     account.id
                 )));
             }
-            if access.level_on(&idx, account, &resource) != Some(Level::Admin) {
+            if access.level_on(idx, account, &resource) != Some(Level::Admin) {
                 return Err(Error::PermissionDenied(format!(
                     "deleting {resource} needs ADMIN on it"
                 )));
@@ -730,6 +758,17 @@ impl Engine {
             if resource.kind == Kind::Domain {
                 access.require_scope("domains")?;
             }
+            Ok(())
+        };
+        self.refuse_early(rules)?;
+        let w = self.write_lock().await?;
+        let (changes, deleted, dropped) = {
+            let idx = self.index.read();
+            rules(&idx)?;
+            let account = idx
+                .accounts
+                .get(&req.account_id)
+                .ok_or_else(|| Error::Internal("account missing after its check".into()))?;
             let mut deleted = vec![resource.clone()];
             if resource.kind == Kind::Project {
                 deleted.extend(
@@ -843,34 +882,29 @@ impl Engine {
         let grants = model::grants_from_wire("grants", &req.grants)?;
         let scopes = model::scopes_from_wire("scopes", &req.scopes)?;
         let expires_at_ms = check_expiry("expires_at", req.expires_at.as_ref(), self.now_ms())?;
-        {
-            // Refuse before paying for argon2 when the answer is already no.
-            let idx = self.index.read();
+        let rules = |idx: &Index| -> Result<(String, u64)> {
             let access = Access {
-                caller: self.live_caller(&idx, caller_id)?,
+                caller: self.live_caller(idx, caller_id)?,
             };
             access.require_token_admin()?;
-            let account = access.account(&idx, req.account_id)?;
-            access.check_grantable(&idx, account, &grants, &scopes)?;
-        }
+            let account = access.account(idx, req.account_id)?;
+            access.check_grantable(idx, account, &grants, &scopes)?;
+            Ok((access.caller.name.clone(), account.id))
+        };
+        self.refuse_early(rules)?;
         let prepared = self.prepare_secret().await?;
         let w = self.write_lock().await?;
         let (id, changes, full) = {
             let idx = self.index.read();
-            let access = Access {
-                caller: self.live_caller(&idx, caller_id)?,
-            };
-            access.require_token_admin()?;
-            let account = access.account(&idx, req.account_id)?;
-            access.check_grantable(&idx, account, &grants, &scopes)?;
+            let (created_by, account_id) = rules(&idx)?;
             let id = idx.next_token_id;
             let (record, full) = self.new_token(
                 &idx,
                 &prepared,
                 NewToken {
-                    account_id: account.id,
+                    account_id,
                     name: req.name.clone(),
-                    created_by: access.caller.name.clone(),
+                    created_by,
                     grants,
                     scopes,
                     expires_at_ms,
@@ -973,15 +1007,13 @@ impl Engine {
                 }
             }
         }
-        let w = self.write_lock().await?;
-        let change = {
-            let idx = self.index.read();
+        let plan = |idx: &Index| -> Result<Change> {
             let access = Access {
-                caller: self.live_caller(&idx, caller_id)?,
+                caller: self.live_caller(idx, caller_id)?,
             };
             access.require_token_admin()?;
-            let account = access.account(&idx, req.account_id)?;
-            let target = access.target(&idx, account, req.token_id)?;
+            let account = access.account(idx, req.account_id)?;
+            let target = access.target(idx, account, req.token_id)?;
             if target.root {
                 return Err(Error::FailedPrecondition(
                     "the root token cannot be edited".into(),
@@ -989,21 +1021,24 @@ impl Engine {
             }
             let new_grants = grants.as_deref().unwrap_or(&target.grants);
             let new_scopes = scopes.as_deref().unwrap_or(&target.scopes);
-            access.check_grantable(&idx, account, new_grants, new_scopes)?;
-            if let Some(domain) = last_holder_of(&idx, account, target, new_grants, self.now_ms()) {
+            access.check_grantable(idx, account, new_grants, new_scopes)?;
+            if let Some(domain) = last_holder_of(idx, account, target, new_grants, self.now_ms()) {
                 return Err(Error::FailedPrecondition(format!(
                     "token {} is the last token with access to domain {domain}; it must keep it",
                     target.id
                 )));
             }
             let mut next = TokenState::from_record(&target.to_record(idx.key()), idx.key());
-            if let Some(n) = name {
-                next.name = n;
+            if let Some(n) = &name {
+                next.name = n.clone();
             }
             next.grants = new_grants.to_vec();
             next.scopes = new_scopes.to_vec();
-            Change::PutToken(next.to_record(idx.key()))
+            Ok(Change::PutToken(next.to_record(idx.key())))
         };
+        self.refuse_early(plan)?;
+        let w = self.write_lock().await?;
+        let change = plan(&self.index.read())?;
         self.commit(w, vec![change]).await?;
         tracing::info!(account.id = req.account_id, token.id = req.token_id, fields = ?paths, "token updated");
         self.token_view(req.token_id)
@@ -1025,29 +1060,16 @@ impl Engine {
         req: pb::ResetTokenRequest,
     ) -> Result<pb::TokenWithSecret> {
         let expires_at_ms = check_expiry("expires_at", req.expires_at.as_ref(), self.now_ms())?;
+        self.refuse_early(|idx| {
+            self.reset_rules(idx, caller_id, &req, self.now_ms())
+                .map(drop)
+        })?;
         let prepared = self.prepare_secret().await?;
         let w = self.write_lock().await?;
         let now = self.now_ms();
         let (id, changes, full) = {
             let idx = self.index.read();
-            let access = Access {
-                caller: self.live_caller(&idx, caller_id)?,
-            };
-            access.require_token_admin()?;
-            let account = access.account(&idx, req.account_id)?;
-            let old = access.target(&idx, account, req.token_id)?;
-            if old.replaced_by != 0 {
-                return Err(Error::FailedPrecondition(format!(
-                    "token {} was already reset (replaced by token {})",
-                    old.id, old.replaced_by
-                )));
-            }
-            if old.is_expired(now) {
-                return Err(Error::FailedPrecondition(format!(
-                    "token {} has expired and cannot be reset",
-                    old.id
-                )));
-            }
+            let (access, account, old) = self.reset_rules(&idx, caller_id, &req, now)?;
             let id = idx.next_token_id;
             let (record, full) = self.new_token(
                 &idx,
@@ -1092,6 +1114,36 @@ impl Engine {
         self.secret_response(id, full)
     }
 
+    /// Who may reset which token: a live one the caller manages, not reset
+    /// before.
+    fn reset_rules<'i>(
+        &self,
+        idx: &'i Index,
+        caller_id: u64,
+        req: &pb::ResetTokenRequest,
+        now: i64,
+    ) -> Result<(Access<'i>, &'i AccountState, &'i TokenState)> {
+        let access = Access {
+            caller: self.live_caller(idx, caller_id)?,
+        };
+        access.require_token_admin()?;
+        let account = access.account(idx, req.account_id)?;
+        let old = access.target(idx, account, req.token_id)?;
+        if old.replaced_by != 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "token {} was already reset (replaced by token {})",
+                old.id, old.replaced_by
+            )));
+        }
+        if old.is_expired(now) {
+            return Err(Error::FailedPrecondition(format!(
+                "token {} has expired and cannot be reset",
+                old.id
+            )));
+        }
+        Ok((access, account, old))
+    }
+
     /// PauseToken / ResumeToken.
     pub async fn set_paused(
         &self,
@@ -1100,15 +1152,13 @@ impl Engine {
         token_id: u64,
         paused: bool,
     ) -> Result<pb::Token> {
-        let w = self.write_lock().await?;
-        let change = {
-            let idx = self.index.read();
+        let plan = |idx: &Index| -> Result<Change> {
             let access = Access {
-                caller: self.live_caller(&idx, caller_id)?,
+                caller: self.live_caller(idx, caller_id)?,
             };
             access.require_token_admin()?;
-            let account = access.account(&idx, account_id)?;
-            let target = access.target(&idx, account, token_id)?;
+            let account = access.account(idx, account_id)?;
+            let target = access.target(idx, account, token_id)?;
             if target.root {
                 return Err(Error::FailedPrecondition(
                     "the root token cannot be paused".into(),
@@ -1116,8 +1166,11 @@ impl Engine {
             }
             let mut record = target.to_record(idx.key());
             record.paused = paused;
-            Change::PutToken(record)
+            Ok(Change::PutToken(record))
         };
+        self.refuse_early(plan)?;
+        let w = self.write_lock().await?;
+        let change = plan(&self.index.read())?;
         self.commit(w, vec![change]).await?;
         tracing::info!(
             account.id = account_id,
@@ -1134,27 +1187,29 @@ impl Engine {
         caller_id: u64,
         req: &pb::DeleteTokenRequest,
     ) -> Result<pb::DeleteTokenResponse> {
-        let w = self.write_lock().await?;
-        {
-            let idx = self.index.read();
+        let rules = |idx: &Index| -> Result<()> {
             let access = Access {
-                caller: self.live_caller(&idx, caller_id)?,
+                caller: self.live_caller(idx, caller_id)?,
             };
             access.require_token_admin()?;
-            let account = access.account(&idx, req.account_id)?;
-            let target = access.target(&idx, account, req.token_id)?;
+            let account = access.account(idx, req.account_id)?;
+            let target = access.target(idx, account, req.token_id)?;
             if target.root {
                 return Err(Error::FailedPrecondition(
                     "the root token cannot be deleted".into(),
                 ));
             }
-            if let Some(domain) = last_holder_of(&idx, account, target, &[], self.now_ms()) {
+            if let Some(domain) = last_holder_of(idx, account, target, &[], self.now_ms()) {
                 return Err(Error::FailedPrecondition(format!(
                     "token {} is the last token with access to domain {domain} and cannot be deleted",
                     target.id
                 )));
             }
-        }
+            Ok(())
+        };
+        self.refuse_early(rules)?;
+        let w = self.write_lock().await?;
+        rules(&self.index.read())?;
         self.commit(w, vec![Change::DeleteToken(req.token_id)])
             .await?;
         tracing::info!(

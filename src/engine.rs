@@ -38,6 +38,25 @@ pub struct Settings {
     pub negative_ttl: Duration,
     /// Most wrong secrets remembered.
     pub negative_max: usize,
+    /// Concurrent argon2 hashes of new secrets (creates, resets): a budget
+    /// of its own, so admin calls and Authorize's verifies cannot take each
+    /// other's cores (default: half the cores, at least one).
+    pub hash_concurrency: usize,
+    /// How long a hash of a new secret may wait for its budget before the
+    /// call is refused with UNAVAILABLE.
+    pub hash_queue_timeout: Duration,
+    /// Most hashes waiting at once; more are refused at once.
+    pub hash_max_waiters: usize,
+    /// Failed argon2 verifies one token id may cost per window before
+    /// further unproven secrets for it are refused without argon2 (only
+    /// tokens with no verified digest, e.g. on a follower without the
+    /// digest key, ever get here).
+    pub argon2_failures_per_token: u32,
+    /// The window of `argon2_failures_per_token`.
+    pub argon2_failure_window: Duration,
+    /// On a shared store: at most one catch-up for callers whose token is
+    /// newer than this node's index, per this interval.
+    pub unseen_catch_up_interval: Duration,
 }
 
 impl Default for Settings {
@@ -50,6 +69,13 @@ impl Default for Settings {
             verify_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
             negative_ttl: Duration::from_secs(60),
             negative_max: 100_000,
+            hash_concurrency: (std::thread::available_parallelism().map_or(2, usize::from) / 2)
+                .max(1),
+            hash_queue_timeout: Duration::from_secs(2),
+            hash_max_waiters: 64,
+            argon2_failures_per_token: 4,
+            argon2_failure_window: Duration::from_secs(10),
+            unseen_catch_up_interval: Duration::from_millis(100),
         }
     }
 }
@@ -110,6 +136,22 @@ pub struct Engine {
     verify_waiters: AtomicUsize,
     /// Digests of tokens whose secret failed to verify, until (unix ms).
     negative: Mutex<HashMap<Digest, i64>>,
+    /// Bounds concurrent argon2 hashes of new secrets (a budget apart from
+    /// the verifies').
+    hash_permits: Arc<Semaphore>,
+    /// Hashes waiting for a permit.
+    hash_waiters: AtomicUsize,
+    /// Per token id: failed argon2 verifies in the current window (window
+    /// start in unix ms, failures), so random secrets for one real id
+    /// cannot keep the cores busy.
+    failures: Mutex<HashMap<u64, (i64, u32)>>,
+    /// On a shared store: when the last catch-up for an unseen caller
+    /// started (monotonic: the injected clock may stand still in tests);
+    /// callers that arrived before it share its result.
+    unseen_catch_up: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Costly work done so far, per engine (tests and benchmarks compare
+    /// it across an attack; the Prometheus counters are process-wide).
+    work: WorkCounters,
     /// Set once the store is loaded; until then every call is UNAVAILABLE.
     ready: AtomicBool,
     /// Metric handles.
@@ -124,6 +166,29 @@ pub struct Engine {
     pub(crate) applied: Arc<AtomicU64>,
     /// On a shared store: when the database was last reached.
     pub(crate) shared: Option<crate::nodes::Freshness>,
+}
+
+/// Costly work an engine did: what an attacker would try to make it do.
+#[derive(Debug, Default)]
+struct WorkCounters {
+    /// argon2 hashes of new secrets.
+    hashes: AtomicU64,
+    /// argon2 verifies run (either outcome).
+    verifies: AtomicU64,
+    /// Catch-ups with the shared store for callers whose token was newer
+    /// than the index.
+    unseen_catch_ups: AtomicU64,
+}
+
+/// A reading of [`WorkCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Work {
+    /// argon2 hashes of new secrets.
+    pub hashes: u64,
+    /// argon2 verifies run (either outcome).
+    pub verifies: u64,
+    /// Catch-ups with the shared store for callers with an unseen token id.
+    pub unseen_catch_ups: u64,
 }
 
 /// The right to mutate: this node's writer lock and, on a shared store,
@@ -192,6 +257,7 @@ impl Engine {
             None => crate::replication::Feed::new(),
         };
         let permits = settings.verify_concurrency.max(1);
+        let hash_permits = settings.hash_concurrency.max(1);
         Arc::new(Engine {
             index: Arc::new(RwLock::new(Index::new(key.clone()))),
             store,
@@ -202,6 +268,11 @@ impl Engine {
             verify_permits: Arc::new(Semaphore::new(permits)),
             verify_waiters: AtomicUsize::new(0),
             negative: Mutex::new(HashMap::new()),
+            hash_permits: Arc::new(Semaphore::new(hash_permits)),
+            hash_waiters: AtomicUsize::new(0),
+            failures: Mutex::new(HashMap::new()),
+            unseen_catch_up: tokio::sync::Mutex::new(None),
+            work: WorkCounters::default(),
             ready: AtomicBool::new(false),
             metrics: Metrics::new(),
             audit_seq: AtomicU64::new(0),
@@ -271,6 +342,16 @@ impl Engine {
         ];
         self.commit(w, changes).await.map_err(bootstrap)?;
         Ok(Some(full))
+    }
+
+    /// The costly work this engine has done since it started.
+    pub fn work(&self) -> Work {
+        let w = &self.work;
+        Work {
+            hashes: w.hashes.load(Ordering::Relaxed),
+            verifies: w.verifies.load(Ordering::Relaxed),
+            unseen_catch_ups: w.unseen_catch_ups.load(Ordering::Relaxed),
+        }
     }
 
     /// The shared store's revision this node's index is at (0 on sled).
@@ -514,6 +595,29 @@ impl Engine {
             && parse_bounded(token).is_some_and(|p| p.id >= self.index.read().next_token_id)
     }
 
+    /// On a shared store, for a caller whose token is newer than this
+    /// node's index (made on another node a moment ago, or forged): reads
+    /// what this node missed, at most once per `unseen_catch_up_interval`.
+    /// Every caller that arrived before a catch-up started shares it, so a
+    /// flood of forged ids costs the database a few reads per second, not
+    /// one transaction per request.
+    pub(crate) async fn catch_up_unseen(&self) {
+        let arrived = tokio::time::Instant::now();
+        let mut last = self.unseen_catch_up.lock().await;
+        if let Some(started) = *last {
+            if started >= arrived {
+                return;
+            }
+            tokio::time::sleep_until(started + self.settings.unseen_catch_up_interval).await;
+        }
+        *last = Some(tokio::time::Instant::now());
+        self.work.unseen_catch_ups.fetch_add(1, Ordering::Relaxed);
+        self.metrics.store.unseen_catch_ups.increment(1);
+        if let Err(e) = self.catch_up(1024).await {
+            tracing::debug!(error = %e, "catching up for an unseen caller failed");
+        }
+    }
+
     /// Proves `token` authentic: its id exists and its secret verifies.
     /// Cheap when the verified digest is known (one keyed BLAKE3 and a
     /// constant-time compare); otherwise one argon2 verify, bounded and shed.
@@ -567,27 +671,23 @@ impl Engine {
             metrics::counter!("keyward_verify_negative_hits_total").increment(1);
             return Err(AuthnFailure::Unknown);
         }
-        let permit = {
-            // The waiter count is decremented on drop: a request cancelled
-            // while it waits must not leave the count (and so the shedding)
-            // raised for ever.
-            let queued = Waiting::enter(&self.verify_waiters, &self.metrics);
-            if queued.depth > self.settings.verify_max_waiters {
-                None
-            } else {
-                tokio::time::timeout(
-                    self.settings.verify_queue_timeout,
-                    self.verify_permits.clone().acquire_owned(),
-                )
-                .await
-                .ok()
-                .and_then(std::result::Result::ok)
-            }
-        };
+        if self.failed_too_often(parsed.id, now) {
+            self.metrics.verify_token_failures.increment(1);
+            return Err(AuthnFailure::Unknown);
+        }
+        let permit = acquire_bounded(
+            &self.verify_permits,
+            &self.verify_waiters,
+            &self.metrics.argon2_queue,
+            self.settings.verify_max_waiters,
+            self.settings.verify_queue_timeout,
+        )
+        .await;
         let Some(permit) = permit else {
             self.metrics.argon2_shed.increment(1);
             return Err(AuthnFailure::Overloaded);
         };
+        self.work.verifies.fetch_add(1, Ordering::Relaxed);
         let secret = parsed.secret_part().to_owned();
         let phc_for_task = phc.clone();
         // The permit moves into the blocking task: argon2 work stays bounded
@@ -614,6 +714,8 @@ impl Engine {
             }
             let ttl = i64::try_from(self.settings.negative_ttl.as_millis()).unwrap_or(i64::MAX);
             neg.insert(digest, now.saturating_add(ttl));
+            drop(neg);
+            self.count_failure(parsed.id, now);
             return Err(AuthnFailure::Unknown);
         }
         // Fill the verified digest, unless the token was deleted (or, ids
@@ -626,6 +728,38 @@ impl Engine {
             }
         }
         Ok(parsed.id)
+    }
+
+    /// Whether token `id` used up its failed argon2 verifies for the
+    /// current window: further unproven secrets for it are refused without
+    /// argon2 (fail closed) until the window ends. A token whose digest is
+    /// known never gets here: a wrong secret is refused by the digest.
+    fn failed_too_often(&self, id: u64, now: i64) -> bool {
+        let window =
+            i64::try_from(self.settings.argon2_failure_window.as_millis()).unwrap_or(i64::MAX);
+        self.failures.lock().get(&id).is_some_and(|&(start, n)| {
+            now < start.saturating_add(window) && n >= self.settings.argon2_failures_per_token
+        })
+    }
+
+    /// Counts a failed argon2 verify against token `id`. The map holds one
+    /// entry per attacked id; past `negative_max` ids, windows that ended
+    /// are dropped first, then all.
+    fn count_failure(&self, id: u64, now: i64) {
+        let window =
+            i64::try_from(self.settings.argon2_failure_window.as_millis()).unwrap_or(i64::MAX);
+        let mut failures = self.failures.lock();
+        if failures.len() >= self.settings.negative_max {
+            failures.retain(|_, (start, _)| now < start.saturating_add(window));
+            if failures.len() >= self.settings.negative_max {
+                failures.clear();
+            }
+        }
+        let entry = failures.entry(id).or_insert((now, 0));
+        if now >= entry.0.saturating_add(window) {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
     }
 
     /// Decides one Authorize request. Fails (closed) only when argon2
@@ -934,20 +1068,20 @@ pub enum Cached<'t> {
     },
 }
 
-/// One argon2 verify waiting for a core; leaves the count on drop.
+/// One argon2 call waiting for its budget; leaves the count on drop.
 struct Waiting<'a> {
     count: &'a AtomicUsize,
-    metrics: &'a Metrics,
+    gauge: &'a metrics::Gauge,
     depth: usize,
 }
 
 impl<'a> Waiting<'a> {
-    fn enter(count: &'a AtomicUsize, metrics: &'a Metrics) -> Self {
+    fn enter(count: &'a AtomicUsize, gauge: &'a metrics::Gauge) -> Self {
         let depth = count.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics.argon2_queue.set(depth as f64);
+        gauge.set(depth as f64);
         Self {
             count,
-            metrics,
+            gauge,
             depth,
         }
     }
@@ -956,20 +1090,52 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let left = self.count.fetch_sub(1, Ordering::AcqRel) - 1;
-        self.metrics.argon2_queue.set(left as f64);
+        self.gauge.set(left as f64);
     }
 }
 
+/// Takes a permit of `permits` within `wait`, unless `max_waiters` are
+/// queued already. The waiter count is decremented on drop: a request
+/// cancelled while it waits must not leave the count (and so the
+/// shedding) raised for ever.
+async fn acquire_bounded(
+    permits: &Arc<Semaphore>,
+    waiters: &AtomicUsize,
+    gauge: &metrics::Gauge,
+    max_waiters: usize,
+    wait: Duration,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let queued = Waiting::enter(waiters, gauge);
+    if queued.depth > max_waiters {
+        return None;
+    }
+    tokio::time::timeout(wait, permits.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(std::result::Result::ok)
+}
+
 impl Engine {
-    /// Hashes a new secret part with argon2id under the same core-bounded
-    /// semaphore as verification (waits; admin calls have their deadline).
+    /// Hashes a new secret part with argon2id under its own budget
+    /// (`hash_concurrency` at once, a bounded queue with a deadline), apart
+    /// from Authorize's verifies. Callers check permission first: only a
+    /// caller who may create a token ever gets here.
     pub(crate) async fn hash_new_secret(&self) -> Result<(Secret, String)> {
-        let permit = self
-            .verify_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| Error::Internal(format!("argon2 semaphore: {e}")))?;
+        let permit = acquire_bounded(
+            &self.hash_permits,
+            &self.hash_waiters,
+            &self.metrics.hash_queue,
+            self.settings.hash_max_waiters,
+            self.settings.hash_queue_timeout,
+        )
+        .await;
+        let Some(permit) = permit else {
+            self.metrics.hash_shed.increment(1);
+            return Err(Error::Unavailable(
+                "too many tokens are being created at once; retry shortly".into(),
+            ));
+        };
+        self.work.hashes.fetch_add(1, Ordering::Relaxed);
         let part = token::new_secret_part();
         let hashed = part.clone();
         let phc = tokio::task::spawn_blocking(move || {

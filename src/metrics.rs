@@ -5,7 +5,11 @@
 //! - `keyward_authorize_seconds` (summary of Authorize latency in the server)
 //! - `keyward_verify_total{path="digest|argon2_ok|argon2_fail|negative_cache"}`:
 //!   how tokens were proven (digest = cache hit; argon2 = miss)
-//! - `keyward_argon2_queue_depth`, `keyward_argon2_shed_total`
+//! - `keyward_argon2_queue_depth`, `keyward_argon2_shed_total`: verifies
+//! - `keyward_hash_queue_depth`, `keyward_hash_shed_total`: hashes of new
+//!   secrets (creates, resets; a budget of their own)
+//! - `keyward_verify_refused_total{why="token_failures"}`: unproven secrets
+//!   refused without argon2 because their token id failed too often
 //! - `keyward_tokens` (tokens in memory)
 //! - `keyward_check_total{result="allow|deny|unmatched_allow|unmatched_deny|unsafe_path"}`,
 //!   `keyward_check_seconds`: ext_authz Check (deny reasons are counted in
@@ -18,7 +22,9 @@
 //!   index is at), `keyward_store_remote_commits_total` (other nodes'
 //!   commits applied), `keyward_store_errors_total` (failed reads of the
 //!   change table), `keyward_store_reloads_total`,
-//!   `keyward_store_silence_seconds` (since the database last answered)
+//!   `keyward_store_silence_seconds` (since the database last answered),
+//!   `keyward_store_unseen_catch_ups_total` (catch-ups for callers whose
+//!   token id is newer than the index: at most one per 100 ms)
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
@@ -59,6 +65,13 @@ pub struct Metrics {
     pub argon2_shed: Counter,
     /// argon2 verifies waiting for a CPU.
     pub argon2_queue: Gauge,
+    /// Hashes of new secrets refused (queue full or deadline passed).
+    pub hash_shed: Counter,
+    /// Hashes of new secrets waiting for their budget.
+    pub hash_queue: Gauge,
+    /// Unproven secrets refused without argon2: their token id had failed
+    /// too often in the window.
+    pub verify_token_failures: Counter,
     /// Tokens in memory.
     pub tokens: Gauge,
     /// ext_authz Check outcomes.
@@ -82,6 +95,9 @@ pub struct StoreMetrics {
     pub reloads: Counter,
     /// Seconds since the database last answered.
     pub silence_seconds: Gauge,
+    /// Catch-ups for callers whose token id was newer than the index (at
+    /// most one per interval, shared by every caller waiting).
+    pub unseen_catch_ups: Counter,
 }
 
 /// Replication handles.
@@ -138,6 +154,9 @@ impl Metrics {
             verify_negative: counter!("keyward_verify_total", "path" => "negative_cache"),
             argon2_shed: counter!("keyward_argon2_shed_total"),
             argon2_queue: gauge!("keyward_argon2_queue_depth"),
+            hash_shed: counter!("keyward_hash_shed_total"),
+            hash_queue: gauge!("keyward_hash_queue_depth"),
+            verify_token_failures: counter!("keyward_verify_refused_total", "why" => "token_failures"),
             tokens: gauge!("keyward_tokens"),
             check: CheckMetrics {
                 allow: counter!("keyward_check_total", "result" => "allow"),
@@ -164,6 +183,7 @@ impl Metrics {
                 errors: counter!("keyward_store_errors_total"),
                 reloads: counter!("keyward_store_reloads_total"),
                 silence_seconds: gauge!("keyward_store_silence_seconds"),
+                unseen_catch_ups: counter!("keyward_store_unseen_catch_ups_total"),
             },
         }
     }

@@ -1,13 +1,14 @@
 //! Durable storage: the narrow [`Store`] trait and its embedded sled backend.
 //!
 //! A commit is atomic across trees and durable when it returns (sled
-//! transaction, then `flush_async`, which group-commits concurrent flushes).
+//! transaction, then a group flush ([`GroupFlush`]: one `flush` at a time, covering every write before it).
 //! The index is rebuilt at start from [`Store::load`], which yields the same
 //! [`Change`]s that commits carry.
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -237,6 +238,48 @@ pub struct SledStore {
     tokens: sled::Tree,
     meta: sled::Tree,
     audit: sled::Tree,
+    /// Serialises audit appends: concurrent appends would conflict on the
+    /// audit sequence key and retry.
+    audit_writer: Arc<parking_lot::Mutex<()>>,
+    /// Group commit without `flush_async`.
+    flusher: Arc<GroupFlush>,
+}
+
+/// Makes writes durable, one `sled::Db::flush` at a time, each covering
+/// every write that finished before it started (group commit).
+///
+/// Not `flush_async`: concurrent `flush_async` calls deadlock sled 0.34
+/// (spacejam/sled#1308, fixed on sled's main branch, never released). A
+/// flood of refused admin calls, each appending an audit event, hung every
+/// writer and flush of the store for good.
+#[derive(Default)]
+struct GroupFlush {
+    /// Serialises flushes.
+    lock: tokio::sync::Mutex<()>,
+    /// Flush requests made so far.
+    requested: std::sync::atomic::AtomicU64,
+    /// Every request up to this one is durable.
+    durable: std::sync::atomic::AtomicU64,
+}
+
+impl GroupFlush {
+    /// Returns once every write that finished before the call is durable.
+    async fn flush(&self, db: &sled::Db) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let mine = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let _turn = self.lock.lock().await;
+        if self.durable.load(Ordering::Acquire) >= mine {
+            // A flush that started after this request covered it.
+            return Ok(());
+        }
+        let upto = self.requested.load(Ordering::Acquire);
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| corrupt("flush task", e))??;
+        self.durable.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
 }
 
 fn resource_key(account_id: u64, key: &ResourceKey) -> Vec<u8> {
@@ -292,6 +335,8 @@ impl SledStore {
             tokens: db.open_tree("tokens")?,
             meta: db.open_tree("meta")?,
             audit: db.open_tree("audit")?,
+            audit_writer: Arc::new(parking_lot::Mutex::new(())),
+            flusher: Arc::new(GroupFlush::default()),
             db,
         };
         match store.meta.get(META_SCHEMA)? {
@@ -430,7 +475,7 @@ impl SledStore {
             tokio::task::spawn_blocking(move || apply_batch(&trees, &owned))
                 .await
                 .map_err(|e| corrupt("commit task", e))??;
-            self.db.flush_async().await?;
+            self.flusher.flush(&self.db).await?;
             Ok(())
         }
     }
@@ -473,31 +518,45 @@ impl Store for SledStore {
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            self.db.flush_async().await?;
+            self.flusher.flush(&self.db).await?;
             Ok(())
         })
     }
 
     fn append_audit<'a>(&'a self, event: &'a AuditRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        let value = event.encode_to_vec();
+        let key = audit_key(event.account_id, event.id);
+        let id = event.id;
+        let (audit, meta, lock) = (
+            self.audit.clone(),
+            self.meta.clone(),
+            self.audit_writer.clone(),
+        );
         Box::pin(async move {
-            let value = event.encode_to_vec();
-            let key = audit_key(event.account_id, event.id);
-            let result: Result<(), TransactionError<()>> =
-                (&self.audit, &self.meta).transaction(|(audit, meta)| {
-                    audit.insert(&key, value.as_slice())?;
-                    // Concurrent appends may land out of order: keep the highest.
-                    let stored = meta
-                        .get(META_AUDIT_SEQ)?
-                        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                        .map_or(0, u64::from_be_bytes);
-                    meta.insert(META_AUDIT_SEQ, &stored.max(event.id).to_be_bytes())?;
-                    Ok(())
-                });
-            result.map_err(|e| match e {
-                TransactionError::Storage(e) => StoreError::Engine(e),
-                TransactionError::Abort(()) => corrupt("audit", "aborted"),
-            })?;
-            self.db.flush_async().await?;
+            // One append at a time, off the async workers (it may wait for
+            // the lock and does tree updates).
+            let append = move || {
+                let _one = lock.lock();
+                let result: Result<(), TransactionError<()>> =
+                    (&audit, &meta).transaction(|(audit, meta)| {
+                        audit.insert(key.as_slice(), value.as_slice())?;
+                        // Appends may land out of id order: keep the highest.
+                        let stored = meta
+                            .get(META_AUDIT_SEQ)?
+                            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                            .map_or(0, u64::from_be_bytes);
+                        meta.insert(META_AUDIT_SEQ, &stored.max(id).to_be_bytes())?;
+                        Ok(())
+                    });
+                result.map_err(|e| match e {
+                    TransactionError::Storage(e) => StoreError::Engine(e),
+                    TransactionError::Abort(()) => corrupt("audit", "aborted"),
+                })
+            };
+            tokio::task::spawn_blocking(append)
+                .await
+                .map_err(|e| corrupt("audit task", e))??;
+            self.flusher.flush(&self.db).await?;
             Ok(())
         })
     }

@@ -11,8 +11,10 @@ use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+mod hashing;
+
+pub use hashing::trim_argon2_memory;
+
 use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
 use rand::RngCore;
@@ -169,24 +171,17 @@ pub fn last_4(token: &Secret) -> String {
     token.expose()[TOKEN_LEN - 4..].to_string()
 }
 
-/// Hashes a secret part with argon2id at OWASP cost (19 MiB, t=2, p=1).
-/// CPU heavy (~30 ms): call from a blocking thread.
+/// Hashes a secret part with argon2id at OWASP cost (19 MiB, t=2, p=1),
+/// on pooled memory ([`hashing`]). CPU heavy (~30 ms): call from a
+/// blocking thread.
 pub fn hash_secret(secret_part: &Secret) -> Result<String, argon2::password_hash::Error> {
-    let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default()
-        .hash_password(secret_part.expose().as_bytes(), &salt)?
-        .to_string())
+    hashing::hash_secret(secret_part.expose().as_bytes())
 }
 
-/// Verifies a secret part against a PHC hash (constant time inside argon2).
-/// CPU heavy: call from a blocking thread.
+/// Verifies a secret part against a PHC hash (constant-time compare), on
+/// pooled memory. CPU heavy: call from a blocking thread.
 pub fn verify_secret(secret_part: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(secret_part.as_bytes(), &hash)
-            .is_ok(),
-        Err(_) => false,
-    }
+    hashing::verify_secret(secret_part.as_bytes(), phc)
 }
 
 /// The key of the verified digests, kept outside the store. `Debug` is redacted.

@@ -480,3 +480,72 @@ async fn replication_needs_the_secret() {
         .map(|_| ());
     assert_code(r, Code::FailedPrecondition);
 }
+
+/// A follower without the primary's digest key proves each token's secret
+/// with argon2 once. Random secrets for one real token id cost at most
+/// `argon2_failures_per_token` argon2 runs per window: then every unproven
+/// secret for that id, the right one too, is refused without argon2 (fail
+/// closed) until the window ends, while other tokens are unaffected and a
+/// repeated wrong secret is answered from the negative cache.
+#[tokio::test]
+async fn a_follower_without_the_key_bounds_argon2_per_token() {
+    let (pdir, fdir) = (temp(), temp());
+    let p = TestServer::start(pdir.path()).await;
+    let (acct, admin) = p.account("Acme").await;
+    p.register(&admin, acct, PROJECT, "p1", None).await;
+    let mk = |name: &'static str| {
+        let (p, admin) = (&p, admin.clone());
+        async move {
+            p.create(&admin, acct, name, vec![grant(PROJECT, "p1", VIEWER)])
+                .await
+                .unwrap()
+        }
+    };
+    let (attacked, other) = (mk("attacked").await, mk("other").await);
+    let opts = follower_options(
+        fdir.path(),
+        p.clock.clone(),
+        p.grpc,
+        &fdir.path().join("no-such.key"),
+        false,
+    );
+    let f = TestServer::start_with(opts, p.clock.clone())
+        .await
+        .expect("follower starts");
+    converge(&[&f], &other.secret, PROJECT, "p1", VIEWER, ALLOW).await;
+
+    let id = attacked.token.as_ref().unwrap().id;
+    let limit = keyward::engine::Settings::default().argon2_failures_per_token;
+    let before = f.engine.work().verifies;
+    let mut forged = Vec::new();
+    for _ in 0..(limit * 5) {
+        let t = keyward::token::assemble(id, &keyward::token::new_secret_part());
+        forged.push(t.expose().to_string());
+    }
+    for t in forged.iter().chain(forged.iter().take(3)) {
+        let d = f.check(t, PROJECT, "p1", VIEWER).await;
+        assert_eq!(
+            (d.allowed, d.reason),
+            (false, DenyReason::UnknownToken as i32)
+        );
+    }
+    let argon2_runs = f.engine.work().verifies - before;
+    assert_eq!(
+        argon2_runs,
+        u64::from(limit),
+        "{} forged secrets for one token id cost {argon2_runs} argon2 verifies",
+        forged.len() + 3
+    );
+    // Fail closed for that id until the window ends, the right secret too.
+    let d = f.check(&attacked.secret, PROJECT, "p1", VIEWER).await;
+    assert_eq!(
+        (d.allowed, d.reason),
+        (false, DenyReason::UnknownToken as i32)
+    );
+    // Another token is served.
+    converge(&[&f], &other.secret, PROJECT, "p1", VIEWER, ALLOW).await;
+    let window = keyward::engine::Settings::default().argon2_failure_window;
+    p.clock
+        .advance_ms(i64::try_from(window.as_millis()).unwrap() + 1_000);
+    converge(&[&f], &attacked.secret, PROJECT, "p1", VIEWER, ALLOW).await;
+}

@@ -725,3 +725,63 @@ async fn tls_to_postgresql_verifies_the_server() {
     assert!(encrypted >= 2, "pool and LISTEN connections: {encrypted}");
     assert_eq!(plain, 0);
 }
+
+/// Admin calls carrying forged, well-formed tokens whose id is above any
+/// issued id (so the node cannot tell them from a token made on another
+/// node a moment ago) cost at most one catch-up with the database per
+/// interval, shared by every waiting caller, not one transaction each; a
+/// token really made on the other node is still accepted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_unseen_token_ids_cost_one_catch_up_per_interval() {
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    cluster.create_database("kw");
+    let keys = temp();
+    let clock = Arc::new(ManualClock::new());
+    let a = node(&cluster, "kw", keys.path(), clock.clone()).await;
+    let root = a.root();
+    let b = node(&cluster, "kw", keys.path(), clock.clone()).await;
+
+    let before = a.engine.work().unseen_catch_ups;
+    let start = Instant::now();
+    let callers: Vec<_> = (0..32)
+        .map(|_| {
+            let channel = a.channel.clone();
+            tokio::spawn(async move {
+                let mut codes = Vec::new();
+                for i in 0..25u64 {
+                    let forged =
+                        keyward::token::assemble(1_000_000 + i, &keyward::token::new_secret_part());
+                    let r = pb::accounts_client::AccountsClient::new(channel.clone())
+                        .list_accounts(auth(pb::ListAccountsRequest::default(), forged.expose()))
+                        .await;
+                    codes.push(r.err().map(|e| e.code()));
+                }
+                codes
+            })
+        })
+        .collect();
+    for c in callers {
+        for code in c.await.unwrap() {
+            assert_eq!(code, Some(Code::Unauthenticated));
+        }
+    }
+    let took = start.elapsed();
+    let catch_ups = a.engine.work().unseen_catch_ups - before;
+    let interval = keyward::engine::Settings::default().unseen_catch_up_interval;
+    let bound = took.as_millis() / interval.as_millis() + 2;
+    println!("800 forged callers in {took:?}: {catch_ups} catch-ups (bound {bound})");
+    assert!(
+        u128::from(catch_ups) <= bound,
+        "800 forged callers in {took:?} caused {catch_ups} catch-ups"
+    );
+
+    // A token made on B a moment ago is still accepted on A.
+    let (acct, admin) = b.account("fresh").await;
+    let got = a
+        .accounts()
+        .get_account(auth(pb::GetAccountRequest { account_id: acct }, &admin))
+        .await
+        .expect("a token made on the other node is accepted");
+    assert_eq!(got.into_inner().id, acct);
+    drop(root);
+}
