@@ -525,11 +525,13 @@ impl Engine {
             (account_id, token_id, changes, full)
         };
         self.commit(w, changes).await?;
-        tracing::info!(
-            account.id = account_id,
-            token.id = token_id,
-            "account created"
-        );
+        if crate::logs::ADMIN_CHANGES.admit() {
+            tracing::info!(
+                account.id = account_id,
+                token.id = token_id,
+                "account created"
+            );
+        }
         let admin_token = self.secret_response(token_id, full)?;
         let idx = self.index.read();
         let account = idx.accounts.get(&account_id).map(account_to_wire);
@@ -673,7 +675,9 @@ impl Engine {
             (changes, token)
         };
         self.commit(w, changes).await?;
-        tracing::info!(account.id = req.account_id, resource = %resource, "resource registered");
+        if crate::logs::ADMIN_CHANGES.admit() {
+            tracing::info!(account.id = req.account_id, resource = %resource, "resource registered");
+        }
         let domain_token = token
             .map(|(id, full)| self.secret_response(id, full))
             .transpose()?;
@@ -806,7 +810,9 @@ impl Engine {
             (changes, deleted, dropped)
         };
         self.commit(w, changes).await?;
-        tracing::info!(account.id = req.account_id, resource = %resource, grants_dropped = dropped, "resource deleted");
+        if crate::logs::ADMIN_CHANGES.admit() {
+            tracing::info!(account.id = req.account_id, resource = %resource, grants_dropped = dropped, "resource deleted");
+        }
         Ok(pb::DeleteResourceResponse {
             deleted: deleted.iter().map(ResourceKey::to_wire).collect(),
             grants_dropped: dropped,
@@ -925,7 +931,9 @@ impl Engine {
             )
         };
         self.commit(w, changes).await?;
-        tracing::info!(account.id = req.account_id, token.id = id, "token created");
+        if crate::logs::ADMIN_CHANGES.admit() {
+            tracing::info!(account.id = req.account_id, token.id = id, "token created");
+        }
         self.secret_response(id, full)
     }
 
@@ -1040,7 +1048,9 @@ impl Engine {
         let w = self.write_lock().await?;
         let change = plan(&self.index.read())?;
         self.commit(w, vec![change]).await?;
-        tracing::info!(account.id = req.account_id, token.id = req.token_id, fields = ?paths, "token updated");
+        if crate::logs::ADMIN_CHANGES.admit() {
+            tracing::info!(account.id = req.account_id, token.id = req.token_id, fields = ?paths, "token updated");
+        }
         self.token_view(req.token_id)
     }
 
@@ -1105,12 +1115,14 @@ impl Engine {
             (id, changes, full)
         };
         self.commit(w, changes).await?;
-        tracing::info!(
-            account.id = req.account_id,
-            token.id = req.token_id,
-            new_token.id = id,
-            "token reset"
-        );
+        if crate::logs::ADMIN_CHANGES.admit() {
+            tracing::info!(
+                account.id = req.account_id,
+                token.id = req.token_id,
+                new_token.id = id,
+                "token reset"
+            );
+        }
         self.secret_response(id, full)
     }
 
@@ -1172,12 +1184,14 @@ impl Engine {
         let w = self.write_lock().await?;
         let change = plan(&self.index.read())?;
         self.commit(w, vec![change]).await?;
-        tracing::info!(
-            account.id = account_id,
-            token.id = token_id,
-            paused,
-            "token pause state set"
-        );
+        if crate::logs::ADMIN_CHANGES.admit() {
+            tracing::info!(
+                account.id = account_id,
+                token.id = token_id,
+                paused,
+                "token pause state set"
+            );
+        }
         self.token_view(token_id)
     }
 
@@ -1212,11 +1226,13 @@ impl Engine {
         rules(&self.index.read())?;
         self.commit(w, vec![Change::DeleteToken(req.token_id)])
             .await?;
-        tracing::info!(
-            account.id = req.account_id,
-            token.id = req.token_id,
-            "token deleted"
-        );
+        if crate::logs::ADMIN_CHANGES.admit() {
+            tracing::info!(
+                account.id = req.account_id,
+                token.id = req.token_id,
+                "token deleted"
+            );
+        }
         Ok(pb::DeleteTokenResponse {
             token_id: req.token_id,
         })

@@ -42,6 +42,10 @@ pub static BAD_TOKENS: Limiter = Limiter::new("denials of malformed or unknown t
 /// Denials of real tokens (expired, paused, no grant, scope, ...).
 pub static DENIALS: Limiter = Limiter::new("denials", 10);
 
+/// Admin changes that succeeded (they are in the audit log too): a valid
+/// admin's writes run at commit rate.
+pub static ADMIN_CHANGES: Limiter = Limiter::new("admin changes", 20);
+
 /// Internal errors answered to a caller (gRPC or REST): one failing store
 /// must not turn every request into a log line.
 pub static ERRORS: Limiter = Limiter::new_at(Level::ERROR, "internal errors", 10);
