@@ -99,10 +99,10 @@ impl AuthorizerService {
     }
 }
 
-#[tonic::async_trait]
 /// Checks of an `AuthorizeBatch` decided between two yields to the runtime.
 const BATCH_YIELD_EVERY: usize = 64;
 
+#[tonic::async_trait]
 impl Authorizer for AuthorizerService {
     async fn authorize(
         &self,
