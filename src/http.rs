@@ -1,16 +1,26 @@
 //! The HTTP port: liveness, readiness, Prometheus metrics, and the REST
 //! facades ([`crate::rest`]) with their OpenAPI document.
+//!
+//! - [`serve`]: the accept loop: header-read timeout, connection cap
+//!   (idle the longest closed first), graceful drain, open-files limit.
+//! - [`rest_limit`]: the REST facades' own concurrency limit (503 beyond a
+//!   short wait) and body deadline (408). Probes and `/metrics` are outside
+//!   it: no REST caller can queue them.
 
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::engine::Engine;
+
+pub mod rest_limit;
+pub mod serve;
+
+pub use serve::{connection_cap, raise_fd_limit, CONNECTIONS_MAX, HEADER_READ_TIMEOUT};
 
 /// Latency buckets in seconds, 10 µs to 1 s.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -40,12 +50,14 @@ struct HttpState {
     metrics: Option<PrometheusHandle>,
 }
 
-/// Most HTTP requests served at once; more wait (the gRPC port has its own
-/// limit and load shedding).
-const HTTP_IN_FLIGHT_MAX: usize = 256;
-
-/// The HTTP routes.
+/// The HTTP routes. Only the REST facades are limited
+/// ([`rest_limit`]); the probes and `/metrics` answer from memory, at most
+/// one request per connection at a time, under the connection cap.
 pub fn router(engine: Arc<Engine>) -> Router {
+    let rest = crate::rest::router(engine.clone()).layer(middleware::from_fn_with_state(
+        rest_limit::RestLimit::new(),
+        rest_limit::admit,
+    ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -54,7 +66,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             engine: engine.clone(),
             metrics: metrics_handle(),
         })
-        .merge(crate::rest::router(engine))
+        .merge(rest)
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             json_error(
@@ -62,7 +74,6 @@ pub fn router(engine: Arc<Engine>) -> Router {
                 "method not allowed on this route",
             )
         })
-        .layer(GlobalConcurrencyLimitLayer::new(HTTP_IN_FLIGHT_MAX))
 }
 
 fn json_error(status: StatusCode, message: &str) -> (StatusCode, Json<serde_json::Value>) {

@@ -28,8 +28,17 @@ use crate::service::pick_credential;
 
 /// Largest request body, in bytes.
 pub const BODY_MAX: usize = 64 * 1024;
-/// Time a client has to send its whole body.
-pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+/// Time a client has to send its whole body, from the end of its headers
+/// (the HTTP port starts the clock, [`crate::http`]); past it the answer is
+/// 408 and the connection is closed. A JSON body of at most [`BODY_MAX`]
+/// takes milliseconds; a client slower than this holds a REST place for
+/// nothing.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The body did not end within [`BODY_DEADLINE`] of the headers.
+#[derive(Debug, thiserror::Error)]
+#[error("the body was not sent within {BODY_DEADLINE:?}")]
+pub struct BodyTimedOut;
 
 /// The facades' routes and `/openapi.json`.
 pub fn router(engine: Arc<Engine>) -> Router {
@@ -99,6 +108,8 @@ pub enum Problem {
     BadRequest(String),
     /// The body is over [`BODY_MAX`].
     TooLarge,
+    /// The body did not arrive within [`BODY_DEADLINE`].
+    BodyTimedOut,
     /// The body is not sent as JSON.
     UnsupportedMedia,
     /// The path names nothing (a malformed id).
@@ -190,6 +201,7 @@ impl Problem {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the body is larger than {BODY_MAX} bytes"),
             ),
+            Problem::BodyTimedOut => (StatusCode::REQUEST_TIMEOUT, BodyTimedOut.to_string()),
             Problem::UnsupportedMedia => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "send the body as JSON, with content-type: application/json".to_string(),
@@ -288,11 +300,14 @@ pub async fn read_object(
     if declared.is_some_and(|n| n > BODY_MAX as u64) {
         return Err(Problem::TooLarge);
     }
+    // The HTTP port's deadline counts from the headers; this one, from
+    // now, is a backstop for a body that did not come through it.
     let bytes =
         match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, BODY_MAX)).await {
             Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) if timed_out(&e) => return Err(Problem::BodyTimedOut),
             Ok(Err(_)) => return Err(Problem::TooLarge),
-            Err(_) => return Err(Problem::BadRequest("the body was not sent in time".into())),
+            Err(_) => return Err(Problem::BodyTimedOut),
         };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         if required {
@@ -324,6 +339,19 @@ pub async fn read_object(
             "the body is not valid JSON: {e}"
         ))),
     }
+}
+
+/// Whether reading a body failed on [`BodyTimedOut`] (found down the
+/// error's sources: the body layers each wrap it).
+fn timed_out(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<BodyTimedOut>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Refuses fields not in `known`. A name is echoed only if it looks like a

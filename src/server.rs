@@ -383,11 +383,15 @@ pub async fn run(
 
     let http_shutdown = wait_for_stop(stop_rx.clone());
     let http_app = crate::http::router(engine.clone());
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, http_app)
-            .with_graceful_shutdown(http_shutdown)
-            .await
-    });
+    // Descriptor headroom: the open-files limit raised, the HTTP port
+    // capped to a share of it so the gRPC port keeps the rest.
+    let http_cap = crate::http::serve::fd_headroom();
+    let http_task = tokio::spawn(crate::http::serve::serve(
+        http,
+        http_app,
+        http_cap,
+        http_shutdown,
+    ));
 
     // Whoever asked us to stop, stop everyone.
     let stopper = {

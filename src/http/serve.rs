@@ -1,0 +1,561 @@
+//! The HTTP port's accept loop: hyper HTTP/1 connections with a header-read
+//! timeout, a cap on open connections that closes the connection idle the
+//! longest to make room (a new one waits briefly, then is refused, when
+//! every connection is busy), an accept queue deep enough for a burst, a
+//! graceful drain on shutdown, and the open-files limit the cap is sized
+//! from.
+//!
+//! `axum::serve` sets no timer (so hyper's header-read timeout never fires)
+//! and accepts connections until the process runs out of file descriptors;
+//! then the gRPC port cannot accept either.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use metrics::{counter, gauge, Counter, Gauge};
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+/// Time a client has to send a request's headers, from the moment the
+/// connection is ready for them: its start, or the end of the previous
+/// response. So it also closes a keep-alive connection idle this long
+/// (hyper starts the timer when the connection goes idle).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most HTTP connections open at once, whatever the open-files limit. The
+/// HTTP port serves probes, metrics and the admin REST facades: a few
+/// dozen connections in normal use. See [`connection_cap`].
+pub const CONNECTIONS_MAX: usize = 512;
+
+/// The HTTP port may use at most this fraction (1/n) of the open-files
+/// limit, so the gRPC port, the store and the logs keep the rest.
+const FD_SHARE: u64 = 4;
+
+/// Evicted connections allowed to be closing at once; beyond that a new
+/// connection waits for them (and is refused after [`ADMIT_WAIT`]). Keeps
+/// the HTTP port's file descriptors within the cap plus this.
+const CLOSING_MAX: usize = 16;
+
+/// How long a new connection may wait for a place when every open one is
+/// busy (or too many are still closing) before it is refused: busy
+/// connections finish within milliseconds, and evicted ones close as soon
+/// as their task runs.
+const ADMIT_WAIT: Duration = Duration::from_millis(100);
+
+/// How long an evicted connection may take to finish a response it is
+/// writing before it is dropped.
+const EVICT_GRACE: Duration = Duration::from_millis(100);
+
+/// How long shutdown waits for open connections to finish their request.
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+
+/// Connections the kernel may hold for us before we accept them. Tokio's
+/// `bind` asks for std's 128, which a burst of connections overflows; a
+/// dropped SYN costs the client (a probe, say) a 1 s retransmission.
+/// (Linux caps it at `net.core.somaxconn`, 4,096 by default.)
+const ACCEPT_BACKLOG: i32 = 1024;
+
+/// Connections accepted before the accept loop lets other tasks run.
+const ACCEPT_BURST: usize = 8;
+
+/// Pause after an accept error that is not the client's (e.g. out of file
+/// descriptors), so the loop does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// What a refused connection is told (best effort: it is closed at once).
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 48\r\n\r\n\
+{\"error\":\"too many open connections; try again\"}";
+
+/// The process's open-files limit (`RLIMIT_NOFILE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// The soft limit before [`raise_fd_limit`] (the one inherited).
+    pub was: u64,
+    /// The soft limit now: what the process may open.
+    pub soft: u64,
+    /// The hard limit: how far the soft limit may be raised.
+    pub hard: u64,
+}
+
+/// Raises the soft open-files limit to the hard limit, so idle or hostile
+/// connections cannot use up the descriptors the gRPC port needs (Linux
+/// defaults to a soft limit of 1,024 under a much higher hard one). Returns
+/// the limits, or the error that kept them.
+#[cfg(unix)]
+pub fn raise_fd_limit() -> std::io::Result<OpenFiles> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and pass by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let was = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own and pass by pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    // rlim_t is u64 on Linux, but not on every unix.
+    #[allow(clippy::useless_conversion)]
+    Ok(OpenFiles {
+        was: u64::from(was),
+        soft: u64::from(limit.rlim_cur),
+        hard: u64::from(limit.rlim_max),
+    })
+}
+
+/// Not on this platform: the limits are left as they are (unknown).
+#[cfg(not(unix))]
+pub fn raise_fd_limit() -> std::io::Result<OpenFiles> {
+    Err(std::io::Error::other("no RLIMIT_NOFILE on this platform"))
+}
+
+/// The process's soft open-files limit, if known.
+fn soft_fd_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own and pass by pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            #[allow(clippy::useless_conversion)]
+            return Some(u64::from(limit.rlim_cur));
+        }
+    }
+    None
+}
+
+/// The HTTP connection cap under the current open-files limit: a quarter
+/// of the soft limit, at most [`CONNECTIONS_MAX`] (256 under the usual
+/// 1,024), so at least three quarters stay for the gRPC port.
+pub fn connection_cap() -> usize {
+    cap_for(soft_fd_limit())
+}
+
+/// Raises the open-files limit ([`raise_fd_limit`]), logs the outcome at
+/// info, and returns the HTTP connection cap under the limit now in force.
+pub fn fd_headroom() -> usize {
+    let raised = raise_fd_limit();
+    let cap = connection_cap();
+    match raised {
+        Ok(l) => tracing::info!(
+            open_files = l.soft,
+            was = l.was,
+            hard = l.hard,
+            http_connections_max = cap,
+            "open-files limit"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            http_connections_max = cap,
+            "could not raise the open-files limit"
+        ),
+    }
+    cap
+}
+
+fn cap_for(soft: Option<u64>) -> usize {
+    let share = soft.map_or(CONNECTIONS_MAX as u64, |s| s / FD_SHARE);
+    usize::try_from(share)
+        .unwrap_or(usize::MAX)
+        .clamp(1, CONNECTIONS_MAX)
+}
+
+/// Serves `app` on `listener`, at most `cap` connections at once, until
+/// `shutdown` resolves; then stops accepting, lets each connection finish
+/// its request (at most [`DRAIN_MAX`]) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    cap: usize,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    deepen_accept_queue(&listener);
+    let registry = Arc::new(Registry::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    let mut failing = false;
+    let mut taken = 0usize;
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        while tasks.try_join_next().is_some() {}
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                failing = false;
+                stream
+            }
+            // The client gave up before we accepted: nothing to do.
+            Err(e) if is_client_error(&e) => continue,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "HTTP port: cannot accept connections; retrying");
+                    failing = true;
+                }
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(ACCEPT_RETRY) => continue,
+                }
+            }
+        };
+        // New connections wait here meanwhile, in the kernel's backlog;
+        // a connection closing or going idle wakes us.
+        let deadline = tokio::time::Instant::now() + ADMIT_WAIT;
+        let admitted = loop {
+            if let Some(conn) = registry.admit(cap) {
+                break Some(conn);
+            }
+            if tokio::time::timeout_at(deadline, registry.freed.notified())
+                .await
+                .is_err()
+            {
+                break registry.admit(cap);
+            }
+        };
+        match admitted {
+            Some(conn) => {
+                tasks.spawn(connection(
+                    stream,
+                    app.clone(),
+                    conn,
+                    registry.clone(),
+                    stop_rx.clone(),
+                ));
+            }
+            None => {
+                registry.refusals.increment(1);
+                refuse(stream);
+            }
+        }
+        // A burst of connections is taken a few at a time, between the
+        // tasks already waiting (gRPC calls among them), not all ahead.
+        taken += 1;
+        if taken % ACCEPT_BURST == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_MAX, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = tasks.len(),
+            "HTTP port: connections still open after {DRAIN_MAX:?}; closing them"
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    Ok(())
+}
+
+/// Raises the listening socket's backlog to [`ACCEPT_BACKLOG`] (listen(2)
+/// again on a listening socket only changes its backlog).
+#[cfg(unix)]
+pub fn deepen_accept_queue(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket this listener owns, already listening.
+    if unsafe { libc::listen(listener.as_raw_fd(), ACCEPT_BACKLOG) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "HTTP port: could not deepen the accept queue"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+pub fn deepen_accept_queue(_listener: &TcpListener) {}
+
+/// Accept errors that concern one connection only.
+fn is_client_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    )
+}
+
+/// Tells a connection over the cap why, if its socket takes the bytes at
+/// once, and closes it.
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(REFUSED);
+}
+
+/// Serves one connection until it ends, is evicted, or the server stops.
+async fn connection(
+    stream: TcpStream,
+    app: Router,
+    conn: Arc<Conn>,
+    registry: Arc<Registry>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _leave = Leave {
+        registry: registry.clone(),
+        conn: conn.clone(),
+    };
+    let _ = stream.set_nodelay(true);
+    let app = TowerToHyperService::new(app);
+    let tracked = conn.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let busy = Busy::start(&tracked, &registry);
+        let response = hyper::service::Service::call(&app, req);
+        async move {
+            let response = response.await;
+            drop(busy);
+            response
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(served);
+    let grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(grace);
+    let (mut finishing, mut evicted) = (false, false);
+    loop {
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "HTTP connection ended");
+                }
+                return;
+            }
+            // An idle connection closes at once; a busy one finishes its
+            // request first.
+            _ = conn.evict.notified(), if !finishing => {
+                served.as_mut().graceful_shutdown();
+                finishing = true;
+                evicted = true;
+                grace.as_mut().reset(tokio::time::Instant::now() + EVICT_GRACE);
+            }
+            _ = stop.wait_for(|s| *s), if !finishing => {
+                served.as_mut().graceful_shutdown();
+                finishing = true;
+            }
+            // Still open after the grace: a request whose headers never
+            // ended (hyper waits for them), or a response the client does
+            // not read. No handler runs, so drop it.
+            _ = &mut grace, if evicted => {
+                if conn.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                evicted = false;
+            }
+        }
+    }
+}
+
+/// One open connection, as the cap sees it.
+struct Conn {
+    /// Its key in the registry.
+    id: u64,
+    /// Requests being handled on it (0 = idle: waiting for a request).
+    in_flight: AtomicUsize,
+    /// When it last became idle, in µs since the registry's epoch: the
+    /// connection idle the longest is closed first.
+    idle_since: AtomicU64,
+    /// Chosen for eviction (so it is chosen once).
+    evicted: AtomicBool,
+    /// Wakes its task to close it.
+    evict: Notify,
+}
+
+/// Every open connection, for the cap.
+struct Registry {
+    /// The open connections and how many of them are being evicted.
+    slots: Mutex<Slots>,
+    /// Zero of `Conn::idle_since`.
+    epoch: Instant,
+    /// Told when a connection closes or goes idle: a place may be free
+    /// for a connection waiting at the cap.
+    freed: Notify,
+    /// `keyward_http_connections`: connections open.
+    open: Gauge,
+    /// `keyward_http_connections_dropped_total{why="evicted_idle"}`.
+    evictions: Counter,
+    /// `keyward_http_connections_dropped_total{why="refused"}`.
+    refusals: Counter,
+}
+
+/// The registry's state under its lock.
+#[derive(Default)]
+struct Slots {
+    /// Open connections by id.
+    open: HashMap<u64, Arc<Conn>>,
+    /// Of them, evicted but not yet closed.
+    closing: usize,
+    /// The next connection's id.
+    next_id: u64,
+}
+
+impl Registry {
+    fn new() -> Registry {
+        Registry {
+            slots: Mutex::new(Slots::default()),
+            epoch: Instant::now(),
+            freed: Notify::new(),
+            open: gauge!("keyward_http_connections"),
+            evictions: counter!("keyward_http_connections_dropped_total", "why" => "evicted_idle"),
+            refusals: counter!("keyward_http_connections_dropped_total", "why" => "refused"),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// A place for a new connection: free under `cap`, or made by evicting
+    /// the connection idle the longest. None if every connection is busy
+    /// (or too many are already closing): for now, no place.
+    fn admit(&self, cap: usize) -> Option<Arc<Conn>> {
+        let now = self.now_us();
+        let mut slots = self.slots.lock();
+        if slots.open.len() - slots.closing >= cap {
+            if slots.closing >= CLOSING_MAX {
+                return None;
+            }
+            let victim = slots
+                .open
+                .values()
+                .filter(|c| {
+                    c.in_flight.load(Ordering::Acquire) == 0 && !c.evicted.load(Ordering::Relaxed)
+                })
+                .min_by_key(|c| c.idle_since.load(Ordering::Relaxed))
+                .cloned()?;
+            victim.evicted.store(true, Ordering::Relaxed);
+            victim.evict.notify_one();
+            slots.closing += 1;
+            self.evictions.increment(1);
+        }
+        let id = slots.next_id;
+        slots.next_id += 1;
+        let conn = Arc::new(Conn {
+            id,
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(now),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
+        });
+        slots.open.insert(id, conn.clone());
+        self.open.set(slots.open.len() as f64);
+        Some(conn)
+    }
+
+    fn remove(&self, conn: &Conn) {
+        let mut slots = self.slots.lock();
+        if slots.open.remove(&conn.id).is_some() && conn.evicted.load(Ordering::Relaxed) {
+            slots.closing -= 1;
+        }
+        self.open.set(slots.open.len() as f64);
+        drop(slots);
+        self.freed.notify_one();
+    }
+}
+
+/// Takes a connection out of the registry when its task ends (or is
+/// aborted).
+struct Leave {
+    /// Where it is registered.
+    registry: Arc<Registry>,
+    /// The connection.
+    conn: Arc<Conn>,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.registry.remove(&self.conn);
+    }
+}
+
+/// Marks a connection busy while one of its requests is handled.
+struct Busy {
+    /// The connection.
+    conn: Arc<Conn>,
+    /// For the time it goes idle again.
+    registry: Arc<Registry>,
+}
+
+impl Busy {
+    fn start(conn: &Arc<Conn>, registry: &Arc<Registry>) -> Busy {
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy {
+            conn: conn.clone(),
+            registry: registry.clone(),
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.conn
+            .idle_since
+            .store(self.registry.now_us(), Ordering::Relaxed);
+        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.registry.freed.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_keeps_three_quarters_of_the_descriptors() {
+        assert_eq!(cap_for(Some(1024)), 256);
+        assert_eq!(cap_for(Some(1_048_576)), CONNECTIONS_MAX);
+        assert_eq!(cap_for(Some(2)), 1);
+        assert_eq!(cap_for(None), CONNECTIONS_MAX);
+    }
+
+    #[test]
+    fn the_connection_idle_the_longest_is_evicted_and_busy_ones_never() {
+        let r = Arc::new(Registry::new());
+        let a = r.admit(2).expect("a fits");
+        let b = r.admit(2).expect("b fits");
+        // a busy, b idle: a third evicts b.
+        let a_busy = Busy::start(&a, &r);
+        let c = r.admit(2).expect("c evicts b");
+        assert!(b.evicted.load(Ordering::Relaxed) && !a.evicted.load(Ordering::Relaxed));
+        // a busy, c idle, b still closing: a fourth evicts c.
+        let d = r.admit(2).expect("d evicts c");
+        assert!(c.evicted.load(Ordering::Relaxed));
+        r.remove(&b);
+        r.remove(&c);
+        // a and d busy: a fifth is refused.
+        let _d_busy = Busy::start(&d, &r);
+        assert!(r.admit(2).is_none(), "every connection busy: refused");
+        // a idle again: evicted for the new one.
+        drop(a_busy);
+        assert!(r.admit(2).is_some());
+        assert!(a.evicted.load(Ordering::Relaxed) && !d.evicted.load(Ordering::Relaxed));
+    }
+}
