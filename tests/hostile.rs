@@ -988,3 +988,42 @@ async fn hostile_clients_are_cut_off_and_valid_clients_keep_being_served() {
     assert!(growth_mib < 200, "RSS grew by {growth_mib} MiB");
     s.stop().await.expect("clean stop");
 }
+
+// ------------------------------------------------- shared by the attacks
+
+/// Options with the production limits (README "Configuration"): 5 s
+/// request timeout, 4,096 requests in flight, 256 streams per connection.
+fn production_options(
+    dir: &std::path::Path,
+    clock: Arc<keyward::clock::ManualClock>,
+) -> keyward::server::Options {
+    let mut opts = options(dir, clock);
+    opts.request_timeout = Duration::from_secs(5);
+    opts.max_in_flight = 4096;
+    opts.max_concurrent_streams = 256;
+    opts
+}
+
+impl Load {
+    /// A load in phase 0 (the baseline), nothing measured yet.
+    fn new() -> Arc<Load> {
+        Arc::new(Load {
+            phase: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            phases: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Phase `i`'s valid calls: (answered OK, sent, p99 of the OK ones).
+    fn summary(&self, i: usize) -> (usize, usize, Duration) {
+        let phases = self.phases.lock().expect("lock");
+        let p = phases.get(&i).expect("valid requests in each phase");
+        let mut ok = p.ok.clone();
+        ok.sort();
+        (
+            ok.len(),
+            ok.len() + p.shed + p.other.len(),
+            percentile(&ok, 0.99),
+        )
+    }
+}

@@ -4,18 +4,6 @@
 
 use super::*;
 
-/// Production limits (README "Configuration").
-fn production(
-    dir: &std::path::Path,
-    clock: Arc<keyward::clock::ManualClock>,
-) -> keyward::server::Options {
-    let mut opts = options(dir, clock);
-    opts.request_timeout = Duration::from_secs(5);
-    opts.max_in_flight = 4096;
-    opts.max_concurrent_streams = 256;
-    opts
-}
-
 /// A VIEWER token's flood of CreateAccount, ResetToken and
 /// RegisterResource(DOMAIN) is refused (PERMISSION_DENIED) without a single
 /// argon2 hash; meanwhile valid Authorize callers keep >= 99 % OK, with no
@@ -28,7 +16,7 @@ async fn refused_admin_calls_cost_no_argon2_and_argon2_memory_returns() {
     let _serial = super::SERIAL.lock().await;
     let dir = temp();
     let clock = Arc::new(keyward::clock::ManualClock::new());
-    let s = TestServer::start_with(production(dir.path(), clock.clone()), clock)
+    let s = TestServer::start_with(production_options(dir.path(), clock.clone()), clock)
         .await
         .expect("start");
     let (account, admin) = s.account("acme").await;
@@ -56,11 +44,7 @@ async fn refused_admin_calls_cost_no_argon2_and_argon2_memory_returns() {
         "a VIEWER may do none of these"
     );
 
-    let load = Arc::new(Load {
-        phase: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-        phases: Mutex::new(HashMap::new()),
-    });
+    let load = Load::new();
     let clients: Vec<_> = (0..4)
         .map(|_| tokio::spawn(valid_client(s.grpc, token.clone(), load.clone())))
         .collect();
@@ -150,19 +134,8 @@ async fn refused_admin_calls_cost_no_argon2_and_argon2_memory_returns() {
         rss_before / 1024,
         rss_flood / 1024
     );
-    let phases = std::mem::take(&mut *load.phases.lock().expect("lock"));
-    let summary = |i: usize| {
-        let p = phases.get(&i).expect("phase measured");
-        let mut ok = p.ok.clone();
-        ok.sort();
-        (
-            ok.len(),
-            ok.len() + p.shed + p.other.len(),
-            percentile(&ok, 0.99),
-        )
-    };
-    let (_, _, base_p99) = summary(0);
-    let (ok, total, p99) = summary(1);
+    let (_, _, base_p99) = load.summary(0);
+    let (ok, total, p99) = load.summary(1);
     println!(
         "hostile: valid Authorize during the refused flood: {ok}/{total} ok, p99 {p99:?} (baseline {base_p99:?}, {:.2}x)",
         p99.as_secs_f64() / base_p99.as_secs_f64().max(1e-9)

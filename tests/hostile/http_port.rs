@@ -93,10 +93,7 @@ impl Bench {
     async fn start() -> Bench {
         let dir = temp();
         let clock = Arc::new(keyward::clock::ManualClock::new());
-        let mut opts = options(&dir.path().join("data"), clock.clone());
-        opts.request_timeout = Duration::from_secs(5);
-        opts.max_in_flight = 4096;
-        opts.max_concurrent_streams = 256;
+        let opts = production_options(&dir.path().join("data"), clock.clone());
         let s = TestServer::start_with(opts, clock).await.expect("start");
         let (account, admin) = s.account("acme").await;
         let token = s
@@ -115,11 +112,7 @@ impl Bench {
             .await
             .expect("a viewer token")
             .secret;
-        let load = Arc::new(Load {
-            phase: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
-            phases: Mutex::new(HashMap::new()),
-        });
+        let load = Load::new();
         let probes = Arc::new(ProbeLog::default());
         let mut tasks: Vec<_> = (0..4)
             .map(|_| tokio::spawn(valid_client(s.grpc, token.clone(), load.clone())))

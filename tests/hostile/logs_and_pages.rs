@@ -449,11 +449,7 @@ async fn log_floods_stay_within_a_fixed_byte_rate() {
         .secret;
 
     // Valid callers: baseline, then during the flood.
-    let load = Arc::new(Load {
-        phase: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-        phases: Mutex::new(HashMap::new()),
-    });
+    let load = Load::new();
     let clients: Vec<_> = (0..4)
         .map(|_| tokio::spawn(valid_client(k.grpc, valid.clone(), load.clone())))
         .collect();
@@ -628,19 +624,8 @@ async fn log_floods_stay_within_a_fixed_byte_rate() {
         );
     }
 
-    let phases = std::mem::take(&mut *load.phases.lock().expect("lock"));
-    let summary = |i: usize| {
-        let p = phases.get(&i).expect("valid requests in each phase");
-        let mut ok = p.ok.clone();
-        ok.sort();
-        (
-            ok.len(),
-            ok.len() + p.shed + p.other.len(),
-            percentile(&ok, 0.99),
-        )
-    };
-    let (_, _, base_p99) = summary(0);
-    let (ok, total, p99) = summary(1);
+    let (_, _, base_p99) = load.summary(0);
+    let (ok, total, p99) = load.summary(1);
     println!(
         "hostile: log flood: valid Authorize {ok}/{total} ok, p99 {p99:?} (baseline {base_p99:?})"
     );
