@@ -6,6 +6,7 @@
 //!
 //! - [`config`]: every setting, from flags and `KEYWARD_*` env, validated once.
 //! - [`server`]: wiring: store, engine, gRPC (limits, health, reflection), HTTP, shutdown.
+//! - [`admission`]: a gRPC request takes an in-flight slot only once its message has arrived.
 //! - [`service`]: one thin file per gRPC service: decode, call the engine, encode.
 //! - [`engine`]: the shared state; authenticate a token, decide, commit.
 //! - [`admin`]: the admin rules (visibility, no escalation, lifecycle).
@@ -23,6 +24,7 @@
 //! - [`pb`]: generated code only.
 
 pub mod admin;
+pub mod admission;
 pub mod authz;
 pub mod clock;
 pub mod config;

@@ -353,6 +353,11 @@ pub async fn run(
         .http2_max_header_list_size(16 * 1024)
         .layer(
             tower::ServiceBuilder::new()
+                // Outside the in-flight limit: a request takes a slot only
+                // once its message is here (within 3 s of its headers).
+                // Bounded by the largest decoding limit below (Authorizer,
+                // ext_authz); each service's own still applies.
+                .layer(crate::admission::AdmissionLayer::new(2 * MAX_MESSAGE_BYTES))
                 .load_shed()
                 .concurrency_limit(opts.max_in_flight)
                 .into_inner(),

@@ -11,11 +11,12 @@
 //!    send their body, calls with no deadline whose body never ends, and a
 //!    client that sends requests but never reads;
 //! 3. saturation: 4,352 stalled streams over 17 connections, more than the
-//!    whole in-flight budget.
+//!    whole in-flight budget (they take none of it: a request takes its
+//!    slot only once its message has arrived, `keyward::admission`).
 //!
 //! Each abuse gets a clear status or a cut-off (asserted), never a crash;
 //! valid requests succeed or are shed with a clear status (asserted), most
-//! succeed outside the saturation phase (asserted), the service recovers
+//! succeed in every phase, saturation included (asserted), the service recovers
 //! after it (asserted), and the process RSS stays bounded (asserted). Valid
 //! clients' Authorize latency is printed per phase against the baseline
 //! measured just before (`-- --nocapture`); no assertion depends on timing.
@@ -842,8 +843,9 @@ async fn hostile_clients_are_cut_off_and_valid_clients_keep_being_served() {
             .expect("protocol abuse"),
     );
 
-    // 2: slow clients. The request timeout (5 s) must answer every stalled
-    // stream; 30 s is only a bound that turns a hang into a failure.
+    // 2: slow clients. The header-to-message deadline (3 s, before the 5 s
+    // request timeout) must answer every stalled stream; 30 s is only a
+    // bound that turns a hang into a failure.
     load.phase.store(2, Ordering::Relaxed);
     let limit = Duration::from_secs(30);
     let reader_stop = Arc::new(AtomicBool::new(false));
@@ -875,7 +877,7 @@ async fn hostile_clients_are_cut_off_and_valid_clients_keep_being_served() {
         "2,000 streams: {refused} refused + {answered} answered, and the connection neither answered the rest nor closed"
     );
     log.push(format!(
-        "2,000 streams on one connection: {refused} refused (REFUSED_STREAM), {answered} answered after the timeout, connection closed: {closed}"
+        "2,000 streams on one connection: {refused} refused (REFUSED_STREAM), {answered} answered at the header-to-message deadline, connection closed: {closed}"
     ));
     for h in stalled {
         let (refused, answered, closed) = h.join().expect("stalled");
@@ -886,19 +888,21 @@ async fn hostile_clients_are_cut_off_and_valid_clients_keep_being_served() {
         );
     }
     log.push(
-        "3 connections x 256 streams with no body: all 768 answered at the request timeout".into(),
+        "3 connections x 256 streams with no body: all 768 answered at the header-to-message deadline".into(),
     );
     let mut slowest = Duration::ZERO;
+    let mut message = String::new();
     for h in no_deadline {
         let (code, msg, took) = h.await.expect("no-deadline call");
         assert!(
-            matches!(code, Code::Cancelled | Code::DeadlineExceeded),
+            code == Code::DeadlineExceeded && msg.contains("did not arrive"),
             "a call with no deadline and a body that never ends: {code:?} {msg}"
         );
         slowest = slowest.max(took);
+        message = msg;
     }
     log.push(format!(
-        "20 calls with no deadline and a body that never ends: CANCELLED (\"Timeout expired\") from the server, slowest after {:.1} s",
+        "20 calls with no deadline and a body that never ends: DEADLINE_EXCEEDED (\"{message}\") from the server, slowest after {:.1} s",
         slowest.as_secs_f64()
     ));
     reader_stop.store(true, Ordering::Relaxed);
@@ -919,7 +923,7 @@ async fn hostile_clients_are_cut_off_and_valid_clients_keep_being_served() {
         held += answered;
     }
     log.push(format!(
-        "saturation: {held} stalled streams over 17 connections, each answered at the request timeout"
+        "saturation: {held} stalled streams over 17 connections, each answered at the header-to-message deadline, none holding an in-flight slot"
     ));
 
     // 4: after the attack: served again.
@@ -970,13 +974,11 @@ async fn hostile_clients_are_cut_off_and_valid_clients_keep_being_served() {
             "phase {name}: valid requests got neither an answer nor a shed status: {:?}",
             &p.other[..p.other.len().min(5)]
         );
-        if i != 3 {
-            assert!(
-                ok.len() * 10 >= total * 9 && !ok.is_empty(),
-                "phase {name}: only {} of {total} valid requests served",
-                ok.len()
-            );
-        }
+        assert!(
+            ok.len() * 10 >= total * 9 && !ok.is_empty(),
+            "phase {name}: only {} of {total} valid requests served",
+            ok.len()
+        );
     }
     let growth_mib = rss_peak.saturating_sub(rss_start) / 1024;
     println!(

@@ -15,6 +15,10 @@
 //! node of the same database denies; it uses the server `--pg` names, or
 //! starts a throwaway one with scripts/pg_cluster.sh.
 //!
+//! Scenario 13 (`under_attack`) measures scenario 1's load alone and beside
+//! issue 14's attacks (header-only streams, refused admin calls that used
+//! to hash), alternating, and reports the ratios.
+//!
 //! ```text
 //! cargo build --release && target/release/keyward-bench            # all scenarios
 //! target/release/keyward-bench --scenarios 1,2 --duration 3s --rounds 3
@@ -48,6 +52,9 @@ use tokio::net::TcpListener;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
+#[path = "keyward-bench/under_attack.rs"]
+mod under_attack;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "keyward-bench",
@@ -80,12 +87,12 @@ struct Cli {
     /// Alternations of baseline and keyward per scenario.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Scenarios to run (1-7, 9-12; 8 is `cargo bench --bench decision`;
+    /// Scenarios to run (1-7, 9-13; 8 is `cargo bench --bench decision`;
     /// 10 needs `envoy` on PATH; 12 needs a PostgreSQL server, see --pg).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1,2,3,4,5,6,7,9,10,11,12"
+        default_value = "1,2,3,4,5,6,7,9,10,11,12,13"
     )]
     scenarios: Vec<u32>,
     /// Scenario 12: base URL of a running PostgreSQL server
@@ -718,6 +725,8 @@ struct Bench {
     keyward: Proc,
     valid: Vec<AuthorizeRequest>,
     project: String,
+    /// The seeded account (scenario 13 makes a VIEWER token in it).
+    account_id: u64,
     report: Report,
     /// Baseline peak req/s from scenario 1, for the fixed-rate scenario.
     peak: Option<f64>,
@@ -1994,7 +2003,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.print_last(3);
         let project = seeded.project.clone();
         let scenarios = cli.scenarios.clone();
-        let mut bench = Bench { cli, layout, keyward_bin, baseline, keyward, valid, project, report, peak: None };
+        let account_id = seeded.account_id;
+        let mut bench = Bench { cli, layout, keyward_bin, baseline, keyward, valid, project, account_id, report, peak: None };
         let mut seen = HashMap::new();
         for s in scenarios {
             if seen.insert(s, ()).is_some() {
@@ -2012,6 +2022,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 10 => bench.scenario10().await,
                 11 => bench.scenario11().await,
                 12 => bench.scenario12().await,
+                13 => bench.scenario13().await,
                 8 => println!("\nscenario 8 is a criterion benchmark: cargo bench --bench decision"),
                 other => eprintln!("no scenario {other}"),
             }

@@ -1,0 +1,248 @@
+//! Unit tests of admission: a mock service behind the layer, bodies fed by
+//! hand, short deadlines.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tonic::Code;
+
+use super::*;
+
+/// The mock behind admission: counts calls, and either echoes the body it
+/// reads to the end or answers at once without reading it.
+#[derive(Clone)]
+struct Mock {
+    /// Calls that reached it (took their in-flight slot).
+    calls: Arc<AtomicUsize>,
+    /// Read the whole body and echo it, or answer at once.
+    echo: bool,
+}
+
+impl Service<Request<Body>> for Mock {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let echo = self.echo;
+        Box::pin(async move {
+            if !echo {
+                return Ok(Response::new(Body::empty()));
+            }
+            let bytes = req
+                .into_body()
+                .collect()
+                .await
+                .expect("a buffered body does not fail")
+                .to_bytes();
+            Ok(Response::new(Body::new(http_body_util::Full::new(bytes))))
+        })
+    }
+}
+
+/// A request on `path` whose body is what is sent on the returned sender,
+/// ending when it is dropped.
+fn request(path: &str) -> (mpsc::Sender<Result<Bytes, std::io::Error>>, Request<Body>) {
+    let (tx, rx) = mpsc::channel(16);
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .body(Body::new(body))
+        .expect("request");
+    (tx, req)
+}
+
+fn admission(
+    echo: bool,
+    max: usize,
+    deadline: Duration,
+    budget: usize,
+) -> (Admission<Mock>, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mock = Mock {
+        calls: calls.clone(),
+        echo,
+    };
+    let layer = AdmissionLayer::with_limits(max, deadline, budget);
+    (layer.layer(mock), calls)
+}
+
+/// The gRPC status of a trailers-only answer (None: a normal answer).
+fn status(resp: &Response<Body>) -> Option<Status> {
+    Status::from_header_map(resp.headers())
+}
+
+const AUTHORIZE: &str = "/keyward.v1.Authorizer/Authorize";
+
+/// A whole message reaches the service, byte for byte, once.
+#[tokio::test]
+async fn a_whole_message_is_passed_on_unchanged() {
+    let (mut svc, calls) = admission(true, 1024, Duration::from_secs(5), 1 << 20);
+    let (tx, req) = request(AUTHORIZE);
+    let msg: Vec<u8> = [0, 0, 0, 0, 3, 7, 8, 9].into();
+    // Split inside the prefix, and sent after the call has started waiting.
+    let call = tokio::spawn(svc.call(req));
+    tx.send(Ok(Bytes::from(msg[..2].to_vec())))
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    tx.send(Ok(Bytes::from(msg[2..].to_vec())))
+        .await
+        .expect("send");
+    drop(tx);
+    let resp = call.await.expect("join").expect("answer");
+    assert!(status(&resp).is_none());
+    let echoed = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&echoed[..], &msg[..]);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(svc.shared.waiting.lock().is_empty(), "the ledger is empty");
+}
+
+/// Headers and no body: DEADLINE_EXCEEDED at the deadline, never a call.
+#[tokio::test]
+async fn a_stream_without_its_message_is_answered_at_the_deadline() {
+    let deadline = Duration::from_millis(100);
+    let (mut svc, calls) = admission(true, 1024, deadline, 1 << 20);
+    for first in [Vec::new(), vec![0, 0, 0, 0, 50, 1, 2]] {
+        let (tx, req) = request(AUTHORIZE);
+        if !first.is_empty() {
+            tx.send(Ok(Bytes::from(first))).await.expect("send");
+        }
+        let start = std::time::Instant::now();
+        let resp = svc.call(req).await.expect("answer");
+        let took = start.elapsed();
+        let st = status(&resp).expect("a status");
+        assert_eq!(st.code(), Code::DeadlineExceeded, "{st:?}");
+        assert!(st.message().contains("did not arrive"), "{st:?}");
+        assert!(
+            took >= deadline && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        drop(tx);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert!(svc.shared.waiting.lock().is_empty(), "the ledger is empty");
+}
+
+/// A length prefix over the limit is refused at once, and so is a body
+/// longer than one message; neither reaches the service.
+#[tokio::test]
+async fn oversized_messages_are_refused_without_waiting() {
+    let (mut svc, calls) = admission(true, 100, Duration::from_secs(30), 1 << 20);
+    let (tx, req) = request(AUTHORIZE);
+    tx.send(Ok(Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff])))
+        .await
+        .expect("send");
+    let resp = tokio::time::timeout(Duration::from_secs(5), svc.call(req))
+        .await
+        .expect("answered without waiting")
+        .expect("answer");
+    assert_eq!(status(&resp).map(|s| s.code()), Some(Code::OutOfRange));
+    drop(tx);
+
+    let (tx, req) = request(AUTHORIZE);
+    let mut body = vec![0, 0, 0, 0, 50];
+    body.extend([0u8; 200]);
+    tx.send(Ok(Bytes::from(body))).await.expect("send");
+    let resp = tokio::time::timeout(Duration::from_secs(5), svc.call(req))
+        .await
+        .expect("answered without waiting")
+        .expect("answer");
+    assert_eq!(status(&resp).map(|s| s.code()), Some(Code::OutOfRange));
+    drop(tx);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+/// Bytes waiting for the rest of their body count against their
+/// connection's budget: over it, RESOURCE_EXHAUSTED at once; the first
+/// stream still completes, and the ledger empties.
+#[tokio::test]
+async fn waiting_bytes_are_bounded_per_connection() {
+    let (mut svc, calls) = admission(true, 1024, Duration::from_secs(30), 100);
+    let part = || {
+        let mut b = vec![0, 0, 0, 0, 200];
+        b.extend([1u8; 55]);
+        Bytes::from(b)
+    };
+    let (tx1, req1) = request(AUTHORIZE);
+    tx1.send(Ok(part())).await.expect("send");
+    let first = tokio::spawn(svc.call(req1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(*svc.shared.waiting.lock().get(&None).expect("charged"), 60);
+
+    let (tx2, req2) = request(AUTHORIZE);
+    tx2.send(Ok(part())).await.expect("send");
+    let resp = tokio::time::timeout(Duration::from_secs(5), svc.call(req2))
+        .await
+        .expect("answered without waiting")
+        .expect("answer");
+    assert_eq!(
+        status(&resp).map(|s| s.code()),
+        Some(Code::ResourceExhausted)
+    );
+    drop(tx2);
+
+    drop(tx1);
+    let resp = first.await.expect("join").expect("answer");
+    assert!(status(&resp).is_none(), "the first stream is served");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(svc.shared.waiting.lock().is_empty(), "the ledger is empty");
+}
+
+/// A method whose request is a stream reaches its service at once, body
+/// unread.
+#[tokio::test]
+async fn streaming_requests_pass_through_unbuffered() {
+    let (mut svc, calls) = admission(false, 1024, Duration::from_millis(50), 1 << 20);
+    for path in STREAMING_REQUESTS {
+        let (tx, req) = request(path);
+        let resp = tokio::time::timeout(Duration::from_secs(5), svc.call(req))
+            .await
+            .expect("not buffered")
+            .expect("answer");
+        assert!(status(&resp).is_none(), "{path}");
+        drop(tx);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), STREAMING_REQUESTS.len());
+}
+
+/// [`STREAMING_REQUESTS`] is exactly the client-streaming methods of
+/// every descriptor keyward serves (replication has no descriptor set:
+/// its one method, Watch, takes a single request).
+#[test]
+fn streaming_requests_are_every_client_streaming_method() {
+    let mut found = BTreeSet::new();
+    for set in [
+        crate::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ] {
+        let set = prost_types::FileDescriptorSet::decode(set).expect("descriptor set");
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    if method.client_streaming() {
+                        found.insert(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let listed: BTreeSet<String> = STREAMING_REQUESTS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(found, listed);
+}
