@@ -16,7 +16,7 @@
 //! - [`token`]: token format, redacted secrets, argon2id, the verified digest.
 //! - [`model`]: resource kinds, levels, grants, scopes, input validation.
 //! - [`error`]: domain errors and their mapping to gRPC status codes.
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`http`]: the HTTP port: its own accept loop (header deadline, connection cap), probes, metrics, the REST facades' own limit.
 //! - [`metrics`]: metric handles, registered once.
 //! - [`logs`]: the budget of log lines callers can cause (rate limit, clipped values).
 //! - [`clock`]: injectable time.

@@ -42,6 +42,10 @@ pub const USAGE_GRANULARITY_MS: i64 = 60_000;
 /// work, often, rather than a burst that would show in Authorize latency.
 pub const USAGE_BATCH_MAX: usize = 2_000;
 
+/// argon2 memory (19 MiB per buffer) unused this long is given back to the
+/// kernel, so RSS returns to its resting size after a burst of hashes.
+pub const ARGON2_MEMORY_IDLE: Duration = Duration::from_secs(30);
+
 /// Largest gRPC message accepted or sent.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -199,6 +203,9 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // The recorder must exist before the engine registers its handles.
     let _ = crate::http::metrics_handle();
+    // A burst of new gRPC connections waits in the kernel instead of having
+    // its SYNs dropped (std's backlog is 128), as on the HTTP port.
+    crate::http::serve::deepen_accept_queue(&grpc);
     // A bad routes file refuses the start, before anything else is opened.
     let routes = match &opts.routes_file {
         Some(path) => crate::routes::load(path)?,
@@ -559,6 +566,7 @@ async fn background_jobs(
                     // Draining histograms is CPU work: not on an async worker.
                     let _ = tokio::task::spawn_blocking(move || m.run_upkeep()).await;
                 }
+                crate::token::trim_argon2_memory(ARGON2_MEMORY_IDLE);
             }
             _ = purge.tick() => {
                 if let Err(e) = engine.purge_expired().await {
@@ -685,6 +693,7 @@ async fn follower_jobs(
                 if let Some(m) = metrics.clone() {
                     let _ = tokio::task::spawn_blocking(move || m.run_upkeep()).await;
                 }
+                crate::token::trim_argon2_memory(ARGON2_MEMORY_IDLE);
             }
         }
     }
