@@ -776,12 +776,23 @@ async fn forged_unseen_token_ids_cost_one_catch_up_per_interval() {
     );
 
     // A token made on B a moment ago is still accepted on A.
-    let (acct, admin) = b.account("fresh").await;
+    let made = b
+        .accounts()
+        .create_account(auth(
+            pb::CreateAccountRequest {
+                name: "fresh".into(),
+            },
+            &root,
+        ))
+        .await
+        .expect("an account made on B")
+        .into_inner();
+    let acct = made.account.expect("account").id;
+    let admin = made.admin_token.expect("its token").secret;
     let got = a
         .accounts()
         .get_account(auth(pb::GetAccountRequest { account_id: acct }, &admin))
         .await
         .expect("a token made on the other node is accepted");
     assert_eq!(got.into_inner().id, acct);
-    drop(root);
 }
