@@ -180,7 +180,7 @@ struct WorkCounters {
     unseen_catch_ups: AtomicU64,
 }
 
-/// A reading of [`WorkCounters`].
+/// A reading of the engine's work counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Work {
     /// argon2 hashes of new secrets.

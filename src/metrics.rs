@@ -11,6 +11,10 @@
 //! - `keyward_verify_refused_total{why="token_failures"}`: unproven secrets
 //!   refused without argon2 because their token id failed too often
 //! - `keyward_tokens` (tokens in memory)
+//! - `keyward_grpc_admission_refused_total{reason}`: gRPC requests refused
+//!   before taking an in-flight slot ([`crate::admission`])
+//! - `keyward_http_connections`, `keyward_http_connections_dropped_total{why}`:
+//!   the HTTP port's connection cap ([`crate::http::serve`])
 //! - `keyward_check_total{result="allow|deny|unmatched_allow|unmatched_deny|unsafe_path"}`,
 //!   `keyward_check_seconds`: ext_authz Check (deny reasons are counted in
 //!   `keyward_decisions_total` like Authorize's)

@@ -1,7 +1,7 @@
 //! Durable storage: the narrow [`Store`] trait and its embedded sled backend.
 //!
 //! A commit is atomic across trees and durable when it returns (sled
-//! transaction, then a group flush ([`GroupFlush`]: one `flush` at a time, covering every write before it).
+//! transaction, then a group flush (`GroupFlush`: one `flush` at a time, covering every write before it).
 //! The index is rebuilt at start from [`Store::load`], which yields the same
 //! [`Change`]s that commits carry.
 

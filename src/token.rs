@@ -172,7 +172,7 @@ pub fn last_4(token: &Secret) -> String {
 }
 
 /// Hashes a secret part with argon2id at OWASP cost (19 MiB, t=2, p=1),
-/// on pooled memory ([`hashing`]). CPU heavy (~30 ms): call from a
+/// on pooled memory (see `token/hashing.rs`). CPU heavy (~30 ms): call from a
 /// blocking thread.
 pub fn hash_secret(secret_part: &Secret) -> Result<String, argon2::password_hash::Error> {
     hashing::hash_secret(secret_part.expose().as_bytes())

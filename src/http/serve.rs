@@ -184,7 +184,7 @@ fn cap_for(soft: Option<u64>) -> usize {
 
 /// Serves `app` on `listener`, at most `cap` connections at once, until
 /// `shutdown` resolves; then stops accepting, lets each connection finish
-/// its request (at most [`DRAIN_MAX`]) and returns.
+/// its request (at most `DRAIN_MAX`) and returns.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -275,7 +275,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// Raises the listening socket's backlog to [`ACCEPT_BACKLOG`] (listen(2)
+/// Raises the listening socket's backlog to `ACCEPT_BACKLOG` (listen(2)
 /// again on a listening socket only changes its backlog).
 #[cfg(unix)]
 pub fn deepen_accept_queue(listener: &TcpListener) {
