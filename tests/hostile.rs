@@ -301,21 +301,16 @@ async fn valid_client(addr: SocketAddr, token: String, load: Arc<Load>) {
         let start = Instant::now();
         let result = client.authorize(req.clone()).await;
         let took = start.elapsed();
-        {
-            let mut phases = load.phases.lock().expect("lock");
-            let p = phases.entry(phase).or_default();
-            match result {
-                Ok(r) if r.get_ref().allowed => p.ok.push(took),
-                Ok(r) => p.other.push(format!("denied: {:?}", r.get_ref())),
-                // Load shedding: tonic answers RESOURCE_EXHAUSTED for the
-                // in-flight limit, keyward UNAVAILABLE for argon2 capacity.
-                Err(s) if matches!(s.code(), Code::Unavailable | Code::ResourceExhausted) => {
-                    p.shed += 1;
-                    *p.shed_codes.entry(s.code()).or_default() += 1;
-                }
-                Err(s) => p.other.push(format!("{:?}: {}", s.code(), s.message())),
-            }
-        }
+        load.record(
+            phase,
+            took,
+            result.map(|r| {
+                let r = r.into_inner();
+                r.allowed
+                    .then_some(())
+                    .ok_or_else(|| format!("denied: {r:?}"))
+            }),
+        );
         // Closed loop with a short think time: 4 clients, ~1,000/s at most,
         // so the attack, not the valid load, is what the server is busy with.
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -1014,6 +1009,29 @@ impl Load {
             stop: AtomicBool::new(false),
             phases: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records one valid call of `phase` that took `took`: allowed, denied
+    /// (with what to print), or a gRPC error.
+    fn record(
+        &self,
+        phase: usize,
+        took: Duration,
+        result: Result<Result<(), String>, tonic::Status>,
+    ) {
+        let mut phases = self.phases.lock().expect("lock");
+        let p = phases.entry(phase).or_default();
+        match result {
+            Ok(Ok(())) => p.ok.push(took),
+            Ok(Err(denied)) => p.other.push(denied),
+            // Load shedding: tonic answers RESOURCE_EXHAUSTED for the
+            // in-flight limit, keyward UNAVAILABLE for argon2 capacity.
+            Err(s) if matches!(s.code(), Code::Unavailable | Code::ResourceExhausted) => {
+                p.shed += 1;
+                *p.shed_codes.entry(s.code()).or_default() += 1;
+            }
+            Err(s) => p.other.push(format!("{:?}: {}", s.code(), s.message())),
+        }
     }
 
     /// Phase `i`'s valid calls: (answered OK, sent, p99 of the OK ones).

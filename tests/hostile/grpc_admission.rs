@@ -59,21 +59,18 @@ async fn check_client(addr: SocketAddr, token: String, load: Arc<Load>) {
         let start = Instant::now();
         let result = client.check(req.clone()).await;
         let took = start.elapsed();
-        {
-            let mut phases = load.phases.lock().expect("lock");
-            let p = phases.entry(phase).or_default();
-            match result {
-                Ok(r) if r.get_ref().status.as_ref().is_some_and(|s| s.code == 0) => {
-                    p.ok.push(took)
+        load.record(
+            phase,
+            took,
+            result.map(|r| {
+                let status = r.into_inner().status;
+                if status.as_ref().is_some_and(|s| s.code == 0) {
+                    Ok(())
+                } else {
+                    Err(format!("denied: {status:?}"))
                 }
-                Ok(r) => p.other.push(format!("denied: {:?}", r.get_ref().status)),
-                Err(s) if matches!(s.code(), Code::Unavailable | Code::ResourceExhausted) => {
-                    p.shed += 1;
-                    *p.shed_codes.entry(s.code()).or_default() += 1;
-                }
-                Err(s) => p.other.push(format!("{:?}: {}", s.code(), s.message())),
-            }
-        }
+            }),
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
