@@ -796,13 +796,7 @@ async fn hostile_clients_are_cut_off_and_valid_clients_keep_being_served() {
     opts.max_in_flight = 4096;
     opts.max_concurrent_streams = 256;
     let s = TestServer::start_with(opts, clock).await.expect("start");
-    let (account, admin) = s.account("acme").await;
-    let token = s
-        .register(&admin, account, DOMAIN, "example.com", None)
-        .await
-        .expect("a domain token")
-        .secret;
-    assert!(s.check(&token, DOMAIN, "example.com", ADMIN).await.allowed);
+    let token = acme(&s).await.domain.secret;
     let addr = s.grpc;
 
     let rss_start = rss_kib();
@@ -1045,5 +1039,47 @@ impl Load {
             ok.len() + p.shed + p.other.len(),
             percentile(&ok, 0.99),
         )
+    }
+}
+
+/// The world every attack starts from, on `s`.
+struct Acme {
+    /// The account "acme".
+    account: u64,
+    /// Its first ADMIN token.
+    admin: String,
+    /// The domain example.com's own token (ADMIN on it): the valid callers'.
+    domain: pb::TokenWithSecret,
+    /// A VIEWER token on the account: valid, but may change nothing.
+    viewer: String,
+}
+
+/// Makes [`Acme`] and checks the domain token is allowed.
+async fn acme(s: &TestServer) -> Acme {
+    let (account, admin) = s.account("acme").await;
+    let domain = s
+        .register(&admin, account, DOMAIN, "example.com", None)
+        .await
+        .expect("a domain token");
+    assert!(
+        s.check(&domain.secret, DOMAIN, "example.com", ADMIN)
+            .await
+            .allowed
+    );
+    let viewer = s
+        .create(
+            &admin,
+            account,
+            "viewer",
+            vec![grant(ACCOUNT, &account.to_string(), VIEWER)],
+        )
+        .await
+        .expect("a viewer token")
+        .secret;
+    Acme {
+        account,
+        admin,
+        domain,
+        viewer,
     }
 }

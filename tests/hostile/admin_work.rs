@@ -19,23 +19,14 @@ async fn refused_admin_calls_cost_no_argon2_and_argon2_memory_returns() {
     let s = TestServer::start_with(production_options(dir.path(), clock.clone()), clock)
         .await
         .expect("start");
-    let (account, admin) = s.account("acme").await;
-    let domain_token = s
-        .register(&admin, account, DOMAIN, "example.com", None)
-        .await
-        .expect("a domain token");
-    let token = domain_token.secret.clone();
-    let target = domain_token.token.expect("token").id;
-    let viewer = s
-        .create(
-            &admin,
-            account,
-            "viewer",
-            vec![grant(ACCOUNT, &account.to_string(), VIEWER)],
-        )
-        .await
-        .expect("viewer token")
-        .secret;
+    let Acme {
+        account,
+        admin,
+        domain,
+        viewer,
+    } = acme(&s).await;
+    let token = domain.secret.clone();
+    let target = domain.token.expect("token").id;
     assert_eq!(
         Probe(s.channel.clone())
             .round(&viewer, account, target, 0)

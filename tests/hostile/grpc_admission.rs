@@ -209,13 +209,7 @@ async fn header_only_streams_take_no_in_flight_slot() {
     let mut opts = production_options(&dir.path().join("data"), clock.clone());
     opts.routes_file = Some(routes);
     let s = TestServer::start_with(opts, clock).await.expect("start");
-    let (account, admin) = s.account("acme").await;
-    let token = s
-        .register(&admin, account, DOMAIN, "example.com", None)
-        .await
-        .expect("a domain token")
-        .secret;
-    assert!(s.check(&token, DOMAIN, "example.com", ADMIN).await.allowed);
+    let token = acme(&s).await.domain.secret;
     let addr = s.grpc;
 
     let (authorize, check) = (Load::new(), Load::new());

@@ -95,23 +95,8 @@ impl Bench {
         let clock = Arc::new(keyward::clock::ManualClock::new());
         let opts = production_options(&dir.path().join("data"), clock.clone());
         let s = TestServer::start_with(opts, clock).await.expect("start");
-        let (account, admin) = s.account("acme").await;
-        let token = s
-            .register(&admin, account, DOMAIN, "example.com", None)
-            .await
-            .expect("a domain token")
-            .secret;
-        assert!(s.check(&token, DOMAIN, "example.com", ADMIN).await.allowed);
-        let viewer = s
-            .create(
-                &admin,
-                account,
-                "viewer",
-                vec![grant(ACCOUNT, &account.to_string(), VIEWER)],
-            )
-            .await
-            .expect("a viewer token")
-            .secret;
+        let Acme { domain, viewer, .. } = acme(&s).await;
+        let token = domain.secret;
         let load = Load::new();
         let probes = Arc::new(ProbeLog::default());
         let mut tasks: Vec<_> = (0..4)
