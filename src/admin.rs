@@ -1095,7 +1095,7 @@ impl Engine {
                 },
                 id,
             );
-            let grace = i64::try_from(self.settings.reset_grace.as_millis()).unwrap_or(i64::MAX);
+            let grace = crate::clock::duration_ms(self.settings.reset_grace);
             let mut old_record = old.to_record(idx.key());
             let grace_end = now.saturating_add(grace);
             old_record.expires_at_ms = if old_record.expires_at_ms == 0 {

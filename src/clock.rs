@@ -4,6 +4,11 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// `d` in whole milliseconds, saturating (the unit every rule compares in).
+pub fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// A source of wall-clock time in unix milliseconds.
 pub trait Clock: Send + Sync + 'static {
     /// Now, in milliseconds since the unix epoch.
@@ -18,7 +23,7 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .map(duration_ms)
             .unwrap_or(0)
     }
 }

@@ -712,7 +712,7 @@ impl Engine {
                     neg.clear();
                 }
             }
-            let ttl = i64::try_from(self.settings.negative_ttl.as_millis()).unwrap_or(i64::MAX);
+            let ttl = crate::clock::duration_ms(self.settings.negative_ttl);
             neg.insert(digest, now.saturating_add(ttl));
             drop(neg);
             self.count_failure(parsed.id, now);
@@ -735,8 +735,7 @@ impl Engine {
     /// argon2 (fail closed) until the window ends. A token whose digest is
     /// known never gets here: a wrong secret is refused by the digest.
     fn failed_too_often(&self, id: u64, now: i64) -> bool {
-        let window =
-            i64::try_from(self.settings.argon2_failure_window.as_millis()).unwrap_or(i64::MAX);
+        let window = crate::clock::duration_ms(self.settings.argon2_failure_window);
         self.failures.lock().get(&id).is_some_and(|&(start, n)| {
             now < start.saturating_add(window) && n >= self.settings.argon2_failures_per_token
         })
@@ -746,8 +745,7 @@ impl Engine {
     /// entry per attacked id; past `negative_max` ids, windows that ended
     /// are dropped first, then all.
     fn count_failure(&self, id: u64, now: i64) {
-        let window =
-            i64::try_from(self.settings.argon2_failure_window.as_millis()).unwrap_or(i64::MAX);
+        let window = crate::clock::duration_ms(self.settings.argon2_failure_window);
         let mut failures = self.failures.lock();
         if failures.len() >= self.settings.negative_max {
             failures.retain(|_, (start, _)| now < start.saturating_add(window));
@@ -865,9 +863,9 @@ impl Engine {
     /// Deletes tokens expired for longer than `purge_after`. Returns how many.
     pub async fn purge_expired(&self) -> Result<usize> {
         let w = self.write_lock().await?;
-        let horizon = self.now_ms().saturating_sub(
-            i64::try_from(self.settings.purge_after.as_millis()).unwrap_or(i64::MAX),
-        );
+        let horizon = self
+            .now_ms()
+            .saturating_sub(crate::clock::duration_ms(self.settings.purge_after));
         let changes: Vec<Change> = {
             let idx = self.index.read();
             idx.tokens

@@ -38,7 +38,7 @@ impl Freshness {
     /// Nothing heard yet.
     pub fn new(stale_after: Duration, serve_stale: bool) -> Self {
         Freshness {
-            stale_after_ms: i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX),
+            stale_after_ms: crate::clock::duration_ms(stale_after),
             serve_stale,
             last_heard_ms: AtomicI64::new(0),
         }
