@@ -151,20 +151,21 @@ impl<'a> Access<'a> {
         idx.level_on(account, &self.caller.grants, resource)
     }
 
-    /// Fails unless the caller may manage tokens at all.
+    /// Fails unless the caller may manage tokens at all: the `tokens`
+    /// scope at ADMIN (or no scopes).
     fn require_token_admin(&self) -> Result<()> {
-        let has_tokens_scope = self.caller.scopes.is_empty()
-            || self
-                .caller
-                .scopes
-                .iter()
-                .any(|s| s.name() == "tokens" && s.level == Level::Admin);
-        if self.caller.root || has_tokens_scope {
+        self.require_scope("tokens")
+    }
+
+    /// Fails unless the caller is unrestricted by feature (root, or no
+    /// scopes): for what no feature scope covers, `what` names it.
+    fn require_unrestricted(&self, what: &str) -> Result<()> {
+        if self.caller.root || self.caller.scopes.is_empty() {
             Ok(())
         } else {
-            Err(Error::PermissionDenied(
-                "this token lacks the tokens scope at ADMIN".into(),
-            ))
+            Err(Error::PermissionDenied(format!(
+                "{what} needs a token unrestricted by scopes"
+            )))
         }
     }
 
@@ -218,30 +219,24 @@ impl<'a> Access<'a> {
         !target.root && within && self.covers_scopes(&target.scopes)
     }
 
-    /// A token of `account` the caller may manage.
+    /// A token of `account` the caller may manage. A token outside the
+    /// caller's reach does not exist for it: the same NOT_FOUND as an id
+    /// never issued, so that the answer does not tell them apart.
     fn target(
         &self,
         idx: &'a Index,
         account: &AccountState,
         token_id: u64,
     ) -> Result<&'a TokenState> {
-        let target = idx
-            .tokens
+        idx.tokens
             .get(&token_id)
-            .filter(|t| t.account_id == account.id)
+            .filter(|t| t.account_id == account.id && self.can_manage(idx, account, t))
             .ok_or_else(|| {
                 Error::NotFound(format!(
                     "token {token_id} not found in account {}",
                     account.id
                 ))
-            })?;
-        if self.can_manage(idx, account, target) {
-            Ok(target)
-        } else {
-            Err(Error::PermissionDenied(format!(
-                "token {token_id} holds access this token does not hold at ADMIN"
-            )))
-        }
+            })
     }
 
     /// Fails unless every grant is on a registered resource of `account` that
@@ -280,34 +275,57 @@ impl<'a> Access<'a> {
     }
 }
 
-/// The first domain that `token` is the last live holder of, among the
-/// domains it holds that `keep` does not. Holders that are expired, or that
-/// were reset (they are on their way out and cannot be reset again), do not
-/// count.
+/// The first domain that `token` is the last live holder of at `level` or
+/// above, among the domains it holds at that level that `keep` does not.
+/// Holders that are expired, or that were reset (they are on their way out
+/// and cannot be reset again), do not count.
 fn last_holder_of<'a>(
     idx: &'a Index,
     account: &AccountState,
     token: &'a TokenState,
     keep: &[Grant],
+    level: Level,
     now: i64,
 ) -> Option<&'a str> {
+    let holds = |grants: &[Grant], g: &Grant| {
+        grants
+            .iter()
+            .any(|o| o.resource == g.resource && o.level >= level)
+    };
     token
         .grants
         .iter()
-        .filter(|g| {
-            g.resource.kind == Kind::Domain && !keep.iter().any(|k| k.resource == g.resource)
-        })
+        .filter(|g| g.resource.kind == Kind::Domain && g.level >= level && !holds(keep, g))
         .find(|g| {
             !account.tokens.iter().any(|id| {
                 *id != token.id
                     && idx.tokens.get(id).is_some_and(|t| {
-                        !t.is_expired(now)
-                            && t.replaced_by == 0
-                            && t.grants.iter().any(|o| o.resource == g.resource)
+                        !t.is_expired(now) && t.replaced_by == 0 && holds(&t.grants, g)
                     })
             })
         })
         .map(|g| &*g.resource.id)
+}
+
+/// Refuses a change that would leave a domain with no live token, or with
+/// no live token holding ADMIN on it (sending needs ADMIN): `target` keeps
+/// only `keep` (nothing, when it is deleted).
+fn keeps_every_domain(
+    idx: &Index,
+    account: &AccountState,
+    target: &TokenState,
+    keep: &[Grant],
+    now: i64,
+) -> Result<()> {
+    for (level, what) in [(Level::Viewer, "access to"), (Level::Admin, "ADMIN on")] {
+        if let Some(domain) = last_holder_of(idx, account, target, keep, level, now) {
+            return Err(Error::FailedPrecondition(format!(
+                "token {} is the last token with {what} domain {domain}; it must keep it",
+                target.id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks an optional wire expiry against `now` (unix ms): well formed, in
@@ -701,6 +719,14 @@ impl Engine {
             caller: self.live_caller(idx, caller_id)?,
         };
         let account = access.account(idx, account_id)?;
+        if resource.kind == Kind::Domain {
+            // A domain comes with a token: the caller must be allowed to
+            // mint tokens, and the token gets no feature the caller lacks.
+            access.require_token_admin()?;
+            access.require_scope("domains")?;
+        } else {
+            access.require_unrestricted("registering a project or sandbox")?;
+        }
         if let Lookup::Unknown | Lookup::OtherAccount = idx.lookup(account, parent.kind, &parent.id)
         {
             return Err(Error::NotFound(format!(
@@ -720,12 +746,6 @@ impl Engine {
             return Err(Error::AlreadyExists(format!(
                 "{resource} is already registered"
             )));
-        }
-        if resource.kind == Kind::Domain {
-            // A domain comes with a token: the caller must be allowed to
-            // mint tokens, and the token gets no feature the caller lacks.
-            access.require_token_admin()?;
-            access.require_scope("domains")?;
         }
         Ok((access, account))
     }
@@ -748,6 +768,13 @@ impl Engine {
                 caller: self.live_caller(idx, caller_id)?,
             };
             let account = access.account(idx, req.account_id)?;
+            if resource.kind == Kind::Domain {
+                access.require_scope("domains")?;
+            } else {
+                // Deleting a project deletes its sandboxes and drops other
+                // tokens' grants on them: no feature scope covers that.
+                access.require_unrestricted("deleting a project or sandbox")?;
+            }
             if !account.resources[resource.kind.slot()].contains_key(resource.id.as_str()) {
                 return Err(Error::NotFound(format!(
                     "{resource} not found in account {}",
@@ -758,9 +785,6 @@ impl Engine {
                 return Err(Error::PermissionDenied(format!(
                     "deleting {resource} needs ADMIN on it"
                 )));
-            }
-            if resource.kind == Kind::Domain {
-                access.require_scope("domains")?;
             }
             Ok(())
         };
@@ -1030,12 +1054,7 @@ impl Engine {
             let new_grants = grants.as_deref().unwrap_or(&target.grants);
             let new_scopes = scopes.as_deref().unwrap_or(&target.scopes);
             access.check_grantable(idx, account, new_grants, new_scopes)?;
-            if let Some(domain) = last_holder_of(idx, account, target, new_grants, self.now_ms()) {
-                return Err(Error::FailedPrecondition(format!(
-                    "token {} is the last token with access to domain {domain}; it must keep it",
-                    target.id
-                )));
-            }
+            keeps_every_domain(idx, account, target, new_grants, self.now_ms())?;
             let mut next = TokenState::from_record(&target.to_record(idx.key()), idx.key());
             if let Some(n) = &name {
                 next.name = n.clone();
@@ -1081,7 +1100,7 @@ impl Engine {
             let idx = self.index.read();
             let (access, account, old) = self.reset_rules(&idx, caller_id, &req, now)?;
             let id = idx.next_token_id;
-            let (record, full) = self.new_token(
+            let (mut record, full) = self.new_token(
                 &idx,
                 &prepared,
                 NewToken {
@@ -1095,6 +1114,8 @@ impl Engine {
                 },
                 id,
             );
+            // A reset never resumes: a paused token's replacement is paused.
+            record.paused = old.paused;
             let grace = crate::clock::duration_ms(self.settings.reset_grace);
             let mut old_record = old.to_record(idx.key());
             let grace_end = now.saturating_add(grace);
@@ -1213,12 +1234,7 @@ impl Engine {
                     "the root token cannot be deleted".into(),
                 ));
             }
-            if let Some(domain) = last_holder_of(idx, account, target, &[], self.now_ms()) {
-                return Err(Error::FailedPrecondition(format!(
-                    "token {} is the last token with access to domain {domain} and cannot be deleted",
-                    target.id
-                )));
-            }
+            keeps_every_domain(idx, account, target, &[], self.now_ms())?;
             Ok(())
         };
         self.refuse_early(rules)?;

@@ -882,7 +882,8 @@ impl Engine {
         Ok(n)
     }
 
-    /// Looks up an authenticated caller's live state: not paused, not expired.
+    /// Looks up an authenticated caller's live state: not paused, not expired, not
+    /// reset (a token in its grace period only authorizes).
     pub(crate) fn live_caller<'a>(&self, idx: &'a Index, id: u64) -> Result<&'a TokenState> {
         let state = idx
             .tokens
@@ -893,6 +894,16 @@ impl Engine {
         }
         if state.is_expired(self.now_ms()) {
             return Err(Error::Unauthenticated("token has expired".into()));
+        }
+        // A reset token (possibly the leaked one) keeps authorizing during
+        // its grace period, which is what the grace is for, but the admin
+        // plane is for its replacement: it cannot mint, edit or delete.
+        if state.replaced_by != 0 {
+            return Err(Error::PermissionDenied(format!(
+                "this token was reset (replaced by token {}): during its grace period it only \
+                 authorizes; use its replacement",
+                state.replaced_by
+            )));
         }
         Ok(state)
     }
@@ -995,6 +1006,12 @@ impl Engine {
         {
             let idx = self.index.read();
             let state = self.live_caller(&idx, caller)?;
+            if !state.root && !state.scopes.is_empty() {
+                // The log spans every feature: no feature scope covers it.
+                return Err(Error::PermissionDenied(
+                    "the audit log needs a token unrestricted by scopes".into(),
+                ));
+            }
             if !state.root {
                 let account = idx
                     .accounts
