@@ -3,10 +3,17 @@
 //! from a real sled store, and every Authorize decision of the real hot path
 //! (`Engine::authorize_cached`, what the gRPC service calls) is compared with
 //! a tiny reference implementation written separately below. Then random
-//! escalation attempts go through the real admin path (`update_token`).
+//! escalation attempts go through the real admin path (`update_token`), and
+//! every token of the world, live or not, scope-restricted or not, reset
+//! (in its grace period) or not, tries one random admin mutation
+//! (register or delete a project, sandbox or domain, create a token, read
+//! the audit log): the real outcome must be the reference's, and what was
+//! allowed is applied to the reference world, which must then still decide
+//! every Authorize as the engine does.
 //!
 //! Figures (printed): mismatches = 0 over ≥ 100,000 decisions, cross-account
-//! allows = 0, escalation attempts that succeed = 0.
+//! allows = 0, escalation attempts that succeed = 0, mutations that differ
+//! from the reference = 0, admin calls by reset tokens that succeed = 0.
 
 use std::sync::Arc;
 
@@ -20,7 +27,7 @@ use keyward::pb::v1 as pb;
 use keyward::store::{SledStore, Store};
 use keyward::token::{self, DigestKey};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -46,6 +53,8 @@ struct RefToken {
     scopes: Vec<(String, Level)>,
     paused: bool,
     expires_at: Option<i64>,
+    /// The token that replaced it (a reset in its grace period), or 0.
+    replaced_by: u64,
 }
 
 struct World {
@@ -209,6 +218,13 @@ fn random_world(rng: &mut StdRng, now: i64, first_account: u64, first_token: u64
                 1 => Some(now + rng.gen_range(1..10_000)),
                 _ => None,
             };
+            // A reset token: in its grace period until `expires_at`.
+            let reset = rng.gen_bool(0.15);
+            let expires_at = if reset {
+                expires_at.or(Some(now + rng.gen_range(1..10_000)))
+            } else {
+                expires_at
+            };
             tokens.push(RefToken {
                 id: next,
                 account: acct.id,
@@ -219,6 +235,7 @@ fn random_world(rng: &mut StdRng, now: i64, first_account: u64, first_token: u64
                 scopes,
                 paused: rng.gen_bool(0.15),
                 expires_at,
+                replaced_by: if reset { 1_000_000 + next } else { 0 },
             });
             next += 1;
         }
@@ -268,6 +285,7 @@ fn changes(w: &World, key: &DigestKey) -> Vec<Change> {
             created_at_ms: 1,
             expires_at_ms: t.expires_at.unwrap_or(0),
             paused: t.paused,
+            replaced_by: t.replaced_by,
             grants: t
                 .grants
                 .iter()
@@ -342,6 +360,322 @@ fn random_request(rng: &mut StdRng, w: &World) -> (String, Kind, String, Level, 
     (token, kind, id, level(rng), scope)
 }
 
+// ------------------------------------------------------------ mutations
+
+/// One admin call a caller tries.
+#[derive(Clone, Debug)]
+enum Mutation {
+    Register {
+        account: u64,
+        kind: Kind,
+        id: String,
+        parent: Option<String>,
+    },
+    Delete {
+        account: u64,
+        kind: Kind,
+        id: String,
+    },
+    CreateToken {
+        account: u64,
+        grant: (Kind, String),
+    },
+    ReadAudit {
+        account: u64,
+    },
+}
+
+impl RefToken {
+    fn live(&self, now: i64) -> bool {
+        !self.paused && self.expires_at.is_none_or(|e| e > now)
+    }
+
+    /// Unrestricted by scopes, or holding `name` at ADMIN.
+    fn scope_admin(&self, name: &str) -> bool {
+        self.scopes.is_empty()
+            || self
+                .scopes
+                .iter()
+                .any(|(s, l)| s == name && *l == Level::Admin)
+    }
+}
+
+impl World {
+    fn account(&self, id: u64) -> Option<&RefAccount> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+
+    /// Whether `t` holds ADMIN on a resource of its own account.
+    fn admin_on(&self, t: &RefToken, kind: Kind, id: &str) -> bool {
+        self.account(t.account).is_some_and(|own| {
+            own.owns(kind, id)
+                && own.ancestors(kind, id).iter().any(|(ak, ai)| {
+                    t.grants
+                        .iter()
+                        .any(|(gk, gi, gl)| gk == ak && gi == ai && *gl == Level::Admin)
+                })
+        })
+    }
+
+    /// The reference rules of the admin plane (README decision list).
+    fn may(&self, t: &RefToken, m: &Mutation, now: i64) -> bool {
+        // Only a live token that was not reset uses the admin plane.
+        if !t.live(now) || t.replaced_by != 0 {
+            return false;
+        }
+        let Some(own) = self.account(t.account) else {
+            return false;
+        };
+        let acct = own.id.to_string();
+        let unrestricted = t.scopes.is_empty();
+        match m {
+            Mutation::Register {
+                account,
+                kind,
+                id,
+                parent,
+            } => {
+                *account == own.id
+                    && !self.accounts.iter().any(|a| a.owns(*kind, id))
+                    && match (kind, parent) {
+                        (Kind::Project, None) => {
+                            unrestricted && self.admin_on(t, Kind::Account, &acct)
+                        }
+                        (Kind::Sandbox, Some(p)) => {
+                            unrestricted && self.admin_on(t, Kind::Project, p)
+                        }
+                        (Kind::Domain, None) => {
+                            t.scope_admin("tokens")
+                                && t.scope_admin("domains")
+                                && self.admin_on(t, Kind::Account, &acct)
+                        }
+                        _ => false,
+                    }
+            }
+            Mutation::Delete { account, kind, id } => {
+                *account == own.id
+                    && self.admin_on(t, *kind, id)
+                    && if *kind == Kind::Domain {
+                        t.scope_admin("domains")
+                    } else {
+                        unrestricted
+                    }
+            }
+            Mutation::CreateToken { account, grant } => {
+                *account == own.id && t.scope_admin("tokens") && self.admin_on(t, grant.0, &grant.1)
+            }
+            Mutation::ReadAudit { account } => {
+                *account == own.id && unrestricted && self.admin_on(t, Kind::Account, &acct)
+            }
+        }
+    }
+
+    /// Applies an allowed mutation; `made` is the token it created, if any.
+    fn apply(&mut self, caller: &RefToken, m: &Mutation, made: Option<pb::TokenWithSecret>) {
+        let made = made.map(|w| {
+            let t = w.token.expect("token");
+            RefToken {
+                id: t.id,
+                account: t.account_id,
+                secret: w.secret,
+                grants: t
+                    .grants
+                    .iter()
+                    .map(|g| {
+                        let r = g.resource.clone().expect("resource");
+                        (
+                            Kind::from_wire(r.r#type).expect("kind"),
+                            r.id,
+                            Level::from_wire(g.level).expect("level"),
+                        )
+                    })
+                    .collect(),
+                scopes: caller.scopes.clone(),
+                paused: false,
+                expires_at: None,
+                replaced_by: 0,
+            }
+        });
+        let own = self
+            .accounts
+            .iter_mut()
+            .find(|a| a.id == caller.account)
+            .expect("own account");
+        match m {
+            Mutation::Register {
+                kind, id, parent, ..
+            } => match kind {
+                Kind::Project => own.projects.push(id.clone()),
+                Kind::Sandbox => own
+                    .sandboxes
+                    .push((id.clone(), parent.clone().expect("parent"))),
+                _ => own.domains.push(id.clone()),
+            },
+            Mutation::Delete { kind, id, .. } => {
+                let mut gone = vec![(*kind, id.clone())];
+                if *kind == Kind::Project {
+                    gone.extend(
+                        own.sandboxes
+                            .iter()
+                            .filter(|(_, p)| p == id)
+                            .map(|(s, _)| (Kind::Sandbox, s.clone())),
+                    );
+                }
+                own.projects
+                    .retain(|p| !gone.contains(&(Kind::Project, p.clone())));
+                own.sandboxes
+                    .retain(|(s, _)| !gone.contains(&(Kind::Sandbox, s.clone())));
+                own.domains
+                    .retain(|d| !gone.contains(&(Kind::Domain, d.clone())));
+                let account = own.id;
+                for t in self.tokens.iter_mut().filter(|t| t.account == account) {
+                    t.grants
+                        .retain(|(k, i, _)| !gone.contains(&(*k, i.clone())));
+                }
+            }
+            Mutation::CreateToken { .. } | Mutation::ReadAudit { .. } => {}
+        }
+        self.tokens.extend(made);
+    }
+}
+
+/// A random admin call by `caller`; fresh names come from `fresh`.
+fn random_mutation(rng: &mut StdRng, w: &World, caller: &RefToken, fresh: u32) -> Mutation {
+    let own = w.account(caller.account).expect("own account");
+    let account = if rng.gen_bool(0.1) {
+        w.accounts
+            .iter()
+            .map(|a| a.id)
+            .find(|id| *id != own.id)
+            .unwrap_or(999_999)
+    } else {
+        own.id
+    };
+    let mut resources: Vec<(Kind, String)> = own
+        .projects
+        .iter()
+        .map(|p| (Kind::Project, p.clone()))
+        .collect();
+    resources.extend(
+        own.sandboxes
+            .iter()
+            .map(|(s, _)| (Kind::Sandbox, s.clone())),
+    );
+    resources.extend(own.domains.iter().map(|d| (Kind::Domain, d.clone())));
+    let pick = |rng: &mut StdRng, rs: &[(Kind, String)]| rs[rng.gen_range(0..rs.len())].clone();
+    match rng.gen_range(0..6) {
+        1 if !own.projects.is_empty() => Mutation::Register {
+            account,
+            kind: Kind::Sandbox,
+            id: format!("ns{fresh}"),
+            parent: Some(own.projects[rng.gen_range(0..own.projects.len())].clone()),
+        },
+        2 => Mutation::Register {
+            account,
+            kind: Kind::Domain,
+            id: format!("nd{fresh}.example"),
+            parent: None,
+        },
+        3 if !resources.is_empty() => {
+            let (kind, id) = pick(rng, &resources);
+            Mutation::Delete { account, kind, id }
+        }
+        4 => {
+            resources.push((Kind::Account, own.id.to_string()));
+            Mutation::CreateToken {
+                account,
+                grant: pick(rng, &resources),
+            }
+        }
+        5 => Mutation::ReadAudit { account },
+        _ => Mutation::Register {
+            account,
+            kind: Kind::Project,
+            id: format!("np{fresh}"),
+            parent: None,
+        },
+    }
+}
+
+/// Runs `m` as `caller` through the real admin path (authenticate, then
+/// the operation); Ok carries the token it created, if any.
+async fn run_mutation(
+    engine: &Engine,
+    caller: &RefToken,
+    m: &Mutation,
+) -> keyward::error::Result<Option<pb::TokenWithSecret>> {
+    let id = engine.authenticate_caller(Some(&caller.secret)).await?;
+    let rref = |kind: Kind, id: &str| pb::ResourceRef {
+        r#type: kind.to_wire(),
+        id: id.into(),
+    };
+    match m {
+        Mutation::Register {
+            account,
+            kind,
+            id: rid,
+            parent,
+        } => engine
+            .register_resource(
+                id,
+                pb::RegisterResourceRequest {
+                    account_id: *account,
+                    resource: Some(rref(*kind, rid)),
+                    parent: parent.as_deref().map(|p| rref(Kind::Project, p)),
+                },
+            )
+            .await
+            .map(|r| r.domain_token),
+        Mutation::Delete {
+            account,
+            kind,
+            id: rid,
+        } => engine
+            .delete_resource(
+                id,
+                pb::DeleteResourceRequest {
+                    account_id: *account,
+                    resource: Some(rref(*kind, rid)),
+                },
+            )
+            .await
+            .map(|_| None),
+        Mutation::CreateToken { account, grant } => engine
+            .create_token(
+                id,
+                pb::CreateTokenRequest {
+                    account_id: *account,
+                    name: "made by the oracle".into(),
+                    grants: vec![pb::Grant {
+                        resource: Some(rref(grant.0, &grant.1)),
+                        level: Level::Viewer.to_wire(),
+                    }],
+                    scopes: caller
+                        .scopes
+                        .iter()
+                        .map(|(n, l)| pb::Scope {
+                            name: n.clone(),
+                            level: l.to_wire(),
+                        })
+                        .collect(),
+                    expires_at: None,
+                },
+            )
+            .await
+            .map(Some),
+        Mutation::ReadAudit { account } => engine
+            .list_audit(
+                id,
+                &pb::ListAuditEventsRequest {
+                    account_id: *account,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(|_| None),
+    }
+}
+
 async fn engine_for(w: &World, dir: &std::path::Path, clock: Arc<ManualClock>) -> Arc<Engine> {
     let key = DigestKey::load_or_create(&dir.join("digest.key"), true).expect("key");
     let store = SledStore::open(dir).expect("store");
@@ -357,6 +691,59 @@ async fn engine_for(w: &World, dir: &std::path::Path, clock: Arc<ManualClock>) -
     let engine = Engine::new(store, key, clock, Settings::default());
     engine.load(false).await.expect("load");
     engine
+}
+
+/// `n` random Authorize decisions of the real hot path against the
+/// reference; returns (decisions, cross-account allows).
+fn decide(
+    engine: &Engine,
+    world: &World,
+    rng: &mut StdRng,
+    now: i64,
+    seed: u64,
+    n: u32,
+) -> Result<(u64, u64), TestCaseError> {
+    let (mut decisions, mut cross_allows) = (0u64, 0u64);
+    for _ in 0..n {
+        let (tok, kind, id, lvl, scope) = random_request(rng, world);
+        let check = Check {
+            kind,
+            id: &id,
+            level: lvl,
+            scope: &scope,
+        };
+        let real = match engine.authorize_cached(&tok, &check) {
+            Cached::Decided(d) => (d.allowed, d.reason),
+            Cached::NeedsArgon2 { .. } => panic!("a world token without its digest"),
+        };
+        let want = reference(world, &tok, kind, &id, lvl, &scope, now);
+        prop_assert_eq!(
+            real,
+            want,
+            "seed {} token {:?} {:?}/{} {:?} scope {:?}",
+            seed,
+            &tok[..14],
+            kind,
+            id,
+            lvl,
+            scope
+        );
+        if real.0 {
+            let t = world
+                .tokens
+                .iter()
+                .find(|t| t.secret == tok)
+                .expect("allowed token exists");
+            let owner = world
+                .accounts
+                .iter()
+                .find(|a| a.id == t.account)
+                .expect("account");
+            cross_allows += u64::from(!owner.owns(kind, &id));
+        }
+        decisions += 1;
+    }
+    Ok((decisions, cross_allows))
 }
 
 #[test]
@@ -375,54 +762,16 @@ fn authorize_matches_the_reference_and_nothing_escalates() {
         failure_persistence: None,
         ..Config::default()
     });
-    let totals = std::cell::RefCell::new((0u64, 0u64, 0u64, 0u64));
+    let totals = std::cell::RefCell::new((0u64, 0u64, 0u64, 0u64, (0u64, 0u64, 0u64)));
     let result = runner.run(&any::<u64>(), |seed| {
         let mut rng = StdRng::seed_from_u64(seed);
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Arc::new(ManualClock::new());
         let now = clock.now_ms();
-        let world = random_world(&mut rng, now, 1, 1);
+        let mut world = random_world(&mut rng, now, 1, 1);
         let engine = rt.block_on(engine_for(&world, dir.path(), clock.clone()));
-        let (mut decisions, mut cross_allows) = (0u64, 0u64);
-        for _ in 0..per_world {
-            let (tok, kind, id, lvl, scope) = random_request(&mut rng, &world);
-            let check = Check {
-                kind,
-                id: &id,
-                level: lvl,
-                scope: &scope,
-            };
-            let real = match engine.authorize_cached(&tok, &check) {
-                Cached::Decided(d) => (d.allowed, d.reason),
-                Cached::NeedsArgon2 { .. } => panic!("a world token without its digest"),
-            };
-            let want = reference(&world, &tok, kind, &id, lvl, &scope, now);
-            prop_assert_eq!(
-                real,
-                want,
-                "seed {} token {:?} {:?}/{} {:?} scope {:?}",
-                seed,
-                &tok[..14],
-                kind,
-                id,
-                lvl,
-                scope
-            );
-            if real.0 {
-                let t = world
-                    .tokens
-                    .iter()
-                    .find(|t| t.secret == tok)
-                    .expect("allowed token exists");
-                let owner = world
-                    .accounts
-                    .iter()
-                    .find(|a| a.id == t.account)
-                    .expect("account");
-                cross_allows += u64::from(!owner.owns(kind, &id));
-            }
-            decisions += 1;
-        }
+        let (mut decisions, mut cross_allows) =
+            decide(&engine, &world, &mut rng, now, seed, per_world)?;
         // Escalation attempts through the real admin path: a live caller
         // edits a token of its account to hold something it does not hold
         // at ADMIN itself (or scopes beyond its own).
@@ -481,19 +830,57 @@ fn authorize_matches_the_reference_and_nothing_escalates() {
                 succeeded += u64::from(outcome.is_ok());
             }
         }
-        prop_assert_eq!(cross_allows, 0);
         prop_assert_eq!(succeeded, 0, "seed {}: an escalation succeeded", seed);
+        // Every token tries one admin call; what is allowed changes the
+        // reference world too, which must then still decide as the engine.
+        let mut m = totals.borrow().4;
+        let callers = world.tokens.len();
+        for i in 0..callers {
+            let caller = world.tokens[i].clone();
+            let fresh = u32::try_from(m.0).unwrap_or(u32::MAX);
+            let mutation = random_mutation(&mut rng, &world, &caller, fresh);
+            let want = world.may(&caller, &mutation, now);
+            let got = rt.block_on(run_mutation(&engine, &caller, &mutation));
+            prop_assert_eq!(
+                got.is_ok(),
+                want,
+                "seed {}: token {} ({:?} scopes {:?} grants {:?} reset {}) {:?}: {:?}",
+                seed,
+                caller.id,
+                caller.live(now),
+                &caller.scopes,
+                &caller.grants,
+                caller.replaced_by != 0,
+                &mutation,
+                got.as_ref().err()
+            );
+            m.0 += 1;
+            m.1 += u64::from(want);
+            if caller.replaced_by != 0 && caller.live(now) {
+                m.2 += 1;
+            }
+            if let Ok(made) = got {
+                world.apply(&caller, &mutation, made);
+            }
+        }
+        let (after, cross_after) = decide(&engine, &world, &mut rng, now, seed, per_world / 3)?;
+        decisions += after;
+        cross_allows += cross_after;
+        prop_assert_eq!(cross_allows, 0);
         let mut t = totals.borrow_mut();
         t.0 += decisions;
         t.1 += cross_allows;
         t.2 += attempts;
         t.3 += succeeded;
+        t.4 = m;
         Ok(())
     });
-    let (decisions, cross, attempts, succeeded) = *totals.borrow();
+    let (decisions, cross, attempts, succeeded, m) = *totals.borrow();
     println!(
         "oracle: {worlds} worlds, {decisions} decisions, mismatches 0, cross-account allows {cross}, \
-         escalation attempts {attempts}, succeeded {succeeded}"
+         escalation attempts {attempts}, succeeded {succeeded}; admin mutations {} ({} allowed), \
+         all as the reference; by reset tokens in their grace period {}, succeeded 0",
+        m.0, m.1, m.2
     );
     if let Err(e) = result {
         panic!("{e}");
