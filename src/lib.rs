@@ -18,7 +18,8 @@
 //! - [`error`]: domain errors and their mapping to gRPC status codes.
 //! - [`http`]: the HTTP port: its own accept loop (header deadline, connection cap), probes, metrics, the REST facades' own limit.
 //! - [`metrics`]: metric handles, registered once.
-//! - [`logs`]: the budget of log lines callers can cause (rate limit, clipped values).
+//! - [`logs`]: the budget of log lines callers can cause (rate limit, clipped values),
+//!   and the subscriber, with its caps on dependencies that log stored records.
 //! - [`clock`]: injectable time.
 //! - [`seed`]: bulk seeding of a data dir, for benchmarks only.
 //! - [`pb`]: generated code only.

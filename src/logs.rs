@@ -16,13 +16,24 @@
 //! ([`BAD_TOKENS`]), so a flood of garbage cannot hide the denials of real
 //! tokens ([`DENIALS`]), which are usually a misconfigured client worth
 //! seeing.
+//!
+//! It also builds the process's subscriber ([`subscriber`]): `RUST_LOG`
+//! decides what is written, except that the dependencies whose verbose
+//! records print stored data ([`CAPPED`]: sled's pages, tokio-postgres's
+//! statement parameters, both holding token hashes as byte arrays) never log
+//! above their cap, whatever `RUST_LOG` says ([`filter`]).
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use tracing::Level;
+use tracing::{Level, Subscriber};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Filter, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
 
 use crate::pb::v1::DenyReason;
 
@@ -198,6 +209,69 @@ pub fn clip_to(value: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}…", &value[..end]))
 }
 
+/// Dependencies whose verbose log records print what keyward stores, and
+/// the most verbose level each may log at, whatever `RUST_LOG` says. A
+/// target covers its submodules (`sled` covers `sled::pagecache::iobuf`).
+///
+/// - `sled` at debug and trace prints pages and tree nodes, keys and values
+///   as decimal byte arrays: the token records, with their argon2 hashes. Its
+///   warn and error lines name files, page ids and I/O errors; it has no
+///   info lines.
+/// - `tokio_postgres` at debug prints every statement's parameters (the
+///   `bytea` records as byte arrays, the same hashes); its info lines are
+///   the server's notices.
+/// - `postgres_protocol`, `postgres_types` and `deadpool` (`deadpool.postgres`:
+///   the pool; its warn lines are connection errors) log nothing above info
+///   that holds a parameter, and are capped in case a later version does.
+pub const CAPPED: &[(&str, Level)] = &[
+    ("sled", Level::WARN),
+    ("tokio_postgres", Level::INFO),
+    ("postgres_protocol", Level::INFO),
+    ("postgres_types", Level::INFO),
+    ("deadpool", Level::INFO),
+];
+
+/// `RUST_LOG` when neither set nor valid.
+pub const DEFAULT_DIRECTIVES: &str = "info";
+
+/// What is logged: `directives` (`RUST_LOG` syntax; [`DEFAULT_DIRECTIVES`]
+/// when `None` or invalid), and of that only what the [`CAPPED`] targets
+/// allow. The two are separate filters that must both let a record through,
+/// so no directive (`sled::tree=trace`, `[span]=trace`, `trace`) can raise a
+/// capped target above its cap.
+pub fn filter<S>(directives: Option<&str>) -> impl Filter<S> + Send + Sync + 'static
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let wanted = directives
+        .and_then(|d| EnvFilter::try_new(d).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_DIRECTIVES));
+    let caps = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets(CAPPED.iter().copied());
+    wanted.and(caps)
+}
+
+/// The subscriber the binary installs: human-readable lines to `writer`
+/// (ANSI colours if `ansi`), filtered by [`filter`]`(directives)`. `log`
+/// records (sled, tokio-postgres) reach it through `tracing-log` once it is
+/// installed with `SubscriberInitExt::init`.
+pub fn subscriber<W>(
+    directives: Option<&str>,
+    writer: W,
+    ansi: bool,
+) -> impl Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .with_filter(filter(directives)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +331,107 @@ mod tests {
         assert_eq!(written, 10);
         let a = l.admit_at(2 * SEC);
         assert_eq!(a.report.map(|r| r.0), Some(40_000 - 10));
+    }
+
+    /// Everything a subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    /// What `subscriber(directives)` writes of one line per target and level
+    /// (each line's text is `target@level`), inside a span `s`.
+    fn written(directives: Option<&str>) -> String {
+        let buf = Buf::default();
+        tracing::subscriber::with_default(subscriber(directives, buf.clone(), false), || {
+            let _s = tracing::info_span!("s", x = 1).entered();
+            macro_rules! each_level {
+                ($target:literal) => {
+                    tracing::error!(target: $target, "{}@error", $target);
+                    tracing::warn!(target: $target, "{}@warn", $target);
+                    tracing::info!(target: $target, "{}@info", $target);
+                    tracing::debug!(target: $target, "{}@debug", $target);
+                    tracing::trace!(target: $target, "{}@trace", $target);
+                };
+            }
+            each_level!("sled::pagecache::iobuf");
+            each_level!("tokio_postgres::query");
+            each_level!("postgres_protocol::message");
+            each_level!("deadpool.postgres");
+            each_level!("keyward::engine");
+        });
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// No directive raises a capped target above its cap: not a global
+    /// level, not the target itself, not a submodule (more specific than the
+    /// cap), not a span or field filter.
+    #[test]
+    fn capped_targets_never_log_above_their_cap() {
+        for d in [
+            "trace",
+            "sled=trace,tokio_postgres=trace,postgres_protocol=trace,deadpool=trace",
+            "sled::pagecache::iobuf=trace,tokio_postgres::query=trace,deadpool.postgres=trace",
+            "[s]=trace",
+            "[s{x=1}]=trace",
+            "sled[s]=trace,tokio_postgres[s]=trace",
+            "off,sled=trace",
+        ] {
+            let out = written(Some(d));
+            for line in [
+                "sled::pagecache::iobuf@info",
+                "sled::pagecache::iobuf@debug",
+                "sled::pagecache::iobuf@trace",
+                "tokio_postgres::query@debug",
+                "tokio_postgres::query@trace",
+                "postgres_protocol::message@debug",
+                "deadpool.postgres@debug",
+                "deadpool.postgres@trace",
+            ] {
+                assert!(!out.contains(line), "{d:?} let {line} through:\n{out}");
+            }
+        }
+        // Up to the cap, the directives still decide.
+        let out = written(Some("trace"));
+        for line in [
+            "sled::pagecache::iobuf@warn",
+            "sled::pagecache::iobuf@error",
+            "tokio_postgres::query@info",
+            "deadpool.postgres@info",
+            "keyward::engine@trace",
+        ] {
+            assert!(out.contains(line), "trace left out {line}:\n{out}");
+        }
+        let out = written(Some("sled=error,tokio_postgres=off"));
+        assert!(out.contains("sled::pagecache::iobuf@error"));
+        assert!(!out.contains("sled::pagecache::iobuf@warn"));
+        assert!(!out.contains("tokio_postgres::query@info"));
+    }
+
+    /// Unset or invalid `RUST_LOG` means info.
+    #[test]
+    fn without_valid_directives_info_is_logged() {
+        for d in [None, Some("sled=notalevel")] {
+            let out = written(d);
+            assert!(out.contains("keyward::engine@info"), "{d:?}: {out}");
+            assert!(!out.contains("keyward::engine@debug"), "{d:?}: {out}");
+        }
     }
 
     #[test]

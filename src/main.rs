@@ -9,23 +9,23 @@ use keyward::config::Config;
 use keyward::engine::Settings;
 use keyward::server::{self, Options};
 use tokio::net::TcpListener;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Exit code for a bad configuration (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .init();
+    // RUST_LOG decides, below the caps on sled and tokio-postgres
+    // (logs::CAPPED): their verbose records print stored token hashes.
+    let directives = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV).ok();
+    keyward::logs::subscriber(
+        directives.as_deref(),
+        std::io::stderr,
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && std::env::var_os("NO_COLOR").is_none(),
+    )
+    .init();
     if let Err(msg) = config.validate() {
         eprintln!("keyward: {msg}");
         return ExitCode::from(EXIT_USAGE);

@@ -106,8 +106,22 @@ pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
 
 /// Every token record the store of `dir` holds (sled, or the test database).
 pub async fn stored_tokens(dir: &Path) -> Vec<keyward::pb::store::TokenRecord> {
+    let url = test_postgres(dir).map(|pg| pg.store.url);
+    stored_tokens_in(dir, url.as_deref()).await
+}
+
+/// Every token record in the database at `pg_url`, or without one in the
+/// sled store in `dir`.
+pub async fn stored_tokens_in(
+    dir: &Path,
+    pg_url: Option<&str>,
+) -> Vec<keyward::pb::store::TokenRecord> {
     use prost::Message;
-    let raw: Vec<Vec<u8>> = match pg_client(dir).await {
+    let client = match pg_url {
+        Some(url) => Some(pg_connect(url).await),
+        None => None,
+    };
+    let raw: Vec<Vec<u8>> = match client {
         Some(c) => c
             .query("SELECT record FROM keyward_tokens ORDER BY id", &[])
             .await
@@ -132,8 +146,16 @@ pub async fn stored_tokens(dir: &Path) -> Vec<keyward::pb::store::TokenRecord> {
 /// Every byte the store of `dir` holds: the sled files, or every row of
 /// every keyward table (records, the change table, the audit log).
 pub async fn stored_bytes(dir: &Path) -> Vec<u8> {
+    let url = test_postgres(dir).map(|pg| pg.store.url);
+    stored_bytes_in(dir, url.as_deref()).await
+}
+
+/// Every byte of the database at `pg_url` (as [`stored_bytes`]), or without
+/// one of the sled files in `dir`.
+pub async fn stored_bytes_in(dir: &Path, pg_url: Option<&str>) -> Vec<u8> {
     let mut out = Vec::new();
-    if let Some(c) = pg_client(dir).await {
+    if let Some(url) = pg_url {
+        let c = pg_connect(url).await;
         for table in [
             "keyward_meta",
             "keyward_accounts",
