@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::index::{Change, Index, TokenState};
 use crate::metrics::Metrics;
-use crate::model::limits;
+use crate::model::{self, limits, Kind};
 use crate::pb::store::TokenRecord;
 use crate::pb::v1::DenyReason;
 use crate::store::{Store, StoreError};
@@ -1172,8 +1172,24 @@ enum Proof<'i> {
     NeedsArgon2(String),
 }
 
-/// Decides for an authentic token and records its use.
+/// Decides for an authentic token and records its use. A DOMAIN id is
+/// looked up in its canonical spelling (borrowed, with no allocation, when
+/// it is one already): every spelling of a domain gets the same decision.
+/// One that is not a host name is looked up as the empty id, which nothing
+/// is registered under: UNKNOWN_RESOURCE, after the token's own checks.
 fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64) -> Decision {
+    let canonical;
+    let domain_check;
+    let check = if check.kind == Kind::Domain {
+        canonical = model::canonical_host(check.id).unwrap_or_default();
+        domain_check = Check {
+            id: &canonical,
+            ..*check
+        };
+        &domain_check
+    } else {
+        check
+    };
     let result = authz::decide(idx, state, check, now);
     if result.is_ok() {
         state.touch(now);

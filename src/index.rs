@@ -523,6 +523,79 @@ impl Index {
         }
     }
 
+    /// Checks that every DOMAIN id held is in its canonical spelling
+    /// ([`crate::model::canonical_host`]), as every write since ids became
+    /// canonical makes it, so that Authorize's canonical lookups find them
+    /// and no two accounts hold spellings of one domain. A store written
+    /// before then may hold `EXAMPLE.com` beside another account's
+    /// `example.com`: the answer names every such record (with the other
+    /// spellings of the same domain and their accounts), and the caller
+    /// refuses to start rather than merge or guess an owner. One pass over
+    /// the domains; no allocation unless something is wrong.
+    pub fn check_domain_ids(&self) -> Result<(), String> {
+        use crate::model::canonical_host;
+        let slot = Kind::Domain.slot();
+        // Canonical spelling → every (account, stored spelling) of it, for
+        // the domains that have a non-canonical spelling; and ids that are
+        // not host names at all.
+        let mut groups: BTreeMap<String, Vec<(u64, &str)>> = BTreeMap::new();
+        let mut not_hosts: Vec<String> = Vec::new();
+        for acct in self.accounts.values() {
+            for id in acct.resources[slot].keys() {
+                match canonical_host(id) {
+                    Ok(c) if *c == **id => {}
+                    Ok(c) => groups
+                        .entry(c.into_owned())
+                        .or_default()
+                        .push((acct.id, id)),
+                    Err(e) => not_hosts.push(format!(
+                        "account {} holds domain `{id}`, which is not a host name ({e})",
+                        acct.id
+                    )),
+                }
+            }
+        }
+        if groups.is_empty() && not_hosts.is_empty() {
+            return Ok(());
+        }
+        // The canonical spellings that are stored as such, beside the others.
+        for acct in self.accounts.values() {
+            for id in acct.resources[slot].keys() {
+                if let Some(group) = groups.get_mut(&**id) {
+                    group.push((acct.id, id));
+                }
+            }
+        }
+        let mut problems = not_hosts;
+        for (canonical, mut held) in groups {
+            held.sort_unstable();
+            let each: Vec<String> = held
+                .iter()
+                .map(|(a, id)| format!("account {a} holds `{id}`"))
+                .collect();
+            problems.push(if held.len() > 1 {
+                format!(
+                    "{} spellings of domain `{canonical}`: {}",
+                    held.len(),
+                    each.join(", ")
+                )
+            } else {
+                format!(
+                    "{}, whose canonical spelling is `{canonical}`",
+                    each.join("")
+                )
+            });
+        }
+        const SHOWN: usize = 20;
+        let more = problems.len().saturating_sub(SHOWN);
+        problems.truncate(SHOWN);
+        let mut msg = problems.join("; ");
+        if more > 0 {
+            msg.push_str(&format!("; and {more} more"));
+        }
+        Err(msg)
+    }
+
     /// The highest level `grants` give on `resource` in `account`, if any.
     pub fn level_on(
         &self,

@@ -1,7 +1,10 @@
 //! The domain model: resource kinds, access levels, grants, scopes, and the
 //! validation of names and ids that every surface shares.
 
+use std::borrow::Cow;
 use std::fmt;
+
+use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 
 use crate::error::{Error, Result};
 use crate::pb::v1 as pb;
@@ -342,7 +345,9 @@ pub fn validate_name(field: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks a resource id: 1..=100 bytes of `A-Z a-z 0-9 . _ ~ : @ -`.
+/// Checks an opaque resource id (account, project, sandbox): 1..=100 bytes
+/// of `A-Z a-z 0-9 . _ ~ : @ -`, compared byte for byte (case matters).
+/// DOMAIN ids are host names instead: see [`canonical_host`].
 pub fn validate_resource_id(field: &str, id: &str) -> Result<()> {
     if id.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
@@ -365,7 +370,145 @@ pub fn validate_resource_id(field: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Decodes and checks a wire resource reference.
+/// Why a DOMAIN id is not a host name. Small and `Copy`: Authorize turns
+/// it into a denial without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotHostName {
+    /// Nothing (or only the root dot).
+    #[error("must not be empty")]
+    Empty,
+    /// Longer than an id may be, as given or as A-labels.
+    #[error(
+        "must be at most {} bytes (in IDNA A-label form)",
+        limits::RESOURCE_ID_MAX
+    )]
+    TooLong,
+    /// `host:port`: a port is never part of a domain.
+    #[error("must be a host name without a port")]
+    Port,
+    /// An IPv4 or IPv6 address (a top label that is a number, or `[...]`).
+    #[error("must be a host name, not an IP address")]
+    IpAddress,
+    /// Anything else UTS 46 (STD3 rules) or host-name syntax refuses.
+    #[error(
+        "must be a host name: dot-separated labels of 1..63 letters, digits and hyphens \
+         (not first or last), or their Unicode (IDNA) form"
+    )]
+    Syntax,
+}
+
+/// Longest label of a host name, in bytes (RFC 1035).
+const LABEL_MAX: usize = 63;
+
+/// Whether a host name's top label reads as a number (`1`, `0x7f`), as an
+/// IPv4 address does (WHATWG URL's "ends in a number"; RFC 3696 §2: a top
+/// label is never all digits).
+fn ends_in_a_number(name: &[u8]) -> bool {
+    let top = name.rsplit(|&b| b == b'.').next().unwrap_or_default();
+    top.iter().all(u8::is_ascii_digit)
+        || top
+            .strip_prefix(b"0x")
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+}
+
+/// The shape of a canonical DOMAIN id: 1..=100 bytes of dot-separated
+/// labels of 1..=63 `a-z 0-9 -`, no hyphen first or last in a label, no
+/// trailing dot, a top label that is not a number. With `a_labels` false,
+/// a label starting `xn--` fails too (only UTS 46 can tell a valid A-label).
+fn has_canonical_shape(name: &[u8], a_labels: bool) -> bool {
+    if name.is_empty() || name.len() > limits::RESOURCE_ID_MAX {
+        return false;
+    }
+    name.split(|&b| b == b'.').all(|label| {
+        (1..=LABEL_MAX).contains(&label.len())
+            && label.first() != Some(&b'-')
+            && label.last() != Some(&b'-')
+            && (a_labels || !label.starts_with(b"xn--"))
+            && label
+                .iter()
+                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    }) && !ends_in_a_number(name)
+}
+
+/// The canonical spelling of a DOMAIN id: lower case, IDNA A-labels per
+/// UTS 46 (non-transitional, STD3 rules, hyphens not first or last in a
+/// label, DNS lengths), one trailing dot dropped, no port, not an IP
+/// address, at most 100 bytes. Every spelling of a domain (`EXAMPLE.com`,
+/// `example.com.`, `bücher.example` / `xn--bcher-kva.example`) gives the
+/// same answer, and the answer is its own canonical spelling.
+///
+/// Input that is already canonical (nearly all of Authorize's) is
+/// recognised by one pass over its bytes and borrowed back: no UTS 46
+/// processing, no allocation.
+pub fn canonical_host(id: &str) -> std::result::Result<Cow<'_, str>, NotHostName> {
+    if has_canonical_shape(id.as_bytes(), false) {
+        return Ok(Cow::Borrowed(id));
+    }
+    canonical_host_slow(id)
+}
+
+/// [`canonical_host`] for input that is not canonical already.
+#[cold]
+fn canonical_host_slow(id: &str) -> std::result::Result<Cow<'_, str>, NotHostName> {
+    if id.is_empty() {
+        return Err(NotHostName::Empty);
+    }
+    // Bounded before any Unicode work.
+    if id.len() > limits::RESOURCE_ID_MAX {
+        return Err(NotHostName::TooLong);
+    }
+    if id.starts_with('[') {
+        return Err(NotHostName::IpAddress);
+    }
+    match id.bytes().filter(|&b| b == b':').count() {
+        0 => {}
+        1 => return Err(NotHostName::Port),
+        _ => return Err(NotHostName::IpAddress),
+    }
+    let mut ascii = Uts46::new()
+        .to_ascii(
+            id.as_bytes(),
+            AsciiDenyList::STD3,
+            Hyphens::CheckFirstLast,
+            DnsLength::VerifyAllowRootDot,
+        )
+        .map_err(|_| NotHostName::Syntax)?;
+    // One trailing (root) dot names the same domain; UTS 46 has already
+    // refused two, and mapped `。` and `．` to `.`.
+    match &mut ascii {
+        Cow::Borrowed(s) => *s = s.strip_suffix('.').unwrap_or(s),
+        Cow::Owned(s) => {
+            if s.ends_with('.') {
+                s.pop();
+            }
+        }
+    }
+    if ascii.is_empty() {
+        return Err(NotHostName::Empty);
+    }
+    if ascii.len() > limits::RESOURCE_ID_MAX {
+        return Err(NotHostName::TooLong);
+    }
+    if ends_in_a_number(ascii.as_bytes()) {
+        return Err(NotHostName::IpAddress);
+    }
+    // UTS 46 with these flags yields this shape; checked rather than
+    // assumed, since the index relies on it.
+    if !has_canonical_shape(ascii.as_bytes(), true) {
+        return Err(NotHostName::Syntax);
+    }
+    Ok(ascii)
+}
+
+/// [`canonical_host`] for a request field: what is not a host name is
+/// INVALID_ARGUMENT naming `field`.
+pub fn canonical_domain<'a>(field: &str, id: &'a str) -> Result<Cow<'a, str>> {
+    canonical_host(id).map_err(|e| Error::invalid(field, e.to_string()))
+}
+
+/// Decodes and checks a wire resource reference. A DOMAIN id comes back in
+/// its canonical spelling ([`canonical_host`]); the other ids are opaque
+/// and kept as given ([`validate_resource_id`]).
 pub fn resource_from_wire(field: &str, r: Option<&pb::ResourceRef>) -> Result<ResourceKey> {
     let r = r.ok_or_else(|| Error::invalid(field, "is required"))?;
     let kind = Kind::from_wire(r.r#type).ok_or_else(|| {
@@ -374,7 +517,12 @@ pub fn resource_from_wire(field: &str, r: Option<&pb::ResourceRef>) -> Result<Re
             "must be ACCOUNT, PROJECT, SANDBOX or DOMAIN",
         )
     })?;
-    validate_resource_id(&format!("{field}.id"), &r.id)?;
+    let field = format!("{field}.id");
+    if kind == Kind::Domain {
+        let id = canonical_domain(&field, &r.id)?;
+        return Ok(ResourceKey::new(kind, &*id));
+    }
+    validate_resource_id(&field, &r.id)?;
     Ok(ResourceKey::new(kind, r.id.as_str()))
 }
 
@@ -477,6 +625,132 @@ mod tests {
         }
         assert_ne!(ResourceId::from("a"), ResourceId::from("ab"));
         assert!(ResourceId::from("a") < ResourceId::from("b"));
+    }
+
+    /// The canonical spelling, or the error.
+    fn canon(id: &str) -> std::result::Result<String, NotHostName> {
+        canonical_host(id).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn domains_have_one_canonical_spelling() {
+        for (id, want) in [
+            ("example.com", "example.com"),
+            ("EXAMPLE.com", "example.com"),
+            ("Example.Com", "example.com"),
+            ("example.com.", "example.com"),
+            ("EXAMPLE.COM.", "example.com"),
+            ("ｅｘａｍｐｌｅ．ｃｏｍ", "example.com"),
+            ("example。com", "example.com"),
+            ("bücher.example", "xn--bcher-kva.example"),
+            ("BÜCHER.example", "xn--bcher-kva.example"),
+            ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+            ("faß.de", "xn--fa-hia.de"), // non-transitional: ß stays ß
+            ("é.com", "xn--9ca.com"),
+            ("e\u{301}.com", "xn--9ca.com"), // NFC: é in two code points
+            ("💩.la", "xn--ls8h.la"),
+            ("localhost", "localhost"),
+            ("r3---sn-abc.example", "r3---sn-abc.example"),
+            ("1.2.3.4.example", "1.2.3.4.example"),
+            ("a-b.c0", "a-b.c0"),
+            (
+                &format!("{}.com", "a".repeat(63)),
+                &format!("{}.com", "a".repeat(63)),
+            ),
+        ] {
+            assert_eq!(canon(id).as_deref(), Ok(want), "{id:?}");
+        }
+        for (id, why) in [
+            ("", NotHostName::Empty),
+            (".", NotHostName::Syntax),
+            ("example.com:25", NotHostName::Port),
+            ("[::1]", NotHostName::IpAddress),
+            ("::1", NotHostName::IpAddress),
+            ("127.0.0.1", NotHostName::IpAddress),
+            ("127.0.0.1.", NotHostName::IpAddress),
+            ("0x7f.0x1", NotHostName::IpAddress),
+            ("example.123", NotHostName::IpAddress),
+            ("example.com..", NotHostName::Syntax),
+            (".example.com", NotHostName::Syntax),
+            ("a..b", NotHostName::Syntax),
+            ("exa mple.com", NotHostName::Syntax),
+            ("exa_mple.com", NotHostName::Syntax),
+            ("user@example.com", NotHostName::Syntax),
+            ("-example.com", NotHostName::Syntax),
+            ("example-.com", NotHostName::Syntax),
+            ("xn--zz.example", NotHostName::Syntax),
+            ("xn--.example", NotHostName::Syntax),
+            ("xn--abc-.example", NotHostName::Syntax), // an A-label of only ASCII
+            ("a\u{200d}b.com", NotHostName::Syntax),   // a joiner out of context
+            ("exa\u{0}mple.com", NotHostName::Syntax),
+            (&format!("{}.com", "a".repeat(64)), NotHostName::Syntax),
+            (&"a.".repeat(51), NotHostName::TooLong),
+            (&"a".repeat(101), NotHostName::TooLong),
+            // 95 bytes of Unicode in, 118 bytes of A-labels out.
+            (
+                "漢字仮名交.中文域名測.日本語文字.한국어도메.漢字仮名交.中文域名測",
+                NotHostName::TooLong,
+            ),
+        ] {
+            assert_eq!(canon(id), Err(why), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_domains_are_borrowed_back() {
+        for id in ["example.com", "xn--bcher-kva.example", "localhost"] {
+            assert!(matches!(canonical_host(id), Ok(Cow::Borrowed(s)) if s == id));
+        }
+        assert!(matches!(canonical_host("EXAMPLE.com"), Ok(Cow::Owned(_))));
+    }
+
+    #[test]
+    fn domain_ids_are_canonical_and_field_errors_name_the_field() {
+        let wire = |kind: pb::ResourceType, id: &str| pb::ResourceRef {
+            r#type: kind as i32,
+            id: id.into(),
+        };
+        let key = resource_from_wire("r", Some(&wire(pb::ResourceType::Domain, "Example.COM.")));
+        assert_eq!(key.unwrap(), ResourceKey::new(Kind::Domain, "example.com"));
+        match resource_from_wire("r", Some(&wire(pb::ResourceType::Domain, "example.com:25"))) {
+            Err(Error::InvalidArgument(v)) => {
+                assert_eq!(v[0].0, "r.id");
+                assert!(v[0].1.contains("port"), "{v:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Project and sandbox ids stay opaque: case and `_` are kept.
+        let key = resource_from_wire("r", Some(&wire(pb::ResourceType::Project, "My_Proj")));
+        assert_eq!(key.unwrap(), ResourceKey::new(Kind::Project, "My_Proj"));
+    }
+
+    proptest::proptest! {
+        /// Canonical is a fixed point, and every ASCII case variant (with
+        /// or without one trailing dot) of a domain is the same domain.
+        #[test]
+        fn canonical_domains_are_idempotent_and_case_blind(
+            id in "[a-zA-Z0-9.:_-]{0,40}|[a-zA-Z0-9üßÄéß.。-]{1,30}|(xn--)?[a-z0-9-]{1,20}(\\.[a-zA-Z]{1,10}){0,3}\\.?",
+            flips in proptest::collection::vec(proptest::bool::ANY, 40),
+        ) {
+            if let Ok(c) = canonical_host(&id) {
+                proptest::prop_assert!(matches!(canonical_host(&c), Ok(Cow::Borrowed(s)) if s == &*c));
+                proptest::prop_assert!(has_canonical_shape(c.as_bytes(), true));
+                let flipped: String = id
+                    .chars()
+                    .zip(flips.iter().cycle())
+                    .map(|(ch, &up)| if up { ch.to_ascii_uppercase() } else { ch.to_ascii_lowercase() })
+                    .collect();
+                proptest::prop_assert_eq!(canonical_host(&flipped), Ok(c.clone()), "{}", flipped);
+                if !id.ends_with('.') && !id.ends_with('。') {
+                    let dotted = format!("{id}.");
+                    proptest::prop_assert_eq!(canonical_host(&dotted).ok(), (dotted.len() <= limits::RESOURCE_ID_MAX).then_some(c));
+                }
+            } else {
+                let upper = id.to_ascii_uppercase();
+                proptest::prop_assert!(canonical_host(&upper).is_err(), "{} ok, {} not", upper, id);
+            }
+        }
     }
 
     #[test]

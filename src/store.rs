@@ -43,6 +43,18 @@ pub enum StoreError {
     /// Changes this node needs were pruned: it must reload a snapshot.
     #[error("this node is behind the change retention horizon and must reload")]
     Horizon,
+    /// The store holds DOMAIN ids written before ids were canonical that
+    /// are not in canonical form (two spellings of one domain, perhaps in
+    /// two accounts): keyward will not merge them or pick an owner.
+    #[error(
+        "the store holds domain ids that are not in canonical form (lower case, IDNA \
+         A-labels, no trailing dot or port): {0}. keyward compares domains in that form and \
+         will not merge spellings or pick an owner: with the keyward that wrote this store, \
+         DeleteResource each spelling that should not stay (its tokens lose their grants on \
+         it), then start this keyward and RegisterResource the canonical spelling where it is \
+         missing"
+    )]
+    DomainIds(String),
     /// The data dir was written by a newer keyward.
     #[error("store schema version {found} is newer than this keyward supports ({supported})")]
     Version {
@@ -504,6 +516,7 @@ impl Store for SledStore {
             tokio::task::spawn_blocking(move || {
                 let mut index = Index::new(key);
                 me.load_into(&mut |change| index.apply(&change))?;
+                index.check_domain_ids().map_err(StoreError::DomainIds)?;
                 Ok(Loaded { index, revision: 0 })
             })
             .await

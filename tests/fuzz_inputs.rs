@@ -204,6 +204,7 @@ fn resource_ref() -> impl Strategy<Value = Option<pb::ResourceRef>> {
             prop_oneof![Just(-1), 0..6i32, Just(i32::MAX)],
             prop_oneof![
                 "[a-z0-9.]{1,12}",
+                "[a-zA-Z0-9-]{1,12}(\\.[a-zA-Z0-9-]{1,12}){0,3}\\.?",
                 "[ -~]{0,110}",
                 "\\PC{0,30}",
                 Just("p1".to_string()),
@@ -402,6 +403,10 @@ fn authorize_decisions_match_the_reference_world() {
             (4, "example.com"),
             (4, "other.com"),
             (4, "nowhere.com"),
+            (4, "EXAMPLE.com"),
+            (4, "example.com."),
+            (4, "Other.Com"),
+            (4, "example.com:25"),
         ]),
         prop::sample::select(vec![10, 100]),
         prop::sample::select(vec!["", "email", "domains", "sms"]),

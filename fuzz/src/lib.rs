@@ -268,32 +268,123 @@ fn reference_id_ok(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._~:@-".contains(&b))
 }
 
-fn reference_resource_ok(r: Option<&pb::ResourceRef>) -> bool {
-    r.is_some_and(|r| (1..=4).contains(&r.r#type) && reference_id_ok(&r.id))
+/// What the README's rule makes of a DOMAIN id, written from the rule
+/// rather than from `model.rs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefDomain {
+    /// A host name; its canonical spelling.
+    Canonical(String),
+    /// Not a host name.
+    NotHost,
+    /// Only UTS 46's tables can tell (non-ASCII input, an `xn--` label):
+    /// [`check_domain`] checks keyward's answer by its properties instead.
+    Unknown,
+}
+
+/// The reference canonical form of a DOMAIN id: at most 100 bytes, no
+/// port, lower case, one trailing dot dropped, dot-separated labels of
+/// 1..=63 letters, digits and hyphens (no hyphen first or last), a top
+/// label that is not a number (`1`, `0x7f`: an IPv4 address).
+pub fn reference_domain(id: &str) -> RefDomain {
+    if id.is_empty() || id.len() > 100 || id.contains(':') {
+        return RefDomain::NotHost;
+    }
+    if !id.is_ascii() {
+        return RefDomain::Unknown;
+    }
+    let lower = id.to_ascii_lowercase();
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    let labels: Vec<&str> = name.split('.').collect();
+    let ldh = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !labels.iter().all(ldh) {
+        return RefDomain::NotHost;
+    }
+    if labels.iter().any(|l| l.starts_with("xn--")) {
+        return RefDomain::Unknown;
+    }
+    let top = labels.last().copied().unwrap_or_default();
+    let hex = top
+        .strip_prefix("0x")
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if top.bytes().all(|b| b.is_ascii_digit()) || hex {
+        return RefDomain::NotHost;
+    }
+    RefDomain::Canonical(name.to_string())
+}
+
+/// `model::canonical_host` against [`reference_domain`]; where the
+/// reference cannot tell, keyward's answer must be a lower-case ASCII host
+/// name with no trailing dot that is its own canonical spelling. Returns
+/// the canonical spelling keyward uses, if any.
+pub fn check_domain(id: &str) -> Option<String> {
+    let got = model::canonical_host(id).ok().map(|c| c.into_owned());
+    match reference_domain(id) {
+        RefDomain::Canonical(c) => {
+            assert_eq!(got.as_deref(), Some(c.as_str()), "canonical_host({id:?})");
+        }
+        RefDomain::NotHost => {
+            assert_eq!(got, None, "canonical_host({id:?}) takes a non-host name");
+        }
+        RefDomain::Unknown => {
+            if let Some(c) = &got {
+                assert_ne!(reference_domain(c), RefDomain::NotHost, "{id:?} -> {c:?}");
+                assert!(c.is_ascii() && *c == c.to_ascii_lowercase() && !c.ends_with('.'));
+                assert_eq!(
+                    model::canonical_host(c).as_deref(),
+                    Ok(c.as_str()),
+                    "canonical_host is not idempotent on {id:?}"
+                );
+            }
+        }
+    }
+    got
+}
+
+/// The (type, id) keyward must keep for a wire resource by the reference
+/// rules (a DOMAIN id in its canonical spelling); `None`: refused.
+fn reference_resource(r: Option<&pb::ResourceRef>) -> Option<(i32, String)> {
+    let r = r?;
+    let id = match r.r#type {
+        4 => check_domain(&r.id)?,
+        1..=3 if reference_id_ok(&r.id) => r.id.clone(),
+        _ => return None,
+    };
+    Some((r.r#type, id))
 }
 
 fn check_resource(field: &str, r: Option<&pb::ResourceRef>) -> Option<ResourceKey> {
+    let want = reference_resource(r);
     let key = agree(
         model::resource_from_wire(field, r),
-        reference_resource_ok(r),
+        want.is_some(),
         field,
         "resource_from_wire",
     )?;
-    let r = r.expect("accepted, so present");
-    assert_eq!(&key.to_wire(), r, "resource round trip");
+    let (r#type, id) = want.expect("accepted, so the reference accepts it");
+    assert_eq!(key.to_wire(), pb::ResourceRef { r#type, id }, "resource round trip");
     Some(key)
 }
 
 fn check_grants(grants: &[pb::Grant]) {
+    let wanted: Vec<Option<(i32, String)>> = grants
+        .iter()
+        .map(|g| reference_resource(g.resource.as_ref()))
+        .collect();
     let each_ok = grants
         .iter()
-        .all(|g| reference_resource_ok(g.resource.as_ref()) && matches!(g.level, 10 | 100));
-    let distinct = grants.iter().enumerate().all(|(i, g)| {
-        grants[..i].iter().all(|o| {
-            let (a, b) = (o.resource.as_ref(), g.resource.as_ref());
-            a.map(|a| (a.r#type, &a.id)) != b.map(|b| (b.r#type, &b.id))
-        })
-    });
+        .zip(&wanted)
+        .all(|(g, w)| w.is_some() && matches!(g.level, 10 | 100));
+    // Two spellings of one domain are the same resource.
+    let distinct = wanted
+        .iter()
+        .enumerate()
+        .all(|(i, w)| !wanted[..i].contains(w));
     let expected = (1..=100).contains(&grants.len()) && each_ok && distinct;
     if let Some(out) = agree(
         model::grants_from_wire("grants", grants),
@@ -302,7 +393,18 @@ fn check_grants(grants: &[pb::Grant]) {
         "grants_from_wire",
     ) {
         let wire: Vec<pb::Grant> = out.iter().map(model::Grant::to_wire).collect();
-        assert_eq!(wire, grants, "grants round trip");
+        let want: Vec<pb::Grant> = grants
+            .iter()
+            .zip(wanted)
+            .map(|(g, w)| {
+                let (r#type, id) = w.expect("accepted");
+                pb::Grant {
+                    resource: Some(pb::ResourceRef { r#type, id }),
+                    level: g.level,
+                }
+            })
+            .collect();
+        assert_eq!(wire, want, "grants round trip (domain ids canonical)");
     }
 }
 
@@ -861,6 +963,20 @@ pub fn world() -> &'static World {
 /// The reference decision for an authentic token of the world, written
 /// from the rules in the README rather than from `authz.rs`.
 pub fn reference_decision(w: &World, t: &TokenSpec, check: &Check<'_>) -> Result<(), DenyReason> {
+    // Any spelling of a domain names the same domain; what is not a host
+    // name names nothing registered.
+    let canonical;
+    let domain_check;
+    let check = if check.kind == Kind::Domain {
+        canonical = check_domain(check.id).unwrap_or_default();
+        domain_check = Check {
+            id: &canonical,
+            ..*check
+        };
+        &domain_check
+    } else {
+        check
+    };
     if t.paused {
         return Err(DenyReason::Paused);
     }
@@ -1608,6 +1724,13 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         (Domain, "example.com"),
         (Domain, "other.com"),
         (Project, "nowhere"),
+        // Spellings of the world's domains, and ids that are not host names.
+        (Domain, "EXAMPLE.com"),
+        (Domain, "Other.COM."),
+        (Domain, "ｅｘａｍｐｌｅ．ｃｏｍ"),
+        (Domain, "example.com:25"),
+        (Domain, "127.0.0.1"),
+        (Domain, "xn--bcher-kva.example"),
     ];
     for n in 0..9 {
         for (i, (kind, id)) in targets.iter().enumerate() {

@@ -646,6 +646,7 @@ impl Store for PgStore {
                 }
             }
             tx.commit().await.map_err(|e| db("snapshot", e))?;
+            index.check_domain_ids().map_err(StoreError::DomainIds)?;
             Ok(Loaded { index, revision })
         })
     }
