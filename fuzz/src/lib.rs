@@ -367,7 +367,11 @@ fn check_resource(field: &str, r: Option<&pb::ResourceRef>) -> Option<ResourceKe
         "resource_from_wire",
     )?;
     let (r#type, id) = want.expect("accepted, so the reference accepts it");
-    assert_eq!(key.to_wire(), pb::ResourceRef { r#type, id }, "resource round trip");
+    assert_eq!(
+        key.to_wire(),
+        pb::ResourceRef { r#type, id },
+        "resource round trip"
+    );
     Some(key)
 }
 
