@@ -165,8 +165,14 @@ pub struct PgStore {
     retain_changes: u64,
 }
 
+/// A database error as keyward reports it. The server's DETAIL (and the
+/// HINT after it) is dropped: for a constraint violation it is "Failing row
+/// contains (...)", which would carry a stored record, argon2 hash included,
+/// into an error message and the log.
 fn db(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(format!("{what}: {e}"))
+    let text = e.to_string();
+    let text = text.split("\nDETAIL:").next().unwrap_or_default();
+    StoreError::Database(format!("{what}: {text}"))
 }
 
 /// An error with its causes ("error connecting to server: Connection
@@ -874,5 +880,21 @@ where
     tokio::select! {
         e = driver => Err(e),
         r = subscribe => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A record in a server's DETAIL never reaches the error text.
+    #[test]
+    fn database_errors_drop_the_detail() {
+        let server = "ERROR: null value in column \"record\" violates not-null constraint\n\
+                      DETAIL: Failing row contains (5, \\x0801121a246172676f6e32).\nHINT: x";
+        let e = super::db("put token", server).to_string();
+        assert!(e.contains("violates not-null constraint"), "{e}");
+        assert!(
+            !e.contains("Failing row") && !e.contains("0801") && !e.contains("HINT"),
+            "{e}"
+        );
     }
 }
