@@ -14,10 +14,11 @@
 #     of deploy/ with the Component deploy/kubernetes-postgres/ (PostgreSQL
 #     mode; the overlay is written to a temporary directory);
 #   - deploy/validate_config.py: the routes file's structure, the Istio
-#     objects (schemas + they agree with the Service), the Kubernetes
-#     objects agree with each other (ports, probes, ConfigMaps, env, mounts,
-#     the replication Secret), the Dockerfile agrees with them, envoy.yaml's
-#     ext_authz settings, the sidecar example against all of them, and
+#     objects (schemas + they agree with the Service + the mesh's path
+#     normalisation), the Kubernetes objects agree with each other (ports,
+#     probes, ConfigMaps, env, mounts, the replication Secret), the
+#     Dockerfile agrees with them, envoy.yaml's ext_authz settings and path
+#     normalisation, the sidecar example against all of them, and
 #     PostgreSQL mode (Deployment without a volume claim, >= 2 replicas,
 #     rolling update up before down, PodDisruptionBudget, soft spread,
 #     KEYWARD_STORE only from a Secret, the shared digest key and the
@@ -133,12 +134,12 @@ else
 fi
 
 check "routes.toml: structure, parameters, every resource type" python3 validate_config.py routes
-check "istio: schemas, provider name, service and port match the Service" python3 validate_config.py istio
+check "istio: schemas, provider name, service and port match the Service, path normalisation MERGE_SLASHES" python3 validate_config.py istio
 check "kubernetes: StatefulSet, Services, ConfigMaps, env, probes, mounts agree" \
   python3 validate_config.py kubernetes ${RENDERED:+"$RENDERED"}
 check "Dockerfile: ports, non-root user, /data, env agree with the manifests" python3 validate_config.py image
 if [[ -f envoy/envoy.yaml ]]; then
-  check "envoy/envoy.yaml: ext_authz gRPC, failure_mode_allow false, no request body, timeout" \
+  check "envoy/envoy.yaml: ext_authz gRPC, failure_mode_allow false, no request body, timeout, path normalisation" \
     python3 validate_config.py envoy
 else
   skip "envoy/envoy.yaml" "not there yet"

@@ -165,8 +165,15 @@ EXT_AUTHZ_GRPC = {
 
 MESH_CONFIG = {
     "type": "object",
-    "required": ["extensionProviders"],
+    "required": ["extensionProviders", "pathNormalization"],
     "properties": {
+        "pathNormalization": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "normalization": {"enum": ["DEFAULT", "NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"]}
+            },
+        },
         "extensionProviders": {
             "type": "array",
             "minItems": 1,
@@ -287,6 +294,11 @@ def check_istio():
         return
     if grpc.get("failOpen", False) is not False:
         problem("mesh config: failOpen must be false (fail closed when keyward is unavailable)")
+    # keyward checks the path the sidecar forwards: keep it normalised (dot
+    # segments resolved, slashes merged), as deploy/envoy/envoy.yaml does.
+    norm = (mesh_op.get("pathNormalization") or {}).get("normalization")
+    if norm not in ("MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"):
+        problem(f"mesh config: pathNormalization.normalization must be MERGE_SLASHES (has {norm})")
     if "includeRequestBodyInCheck" in grpc:
         problem("mesh config: keyward needs no request body (includeRequestBodyInCheck)")
     if "timeout" not in grpc:
@@ -781,12 +793,30 @@ def cluster_endpoints(doc, name):
     }
 
 
+# Path normalisation every HttpConnectionManager that asks keyward must keep:
+# keyward checks the path Envoy forwards, so Envoy resolves dot segments,
+# merges slashes and never forwards an escaped slash keyward did not see.
+ESCAPED_SLASHES_OK = ("REJECT_REQUEST", "UNESCAPE_AND_REDIRECT", "UNESCAPE_AND_FORWARD")
+
+
 def check_envoy_doc(name, doc):
     """The ext_authz settings every keyward Envoy config must have."""
     filters = ext_authz_filters(doc)
     if len(filters) < 1:
         problem(f"{name}: no envoy.filters.http.ext_authz filter")
         return
+    for hcm in walk(doc):
+        if hcm.get("name") != "envoy.filters.network.http_connection_manager" or "typed_config" not in hcm:
+            continue
+        tc = hcm["typed_config"]
+        if not ext_authz_filters(tc):
+            continue
+        if tc.get("normalize_path") is not True:
+            problem(f"{name}: an HttpConnectionManager with ext_authz must set normalize_path: true")
+        if tc.get("merge_slashes") is not True:
+            problem(f"{name}: an HttpConnectionManager with ext_authz must set merge_slashes: true")
+        if tc.get("path_with_escaped_slashes_action") not in ESCAPED_SLASHES_OK:
+            problem(f"{name}: path_with_escaped_slashes_action must be one of {', '.join(ESCAPED_SLASHES_OK)}")
     for f in filters:
         tc = f["typed_config"]
         if tc.get("failure_mode_allow", False) is not False:

@@ -5,8 +5,11 @@
 # file, only its marked ports replaced). Real HTTP requests through Envoy:
 #
 #   no token → 401 JSON; another resource → 403 JSON; valid → the upstream
-#   sees x-keyward-* and no credential; a new route after SIGHUP; keyward
-#   stopped → Envoy fails closed (503, the upstream never reached).
+#   sees x-keyward-* and no credential; disguised paths and methods (`..;`,
+#   `%252e`, `;`, `post`, `%2F`) refused before the upstream, a trailing
+#   `/`, `/API/...`, `projectS` and `%75sers` checked by the route the
+#   upstream takes; a new route after SIGHUP; keyward stopped → Envoy fails
+#   closed (503, the upstream never reached).
 #
 #   bash tests/envoy_e2e.sh        # uses target/release/keyward
 #
@@ -198,6 +201,44 @@ req GET "$P1" -H "Api-Token: $READER"
 [[ $CODE == 200 ]] || fail "status $CODE: $BODY"
 echo "$BODY" | "$PY" -c 'import json,sys; h=json.load(sys.stdin)["headers"]; sys.exit("api-token" in h)' ||
   fail "the credential reached the upstream: $BODY"
+ok
+
+step "disguised paths and methods: refused (by keyward or Envoy) or checked as the upstream reads them"
+# WANT METHOD PATH: WANT is a status, or status:words of keyward's answer (* for a space).
+# Envoy 1.40 itself resolves `..;` (the upstream gets .../users/list, so
+# keyward checks the users route: ADMIN) and refuses `post` and `%2F`; what
+# it passes on, keyward refuses.
+A=/api/accounts/$ACCOUNT
+: >"$WORK/upstream.log"
+for attack in \
+  "403:no*access GET $A/projects/p1/..;/..;/users/list" \
+  "403:not*accepted GET $A/projects/p1/%252e%252e/%252e%252e/users/list" \
+  "403:not*accepted GET $A/projects/p1;x/messages" \
+  "403:not*accepted GET $A/projects/p1/a%3Bb" \
+  "400 post $P1" \
+  "400 GET $A/projects/p1/a%2Fb"; do
+  read -r want method path <<<"$attack"
+  req "$method" "$path" --path-as-is -H "Authorization: Bearer $READER"
+  [[ $CODE == "${want%%:*}" ]] || fail "$method $path: $CODE $BODY"
+  if [[ $want == *:* ]]; then
+    words=${want#*:}
+    [[ $(echo "$BODY" | json errors) == *"${words//\*/ }"* ]] || fail "$method $path: $BODY"
+  fi
+done
+[[ -s "$WORK/upstream.log" ]] && fail "the upstream saw: $(cat "$WORK/upstream.log")"
+ok
+
+step "checked as the upstream reads them: a trailing /, /API/..., projectS, %75sers"
+req GET "$P1/" -H "Authorization: Bearer $READER"
+[[ $CODE == 200 ]] || fail "trailing /: $CODE $BODY"
+req GET "/API/Accounts/$ACCOUNT/PROJECTS/p1/messages" -H "Authorization: Bearer $READER"
+[[ $CODE == 200 ]] || fail "/API/...: $CODE $BODY"
+req DELETE "$A/projectS/p1" -H "Authorization: Bearer $READER"
+[[ $CODE == 403 && $(echo "$BODY" | json errors) == *"no access"* ]] || fail "projectS: $CODE $BODY"
+req GET "$A/%75sers/list" -H "Authorization: Bearer $READER"
+[[ $CODE == 403 && $(echo "$BODY" | json errors) == *"no access"* ]] || fail "%75sers: $CODE $BODY"
+req GET "$A/%75sers/list" -H "Authorization: Bearer $ADMIN"
+[[ $CODE == 200 ]] || fail "%75sers as the account admin: $CODE $BODY"
 ok
 
 step "a new route, SIGHUP: in force without a restart"

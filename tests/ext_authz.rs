@@ -490,3 +490,478 @@ fn the_example_routes_file_loads() {
     let routes = keyward::routes::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(!routes.is_empty());
 }
+
+// ---------------------------------------------------------------- issue 15
+//
+// Paths and methods that could mean something else to the upstream than to
+// keyward. Each attack family runs against deploy/routes.toml with
+// `unmatched = "allow"` and with `unmatched = "deny"`: what is refused is
+// refused whatever `unmatched` says.
+
+/// A server with deploy/routes.toml (`unmatched` set to `mode`), account
+/// Acme with project `pA` and domain `victim.com`, and its tokens.
+struct Attacked {
+    s: TestServer,
+    _dir: tempfile::TempDir,
+    mode: &'static str,
+    /// Acme's account id.
+    a: String,
+    /// Acme's admin token (ADMIN on the account).
+    admin: String,
+    /// VIEWER on project pA only.
+    project_viewer: String,
+    /// VIEWER on the account.
+    account_viewer: String,
+    /// victim.com's own token (ADMIN on the domain).
+    sender: String,
+}
+
+/// deploy/routes.toml with `unmatched = "<mode>"`.
+fn deploy_routes(mode: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/routes.toml");
+    let text = std::fs::read_to_string(&path).expect("deploy/routes.toml");
+    assert!(text.contains("\nunmatched = \"deny\"\n"));
+    text.replace(
+        "\nunmatched = \"deny\"\n",
+        &format!("\nunmatched = \"{mode}\"\n"),
+    )
+}
+
+async fn attacked(mode: &'static str) -> Attacked {
+    let dir = temp();
+    let s = start(dir.path(), &deploy_routes(mode))
+        .await
+        .expect("starts");
+    let (acct, admin) = s.account("Acme").await;
+    s.register(&admin, acct, PROJECT, "pA", None).await;
+    let sender = s
+        .register(&admin, acct, DOMAIN, "victim.com", None)
+        .await
+        .expect("a domain token")
+        .secret;
+    let project_viewer = s
+        .create(&admin, acct, "pv", vec![grant(PROJECT, "pA", VIEWER)])
+        .await
+        .unwrap()
+        .secret;
+    let account_viewer = s
+        .create(
+            &admin,
+            acct,
+            "av",
+            vec![grant(ACCOUNT, &acct.to_string(), VIEWER)],
+        )
+        .await
+        .unwrap()
+        .secret;
+    Attacked {
+        s,
+        _dir: dir,
+        mode,
+        a: acct.to_string(),
+        admin,
+        project_viewer,
+        account_viewer,
+        sender,
+    }
+}
+
+impl Attacked {
+    /// The status and body of `method path`, with `token` as a bearer
+    /// credential (none when empty).
+    async fn status(&self, method: &str, path: &str, token: &str) -> (u16, String) {
+        let b = bearer(token);
+        let headers: Vec<(&str, &str)> = if token.is_empty() {
+            vec![]
+        } else {
+            vec![("authorization", &b)]
+        };
+        let o = check(&self.s, method, path, &headers).await.unwrap();
+        (o.status, o.body)
+    }
+
+    /// `method path` with `token` is refused as an unsafe request: 403,
+    /// saying so, whatever `unmatched` says.
+    async fn refused(&self, method: &str, path: &str, token: &str) {
+        let (status, body) = self.status(method, path, token).await;
+        assert_eq!(
+            (status, body.contains("not accepted")),
+            (403, true),
+            "unmatched={}: {method:?} {path:?} should be refused as unsafe: {body}",
+            self.mode
+        );
+    }
+
+    /// `method path` with `token` is answered `want` with a body containing
+    /// `says` (a matched route's answer, not an unsafe or unmatched one).
+    async fn answered(&self, method: &str, path: &str, token: &str, want: u16, says: &str) {
+        let (status, body) = self.status(method, path, token).await;
+        assert_eq!(
+            (status, body.contains(says)),
+            (want, true),
+            "unmatched={}: {method} {path:?}: want {want} {says:?}, got {status} {body}",
+            self.mode
+        );
+    }
+
+    /// The unsafe_path count in /metrics.
+    async fn unsafe_count(&self) -> f64 {
+        let m = http(self.s.http, "GET", "/metrics", None, None).await;
+        metric(
+            &String::from_utf8_lossy(&m.body),
+            "keyward_check_total{result=\"unsafe_path\"}",
+        )
+    }
+}
+
+/// A single trailing slash is checked exactly as the path without it (no
+/// credential: 401, not unmatched); `//` anywhere is refused.
+#[tokio::test]
+async fn a_trailing_slash_is_checked_like_the_path_without_it() {
+    for mode in ["allow", "deny"] {
+        let w = attacked(mode).await;
+        let send = "/api/domains/victim.com/send/";
+        w.answered("POST", send, "", 401, "missing credential")
+            .await;
+        w.answered("POST", send, &w.project_viewer, 403, "no access")
+            .await;
+        w.answered("POST", send, &w.sender, 200, "").await;
+        let a = &w.a;
+        w.answered(
+            "GET",
+            &format!("/api/accounts/{a}/projects/pA/"),
+            &w.project_viewer,
+            200,
+            "",
+        )
+        .await;
+        w.answered(
+            "DELETE",
+            &format!("/api/accounts/{a}/projects/pA/"),
+            &w.project_viewer,
+            403,
+            "no access",
+        )
+        .await;
+        let before = w.unsafe_count().await;
+        for path in [
+            "/api/domains/victim.com/send//".to_string(),
+            "//api/domains/victim.com/send".to_string(),
+            format!("/api/accounts/{a}//projects/pA/x"),
+            format!("/api/accounts/{a}/projects/pA//"),
+        ] {
+            w.refused("POST", &path, "").await;
+            w.refused("POST", &path, &w.admin).await;
+        }
+        // At least these (the metrics are the process's: other tests
+        // running at the same time count too).
+        let counted = w.unsafe_count().await - before;
+        assert!(counted >= 8.0, "{counted} counted as unsafe_path");
+    }
+}
+
+/// Methods are case-sensitive upper-case tokens (RFC 9110): `post` is not
+/// POST and is refused as unsafe, not treated as an unmatched method.
+#[tokio::test]
+async fn a_method_that_is_not_an_upper_case_token_is_refused() {
+    for mode in ["allow", "deny"] {
+        let w = attacked(mode).await;
+        let send = "/api/domains/victim.com/send";
+        for method in ["post", "Post", "get", "POST ", "PO ST", "", "GET\n"] {
+            w.refused(method, send, "").await;
+            w.refused(method, send, &w.sender).await;
+        }
+        w.answered("POST", send, "", 401, "missing credential")
+            .await;
+        w.answered("POST", send, &w.sender, 200, "").await;
+    }
+}
+
+/// Literal segments match whatever their case (`/API/...`, `projectS`):
+/// checked by the canonical route; ids keep their case (project ids are
+/// case-sensitive).
+#[tokio::test]
+async fn literal_segments_match_whatever_their_case() {
+    for mode in ["allow", "deny"] {
+        let w = attacked(mode).await;
+        let a = &w.a;
+        w.answered(
+            "POST",
+            "/API/domains/victim.com/send",
+            "",
+            401,
+            "missing credential",
+        )
+        .await;
+        w.answered(
+            "POST",
+            "/Api/Domains/victim.com/SEND",
+            &w.project_viewer,
+            403,
+            "no access",
+        )
+        .await;
+        w.answered("POST", "/API/DOMAINS/victim.com/send", &w.sender, 200, "")
+            .await;
+        let deleted = format!("/api/accounts/{a}/projectS/pA");
+        w.answered("DELETE", &deleted, "", 401, "missing credential")
+            .await;
+        w.answered("DELETE", &deleted, &w.project_viewer, 403, "no access")
+            .await;
+        w.answered("DELETE", &deleted, &w.admin, 200, "").await;
+        w.answered(
+            "GET",
+            &format!("/API/Accounts/{a}/PROJECTS/pA/messages"),
+            &w.project_viewer,
+            200,
+            "",
+        )
+        .await;
+        // The id is passed as it is: PA is not pA.
+        w.answered(
+            "GET",
+            &format!("/api/accounts/{a}/projects/PA/messages"),
+            &w.project_viewer,
+            403,
+            "no such resource",
+        )
+        .await;
+        // Users is checked by the users route (account ADMIN), not the
+        // account's GET ** route an account VIEWER passes.
+        w.answered(
+            "GET",
+            &format!("/api/accounts/{a}/USERS/list"),
+            &w.account_viewer,
+            403,
+            "no access",
+        )
+        .await;
+    }
+}
+
+/// `;` (path parameters: Tomcat and Spring resolve `..;` as `..`), `#` and
+/// `\` are refused anywhere in the path; the query string is not judged.
+#[tokio::test]
+async fn semicolons_fragments_and_backslashes_are_refused() {
+    for mode in ["allow", "deny"] {
+        let w = attacked(mode).await;
+        let a = &w.a;
+        let before = w.unsafe_count().await;
+        let paths = [
+            "/api/domains/victim.com/send;x".to_string(),
+            "/api/domains/victim.com;x/send".to_string(),
+            format!("/api/accounts/{a}/projects/pA/..;/..;/users/list"),
+            format!("/api/accounts/{a}/projects/pA;/x"),
+            format!("/api/accounts/{a}/projects/pA/x#/../../users/list"),
+            format!("/api/accounts/{a}/projects/pA#"),
+            format!("/api/accounts/{a}/projects/pA/x?page=1#frag"),
+            format!("/api/accounts/{a}/projects/pA/..\\..\\users"),
+            format!("/api/accounts/{a}/projects/pA/x\\"),
+        ];
+        for path in &paths {
+            w.refused("POST", path, "").await;
+            w.refused("GET", path, &w.project_viewer).await;
+        }
+        // At least these (the metrics are the process's: other tests
+        // running at the same time count too).
+        let counted = w.unsafe_count().await - before;
+        assert!(
+            counted >= 2.0 * paths.len() as f64,
+            "{counted} counted as unsafe_path"
+        );
+        // The query string is not judged.
+        w.answered(
+            "GET",
+            &format!("/api/accounts/{a}/projects/pA/x?q=a;b%25c\\d//e/../f"),
+            &w.project_viewer,
+            200,
+            "",
+        )
+        .await;
+    }
+}
+
+/// Percent-encoded unreserved characters are decoded before matching
+/// (`%75sers` is `users`); any other percent-encoding (`%25`, so
+/// `%252e%252e`; `%2F`, `%3B`, `%00`, malformed) is refused, and so is a dot
+/// segment spelled `%2e`.
+#[tokio::test]
+async fn percent_encoding_is_decoded_when_unreserved_and_refused_otherwise() {
+    for mode in ["allow", "deny"] {
+        let w = attacked(mode).await;
+        let a = &w.a;
+        // Decoded: the users route (account ADMIN) decides, not the
+        // account's GET ** route that lets an account VIEWER through.
+        w.answered(
+            "GET",
+            &format!("/api/accounts/{a}/%75sers/list"),
+            &w.account_viewer,
+            403,
+            "no access",
+        )
+        .await;
+        w.answered(
+            "GET",
+            &format!("/api/accounts/{a}/%75sers/list"),
+            &w.admin,
+            200,
+            "",
+        )
+        .await;
+        // Ids are decoded too: %70A is pA.
+        w.answered(
+            "GET",
+            &format!("/api/accounts/{a}/projects/%70%41/x"),
+            &w.project_viewer,
+            200,
+            "",
+        )
+        .await;
+        w.answered(
+            "POST",
+            "/api/domains/victim%2Ecom/%73end",
+            &w.sender,
+            200,
+            "",
+        )
+        .await;
+        w.answered(
+            "POST",
+            "/api/domains/victim.com/%73end",
+            "",
+            401,
+            "missing credential",
+        )
+        .await;
+        for path in [
+            format!("/api/accounts/{a}/projects/pA/%252e%252e/%252e%252e/users/list"),
+            format!("/api/accounts/{a}/projects/pA/%2e%2e/%2e%2e/users/list"),
+            format!("/api/accounts/{a}/projects/pA/.%2E/x"),
+            format!("/api/accounts/{a}/projects/pA/%2e/x"),
+            format!("/api/accounts/{a}/projects/pA%2Fx"),
+            format!("/api/accounts/{a}/projects/pA%3Bx/y"),
+            format!("/api/accounts/{a}/projects/pA%00/x"),
+            format!("/api/accounts/{a}/projects/pA%20/x"),
+            format!("/api/accounts/{a}/projects/pA%/x"),
+            format!("/api/accounts/{a}/projects/pA%7/x"),
+            format!("/api/accounts/{a}/projects/pA%zz/x"),
+            format!("/api/accounts/{a}/projects/p%C3%A9/x"),
+        ] {
+            w.refused("GET", &path, &w.project_viewer).await;
+            w.refused("POST", &path, "").await;
+        }
+    }
+}
+
+/// Collects what a test's own subscriber writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Capture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+/// Everything this test binary logs at info and above, from every test: a
+/// global subscriber (a per-thread one misses events whose callsite another
+/// test's thread registered first), installed on first use.
+fn capture() -> &'static Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let c = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(c.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        c
+    })
+}
+
+/// A refused request is logged with its reason (its path without the query
+/// string), within the log budget of its own category.
+#[tokio::test]
+async fn a_refused_request_is_logged_with_its_reason_within_a_budget() {
+    let capture = capture();
+    let w = attacked("allow").await;
+    let a = &w.a;
+    let cases = [
+        (
+            "GET",
+            format!("/api/accounts/{a}/projects/pA/..;/users?api_token=kw_hidden"),
+            "reason=\"semicolon\"",
+        ),
+        (
+            "post",
+            "/api/domains/victim.com/send".into(),
+            "reason=\"method\"",
+        ),
+        (
+            "GET",
+            format!("/api/accounts/{a}/%252e%252e/users"),
+            "reason=\"percent_encoding\"",
+        ),
+    ];
+    // Other tests running at the same time spend the same budget: retry
+    // across windows until each line is seen.
+    for (method, path, reason) in &cases {
+        let mut seen = false;
+        for _ in 0..30 {
+            w.refused(method, path, "").await;
+            if capture
+                .text()
+                .lines()
+                .any(|l| l.contains("check refused") && l.contains(reason))
+            {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(seen, "no log line with {reason}:\n{}", capture.text());
+    }
+    let text = capture.text();
+    assert!(
+        !text.contains("kw_hidden"),
+        "the query string was logged:\n{text}"
+    );
+    assert!(text.contains("path=\"/api/accounts/"), "{text}");
+    // A flood: at most the category's budget (10 a second) and one
+    // suppression line per window, whoever sends them (other tests' too).
+    let category = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains("check refused") || l.contains("(refused ext_authz requests)"))
+            .count()
+    };
+    let start = std::time::Instant::now();
+    let before = category(&capture.text());
+    for _ in 0..300 {
+        w.refused("GET", "/a/../b", "").await;
+    }
+    let windows = start.elapsed().as_secs_f64().ceil() + 1.0;
+    let lines = category(&capture.text()) - before;
+    assert!(
+        (lines as f64) <= 11.0 * windows,
+        "{lines} log lines for 300 refusals in {windows} windows"
+    );
+    println!("ext_authz: 300 refused requests, {lines} log lines");
+}

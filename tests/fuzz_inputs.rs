@@ -465,6 +465,10 @@ fn random_routes_files_load_or_say_where() {
         Just(String::new()),
         Just("%2F".to_string()),
         Just("{".to_string()),
+        Just("%61".to_string()),
+        Just("%2e".to_string()),
+        Just("A".to_string()),
+        Just("a;b".to_string()),
     ];
     let opt = |v: Vec<&'static str>| prop::option::of(prop::sample::select(v));
     let route = (
@@ -521,16 +525,27 @@ fn random_routes_files_load_or_say_where() {
     println!("routes files: {} cases, {} loaded", cases(), loaded.get());
 }
 
-/// Envoy checks on the world's paths with its real tokens (`@n`):
-/// allowed exactly when the reference allows.
+/// Envoy checks on the world's paths (and disguised ones) with its real
+/// tokens (`@n`): allowed exactly when the reference allows, refused paths
+/// refused whatever `unmatched` says.
 #[test]
 fn ext_authz_checks_match_the_reference_world() {
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
     use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
     let strategy = (
-        prop::sample::select(vec!["GET", "POST", "PUT", "DELETE"]),
+        prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "post"]),
         prop::sample::select(vec![
             "/api/domains/example.com/send",
+            "/api/domains/example.com/send/",
+            "/API/Domains/example.com/send",
+            "/api/domains/example.com/send;x",
+            "/api/accounts/1/%75sers/list",
+            "/api/accounts/1/users",
+            "/api/accounts/1/projectS/p1",
+            "/api/accounts/1/projects/p%31/x",
+            "/api/accounts/1/projects/p1/..;/..;/users/list",
+            "/api/accounts/1/projects/p1/%252e%252e/users",
+            "/api/accounts/1/projects/p1#/../../users",
             "/api/domains/other.com/send",
             "/api/domains/example.com/stats",
             "/api/accounts/1/projects/p1/inboxes",

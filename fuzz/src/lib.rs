@@ -1279,7 +1279,8 @@ fn check_index(index: &Index) {
 // ----------------------------------------------------------- routes file
 
 /// The routes of the world's ext_authz service: one per resource kind, one
-/// that checks the account in the path, one with a scope.
+/// that checks the account in the path, one with a scope, one for account
+/// users (ADMIN) that a disguised `users` segment must not slip past.
 pub const WORLD_ROUTES: &str = r#"
 unmatched = "deny"
 strip_credential = true
@@ -1309,6 +1310,13 @@ id = "project_id"
 account = "account_id"
 
 [[routes]]
+path = "/api/accounts/{account_id}/users/**"
+resource = "account"
+id = "account_id"
+level = "admin"
+account = "account_id"
+
+[[routes]]
 methods = ["GET", "PUT"]
 path = "/api/accounts/{account_id}"
 resource = "account"
@@ -1316,12 +1324,238 @@ id = "account_id"
 level = "admin"
 "#;
 
+/// One route of [`WORLD_ROUTES`] as the reference reads it.
+struct RefRoute {
+    /// Methods; empty = any.
+    methods: &'static [&'static str],
+    /// Template segments: a literal, `{name}`, or a final `**`.
+    template: &'static [&'static str],
+    kind: Kind,
+    /// The parameter naming the resource.
+    id: &'static str,
+    /// The parameter that must be the token's account, if any.
+    account: Option<&'static str>,
+    /// A fixed level, else by method.
+    level: Option<Level>,
+    scope: &'static str,
+}
+
+/// [`WORLD_ROUTES`], written out again for the reference.
+const WORLD_TABLE: [RefRoute; 6] = [
+    RefRoute {
+        methods: &["POST"],
+        template: &["api", "domains", "{domain}", "send"],
+        kind: Kind::Domain,
+        id: "{domain}",
+        account: None,
+        level: None,
+        scope: "email",
+    },
+    RefRoute {
+        methods: &[],
+        template: &["api", "domains", "{domain}", "**"],
+        kind: Kind::Domain,
+        id: "{domain}",
+        account: None,
+        level: None,
+        scope: "",
+    },
+    RefRoute {
+        methods: &[],
+        template: &[
+            "api",
+            "accounts",
+            "{a}",
+            "projects",
+            "{p}",
+            "sandboxes",
+            "{s}",
+            "**",
+        ],
+        kind: Kind::Sandbox,
+        id: "{s}",
+        account: Some("{a}"),
+        level: None,
+        scope: "",
+    },
+    RefRoute {
+        methods: &[],
+        template: &["api", "accounts", "{a}", "projects", "{p}", "**"],
+        kind: Kind::Project,
+        id: "{p}",
+        account: Some("{a}"),
+        level: None,
+        scope: "",
+    },
+    RefRoute {
+        methods: &[],
+        template: &["api", "accounts", "{a}", "users", "**"],
+        kind: Kind::Account,
+        id: "{a}",
+        account: Some("{a}"),
+        level: Some(Level::Admin),
+        scope: "",
+    },
+    RefRoute {
+        methods: &["GET", "PUT"],
+        template: &["api", "accounts", "{a}"],
+        kind: Kind::Account,
+        id: "{a}",
+        account: None,
+        level: Some(Level::Admin),
+        scope: "",
+    },
+];
+
+/// The reference's reading of a request's path, from the README's rules
+/// (written apart from `routes.rs`): the decoded segments, or `None` when
+/// keyward must refuse the request whatever `unmatched` says. Refused: a
+/// method that is not upper-case letters; a `#` anywhere; in the path
+/// before `?`: not starting with `/`, longer than `PATH_MAX`, a `;` or
+/// `\`, an empty segment, a `%` that is not two hex digits encoding an
+/// unreserved character (`A-Z a-z 0-9 - . _ ~`), a `.` or `..` segment
+/// after decoding. One trailing `/` is dropped.
+pub fn reference_path(method: &str, path: &str) -> Option<Vec<String>> {
+    if method.is_empty() || !method.chars().all(|c| c.is_ascii_uppercase()) {
+        return None;
+    }
+    if path.contains('#') {
+        return None;
+    }
+    let path = path.split('?').next().unwrap_or_default();
+    if path.len() > keyward::routes::PATH_MAX || !path.starts_with('/') {
+        return None;
+    }
+    if path == "/" {
+        return Some(Vec::new());
+    }
+    let mut raw: Vec<&str> = path[1..].split('/').collect();
+    if raw.len() > 1 && raw.last() == Some(&"") {
+        raw.pop();
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for seg in raw {
+        if seg.is_empty() {
+            return None;
+        }
+        let mut decoded = String::new();
+        let mut chars = seg.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                ';' | '\\' => return None,
+                '%' => {
+                    let hex: String = chars.by_ref().take(2).collect();
+                    if hex.len() != 2 || !hex.chars().all(|h| h.is_ascii_hexdigit()) {
+                        return None;
+                    }
+                    let byte = u8::from_str_radix(&hex, 16).ok()?;
+                    let c = char::from(byte);
+                    if !(c.is_ascii_alphanumeric() || "-._~".contains(c)) {
+                        return None;
+                    }
+                    decoded.push(c);
+                }
+                c => decoded.push(c),
+            }
+        }
+        if decoded == "." || decoded == ".." {
+            return None;
+        }
+        out.push(decoded);
+    }
+    Some(out)
+}
+
+/// What the reference expects of a request: refused, unmatched, or a
+/// route's check (kind, id, level, scope, account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefMatch {
+    /// Refused whatever `unmatched` says.
+    Unsafe,
+    /// No route.
+    Unmatched,
+    /// A route's check: kind, id, level, scope, account in the path.
+    Route(Kind, String, Level, String, Option<String>),
+}
+
+/// How keyward's [`Match`] reads in the reference's terms.
+pub fn ref_of(m: &Match<'_, '_>) -> RefMatch {
+    match m {
+        Match::Unsafe(_) => RefMatch::Unsafe,
+        Match::Unmatched => RefMatch::Unmatched,
+        Match::Route(n) => RefMatch::Route(
+            n.kind,
+            n.id.to_string(),
+            n.level,
+            n.scope.to_string(),
+            n.account.as_deref().map(str::to_string),
+        ),
+    }
+}
+
+/// The reference's match of `method path` against [`WORLD_ROUTES`]: the
+/// first route whose method and template match the decoded segments
+/// (literals ASCII case-insensitively, a parameter one non-empty segment
+/// of at most `RESOURCE_ID_MAX` bytes, `**` any rest).
+pub fn reference_world_match(method: &str, path: &str) -> RefMatch {
+    let Some(segments) = reference_path(method, path) else {
+        return RefMatch::Unsafe;
+    };
+    'routes: for r in &WORLD_TABLE {
+        if !r.methods.is_empty() && !r.methods.contains(&method) {
+            continue;
+        }
+        let mut bound: Vec<(&str, &str)> = Vec::new();
+        let mut rest_ok = false;
+        for (i, t) in r.template.iter().enumerate() {
+            if *t == "**" {
+                rest_ok = true;
+                break;
+            }
+            let Some(seg) = segments.get(i) else {
+                continue 'routes;
+            };
+            if t.starts_with('{') {
+                if seg.is_empty() || seg.len() > limits::RESOURCE_ID_MAX {
+                    continue 'routes;
+                }
+                bound.push((t, seg));
+            } else if !t.eq_ignore_ascii_case(seg) {
+                continue 'routes;
+            }
+        }
+        if !rest_ok && segments.len() != r.template.len() {
+            continue;
+        }
+        let get = |name: &str| {
+            bound
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let level = r.level.unwrap_or(match method {
+            "GET" | "HEAD" | "OPTIONS" => Level::Viewer,
+            _ => Level::Admin,
+        });
+        return RefMatch::Route(
+            r.kind,
+            get(r.id).unwrap_or_default(),
+            level,
+            r.scope.to_string(),
+            r.account.and_then(get),
+        );
+    }
+    RefMatch::Unmatched
+}
+
 /// A routes file and requests to match against it: the text up to the
 /// first `\n---\n`, then one `METHOD path` per line. A file that loads
-/// must match every request without a panic; a path it matches must have
-/// no dot segment, empty inner segment, backslash or encoded separator
-/// (before its query string), and the id it returns must be a whole
-/// segment of it; a file that does not load must say where.
+/// must match every request without a panic; a request is refused exactly
+/// when [`reference_path`] refuses it, the id and account of a match are
+/// decoded segments of the path, and the same path with one character
+/// percent-encoded, or with a trailing `/` added or taken away, matches
+/// the same way. Against [`WORLD_ROUTES`] every match equals
+/// [`reference_world_match`]. A file that does not load must say where.
 pub fn routes_file(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (file, requests) = text.split_once("\n---\n").unwrap_or((&text, ""));
@@ -1336,68 +1570,131 @@ pub fn routes_file(data: &[u8]) {
         }
     };
     assert!(routes.len() <= keyward::routes::ROUTES_MAX);
-    for line in requests.lines().take(64) {
-        let (method, path) = line.split_once(' ').unwrap_or((line, "/"));
-        check_route_match(&routes.find(method, path), path);
-    }
-    // And the world's requests against this file.
-    for (method, path) in [
+    let world = file.trim() == WORLD_ROUTES.trim();
+    let world_requests = [
         ("GET", "/api/accounts/1/projects/p1/x"),
         ("POST", "/api/domains/example.com/send"),
         ("GET", "/api/accounts/1"),
-    ] {
-        check_route_match(&routes.find(method, path), path);
+    ];
+    let lines = requests
+        .lines()
+        .take(64)
+        .map(|line| line.split_once(' ').unwrap_or((line, "/")));
+    for (method, path) in lines.chain(world_requests) {
+        check_route_match(&routes, method, path);
+        if world {
+            assert_eq!(
+                ref_of(&routes.find(method, path)),
+                reference_world_match(method, path),
+                "{method} {path:?} against the world's routes"
+            );
+        }
     }
 }
 
-fn check_route_match(m: &Match<'_, '_>, path: &str) {
-    if let Match::Route(n) = m {
-        // Matching looks at the path without its query string or fragment.
-        let path = path.split(['?', '#']).next().unwrap_or_default();
-        assert!(path.len() <= keyward::routes::PATH_MAX);
+/// The generic checks of one request against any routes file (see
+/// [`routes_file`]).
+fn check_route_match(routes: &keyward::routes::Routes, method: &str, path: &str) {
+    let m = routes.find(method, path);
+    let reference = reference_path(method, path);
+    assert_eq!(
+        matches!(m, Match::Unsafe(_)),
+        reference.is_none(),
+        "{method:?} {path:?}: keyward {m:?}, reference segments {reference:?}"
+    );
+    let Some(segments) = reference else { return };
+    if let Match::Route(n) = &m {
         assert!(
-            !path.contains("//"),
-            "{path:?} matched with an empty segment"
-        );
-        let segments: Vec<&str> = path.split('/').collect();
-        assert!(
-            segments.contains(&n.id),
+            segments.iter().any(|s| *s == n.id),
             "id {:?} is not a segment of {path:?}",
             n.id
         );
-        for seg in &segments {
-            let upper = seg.to_ascii_uppercase();
-            assert!(
-                *seg != "." && *seg != ".." && !seg.contains('\\'),
-                "{path:?} matched with a dot segment or a backslash"
-            );
-            assert!(
-                !["%2F", "%5C", "%2E"].iter().any(|e| upper.contains(e)),
-                "{path:?} matched with an encoded separator"
-            );
+        if let Some(a) = n.account.as_deref() {
+            assert!(segments.iter().any(|s| s == a));
         }
-        if let Some(a) = n.account {
-            assert!(segments.contains(&a));
+    }
+    let (part, query) = match path.find('?') {
+        Some(q) => path.split_at(q),
+        None => (path, ""),
+    };
+    if part.len() + 3 > keyward::routes::PATH_MAX {
+        return;
+    }
+    let mut variants = Vec::new();
+    // The last unreserved character outside a `%XX` escape, encoded.
+    let bytes = part.as_bytes();
+    let (mut i, mut last) = (0, None);
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            i += 3;
+            continue;
         }
+        if bytes[i].is_ascii_alphanumeric() || b"-._~".contains(&bytes[i]) {
+            last = Some(i);
+        }
+        i += 1;
+    }
+    if let Some(at) = last {
+        variants.push(format!(
+            "{}%{:02X}{}{query}",
+            &part[..at],
+            bytes[at],
+            &part[at + 1..]
+        ));
+    }
+    // A trailing slash added or taken away.
+    if part.len() > 1 {
+        match part.strip_suffix('/') {
+            Some(without) => variants.push(format!("{without}{query}")),
+            None => variants.push(format!("{part}/{query}")),
+        }
+    }
+    let want = ref_of(&m);
+    for v in variants {
+        assert_eq!(
+            ref_of(&routes.find(method, &v)),
+            want,
+            "{method} {v:?} does not match as {path:?}"
+        );
     }
 }
 
 // -------------------------------------------------------- ext_authz Check
 
+/// The world's ext_authz service with `unmatched = "allow"`: what is
+/// refused must be refused whatever `unmatched` says.
+fn ext_authz_allow() -> &'static ExtAuthzService {
+    static SERVICE: OnceLock<ExtAuthzService> = OnceLock::new();
+    SERVICE.get_or_init(|| {
+        let text = WORLD_ROUTES.replace("unmatched = \"deny\"", "unmatched = \"allow\"");
+        let routes = keyward::routes::parse("world-allow.toml", &text)
+            .expect("the world's routes parse with unmatched = allow");
+        assert_eq!(routes.unmatched, Unmatched::Allow);
+        ExtAuthzService {
+            engine: world().engine.clone(),
+            routes: Arc::new(SharedRoutes::new(routes)),
+        }
+    })
+}
+
 /// An Envoy `CheckRequest` through the real ext_authz service of
-/// [`world`] (routes [`WORLD_ROUTES`]). `@<n>` anywhere in a header value
-/// is replaced by the world's n-th real token. An allow must be backed by
-/// the reference: a world token in the request, whose reference decision
-/// for the route's check is an allow, in the account the path names; and a
-/// clean request (`authorization: Bearer <token>` only) is allowed exactly
-/// when the reference says so.
+/// [`world`], with [`WORLD_ROUTES`] as they are (`unmatched = "deny"`) and
+/// with `unmatched = "allow"`. `@<n>` anywhere in a header value is
+/// replaced by the world's n-th real token. keyward's match must equal
+/// [`reference_world_match`]; a request the reference refuses is a 403 in
+/// both; an unmatched one is allowed exactly when `unmatched` is allow; an
+/// allow on a route must be backed by the reference: a world token in the
+/// request, whose reference decision for the route's check is an allow, in
+/// the account the path names; and a clean request (`authorization: Bearer
+/// <token>` only) on a route is allowed exactly when the reference says so.
 pub fn ext_authz_check(data: &[u8]) {
     ext_authz_decision(data);
 }
 
-/// [`ext_authz_check`], telling whether the request was allowed (`None`
-/// when the bytes are not a `CheckRequest`).
+/// [`ext_authz_check`], telling whether the request was allowed with
+/// `unmatched = "deny"` (`None` when the bytes are not a `CheckRequest`).
 pub fn ext_authz_decision(data: &[u8]) -> Option<bool> {
+    use envoy_types::ext_authz::v3::pb::HttpResponse;
     use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
     use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
     let mut req = decode_round_trip::<CheckRequest>(data)?;
@@ -1436,53 +1733,144 @@ pub fn ext_authz_decision(data: &[u8]) -> Option<bool> {
                 .and_then(|v| w.tokens.iter().find(|t| t.secret == v));
         }
     }
-    let resp =
-        w.rt.block_on(w.ext_authz.check(tonic::Request::new(req.clone())))
-            .unwrap_or_else(|s| panic!("Check failed instead of answering: {s:?}"))
-            .into_inner();
-    let allowed = resp.status.as_ref().is_some_and(|s| s.code == 0);
     let http = req
         .attributes
         .as_ref()
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref());
-    let routes = w.ext_authz.routes.current();
-    let needed = http.map(|h| routes.find(&h.method, &h.path));
-    let reference = |t: &TokenSpec| match &needed {
-        Some(Match::Route(n)) => {
+    let expected = http.map_or(RefMatch::Unsafe, |h| {
+        reference_world_match(&h.method, &h.path)
+    });
+    if let Some(h) = http {
+        let routes = w.ext_authz.routes.current();
+        assert_eq!(
+            ref_of(&routes.find(&h.method, &h.path)),
+            expected,
+            "{} {:?}",
+            h.method,
+            h.path
+        );
+    }
+    let reference = |t: &TokenSpec| match &expected {
+        RefMatch::Route(kind, id, level, scope, account) => {
             let check = Check {
-                kind: n.kind,
-                id: n.id,
-                level: n.level,
-                scope: n.scope,
+                kind: *kind,
+                id,
+                level: *level,
+                scope,
             };
             reference_decision(w, t, &check).is_ok()
-                && n.account.is_none_or(|a| a == t.account.to_string())
+                && account
+                    .as_deref()
+                    .is_none_or(|a| a == t.account.to_string())
         }
-        Some(Match::Unmatched) => routes.unmatched == Unmatched::Allow,
         _ => false,
     };
-    if allowed {
-        let text = format!("{:?}", http.map(|h| (&h.headers, &h.header_map)));
-        assert!(
-            w.tokens
-                .iter()
-                .any(|t| text.contains(&t.secret) && reference(t)),
-            "allowed without a token the reference allows"
-        );
+    let mut allowed_deny = false;
+    for (service, unmatched_allow) in [(&w.ext_authz, false), (ext_authz_allow(), true)] {
+        let resp =
+            w.rt.block_on(service.check(tonic::Request::new(req.clone())))
+                .unwrap_or_else(|s| panic!("Check failed instead of answering: {s:?}"))
+                .into_inner();
+        let allowed = resp.status.as_ref().is_some_and(|s| s.code == 0);
+        if !unmatched_allow {
+            allowed_deny = allowed;
+        }
+        let mode = if unmatched_allow { "allow" } else { "deny" };
+        match &expected {
+            RefMatch::Unsafe => {
+                let status = match &resp.http_response {
+                    Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().map(|s| s.code),
+                    _ => None,
+                };
+                assert_eq!(
+                    (allowed, status),
+                    (false, Some(403)),
+                    "unmatched={mode}: a request the reference refuses"
+                );
+            }
+            RefMatch::Unmatched => {
+                assert_eq!(allowed, unmatched_allow, "unmatched={mode}: no route");
+            }
+            RefMatch::Route(..) => {
+                if allowed {
+                    let text = format!("{:?}", http.map(|h| (&h.headers, &h.header_map)));
+                    assert!(
+                        w.tokens
+                            .iter()
+                            .any(|t| text.contains(&t.secret) && reference(t)),
+                        "unmatched={mode}: allowed without a token the reference allows"
+                    );
+                }
+                if let Some(t) = clean {
+                    assert_eq!(
+                        allowed,
+                        reference(t),
+                        "unmatched={mode}: clean request with token #{}",
+                        w.tokens
+                            .iter()
+                            .position(|o| o.secret == t.secret)
+                            .unwrap_or(0)
+                    );
+                }
+            }
+        }
     }
-    if let Some(t) = clean {
-        assert_eq!(
-            allowed,
-            reference(t),
-            "clean request with token #{}",
-            w.tokens
-                .iter()
-                .position(|o| o.secret == t.secret)
-                .unwrap_or(0)
-        );
+    Some(allowed_deny)
+}
+
+/// The attacks of issue 15, as `(method, path, token)`: `@<n>` names the
+/// world's n-th token (2: acme's VIEWER on p1; 1: example.com's own
+/// token), empty for none. Each is refused or checked by the route the
+/// upstream would take; none may pass as unmatched or under the wrong route.
+pub const PATH_ATTACKS: [(&str, &str, &str); 9] = [
+    ("POST", "/api/domains/example.com/send/", "@2"),
+    ("post", "/api/domains/example.com/send", "@1"),
+    ("POST", "/API/domains/example.com/send", "@2"),
+    ("POST", "/api/domains/example.com/send;x", "@1"),
+    ("DELETE", "/api/accounts/1/projectS/p1", "@2"),
+    (
+        "GET",
+        "/api/accounts/1/projects/p1/..;/..;/users/list",
+        "@2",
+    ),
+    ("GET", "/api/accounts/1/%75sers/list", "@2"),
+    (
+        "GET",
+        "/api/accounts/1/projects/p1/%252e%252e/%252e%252e/users/list",
+        "@2",
+    ),
+    ("GET", "/api/accounts/1/projects/p1#/../../users/list", "@2"),
+];
+
+/// A `CheckRequest` for `method path` with `authorization: Bearer <token>`
+/// (no header when `token` is empty), encoded.
+pub fn check_request(method: &str, path: &str, token: &str) -> Vec<u8> {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    let headers = if token.is_empty() {
+        Default::default()
+    } else {
+        [("authorization".to_string(), format!("Bearer {token}"))]
+            .into_iter()
+            .collect()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    host: "mail.example".into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
     }
-    Some(allowed)
+    .encode_to_vec()
 }
 
 // ------------------------------------------------------- REST timestamps
@@ -1856,6 +2244,15 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         "[[routes]]\nmethods = [\"BREW\"]\npath = \"/**/x\"\nresource = \"teapot\"\nid = \"b\"\nlevel = \"owner\"\n".into(),
     ] {
         out.push(("routes_file", text.into_bytes()));
+    }
+    for (method, path, _) in PATH_ATTACKS {
+        out.push((
+            "routes_file",
+            format!("{WORLD_ROUTES}\n---\n{method} {path}").into_bytes(),
+        ));
+    }
+    for (method, path, token) in PATH_ATTACKS {
+        out.push(("ext_authz_check", check_request(method, path, token)));
     }
 
     {

@@ -7,9 +7,13 @@
 //! credential header removed (by default), and the ids as dynamic metadata.
 //! Denied: `401 {"error": ..}` for a missing, malformed, unknown, expired
 //! or paused token (with `www-authenticate`), `403 {"errors": ..}` for
-//! insufficient access or a request no route allows. keyward's own failure
-//! (loading, overloaded) is a gRPC `UNAVAILABLE`, not a denial, so Envoy's
-//! `failure_mode_allow` decides.
+//! insufficient access, a request no route allows, or one keyward does not
+//! judge ([`crate::routes::Unsafe`]: a method that is not an upper-case
+//! token; `;`, `#`, `\`, dot or empty segments or percent-encoding other
+//! than of unreserved characters in the path), which is also logged
+//! (rate-limited) with its reason, whatever `unmatched` says. keyward's
+//! own failure (loading, overloaded) is a gRPC `UNAVAILABLE`, not a
+//! denial, so Envoy's `failure_mode_allow` decides.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +41,10 @@ use crate::service::pick_credential;
 pub const TOKEN_ID_HEADER: &str = "x-keyward-token-id";
 /// Header with the allowed token's account id, set on the upstream request.
 pub const ACCOUNT_ID_HEADER: &str = "x-keyward-account-id";
+
+/// Log lines for refused requests ([`Match::Unsafe`]): anyone can send
+/// them, at any rate, so they have a budget of their own.
+static UNSAFE_REQUESTS: logs::Limiter = logs::Limiter::new("refused ext_authz requests", 10);
 
 /// The routes in force; replaced whole on reload, never edited.
 #[derive(Debug, Default)]
@@ -194,12 +202,20 @@ impl ExtAuthzService {
                 m.unmatched_deny.increment(1);
                 return Ok(deny(false, "no route allows this request"));
             }
-            Match::Unsafe => {
+            Match::Unsafe(why) => {
                 m.unsafe_path.increment(1);
-                return Ok(deny(
-                    false,
-                    "the request path is not accepted (dot or empty segments, encoded separators)",
-                ));
+                // Rate-limited: anyone can send these. The path is logged
+                // without its query string (which may carry anything).
+                if UNSAFE_REQUESTS.admit() {
+                    let path = http.path.split_once('?').map_or(&*http.path, |(p, _)| p);
+                    tracing::info!(
+                        method = &*logs::clip(&http.method),
+                        path = &*logs::clip(path),
+                        reason = why.label(),
+                        "check refused: a request keyward does not judge"
+                    );
+                }
+                return Ok(deny(false, why.message()));
             }
         };
         let credential = pick_credential(header(http, "authorization"), header(http, "api-token"));
@@ -213,7 +229,7 @@ impl ExtAuthzService {
         };
         let check = Check {
             kind: needed.kind,
-            id: needed.id,
+            id: &needed.id,
             level: needed.level,
             scope: needed.scope,
         };
@@ -226,6 +242,7 @@ impl ExtAuthzService {
             })?;
         let wrong_account = needed
             .account
+            .as_deref()
             .is_some_and(|a| a != d.account_id.to_string());
         if !d.allowed || wrong_account {
             let reason = if d.allowed {
