@@ -173,8 +173,16 @@ fn random_world(rng: &mut StdRng, now: i64, first_account: u64, first_token: u64
                 ));
             }
         }
+        // Some domains are internationalised: stored as A-labels, asked
+        // for in Unicode too.
         let domains = (0..rng.gen_range(0..3))
-            .map(|i| format!("d{i}.example"))
+            .map(|i| {
+                if rng.gen_bool(0.3) {
+                    format!("xn--bcher-kva.d{i}.example")
+                } else {
+                    format!("d{i}.example")
+                }
+            })
             .collect();
         accounts.push(RefAccount {
             id,
@@ -313,7 +321,39 @@ fn changes(w: &World, key: &DigestKey) -> Vec<Change> {
 
 /// A random request: mostly real tokens and resources, some wrong secrets,
 /// malformed tokens, unknown resources and unknown scopes.
-fn random_request(rng: &mut StdRng, w: &World) -> (String, Kind, String, Level, String) {
+/// Another spelling of the canonical domain `c`, and what it means: `c`,
+/// or `None` for a spelling that is not a host name (a port, `_`), which
+/// names no resource. Built from `c` by construction, so the reference
+/// needs no canonicalisation of its own.
+fn spelling(rng: &mut StdRng, c: &str) -> (String, Option<String>) {
+    let upper_first = |label: &str| {
+        let mut cs = label.chars();
+        cs.next()
+            .map(|f| f.to_uppercase().chain(cs).collect::<String>())
+            .unwrap_or_default()
+    };
+    let same = |s: String| (s, Some(c.to_string()));
+    match rng.gen_range(0..8) {
+        0 => same(c.to_ascii_uppercase()),
+        1 => same(c.split('.').map(upper_first).collect::<Vec<_>>().join(".")),
+        2 => same(format!("{c}.")),
+        3 => match c.strip_prefix("xn--bcher-kva.") {
+            Some(rest) => same(format!("bücher.{rest}")),
+            None => same(format!("{}.", c.to_ascii_uppercase())),
+        },
+        4 => match c.strip_prefix("xn--bcher-kva.") {
+            Some(rest) => same(format!("BÜCHER.{}", rest.to_ascii_uppercase())),
+            None => same(c.to_string()),
+        },
+        5 => (format!("{c}:25"), None),
+        6 => (format!("_{c}"), None),
+        _ => same(c.to_string()),
+    }
+}
+
+/// A random request: the token, kind, id as sent, level, scope, and the id
+/// it means (a domain's canonical id, or "" for none).
+fn random_request(rng: &mut StdRng, w: &World) -> (String, Kind, String, Level, String, String) {
     let t = &w.tokens[rng.gen_range(0..w.tokens.len())];
     let token = match rng.gen_range(0..20) {
         0 => token::assemble(t.id, &token::new_secret_part())
@@ -357,7 +397,13 @@ fn random_request(rng: &mut StdRng, w: &World) -> (String, Kind, String, Level, 
         1 => "unknown_scope".into(),
         _ => SCOPES[rng.gen_range(0..SCOPES.len())].to_string(),
     };
-    (token, kind, id, level(rng), scope)
+    let (sent, meant) = if kind == Kind::Domain && rng.gen_bool(0.5) {
+        let (sent, meant) = spelling(rng, &id);
+        (sent, meant.unwrap_or_default())
+    } else {
+        (id.clone(), id)
+    };
+    (token, kind, sent, level(rng), scope, meant)
 }
 
 // ------------------------------------------------------------ mutations
@@ -365,15 +411,19 @@ fn random_request(rng: &mut StdRng, w: &World) -> (String, Kind, String, Level, 
 /// One admin call a caller tries.
 #[derive(Clone, Debug)]
 enum Mutation {
+    /// `sent` is the id as sent, `id` what it means (a domain's canonical
+    /// id; "" when `sent` is not a host name).
     Register {
         account: u64,
         kind: Kind,
+        sent: String,
         id: String,
         parent: Option<String>,
     },
     Delete {
         account: u64,
         kind: Kind,
+        sent: String,
         id: String,
     },
     CreateToken {
@@ -434,8 +484,10 @@ impl World {
                 kind,
                 id,
                 parent,
+                ..
             } => {
                 *account == own.id
+                    && !id.is_empty()
                     && !self.accounts.iter().any(|a| a.owns(*kind, id))
                     && match (kind, parent) {
                         (Kind::Project, None) => {
@@ -452,7 +504,9 @@ impl World {
                         _ => false,
                     }
             }
-            Mutation::Delete { account, kind, id } => {
+            Mutation::Delete {
+                account, kind, id, ..
+            } => {
                 *account == own.id
                     && self.admin_on(t, *kind, id)
                     && if *kind == Kind::Domain {
@@ -567,18 +621,42 @@ fn random_mutation(rng: &mut StdRng, w: &World, caller: &RefToken, fresh: u32) -
         1 if !own.projects.is_empty() => Mutation::Register {
             account,
             kind: Kind::Sandbox,
+            sent: format!("ns{fresh}"),
             id: format!("ns{fresh}"),
             parent: Some(own.projects[rng.gen_range(0..own.projects.len())].clone()),
         },
-        2 => Mutation::Register {
-            account,
-            kind: Kind::Domain,
-            id: format!("nd{fresh}.example"),
-            parent: None,
-        },
+        2 => {
+            // A new domain, or another spelling of one that any account
+            // (this one or another) holds already.
+            let taken: Vec<&String> = w.accounts.iter().flat_map(|a| &a.domains).collect();
+            let c = if taken.is_empty() || rng.gen_bool(0.5) {
+                format!("nd{fresh}.example")
+            } else {
+                taken[rng.gen_range(0..taken.len())].clone()
+            };
+            let (sent, id) = spelling(rng, &c);
+            Mutation::Register {
+                account,
+                kind: Kind::Domain,
+                sent,
+                id: id.unwrap_or_default(),
+                parent: None,
+            }
+        }
         3 if !resources.is_empty() => {
             let (kind, id) = pick(rng, &resources);
-            Mutation::Delete { account, kind, id }
+            let (sent, id) = if kind == Kind::Domain {
+                let (sent, id) = spelling(rng, &id);
+                (sent, id.unwrap_or_default())
+            } else {
+                (id.clone(), id)
+            };
+            Mutation::Delete {
+                account,
+                kind,
+                sent,
+                id,
+            }
         }
         4 => {
             resources.push((Kind::Account, own.id.to_string()));
@@ -591,6 +669,7 @@ fn random_mutation(rng: &mut StdRng, w: &World, caller: &RefToken, fresh: u32) -
         _ => Mutation::Register {
             account,
             kind: Kind::Project,
+            sent: format!("np{fresh}"),
             id: format!("np{fresh}"),
             parent: None,
         },
@@ -613,8 +692,9 @@ async fn run_mutation(
         Mutation::Register {
             account,
             kind,
-            id: rid,
+            sent: rid,
             parent,
+            ..
         } => engine
             .register_resource(
                 id,
@@ -629,7 +709,8 @@ async fn run_mutation(
         Mutation::Delete {
             account,
             kind,
-            id: rid,
+            sent: rid,
+            ..
         } => engine
             .delete_resource(
                 id,
@@ -705,7 +786,7 @@ fn decide(
 ) -> Result<(u64, u64), TestCaseError> {
     let (mut decisions, mut cross_allows) = (0u64, 0u64);
     for _ in 0..n {
-        let (tok, kind, id, lvl, scope) = random_request(rng, world);
+        let (tok, kind, id, lvl, scope, meant) = random_request(rng, world);
         let check = Check {
             kind,
             id: &id,
@@ -716,7 +797,7 @@ fn decide(
             Cached::Decided(d) => (d.allowed, d.reason),
             Cached::NeedsArgon2 { .. } => panic!("a world token without its digest"),
         };
-        let want = reference(world, &tok, kind, &id, lvl, &scope, now);
+        let want = reference(world, &tok, kind, &meant, lvl, &scope, now);
         prop_assert_eq!(
             real,
             want,
@@ -739,7 +820,7 @@ fn decide(
                 .iter()
                 .find(|a| a.id == t.account)
                 .expect("account");
-            cross_allows += u64::from(!owner.owns(kind, &id));
+            cross_allows += u64::from(!owner.owns(kind, &meant));
         }
         decisions += 1;
     }
