@@ -103,6 +103,28 @@ pub struct Config {
     /// system's roots. The certificate must also name the host.
     #[arg(long, env = "KEYWARD_PG_CA_FILE")]
     pub pg_ca_file: Option<PathBuf>,
+
+    /// PEM certificate chain (leaf first): with --tls-key, the gRPC and HTTP
+    /// ports speak TLS only (1.2 and 1.3). Re-read when it changes (checked
+    /// every 5 s and on SIGHUP); a follower also presents it to its primary.
+    #[arg(long, env = "KEYWARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1). Never logged;
+    /// a file readable by group or others gets a warning at start.
+    #[arg(long, env = "KEYWARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s) client certificates must chain to: the gRPC
+    /// port then refuses a client without one; the HTTP port answers only
+    /// /healthz and /readyz without one. Needs --tls-cert.
+    #[arg(long, env = "KEYWARD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Follower with `--follow https://...`: PEM CA certificate(s) the
+    /// primary's certificate must chain to (default: the system roots).
+    #[arg(long, env = "KEYWARD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// A store connection string: it may hold a password, so it prints as
@@ -159,6 +181,22 @@ impl Config {
         if self.follow.is_some() && self.routes.is_none() {
             // Fine: Authorize alone. Check then denies every request.
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err("--tls-cert needs --tls-key (the certificate's private key)".into())
+            }
+            (None, Some(_)) => {
+                return Err("--tls-key needs --tls-cert (the key's certificate chain)".into())
+            }
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(
+                "--tls-client-ca needs --tls-cert and --tls-key: client certificates \
+                 are verified only on a TLS port"
+                    .into(),
+            );
+        }
         if self.stale_after.is_zero() {
             return Err("--stale-after must be positive".into());
         }
@@ -169,6 +207,16 @@ impl Config {
             return Err("--request-timeout and --usage-flush-interval must be positive".into());
         }
         Ok(())
+    }
+
+    /// The TLS files of both ports, when --tls-cert and --tls-key are given
+    /// (after [`Config::validate`], both or neither are).
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     /// The digest key file in effect.

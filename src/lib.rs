@@ -17,6 +17,7 @@
 //! - [`model`]: resource kinds, levels, grants, scopes, input validation.
 //! - [`error`]: domain errors and their mapping to gRPC status codes.
 //! - [`http`]: the HTTP port: its own accept loop (header deadline, connection cap), probes, metrics, the REST facades' own limit.
+//! - [`tls`]: TLS on both ports: certificate files loaded, checked, reloaded on change.
 //! - [`metrics`]: metric handles, registered once.
 //! - [`logs`]: the budget of log lines callers can cause (rate limit, clipped values),
 //!   and the subscriber, with its caps on dependencies that log stored records.
@@ -45,4 +46,5 @@ pub mod seed;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod token;

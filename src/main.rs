@@ -100,6 +100,8 @@ async fn serve(config: Config, secret: Option<String>) -> Result<(), server::Ser
             stale_after: config.stale_after,
             serve_stale: config.stale_mode == "serve",
         }),
+        tls: config.tls_files(),
+        tls_ca: config.tls_ca.clone(),
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<server::Ready>();
     tokio::spawn(async move {

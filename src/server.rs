@@ -109,6 +109,11 @@ pub struct Options {
     pub follow: Option<Follow>,
     /// PostgreSQL mode: the shared store instead of sled in `data_dir`.
     pub postgres: Option<Postgres>,
+    /// TLS on both ports (none: plaintext, as without `--tls-cert`).
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Follower with an https primary: the CA file its certificate must
+    /// chain to (none: the system roots).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Follower mode settings.

@@ -113,3 +113,29 @@ fn store_flags_are_checked_and_the_password_never_printed() {
     assert!(stderr.contains("PostgreSQL"), "{stderr}");
     assert!(!stderr.contains("s3cr3t-pw"), "{stderr}");
 }
+
+/// The TLS flags come in pairs: a certificate without its key (or the
+/// reverse), or client CAs without a certificate to serve, exit 64 naming
+/// the flag, before any file is read.
+#[test]
+fn tls_flags_come_in_pairs() {
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--tls-cert", "/nonexistent/cert.pem"],
+            "--tls-cert needs --tls-key",
+        ),
+        (
+            vec!["--tls-key", "/nonexistent/key.pem"],
+            "--tls-key needs --tls-cert",
+        ),
+        (
+            vec!["--tls-client-ca", "/nonexistent/ca.pem"],
+            "--tls-client-ca needs --tls-cert",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, stderr) = keyward(&args);
+        assert_eq!(code, Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}

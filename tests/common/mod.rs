@@ -55,6 +55,8 @@ pub fn options(dir: &Path, clock: Arc<ManualClock>) -> Options {
         replication_secret: Some(REPLICATION_SECRET.into()),
         follow: None,
         postgres: test_postgres(dir),
+        tls: None,
+        tls_ca: None,
     }
 }
 
