@@ -415,19 +415,29 @@ fn ends_in_a_number(name: &[u8]) -> bool {
 /// labels of 1..=63 `a-z 0-9 -`, no hyphen first or last in a label, no
 /// trailing dot, a top label that is not a number. With `a_labels` false,
 /// a label starting `xn--` fails too (only UTS 46 can tell a valid A-label).
+/// One pass over the bytes: Authorize runs it on every DOMAIN check.
 fn has_canonical_shape(name: &[u8], a_labels: bool) -> bool {
     if name.is_empty() || name.len() > limits::RESOURCE_ID_MAX {
         return false;
     }
-    name.split(|&b| b == b'.').all(|label| {
-        (1..=LABEL_MAX).contains(&label.len())
-            && label.first() != Some(&b'-')
-            && label.last() != Some(&b'-')
-            && (a_labels || !label.starts_with(b"xn--"))
-            && label
-                .iter()
-                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    }) && !ends_in_a_number(name)
+    // Whether the label name[start..end] is whole: 1..=63 bytes, no hyphen
+    // last (a hyphen first is refused as it is read), not an `xn--` one
+    // unless allowed.
+    let label_ok = |start: usize, end: usize| {
+        (1..=LABEL_MAX).contains(&(end - start))
+            && name[end - 1] != b'-'
+            && (a_labels || !name[start..end].starts_with(b"xn--"))
+    };
+    let mut start = 0;
+    for (i, &b) in name.iter().enumerate() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' => {}
+            b'-' if i > start => {}
+            b'.' if i > start && label_ok(start, i) => start = i + 1,
+            _ => return false,
+        }
+    }
+    start < name.len() && label_ok(start, name.len()) && !ends_in_a_number(&name[start..])
 }
 
 /// The canonical spelling of a DOMAIN id: lower case, IDNA A-labels per
