@@ -194,7 +194,7 @@ fn served(load: &Load, phase: usize) -> (usize, Vec<Duration>, Phase) {
 /// 24 connections × 256 header-only streams (6,144, more than the 4,096
 /// in-flight slots), kept up for 8 s, take no in-flight slot: valid
 /// Authorize and Check callers are >= 99 % served during the attack, with
-/// p99 <= 4x their baseline + 50 ms (a starvation guard); every
+/// p99 <= 4x their baseline + 200 ms (a starvation guard); every
 /// stalled stream is answered DEADLINE_EXCEEDED at the header-to-message
 /// deadline (3 s, before the 5 s request timeout), with or without part of
 /// a message; the bidirectional reflection method, which is not buffered,
@@ -341,8 +341,8 @@ async fn header_only_streams_take_no_in_flight_slot() {
         // A starvation guard: the latency target (p99 <= 1.5x) is
         // measured in release by keyward-bench scenario 13.
         assert!(
-            p99 <= base_p99 * 4 + Duration::from_millis(50),
-            "valid {name} p99 during the attack {p99:?} > 4 x baseline {base_p99:?} + 50 ms"
+            p99 <= base_p99 * 4 + Duration::from_millis(200),
+            "valid {name} p99 during the attack {p99:?} > 4 x baseline {base_p99:?} + 200 ms"
         );
     }
     assert_eq!(

@@ -124,7 +124,7 @@ impl Bench {
     /// answered (>= 95 % within 100 ms, none failing the 1 s client
     /// timeout: this debug process on a shared 2-core box saw 300 ms probes
     /// with no attack at all), valid Authorize >= 99 % OK with p99 <= 4x the
-    /// baseline + 50 ms (a starvation guard; the latency targets are
+    /// baseline + 200 ms (a starvation guard; the latency targets are
     /// keyward-bench's, in release).
     async fn finish(self, attack: &str) {
         self.load.phase.store(2, Ordering::Relaxed);
@@ -198,8 +198,8 @@ impl Bench {
                 fast.last()
             );
             assert!(
-                p99 <= base_p99 * 4 + Duration::from_millis(50),
-                "{name}: valid Authorize p99 {p99:?} > 4 x baseline {base_p99:?} + 50 ms"
+                p99 <= base_p99 * 4 + Duration::from_millis(200),
+                "{name}: valid Authorize p99 {p99:?} > 4 x baseline {base_p99:?} + 200 ms"
             );
         }
         self.s.stop().await.expect("clean stop");

@@ -387,7 +387,7 @@ async fn admin_failures(
 /// its stderr stays under `LOG_BYTES_PER_SECOND` in every second and
 /// `LINE_MAX` per line, that a `suppressed N log lines` line counts what
 /// was dropped, and that valid Authorize callers are served (>= 99 % OK,
-/// p99 <= 4x baseline + 50 ms, a starvation guard).
+/// p99 <= 4x baseline + 200 ms, a starvation guard).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_floods_stay_within_a_fixed_byte_rate() {
     let _serial = super::SERIAL.lock().await;
@@ -636,7 +636,7 @@ async fn log_floods_stay_within_a_fixed_byte_rate() {
     assert!(
         // A starvation guard: the attacker and the client share this
         // machine; the latency target is measured in release by keyward-bench.
-        p99 <= base_p99 * 4 + Duration::from_millis(50),
+        p99 <= base_p99 * 4 + Duration::from_millis(200),
         "valid Authorize p99 {p99:?} during the flood, baseline {base_p99:?}"
     );
 }
