@@ -1175,13 +1175,13 @@ enum Proof<'i> {
 /// Decides for an authentic token and records its use. A DOMAIN id is
 /// looked up in its canonical spelling (borrowed, with no allocation, when
 /// it is one already): every spelling of a domain gets the same decision.
-/// One that is not a host name is looked up as the empty id, which nothing
-/// is registered under: UNKNOWN_RESOURCE, after the token's own checks.
+/// One that is not a host name is looked up as an id nothing is registered
+/// under: UNKNOWN_RESOURCE, after the token's own checks.
 fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64) -> Decision {
     let canonical;
     let domain_check;
     let check = if check.kind == Kind::Domain {
-        canonical = model::canonical_host(check.id).unwrap_or_default();
+        canonical = model::domain_lookup_key(check.id);
         domain_check = Check {
             id: &canonical,
             ..*check
