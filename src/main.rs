@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(serve(config, secret)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ server::ServeError::Routes(_)) => {
+        Err(e @ (server::ServeError::Routes(_) | server::ServeError::Tls(_))) => {
             eprintln!("keyward: {e}");
             ExitCode::from(EXIT_USAGE)
         }

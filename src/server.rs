@@ -80,6 +80,10 @@ pub enum ServeError {
     /// The routes file is invalid (the message points to the line).
     #[error("--routes: {0}")]
     Routes(#[from] crate::routes::RoutesError),
+    /// A TLS file is missing, unreadable, not PEM, or the key is not the
+    /// certificate's (the message names the flag and the file).
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Everything `run` needs besides its listeners.
@@ -217,6 +221,14 @@ pub async fn run(
         None => Routes::default(),
     };
     let route_count = routes.len();
+    // So are bad TLS files; SIGHUP is listened to from here on.
+    let tls = match &opts.tls {
+        Some(files) => Some((
+            crate::tls::Tls::start(files.clone())?,
+            crate::tls::Hangup::listen(),
+        )),
+        None => None,
+    };
     let routes = Arc::new(SharedRoutes::new(routes));
     let mut listen_config = None;
     let (engine, is_new) = match (&opts.follow, &opts.postgres) {
@@ -389,14 +401,21 @@ pub async fn run(
             })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(16 * MAX_MESSAGE_BYTES),
-        )
+        );
+    let grpc_task = match &tls {
         // No Nagle: a response split over several writes must not wait for
         // the client's delayed ACK (40 ms stalls on large batches).
-        .serve_with_incoming_shutdown(
+        None => tokio::spawn(grpc_server.serve_with_incoming_shutdown(
             TcpIncoming::from(grpc).with_nodelay(Some(true)),
             grpc_shutdown,
-        );
-    let grpc_task = tokio::spawn(grpc_server);
+        )),
+        // TLS: each handshake in a task of its own, under a deadline; no
+        // Nagle there either.
+        Some((tls, _)) => tokio::spawn(grpc_server.serve_with_incoming_shutdown(
+            crate::tls::grpc_incoming(grpc, tls.clone(), wait_for_stop(stop_rx.clone())),
+            grpc_shutdown,
+        )),
+    };
 
     let http_shutdown = wait_for_stop(stop_rx.clone());
     let http_app = crate::http::router(engine.clone());
@@ -407,6 +426,7 @@ pub async fn run(
         http,
         http_app,
         http_cap,
+        tls.as_ref().map(|(tls, _)| tls.clone()),
         http_shutdown,
     ));
 
@@ -484,6 +504,14 @@ pub async fn run(
         ));
         (listener, sync)
     });
+    // New certificates for new connections, without a restart.
+    let tls_watch = tls.map(|(tls, hangup)| {
+        tokio::spawn(crate::tls::watch(
+            tls,
+            hangup,
+            wait_for_stop(stop_rx.clone()),
+        ))
+    });
     let routes_watch = opts.routes_file.clone().map(|path| {
         tokio::spawn(watch_routes(
             path,
@@ -504,6 +532,9 @@ pub async fn run(
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     let _ = jobs.await;
     if let Some(w) = routes_watch {
+        let _ = w.await;
+    }
+    if let Some(w) = tls_watch {
         let _ = w.await;
     }
     if let Some(f) = follower_task {

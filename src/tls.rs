@@ -1,7 +1,57 @@
-//! TLS on keyward's ports: the certificate, key and client-CA files, loaded,
-//! checked and reloaded without a restart.
+//! TLS on keyward's ports: the certificate, key and client-CA files, loaded
+//! and checked ([`load`]), held where each new connection takes the config
+//! in force ([`Tls`]), reloaded when the files change or on SIGHUP
+//! ([`watch`]); and the gRPC port's TLS accept loop ([`grpc_incoming`]).
+//!
+//! - Both ports serve the same certificate: the gRPC port with ALPN `h2`,
+//!   the HTTP port with ALPN `http/1.1`; TLS 1.2 and 1.3 (rustls, ring).
+//! - With a client CA, the gRPC port refuses a handshake without a client
+//!   certificate chaining to it; the HTTP port verifies one when presented
+//!   (a bad one fails the handshake) and otherwise lets the connection
+//!   reach the probes only (see [`crate::http::serve`]).
+//! - A reload that fails (unreadable file, bad PEM, key not matching the
+//!   certificate) logs one warning naming the file and keeps the config in
+//!   force; connections already open keep theirs either way.
+//! - Every handshake runs in a task of its own under a deadline, so a
+//!   client that never finishes one holds no place in any accept loop.
+//!
+//! Metrics: `keyward_tls_reloads_total{result="ok|refused"}`,
+//! `keyward_tls_handshake_failures_total{port="grpc|http"}`.
+//! No error or log line carries key material: PEM errors are described,
+//! never quoted.
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use metrics::counter;
+use parking_lot::{Mutex, RwLock};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// How often the files are looked at for changes (SIGHUP reloads at once).
+pub const POLL: Duration = Duration::from_secs(5);
+
+/// Time a gRPC client has to finish its TLS handshake.
+pub const GRPC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time an HTTP client has to finish its TLS handshake (then the header
+/// deadline of [`crate::http::serve`] applies).
+pub const HTTP_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Finished gRPC handshakes waiting for the server to take them.
+const HANDED_OVER_MAX: usize = 128;
 
 /// The files that make a port speak TLS (`--tls-cert`, `--tls-key`,
 /// `--tls-client-ca`).
@@ -16,3 +66,476 @@ pub struct TlsFiles {
     /// client certificate is asked for).
     pub client_ca: Option<PathBuf>,
 }
+
+impl TlsFiles {
+    /// Every file with the flag that names it.
+    fn each(&self) -> impl Iterator<Item = (&'static str, &Path)> {
+        [
+            Some(("--tls-cert", self.cert.as_path())),
+            Some(("--tls-key", self.key.as_path())),
+            self.client_ca.as_deref().map(|ca| ("--tls-client-ca", ca)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// Why a set of TLS files cannot be served: the flag, the file, and what is
+/// wrong with it (never its content).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{flag} {}: {problem}", path.display())]
+pub struct TlsError {
+    /// The flag that names the file.
+    pub flag: &'static str,
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl TlsError {
+    fn new(flag: &'static str, path: &Path, problem: impl Into<String>) -> TlsError {
+        TlsError {
+            flag,
+            path: path.to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The two ports' configs made from one set of files.
+#[derive(Clone)]
+pub struct Configs {
+    /// The gRPC port: ALPN h2; a client certificate required with a CA.
+    pub grpc: Arc<ServerConfig>,
+    /// The HTTP port: ALPN http/1.1; a client certificate verified when
+    /// presented, not required.
+    pub http: Arc<ServerConfig>,
+}
+
+/// Reads and checks `files` and builds both ports' configs: the chain and
+/// key must parse, the key must be the leaf's, the client CAs must be
+/// usable trust anchors.
+pub fn load(files: &TlsFiles) -> Result<Configs, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = read_certs("--tls-cert", &files.cert)?;
+    let key = read_key(&files.key)?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::new("--tls-key", &files.key, format!("unusable key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            return Err(TlsError::new(
+                "--tls-key",
+                &files.key,
+                format!(
+                    "does not match the certificate in {} (the first certificate of --tls-cert)",
+                    files.cert.display()
+                ),
+            ))
+        }
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            return Err(TlsError::new(
+                "--tls-key",
+                &files.key,
+                "cannot be checked against the certificate (unsupported key type)",
+            ))
+        }
+        Err(e) => {
+            return Err(TlsError::new(
+                "--tls-cert",
+                &files.cert,
+                format!("first certificate unusable: {e}"),
+            ))
+        }
+    }
+    let resolver = Arc::new(SingleCertAndKey::from(certified));
+    let (grpc_verifier, http_verifier) = match &files.client_ca {
+        None => (None, None),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs("--tls-client-ca", path)? {
+                roots.add(cert).map_err(|e| {
+                    TlsError::new(
+                        "--tls-client-ca",
+                        path,
+                        format!("not a usable CA certificate: {e}"),
+                    )
+                })?;
+            }
+            let roots = Arc::new(roots);
+            let verifier = |required: bool| {
+                let builder =
+                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+                let builder = if required {
+                    builder
+                } else {
+                    builder.allow_unauthenticated()
+                };
+                builder
+                    .build()
+                    .map_err(|e| TlsError::new("--tls-client-ca", path, format!("unusable: {e}")))
+            };
+            (Some(verifier(true)?), Some(verifier(false)?))
+        }
+    };
+    let config = |verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+                  alpn: &[u8]|
+     -> Result<Arc<ServerConfig>, TlsError> {
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::new("--tls-cert", &files.cert, e.to_string()))?;
+        let builder = match verifier {
+            Some(v) => builder.with_client_cert_verifier(v),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Ok(Arc::new(config))
+    };
+    Ok(Configs {
+        grpc: config(grpc_verifier.map(|v| v as _), b"h2")?,
+        http: config(http_verifier.map(|v| v as _), b"http/1.1")?,
+    })
+}
+
+/// Reads `path` whole (a PEM file is small).
+fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::new(flag, path, e.to_string()))
+}
+
+/// The certificates of a PEM file, in order; at least one.
+fn read_certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(flag, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::new(flag, path, pem_problem(&e, "CERTIFICATE")))?;
+    if certs.is_empty() {
+        return Err(TlsError::new(flag, path, "no PEM CERTIFICATE in it"));
+    }
+    Ok(certs)
+}
+
+/// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read("--tls-key", path)?;
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| TlsError::new("--tls-key", path, pem_problem(&e, "PRIVATE KEY")))
+}
+
+/// What is wrong with a PEM file, without quoting it (its lines may be
+/// key material).
+fn pem_problem(e: &rustls_pki_types::pem::Error, what: &str) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::NoItemsFound => format!("no PEM {what} in it"),
+        Error::MissingSectionEnd { .. } => "a PEM section has no END line".into(),
+        Error::IllegalSectionStart { .. } => "a malformed PEM BEGIN line".into(),
+        Error::Base64Decode(_) => "bad base64 in a PEM section".into(),
+        Error::Io(e) => e.to_string(),
+        _ => "not valid PEM".into(),
+    }
+}
+
+/// A file's identity: a change of either means a new file.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The TLS configs in force, and the files they come from. Each new
+/// connection takes the config in force when it starts (one read lock).
+pub struct Tls {
+    /// Where the configs come from.
+    files: TlsFiles,
+    /// The configs in force.
+    current: RwLock<Configs>,
+    /// The files' stamps when last loaded (or refused): a change starts a
+    /// reload, an unchanged bad file is not warned about again.
+    stamps: Mutex<Vec<Stamp>>,
+}
+
+impl Tls {
+    /// Loads `files` at start: an error refuses the start. A key file
+    /// readable by group or others is warned about.
+    pub fn start(files: TlsFiles) -> Result<Arc<Tls>, TlsError> {
+        let stamps = files.each().map(|(_, p)| stamp(p)).collect();
+        let configs = load(&files)?;
+        warn_if_key_exposed(&files.key);
+        Ok(Arc::new(Tls {
+            files,
+            current: RwLock::new(configs),
+            stamps: Mutex::new(stamps),
+        }))
+    }
+
+    /// The files served.
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// The gRPC port's config in force.
+    pub fn grpc_config(&self) -> Arc<ServerConfig> {
+        self.current.read().grpc.clone()
+    }
+
+    /// The HTTP port's config in force.
+    pub fn http_config(&self) -> Arc<ServerConfig> {
+        self.current.read().http.clone()
+    }
+
+    /// Whether client certificates are verified (`--tls-client-ca`): the
+    /// HTTP port then serves only the probes to a client without one.
+    pub fn verifies_clients(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
+    /// Loads the files again: a good set replaces the configs for new
+    /// connections; a bad one is refused (one warning naming the file) and
+    /// the configs in force stay. Counted in `keyward_tls_reloads_total`.
+    pub fn reload(&self, why: &str) -> Result<(), TlsError> {
+        // Stamps before reading: a write after this is seen next time.
+        let now: Vec<Stamp> = self.files.each().map(|(_, p)| stamp(p)).collect();
+        *self.stamps.lock() = now;
+        match load(&self.files) {
+            Ok(configs) => {
+                *self.current.write() = configs;
+                counter!("keyward_tls_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(why, cert = %self.files.cert.display(), "TLS certificate reloaded; new connections use it");
+                Ok(())
+            }
+            Err(e) => {
+                counter!("keyward_tls_reloads_total", "result" => "refused").increment(1);
+                tracing::warn!(error = %e, why, "TLS files not reloaded; the certificate in force stays");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads if a file changed (mtime or length) since the last load;
+    /// None if none did.
+    pub fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
+        let now: Vec<Stamp> = self.files.each().map(|(_, p)| stamp(p)).collect();
+        if *self.stamps.lock() == now {
+            return None;
+        }
+        Some(self.reload("file changed"))
+    }
+}
+
+/// Warns when the key file is readable by group or others.
+fn warn_if_key_exposed(key: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(key) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %key.display(),
+                    mode = format_args!("{mode:04o}"),
+                    "--tls-key is readable by group or others; make it 0600 (or 0400)"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = key;
+}
+
+/// A SIGHUP listener, registered when made (so a SIGHUP sent once the
+/// server is up never meets the default action, which ends the process).
+pub struct Hangup {
+    /// The signal stream (none: SIGHUP cannot be listened to here).
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    /// Starts listening for SIGHUP.
+    pub fn listen() -> Hangup {
+        Hangup {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Resolves on the next SIGHUP (never, where there is none).
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = self.signal.as_mut() {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+/// Reloads `tls` on SIGHUP and when its files change (checked every
+/// [`POLL`]) until `stop` resolves.
+pub async fn watch(tls: Arc<Tls>, mut hangup: Hangup, stop: impl std::future::Future<Output = ()>) {
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        let forced = tokio::select! {
+            _ = &mut stop => return,
+            _ = hangup.recv() => true,
+            _ = poll.tick() => false,
+        };
+        let t = tls.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if forced {
+                let _ = t.reload("SIGHUP");
+            } else {
+                let _ = t.reload_if_changed();
+            }
+        })
+        .await;
+    }
+}
+
+/// Counts a failed or abandoned handshake on `port`.
+pub fn handshake_failed(port: &'static str) {
+    counter!("keyward_tls_handshake_failures_total", "port" => port).increment(1);
+}
+
+/// A gRPC connection whose TLS handshake is done. Tells tonic the TCP
+/// addresses, as a plaintext connection does (the admission layer keys
+/// on the peer's address).
+pub struct TlsConn {
+    /// The TLS stream.
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    /// Its TCP addresses.
+    info: TcpConnectInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The gRPC port's connections over TLS, for tonic's
+/// `serve_with_incoming_shutdown`: a task accepts TCP (no Nagle), runs
+/// each handshake in a task of its own under [`GRPC_HANDSHAKE_TIMEOUT`]
+/// with the config in force, and hands finished ones over. It stops when
+/// `stop` resolves or the server drops the stream.
+pub fn grpc_incoming(
+    listener: TcpListener,
+    tls: Arc<Tls>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsConn>> {
+    let (tx, rx) = mpsc::channel(HANDED_OVER_MAX);
+    tokio::spawn(accept_grpc(listener, tls, tx, stop));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn accept_grpc(
+    listener: TcpListener,
+    tls: Arc<Tls>,
+    tx: mpsc::Sender<io::Result<TlsConn>>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut handshakes = JoinSet::new();
+    let mut failing = false;
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            _ = tx.closed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        while handshakes.try_join_next().is_some() {}
+        let (stream, remote) = match accepted {
+            Ok(accepted) => {
+                failing = false;
+                accepted
+            }
+            Err(e) if crate::http::serve::is_client_error(&e) => continue,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "gRPC port: cannot accept connections; retrying");
+                    failing = true;
+                }
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(crate::http::serve::ACCEPT_RETRY) => continue,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let info = TcpConnectInfo {
+            local_addr: stream.local_addr().ok(),
+            remote_addr: Some(remote),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.grpc_config());
+        let tx = tx.clone();
+        handshakes.spawn(async move {
+            match tokio::time::timeout(GRPC_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let _ = tx.send(Ok(TlsConn { stream, info })).await;
+                }
+                Ok(Err(e)) => {
+                    handshake_failed("grpc");
+                    tracing::debug!(error = %e, peer = %remote, "gRPC port: TLS handshake failed");
+                }
+                Err(_) => {
+                    handshake_failed("grpc");
+                    tracing::debug!(peer = %remote, "gRPC port: TLS handshake timed out");
+                }
+            }
+        });
+    }
+    // Dropping the set aborts the handshakes still running.
+}
+
+#[cfg(test)]
+mod tests;

@@ -139,3 +139,86 @@ fn tls_flags_come_in_pairs() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+/// Bad TLS files refuse the start with exit 64 and a message naming the
+/// flag and the file: a missing certificate, a key that is not the
+/// certificate's, a certificate file with no certificate in it. A key file
+/// readable by others is warned about, naming it (that start then fails on
+/// a digest key file that is a directory, exit 1, after the TLS files were
+/// loaded).
+#[test]
+fn tls_files_are_checked_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let cert_file = write("server.crt", &cert.pem());
+    let key_file = write("server.key", &key.serialize_pem());
+    let other_key = write(
+        "other.key",
+        &rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    );
+    let missing = dir.path().join("missing.crt");
+    let missing = missing.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--tls-cert", missing, "--tls-key", &key_file],
+            "--tls-cert",
+        ),
+        (
+            vec!["--tls-cert", &cert_file, "--tls-key", &other_key],
+            "does not match the certificate",
+        ),
+        (
+            vec!["--tls-cert", &key_file, "--tls-key", &key_file],
+            "no PEM CERTIFICATE",
+        ),
+        (
+            vec![
+                "--tls-cert",
+                &cert_file,
+                "--tls-key",
+                &key_file,
+                "--tls-client-ca",
+                &key_file,
+            ],
+            "--tls-client-ca",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, stderr) = keyward(&args);
+        assert_eq!(code, Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        // The file named is one of the arguments.
+        assert!(
+            args.iter().any(|a| a.contains('/') && stderr.contains(a)),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("PRIVATE KEY-----"), "{stderr}");
+    }
+
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let key_dir = dir.path().to_str().unwrap();
+    let (code, stderr) = keyward(&[
+        "--tls-cert",
+        &cert_file,
+        "--tls-key",
+        &key_file,
+        "--digest-key-file",
+        key_dir,
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("readable by group or others") && stderr.contains(&key_file),
+        "{stderr}"
+    );
+}

@@ -5,6 +5,12 @@
 //! graceful drain on shutdown, and the open-files limit the cap is sized
 //! from.
 //!
+//! With TLS ([`crate::tls`]) each connection's handshake runs in its task,
+//! after it took its place under the cap, within
+//! [`crate::tls::HTTP_HANDSHAKE_TIMEOUT`]. With client CAs, a connection
+//! without a verified client certificate is answered only on the probe
+//! paths ([`PROBES`]); anything else is 401.
+//!
 //! `axum::serve` sets no timer (so hyper's header-read timeout never fires)
 //! and accepts connections until the process runs out of file descriptors;
 //! then the gRPC port cannot accept either.
@@ -70,12 +76,21 @@ const ACCEPT_BURST: usize = 8;
 
 /// Pause after an accept error that is not the client's (e.g. out of file
 /// descriptors), so the loop does not spin.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// What a refused connection is told (best effort: it is closed at once).
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 retry-after: 1\r\nconnection: close\r\ncontent-length: 48\r\n\r\n\
 {\"error\":\"too many open connections; try again\"}";
+
+/// The paths served to a TLS client without a verified client certificate
+/// when client certificates are verified: kubelet's HTTPS probes present
+/// none, and these tell only whether keyward serves.
+pub const PROBES: [&str; 2] = ["/healthz", "/readyz"];
+
+/// The answer to anything else without a verified client certificate.
+const CLIENT_CERT_REQUIRED: &str =
+    "{\"error\":\"a client certificate is required (only /healthz and /readyz answer without one)\"}";
 
 /// The process's open-files limit (`RLIMIT_NOFILE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,11 +199,13 @@ fn cap_for(soft: Option<u64>) -> usize {
 
 /// Serves `app` on `listener`, at most `cap` connections at once, until
 /// `shutdown` resolves; then stops accepting, lets each connection finish
-/// its request (at most `DRAIN_MAX`) and returns.
+/// its request (at most `DRAIN_MAX`) and returns. With `tls`, connections
+/// speak TLS only.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     cap: usize,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     deepen_accept_queue(&listener);
@@ -241,6 +258,7 @@ pub async fn serve(
                 tasks.spawn(connection(
                     stream,
                     app.clone(),
+                    tls.clone(),
                     conn,
                     registry.clone(),
                     stop_rx.clone(),
@@ -293,7 +311,7 @@ pub fn deepen_accept_queue(listener: &TcpListener) {
 pub fn deepen_accept_queue(_listener: &TcpListener) {}
 
 /// Accept errors that concern one connection only.
-fn is_client_error(e: &std::io::Error) -> bool {
+pub(crate) fn is_client_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),
@@ -307,26 +325,77 @@ fn refuse(stream: TcpStream) {
     let _ = stream.try_write(REFUSED);
 }
 
-/// Serves one connection until it ends, is evicted, or the server stops.
+/// Serves one connection until it ends, is evicted, or the server stops;
+/// with `tls`, after its handshake.
 async fn connection(
     stream: TcpStream,
     app: Router,
+    tls: Option<Arc<crate::tls::Tls>>,
     conn: Arc<Conn>,
     registry: Arc<Registry>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let _leave = Leave {
         registry: registry.clone(),
         conn: conn.clone(),
     };
     let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return http(stream, app, false, conn, registry, stop).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.http_config());
+    let peer = stream.peer_addr().ok();
+    let handshake =
+        tokio::time::timeout(crate::tls::HTTP_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let mut stopped = stop.clone();
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                crate::tls::handshake_failed("http");
+                tracing::debug!(error = %e, peer = ?peer, "HTTP port: TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                crate::tls::handshake_failed("http");
+                tracing::debug!(peer = ?peer, "HTTP port: TLS handshake timed out");
+                return;
+            }
+        },
+        // Handshaking counts as idle: evicted first, like any idle one.
+        _ = conn.evict.notified() => return,
+        _ = stopped.wait_for(|s| *s) => return,
+    };
+    // The verifier refused a bad certificate in the handshake: one
+    // presented here chains to the client CAs.
+    let probes_only = tls.verifies_clients() && stream.get_ref().1.peer_certificates().is_none();
+    http(stream, app, probes_only, conn, registry, stop).await
+}
+
+/// Serves HTTP/1 on one connection (plaintext or TLS); `probes_only`: a
+/// client without a verified certificate where one is required gets only
+/// the [`PROBES`].
+async fn http<IO>(
+    io: IO,
+    app: Router,
+    probes_only: bool,
+    conn: Arc<Conn>,
+    registry: Arc<Registry>,
+    mut stop: watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let app = TowerToHyperService::new(app);
     let tracked = conn.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let busy = Busy::start(&tracked, &registry);
-        let response = hyper::service::Service::call(&app, req);
+        let response = (!probes_only || PROBES.contains(&req.uri().path()))
+            .then(|| hyper::service::Service::call(&app, req));
         async move {
-            let response = response.await;
+            let response = match response {
+                Some(response) => response.await,
+                None => Ok(client_cert_required()),
+            };
             drop(busy);
             response
         }
@@ -335,7 +404,7 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    let served = builder.serve_connection(TokioIo::new(stream), service);
+    let served = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(served);
     let grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(grace);
@@ -371,6 +440,17 @@ async fn connection(
             }
         }
     }
+}
+
+/// 401 for a request that needs a verified client certificate.
+fn client_cert_required() -> axum::response::Response {
+    let mut response = axum::response::Response::new(axum::body::Body::from(CLIENT_CERT_REQUIRED));
+    *response.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// One open connection, as the cap sees it.
