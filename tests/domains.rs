@@ -155,6 +155,32 @@ async fn a_domain_has_one_owner_whatever_the_spelling() {
         .await
         .expect("delete by another spelling");
     register(&s, &a_admin, a, "shop.example").await.unwrap();
+    // The audit log names the domain as stored, whatever the spelling sent.
+    let events = keyward::pb::v1::audit_client::AuditClient::new(s.channel.clone())
+        .list_audit_events(auth(
+            pb::ListAuditEventsRequest {
+                account_id: b,
+                ..Default::default()
+            },
+            &b_admin,
+        ))
+        .await
+        .expect("audit")
+        .into_inner()
+        .events;
+    let shop: Vec<_> = events
+        .iter()
+        .filter(|e| e.resource.contains("hop."))
+        .map(|e| (e.action.as_str(), e.resource.as_str()))
+        .collect();
+    assert_eq!(
+        shop,
+        [
+            ("RegisterResource", "domain/shop.example"),
+            ("DeleteResource", "domain/shop.example")
+        ],
+        "{events:?}"
+    );
     s.stop().await.unwrap();
 }
 

@@ -80,7 +80,14 @@ fn on_resource(account_id: u64, r: Option<&pb::ResourceRef>) -> AuditSubject {
         .map(|r| {
             let kind = crate::model::Kind::from_wire(r.r#type)
                 .map_or("unspecified", crate::model::Kind::as_str);
-            format!("{kind}/{}", r.id.chars().take(100).collect::<String>())
+            // A domain as stored (its canonical spelling), so that one
+            // domain's events read alike whatever spelling the call used.
+            let id = match crate::model::Kind::from_wire(r.r#type) {
+                Some(crate::model::Kind::Domain) => crate::model::canonical_host(&r.id).ok(),
+                _ => None,
+            };
+            let id = id.unwrap_or_else(|| r.id.chars().take(100).collect::<String>().into());
+            format!("{kind}/{id}")
         })
         .unwrap_or_default();
     AuditSubject {
