@@ -19,6 +19,9 @@
 //!   `keyward_check_seconds`: ext_authz Check (deny reasons are counted in
 //!   `keyward_decisions_total` like Authorize's)
 //! - `keyward_routes` (routes loaded), `keyward_routes_reloads_total{result="ok|error"}`
+//! - with TLS: `keyward_tls_reloads_total{result="ok|refused"}` (certificate
+//!   reloads) and `keyward_tls_handshake_failures_total{port="grpc|http"}`
+//!   (handshakes failed or past their deadline) ([`crate::tls`])
 //! - primary: `keyward_replication_watchers`; follower:
 //!   `keyward_follower_lag_revisions`, `keyward_follower_lag_seconds`,
 //!   `keyward_follower_{snapshots,commits,disconnects}_total`

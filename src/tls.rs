@@ -267,6 +267,14 @@ impl Tls {
         let stamps = files.each().map(|(_, p)| stamp(p)).collect();
         let configs = load(&files)?;
         warn_if_key_exposed(&files.key);
+        // Shown at zero from the start, so that dashboards and alerts see
+        // the series before the first failure.
+        for result in ["ok", "refused"] {
+            counter!("keyward_tls_reloads_total", "result" => result).increment(0);
+        }
+        for port in ["grpc", "http"] {
+            counter!("keyward_tls_handshake_failures_total", "port" => port).increment(0);
+        }
         Ok(Arc::new(Tls {
             files,
             current: RwLock::new(configs),
