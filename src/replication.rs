@@ -14,9 +14,15 @@
 //! primary streams to its in-memory index, serves Authorize and Check from
 //! it, refuses admin calls naming the primary, reconnects with backoff, and
 //! reports its lag. Past the staleness bound without a word from the
-//! primary it fails closed (or keeps serving, by flag).
+//! primary it fails closed (or keeps serving, by flag). An `https://`
+//! primary is reached over TLS: its certificate must chain to `--tls-ca`
+//! (or the system roots) and name the URL's host, and the follower
+//! presents `--tls-cert`/`--tls-key` when given, all re-read at every
+//! connect. A plaintext primary gets one warning at start: the secret and
+//! every record travel in clear.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +31,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
@@ -35,6 +42,7 @@ use crate::pb::replication::{
     WatchEvent, WatchRequest,
 };
 use crate::pb::store::{AccountRecord, ResourceRecord};
+use crate::tls::TlsError;
 
 /// Commits kept for followers that reconnect.
 pub const HISTORY_MAX: usize = 8192;
@@ -461,10 +469,19 @@ impl FollowerState {
 /// How a follower connects.
 #[derive(Clone)]
 pub struct FollowOptions {
-    /// The primary's gRPC address, `host:port` or a URL.
+    /// The primary's gRPC address, `host:port` or a URL; `https://` makes
+    /// the follower speak TLS and verify the primary.
     pub primary: String,
     /// The replication secret.
     pub secret: Arc<str>,
+    /// `--tls-ca`: the CA certificate(s) an https primary's certificate
+    /// must chain to (none: the system roots). Re-read at every connect,
+    /// so a rotated CA needs no restart.
+    pub tls_ca: Option<PathBuf>,
+    /// `--tls-cert` and `--tls-key`: the client certificate presented to
+    /// an https primary (one that requires mTLS refuses a follower
+    /// without). Re-read at every connect, like the CA.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl std::fmt::Debug for FollowOptions {
@@ -472,16 +489,108 @@ impl std::fmt::Debug for FollowOptions {
         f.debug_struct("FollowOptions")
             .field("primary", &self.primary)
             .field("secret", &"REDACTED")
+            .field("tls_ca", &self.tls_ca)
+            .field("client_cert", &self.client_cert)
             .finish()
     }
 }
 
+/// Whether `primary` (a `--follow` value) names an https primary: the
+/// follower then speaks TLS and verifies its certificate.
+pub fn follows_over_tls(primary: &str) -> bool {
+    primary
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
 fn endpoint(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
+    let scheme = |s: &str| {
+        addr.get(..s.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    };
+    if scheme("http://") || scheme("https://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     }
+}
+
+/// Reads a `--tls-ca` file: PEM holding at least one certificate, each
+/// usable as a trust anchor; returns the file's bytes. The error names the
+/// flag, the file and what is wrong (never the file's content).
+pub fn read_tls_ca(path: &Path) -> Result<Vec<u8>, TlsError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let problem = |problem: String| TlsError {
+        flag: "--tls-ca",
+        path: path.to_path_buf(),
+        problem,
+    };
+    let pem = std::fs::read(path).map_err(|e| problem(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|_| problem("not valid PEM".into()))?;
+        roots
+            .add(cert)
+            .map_err(|e| problem(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(problem("no PEM CERTIFICATE in it".into()));
+    }
+    Ok(pem)
+}
+
+/// The TLS settings of one connection to an https primary, from the files
+/// as they are now: its certificate verified against `--tls-ca` or the
+/// system roots, the URL's host name (or IP address) checked, ALPN h2,
+/// and the client certificate presented when one is configured.
+fn primary_tls(opts: &FollowOptions) -> Result<ClientTlsConfig, String> {
+    let config = match &opts.tls_ca {
+        Some(path) => {
+            let pem = read_tls_ca(path).map_err(|e| e.to_string())?;
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+        }
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    let config = match &opts.client_cert {
+        Some((cert, key)) => {
+            let read = |flag: &str, path: &Path| {
+                std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+            };
+            config.identity(Identity::from_pem(
+                read("--tls-cert", cert)?,
+                read("--tls-key", key)?,
+            ))
+        }
+        None => config,
+    };
+    Ok(config.timeout(Duration::from_secs(5)))
+}
+
+/// An error with its causes, outermost first, each said once (tonic's
+/// "transport error" alone does not say a certificate failed to verify).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    causes(e.to_string(), e.source())
+}
+
+/// A refusal's message with its causes (a primary requiring a client
+/// certificate refuses after the TLS 1.3 handshake, so the first call
+/// fails with the alert as its cause).
+fn status_with_causes(s: &Status) -> String {
+    causes(s.message().to_string(), std::error::Error::source(s))
+}
+
+/// `text`, then each cause in `source`'s chain not already said in it.
+fn causes(mut text: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Follows the primary until `stop` resolves: connect, sync, apply, and on
@@ -493,6 +602,13 @@ pub async fn follow(
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    if !follows_over_tls(&opts.primary) {
+        tracing::warn!(
+            primary = %opts.primary,
+            "following the primary in plaintext: the replication secret and every token record \
+             travel in clear; use --follow https://host:port"
+        );
+    }
     let mut backoff = Duration::from_millis(100);
     loop {
         let run = follow_once(&engine, &opts);
@@ -529,15 +645,31 @@ pub async fn follow(
 
 async fn follow_once(engine: &Arc<Engine>, opts: &FollowOptions) -> Result<(), String> {
     let f = engine.follower.as_ref().ok_or("not a follower")?;
-    let channel = tonic::transport::Endpoint::from_shared(endpoint(&opts.primary))
+    let mut primary = Endpoint::from_shared(endpoint(&opts.primary))
         .map_err(|e| format!("bad primary address: {e}"))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    if follows_over_tls(&opts.primary) {
+        primary = primary.tls_config(primary_tls(opts)?).map_err(|e| {
+            let files = match &opts.client_cert {
+                Some((cert, key)) => {
+                    format!(
+                        " (--tls-cert {}, --tls-key {})",
+                        cert.display(),
+                        key.display()
+                    )
+                }
+                None => String::new(),
+            };
+            format!("TLS settings{files}: {}", with_causes(&e))
+        })?;
+    }
+    let channel = primary
         .connect()
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| format!("connect: {}", with_causes(&e)))?;
     let mut client = rpb::replication_client::ReplicationClient::new(channel)
         .max_decoding_message_size(64 << 20);
     let mut req = Request::new(WatchRequest {
@@ -554,14 +686,14 @@ async fn follow_once(engine: &Arc<Engine>, opts: &FollowOptions) -> Result<(), S
     let mut stream = client
         .watch(req)
         .await
-        .map_err(|s| format!("watch: {}", s.message()))?
+        .map_err(|s| format!("watch: {}", status_with_causes(&s)))?
         .into_inner();
     let mut building: Option<Index> = None;
     let m = &engine.metrics.replication;
     while let Some(ev) = stream
         .message()
         .await
-        .map_err(|s| format!("stream: {}", s.message()))?
+        .map_err(|s| format!("stream: {}", status_with_causes(&s)))?
     {
         let now = engine.now_ms();
         f.freshness.heard(now);
@@ -663,6 +795,19 @@ mod tests {
         // (revision 10 is gone) needs a snapshot.
         assert_eq!(feed.since(10).map(|v| v.len()), Some(HISTORY_MAX));
         assert!(feed.since(9).is_none());
+    }
+
+    #[test]
+    fn the_scheme_decides_tls() {
+        for tls in ["https://primary:50051", "HTTPS://10.0.0.5:50051"] {
+            assert!(follows_over_tls(tls), "{tls}");
+            assert_eq!(endpoint(tls), tls);
+        }
+        for plain in ["primary:50051", "http://primary:50051", "https:/x", ""] {
+            assert!(!follows_over_tls(plain), "{plain}");
+        }
+        assert_eq!(endpoint("primary:50051"), "http://primary:50051");
+        assert_eq!(endpoint("HTTP://primary:1"), "HTTP://primary:1");
     }
 
     #[test]

@@ -229,6 +229,10 @@ pub async fn run(
         )),
         None => None,
     };
+    // A follower's --tls-ca too (it is re-read at every connect).
+    if let (Some(_), Some(ca)) = (&opts.follow, &opts.tls_ca) {
+        crate::replication::read_tls_ca(ca)?;
+    }
     let routes = Arc::new(SharedRoutes::new(routes));
     let mut listen_config = None;
     let (engine, is_new) = match (&opts.follow, &opts.postgres) {
@@ -444,6 +448,8 @@ pub async fn run(
         let opts = crate::replication::FollowOptions {
             primary: f.primary,
             secret: f.secret,
+            tls_ca: opts.tls_ca.clone(),
+            client_cert: opts.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
         };
         tokio::spawn(crate::replication::follow(engine, opts, stop))
     });
