@@ -190,6 +190,19 @@ impl Config {
             }
             _ => {}
         }
+        if self.tls_ca.is_some()
+            && !self
+                .follow
+                .as_deref()
+                .is_some_and(crate::replication::follows_over_tls)
+        {
+            return Err(
+                "--tls-ca is the CA a follower verifies its primary with: it needs \
+                 --follow https://host:port (a plaintext --follow would send the \
+                 replication secret in clear)"
+                    .into(),
+            );
+        }
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             return Err(
                 "--tls-client-ca needs --tls-cert and --tls-key: client certificates \

@@ -144,6 +144,9 @@ impl std::fmt::Debug for Follow {
     }
 }
 
+/// Longest life of a gRPC connection over TLS (then GOAWAY, 30 s grace).
+pub const TLS_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
+
 /// How often the routes file is looked at for changes (SIGHUP reloads at
 /// once).
 pub const ROUTES_POLL: Duration = Duration::from_secs(1);
@@ -373,7 +376,17 @@ pub async fn run(
     .max_encoding_message_size(64 << 20);
 
     let grpc_shutdown = wait_for_stop(stop_rx.clone());
-    let grpc_server = Server::builder()
+    let mut grpc_builder = Server::builder();
+    if tls.is_some() {
+        // A certificate's access ends with its connection: a client CA
+        // taken out of --tls-client-ca (the way to revoke) cuts a client
+        // that is already connected within the hour. Followers resume
+        // their stream from their revision.
+        grpc_builder = grpc_builder
+            .max_connection_age(TLS_MAX_CONNECTION_AGE)
+            .max_connection_age_grace(Duration::from_secs(30));
+    }
+    let grpc_server = grpc_builder
         .timeout(opts.request_timeout)
         .max_concurrent_streams(opts.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

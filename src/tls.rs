@@ -53,6 +53,13 @@ pub const HTTP_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Finished gRPC handshakes waiting for the server to take them.
 const HANDED_OVER_MAX: usize = 128;
 
+/// Most gRPC handshakes in progress at once. Each may hold a partial
+/// handshake message of up to 64 KiB for up to its deadline; past this, the
+/// oldest handshake in progress is dropped for the new one (a client that
+/// opens connections and stalls their handshakes cannot keep new clients
+/// out for a whole deadline, nor grow memory without bound: 1,024 x 64 KiB).
+pub const GRPC_HANDSHAKES_MAX: usize = 1024;
+
 /// The files that make a port speak TLS (`--tls-cert`, `--tls-key`,
 /// `--tls-client-ca`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,12 +247,39 @@ fn pem_problem(e: &rustls_pki_types::pem::Error, what: &str) -> String {
     }
 }
 
-/// A file's identity: a change of either means a new file.
-type Stamp = Option<(SystemTime, u64)>;
+/// A file's identity: modification time, length and, on Unix, the inode
+/// and the change time (which no tool can set back): a change of any means
+/// a new file, even one rewritten at the same length within the clock's
+/// resolution, or with its modification time restored.
+type Stamp = Option<(SystemTime, u64, u64, i64, i64)>;
 
 fn stamp(path: &Path) -> Stamp {
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    #[cfg(unix)]
+    let (ino, ctime, ctime_ns) = {
+        use std::os::unix::fs::MetadataExt;
+        (m.ino(), m.ctime(), m.ctime_nsec())
+    };
+    #[cfg(not(unix))]
+    let (ino, ctime, ctime_ns) = (0, 0, 0);
+    Some((m.modified().ok()?, m.len(), ino, ctime, ctime_ns))
+}
+
+/// How long after a file's last change a set that fails to load is taken
+/// for one caught half-written (a rotation writes the certificate and the
+/// key one after the other) and retried at the next look before it is
+/// refused.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Whether any of `files` changed within [`SETTLE`].
+fn just_written(files: &TlsFiles) -> bool {
+    files.each().any(|(_, p)| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < SETTLE)
+    })
 }
 
 /// The TLS configs in force, and the files they come from. Each new
@@ -325,29 +359,36 @@ impl Tls {
         }
     }
 
-    /// Reloads if a file changed (mtime or length) since the last load;
-    /// None if none did.
+    /// Reloads if a file changed since the last load; None if none did,
+    /// or if the new set does not load yet but was written within
+    /// [`SETTLE`] (the rest of a rotation is probably being written: it is
+    /// looked at again next time, and refused then if it is still bad).
     pub fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
         let now: Vec<Stamp> = self.files.each().map(|(_, p)| stamp(p)).collect();
         if *self.stamps.lock() == now {
+            return None;
+        }
+        if just_written(&self.files) && load(&self.files).is_err() {
             return None;
         }
         Some(self.reload("file changed"))
     }
 }
 
-/// Warns when the key file is readable by group or others.
+/// Warns when the key file is readable by others. Group read is not
+/// warned about: Kubernetes gives a Secret volume to the pod's `fsGroup`
+/// (0440), which is how a non-root keyward reads its key.
 fn warn_if_key_exposed(key: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(m) = std::fs::metadata(key) {
             let mode = m.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
+            if mode & 0o007 != 0 {
                 tracing::warn!(
                     file = %key.display(),
                     mode = format_args!("{mode:04o}"),
-                    "--tls-key is readable by group or others; make it 0600 (or 0400)"
+                    "--tls-key is readable by others; make it 0600, 0400 or 0440"
                 );
             }
         }
@@ -493,6 +534,9 @@ async fn accept_grpc(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut handshakes = JoinSet::new();
+    // Handshakes in the order they started, to drop the oldest at the cap.
+    let mut started: std::collections::VecDeque<tokio::task::AbortHandle> =
+        std::collections::VecDeque::new();
     let mut failing = false;
     tokio::pin!(stop);
     loop {
@@ -524,13 +568,32 @@ async fn accept_grpc(
             local_addr: stream.local_addr().ok(),
             remote_addr: Some(remote),
         };
+        // At the cap, the oldest handshake still in progress makes room.
+        while handshakes.len() >= GRPC_HANDSHAKES_MAX {
+            let Some(oldest) = started.pop_front() else {
+                break;
+            };
+            if !oldest.is_finished() {
+                oldest.abort();
+                handshake_failed("grpc");
+                break;
+            }
+        }
+        if started.len() > 4 * GRPC_HANDSHAKES_MAX {
+            started.retain(|h| !h.is_finished());
+        }
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.grpc_config());
         let tx = tx.clone();
-        handshakes.spawn(async move {
-            match tokio::time::timeout(GRPC_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let _ = tx.send(Ok(TlsConn { stream, info })).await;
-                }
+        // The deadline covers the hand-over to the server too: a finished
+        // connection waits for it at most as long as a handshake may take.
+        let handshake = async move {
+            let stream = acceptor.accept(stream).await?;
+            let _ = tx.send(Ok(TlsConn { stream, info })).await;
+            Ok::<(), io::Error>(())
+        };
+        started.push_back(handshakes.spawn(async move {
+            match tokio::time::timeout(GRPC_HANDSHAKE_TIMEOUT, handshake).await {
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     handshake_failed("grpc");
                     tracing::debug!(error = %e, peer = %remote, "gRPC port: TLS handshake failed");
@@ -540,7 +603,7 @@ async fn accept_grpc(
                     tracing::debug!(peer = %remote, "gRPC port: TLS handshake timed out");
                 }
             }
-        });
+        }));
     }
     // Dropping the set aborts the handshakes still running.
 }

@@ -132,6 +132,23 @@ fn tls_flags_come_in_pairs() {
             vec!["--tls-client-ca", "/nonexistent/ca.pem"],
             "--tls-client-ca needs --tls-cert",
         ),
+        // The CA a follower verifies its primary with means nothing (and a
+        // plaintext --follow would send the secret in clear) without https.
+        (
+            vec!["--tls-ca", "/nonexistent/ca.pem"],
+            "--tls-ca is the CA a follower verifies its primary with",
+        ),
+        (
+            vec![
+                "--tls-ca",
+                "/nonexistent/ca.pem",
+                "--follow",
+                "primary:50051",
+                "--replication-secret-file",
+                "/nonexistent/secret",
+            ],
+            "it needs --follow https://host:port",
+        ),
     ];
     for (args, want) in cases {
         let (code, stderr) = keyward(&args);
@@ -218,7 +235,20 @@ fn tls_files_are_checked_at_start() {
     ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("readable by group or others") && stderr.contains(&key_file),
+        stderr.contains("readable by others") && stderr.contains(&key_file),
         "{stderr}"
     );
+    // Group read is how a non-root keyward reads a Kubernetes Secret
+    // (0440 with the pod's fsGroup): no warning.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let (code, stderr) = keyward(&[
+        "--tls-cert",
+        &cert_file,
+        "--tls-key",
+        &key_file,
+        "--digest-key-file",
+        key_dir,
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("readable by"), "{stderr}");
 }

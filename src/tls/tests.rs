@@ -104,6 +104,17 @@ fn a_refused_reload_keeps_the_config_in_force() {
     assert!(tls.reload_if_changed().is_none(), "nothing changed");
     let (_, other_key) = cert_and_key();
     std::fs::write(&tls.files().key, other_key).expect("write");
+    // Just written: perhaps half a rotation (the certificate comes next),
+    // so not refused yet; once it has settled, it is.
+    assert!(tls.reload_if_changed().is_none(), "settling");
+    let settled = std::time::SystemTime::now() - 2 * SETTLE;
+    for (_, path) in tls.files().each() {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(settled))
+            .expect("set mtime");
+    }
     assert!(matches!(tls.reload_if_changed(), Some(Err(_))));
     assert!(
         Arc::ptr_eq(&before, &tls.grpc_config()),
