@@ -853,48 +853,10 @@ async fn percent_encoding_is_decoded_when_unreserved_and_refused_otherwise() {
     }
 }
 
-/// Collects what a test's own subscriber writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
-    }
-}
-
-/// Everything this test binary logs at info and above, from every test: a
-/// global subscriber (a per-thread one misses events whose callsite another
-/// test's thread registered first), installed on first use.
+/// Everything this test binary logs at info and above, from every test,
+/// through the binary's own subscriber.
 fn capture() -> &'static Capture {
-    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let c = Capture::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(c.clone())
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-        c
-    })
+    log_capture("info")
 }
 
 /// A refused request is logged with its reason (its path without the query

@@ -10,16 +10,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use common::pg::PgCluster;
 use common::*;
 use keyward::clock::ManualClock;
 use keyward::pb::v1 as pb;
 use prost_types::FieldMask;
-use tracing_subscriber::util::SubscriberInitExt;
 
 /// `RUST_LOG` of the runs: everything there is.
 const DIRECTIVES: &str = "trace";
@@ -31,37 +29,11 @@ const PHC_PREFIX: &[u8] = b"$argon2id$";
 /// The tests share one subscriber and one capture: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Collects everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// The capture of this binary's subscriber: the one the keyward binary
 /// installs (`logs::subscriber`, with its caps), at [`DIRECTIVES`], with
-/// `log` records bridged in; installed on first use.
+/// `log` records bridged in.
 fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let c = Capture::default();
-        keyward::logs::subscriber(Some(DIRECTIVES), c.clone(), false).init();
-        c
-    })
+    log_capture(DIRECTIVES)
 }
 
 /// A value that must never be printed, and what it is (failure messages
@@ -342,7 +314,7 @@ async fn lifecycle(
     pg_url: Option<&str>,
 ) {
     let capture = capture();
-    capture.0.lock().expect("lock").clear();
+    capture.clear();
     let s = TestServer::start_with(opts, clock)
         .await
         .expect("server starts");
@@ -464,7 +436,7 @@ async fn lifecycle(
     .collect();
     let hashes = stored_hashes(dir, pg_url).await;
     assert!(hashes.len() > 5);
-    let logs = capture.0.lock().expect("lock").clone();
+    let logs = capture.bytes();
     assert!(
         logs.len() > 10_000,
         "TRACE logging captured too little ({} bytes) to prove anything",

@@ -13,7 +13,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -25,7 +25,6 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tracing_subscriber::util::SubscriberInitExt;
 
 /// The domain the forged tokens claim.
 const VICTIM: &str = "victim.com";
@@ -98,59 +97,10 @@ fn leaf(dir: &Path, file: &str, ca: &Ca, names: &[&str]) -> Pair {
 
 // -------------------------------------------------------------------- logs
 
-/// Collects everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Capture {
-    /// Every line logged so far.
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
-    }
-
-    /// Where the log is now (see [`Capture::lines_since`]).
-    fn mark(&self) -> usize {
-        self.0.lock().expect("lock").len()
-    }
-
-    /// The lines logged since `mark` that name `needle` (a follower's
-    /// primary address: the tests run side by side in one process).
-    fn lines_since(&self, mark: usize, needle: &str) -> Vec<String> {
-        let bytes = self.0.lock().expect("lock");
-        String::from_utf8_lossy(&bytes[mark..])
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
 /// What this test binary logs, through the binary's own subscriber
-/// (`keyward::logs::subscriber`) at info, installed on first use.
+/// (`keyward::logs::subscriber`) at info.
 fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let c = Capture::default();
-        keyward::logs::subscriber(Some("info"), c.clone(), false).init();
-        c
-    })
+    log_capture("info")
 }
 
 // ------------------------------------------------------------------- nodes

@@ -653,3 +653,73 @@ pub async fn http(
     req.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
     http_raw(addr, req.as_bytes()).await
 }
+
+/// Collects what this test binary's log subscriber writes (one per
+/// process: see [`log_capture`]).
+#[derive(Clone, Default)]
+pub struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Capture {
+    /// Every byte logged so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().expect("lock").clone()
+    }
+
+    /// Every line logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+
+    /// Forgets what was logged so far.
+    pub fn clear(&self) {
+        self.0.lock().expect("lock").clear();
+    }
+
+    /// Where the log is now (see [`Capture::lines_since`]).
+    pub fn mark(&self) -> usize {
+        self.0.lock().expect("lock").len()
+    }
+
+    /// The lines logged since `mark` that contain `needle` (tests run side
+    /// by side in one process: the needle picks one test's lines).
+    pub fn lines_since(&self, mark: usize, needle: &str) -> Vec<String> {
+        let bytes = self.0.lock().expect("lock");
+        String::from_utf8_lossy(&bytes[mark.min(bytes.len())..])
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// What this test binary logs, through the binary's own subscriber
+/// (`keyward::logs::subscriber`, its caps included) at `directives`, with
+/// `log` records bridged in. Process-wide (a per-thread subscriber misses
+/// events whose callsite another test's thread registered first),
+/// installed on first use: the first caller's directives hold.
+pub fn log_capture(directives: &str) -> &'static Capture {
+    use tracing_subscriber::util::SubscriberInitExt;
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let c = Capture::default();
+        keyward::logs::subscriber(Some(directives), c.clone(), false).init();
+        c
+    })
+}
