@@ -19,6 +19,10 @@
 //! issue 14's attacks (header-only streams, refused admin calls that used
 //! to hash), alternating, and reports the ratios.
 //!
+//! Scenario 14 (`tls`) runs scenarios 1 and 2 over TLS: keyward with
+//! `--tls-cert`/`--tls-key` against the no-op baseline serving TLS with the
+//! same certificate (made with openssl), the client verifying both.
+//!
 //! ```text
 //! cargo build --release && target/release/keyward-bench            # all scenarios
 //! target/release/keyward-bench --scenarios 1,2 --duration 3s --rounds 3
@@ -52,6 +56,8 @@ use tokio::net::TcpListener;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
+#[path = "keyward-bench/tls.rs"]
+mod tls;
 #[path = "keyward-bench/under_attack.rs"]
 mod under_attack;
 
@@ -87,12 +93,13 @@ struct Cli {
     /// Alternations of baseline and keyward per scenario.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Scenarios to run (1-7, 9-13; 8 is `cargo bench --bench decision`;
-    /// 10 needs `envoy` on PATH; 12 needs a PostgreSQL server, see --pg).
+    /// Scenarios to run (1-7, 9-14; 8 is `cargo bench --bench decision`;
+    /// 10 needs `envoy` on PATH; 12 needs a PostgreSQL server, see --pg;
+    /// 14 needs `openssl` on PATH).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1,2,3,4,5,6,7,9,10,11,12,13"
+        default_value = "1,2,3,4,5,6,7,9,10,11,12,13,14"
     )]
     scenarios: Vec<u32>,
     /// Scenario 12: base URL of a running PostgreSQL server
@@ -114,6 +121,12 @@ enum Cmd {
         /// Listen address.
         #[arg(long)]
         addr: SocketAddr,
+        /// Serve TLS with this PEM certificate chain (and --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -168,14 +181,26 @@ impl Authorization for NoopCheck {
     }
 }
 
-fn serve_noop(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+/// The no-op baseline on `addr`; over TLS (tonic's rustls, ALPN h2) when
+/// given a certificate and key.
+fn serve_noop(
+    addr: SocketAddr,
+    tls: Option<(PathBuf, PathBuf)>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
         println!("listening {}", listener.local_addr()?);
-        Server::builder()
+        let mut server = Server::builder();
+        if let Some((cert, key)) = tls {
+            let identity =
+                tonic::transport::Identity::from_pem(std::fs::read(&cert)?, std::fs::read(&key)?);
+            server =
+                server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        }
+        server
             .add_service(AuthorizerServer::new(Noop))
             .add_service(AuthorizationServer::new(NoopCheck))
             .serve_with_incoming(
@@ -261,12 +286,18 @@ impl Layout {
 }
 
 fn start_noop(layout: &Layout) -> Proc {
+    start_noop_with(layout, &[])
+}
+
+/// The no-op baseline with `extra` flags (`--tls-cert`, `--tls-key`).
+fn start_noop_with(layout: &Layout, extra: &[std::ffi::OsString]) -> Proc {
     let addr = free_addr();
     let exe = std::env::current_exe().expect("current exe");
     let mut cmd = layout.command(&exe);
     cmd.arg("noop-server")
         .arg("--addr")
         .arg(addr.to_string())
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     let child = cmd.spawn().expect("spawn baseline");
@@ -309,6 +340,27 @@ fn start_keyward_with(
     dir: &Path,
     extra: &[std::ffi::OsString],
 ) -> (Proc, Duration) {
+    let (proc, started) = spawn_keyward(layout, bin, dir, extra);
+    let Some(http) = proc.http else {
+        unreachable!("spawn_keyward sets the HTTP address")
+    };
+    let deadline = started + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if http_get(http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            return (proc, started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("keyward did not become ready within 120 s");
+}
+
+/// A keyward on `dir` with `extra` flags, spawned (not yet ready), and when.
+fn spawn_keyward(
+    layout: &Layout,
+    bin: &Path,
+    dir: &Path,
+    extra: &[std::ffi::OsString],
+) -> (Proc, Instant) {
     let addr = free_addr();
     let http = free_addr();
     let routes = dir.join("bench-routes.toml");
@@ -337,14 +389,7 @@ fn start_keyward_with(
         addr,
         http: Some(http),
     };
-    let deadline = started + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if http_get(http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-            return (proc, started.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("keyward did not become ready within 120 s");
+    (proc, started)
 }
 
 /// Replication secret of the harness's primaries and followers.
@@ -497,13 +542,25 @@ impl Run {
 }
 
 async fn clients(addr: SocketAddr, n: usize) -> Vec<Conn> {
+    clients_with(addr, None, n).await
+}
+
+/// `n` connections to `addr`, over TLS when given a client configuration.
+async fn clients_with(
+    addr: SocketAddr,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+    n: usize,
+) -> Vec<Conn> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let ch = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let endpoint = match tls {
+            Some(tls) => Channel::from_shared(format!("https://{addr}"))
+                .expect("uri")
+                .tls_config(tls.clone())
+                .expect("client TLS"),
+            None => Channel::from_shared(format!("http://{addr}")).expect("uri"),
+        };
+        let ch = endpoint.connect().await.expect("connect");
         out.push(Conn {
             authorizer: AuthorizerClient::new(ch.clone()).max_decoding_message_size(1 << 20),
             authorization: AuthorizationClient::new(ch),
@@ -552,10 +609,23 @@ async fn load(
     duration: Duration,
     label: &str,
 ) -> Run {
+    load_with(addr, None, mode, w, warmup, duration, label).await
+}
+
+/// [`load`], over TLS when given a client configuration.
+async fn load_with(
+    addr: SocketAddr,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+    mode: Mode,
+    w: &Workload,
+    warmup: Duration,
+    duration: Duration,
+    label: &str,
+) -> Run {
     let conns = match mode {
         Mode::Closed { conns, .. } | Mode::Rate { conns, .. } => conns,
     };
-    let chans = clients(addr, conns).await;
+    let chans = clients_with(addr, tls, conns).await;
     let recording = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -1803,7 +1873,9 @@ fn which(program: &str) -> Option<PathBuf> {
 }
 
 /// Envoy with deploy/envoy/envoy.yaml, its marked ports replaced, its route
-/// a direct response, its ext_authz cluster at `authz`.
+/// a direct response, its ext_authz cluster at `authz` in plaintext (the
+/// file's upstream `transport_socket` block left out: scenario 10 measures
+/// Envoy's ext_authz path against plaintext servers, as before TLS).
 fn start_envoy(layout: &Layout, envoy: &Path, authz: SocketAddr) -> Result<Proc, String> {
     let template = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy/envoy.yaml"),
@@ -1817,7 +1889,20 @@ fn start_envoy(layout: &Layout, envoy: &Path, authz: SocketAddr) -> Result<Proc,
         return Err("deploy/envoy/envoy.yaml has no `route: cluster: mail_service`".into());
     }
     let mut config = String::new();
+    // Indentation of the `transport_socket:` key being skipped, if any.
+    let mut skipping: Option<usize> = None;
     for line in template.replace(route, "direct_response:\n                            status: 200\n                            body:\n                              inline_string: \"ok\"").lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(at) = skipping {
+            if line.trim().is_empty() || indent > at {
+                continue;
+            }
+            skipping = None;
+        }
+        if line.trim_start().starts_with("transport_socket:") {
+            skipping = Some(indent);
+            continue;
+        }
         let port = |name: &str, addr: SocketAddr| {
             line.ends_with(&format!("# {name}_PORT")).then(|| {
                 let indent = &line[..line.len() - line.trim_start().len()];
@@ -1955,8 +2040,13 @@ async fn http_roundtrip(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    if let Some(Cmd::NoopServer { addr }) = cli.cmd {
-        return serve_noop(addr);
+    if let Some(Cmd::NoopServer {
+        addr,
+        tls_cert,
+        tls_key,
+    }) = cli.cmd
+    {
+        return serve_noop(addr, tls_cert.zip(tls_key));
     }
     let layout = Layout::new(cli.no_pin);
     let keyward_bin = match &cli.keyward {
@@ -2023,6 +2113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 11 => bench.scenario11().await,
                 12 => bench.scenario12().await,
                 13 => bench.scenario13().await,
+                14 => bench.scenario14().await,
                 8 => println!("\nscenario 8 is a criterion benchmark: cargo bench --bench decision"),
                 other => eprintln!("no scenario {other}"),
             }
