@@ -43,6 +43,15 @@ if ! command -v curl >/dev/null; then
   command -v curl >/dev/null || die "apt-get could not install curl"
 fi
 echo "curl: $(command -v curl)"
+# openssl makes the throwaway certificates of the Envoy e2e over TLS, the
+# deploy/ checks and keyward-bench scenario 14.
+if ! command -v openssl >/dev/null; then
+  echo "installing openssl (apt-get)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+  command -v openssl >/dev/null || die "apt-get could not install openssl"
+fi
+echo "openssl: $(command -v openssl) ($(openssl version))"
 
 # The PostgreSQL server, for the PostgreSQL store's tests (Debian's package).
 bash scripts/pg_cluster.sh install

@@ -80,11 +80,14 @@ fn json_error(status: StatusCode, message: &str) -> (StatusCode, Json<serde_json
     (status, Json(serde_json::json!({ "error": message })))
 }
 
-async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
-    if s.engine.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "loading\n")
+/// Ready exactly when the gRPC health says SERVING: loaded, and (on a
+/// follower or a PostgreSQL node) not cut off from its source past the
+/// staleness bound, unless told to serve stale. Kubernetes probes this
+/// path when the gRPC port speaks TLS (kubelet's gRPC probes cannot).
+async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
+    match s.engine.ensure_ready() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     }
 }
 

@@ -440,6 +440,12 @@ async fn a_cut_off_follower_fails_closed_past_the_bound() {
         Duration::from_secs(5),
     )
     .await;
+    // Readiness says the same over HTTP (what kubelet probes under TLS).
+    let r = http(f.http, "GET", "/readyz", None, None).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("failing closed"));
+    let r = http(stale_ok.http, "GET", "/readyz", None, None).await;
+    assert_eq!(r.status, 200, "told to serve stale: still ready");
     // The follower told to serve stale keeps answering from its state.
     assert!(
         stale_ok
