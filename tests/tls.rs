@@ -15,7 +15,7 @@ use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use keyward::clock::ManualClock;
 use keyward::pb::v1 as pb;
-use keyward::server::{self, ServeError};
+use keyward::server::ServeError;
 use keyward::tls::TlsFiles;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -25,7 +25,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
@@ -256,21 +256,14 @@ impl TlsServer {
         // The store is beside the point: sled whatever the suite runs on.
         opts.postgres = None;
         opts.tls = Some(files);
-        let grpc_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let http_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (grpc, http) = (grpc_l.local_addr().unwrap(), http_l.local_addr().unwrap());
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let task = tokio::spawn(server::run(
-            opts,
-            grpc_l,
-            http_l,
-            async move {
-                let _ = stop_rx.await;
-            },
-            ready_tx,
-        ));
-        let ready = match ready_rx.await {
+        let Spawned {
+            grpc,
+            http,
+            ready,
+            stop,
+            task,
+        } = spawn(opts).await;
+        let ready = match ready.await {
             Ok(r) => r,
             Err(_) => return Err(task.await.expect("join").expect_err("stopped")),
         };
@@ -278,7 +271,7 @@ impl TlsServer {
             grpc,
             http,
             root: ready.root_token.expect("root").expose().to_string(),
-            stop: Some(stop_tx),
+            stop: Some(stop),
             task: Some(task),
         })
     }

@@ -21,7 +21,6 @@ use keyward::clock::ManualClock;
 use keyward::pb::v1 as pb;
 use keyward::server::{self, Options, ServeError};
 use keyward::tls::TlsFiles;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -117,25 +116,18 @@ struct Node {
 impl Node {
     /// Starts `opts` on fresh loopback ports; does not wait for it.
     async fn spawn(opts: Options) -> Node {
-        let grpc_l = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-        let http_l = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-        let grpc = grpc_l.local_addr().expect("addr");
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let task = tokio::spawn(server::run(
-            opts,
-            grpc_l,
-            http_l,
-            async move {
-                let _ = stop_rx.await;
-            },
-            ready_tx,
-        ));
+        let Spawned {
+            grpc,
+            ready,
+            stop,
+            task,
+            ..
+        } = spawn(opts).await;
         Node {
             grpc,
-            ready: Some(ready_rx),
+            ready: Some(ready),
             root: None,
-            stop: Some(stop_tx),
+            stop: Some(stop),
             task,
         }
     }

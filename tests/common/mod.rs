@@ -223,6 +223,45 @@ pub async fn create_database(base: &str, db: &str) {
     let _ = driver.await;
 }
 
+/// A keyward started by `server::run` on two fresh loopback ports, not
+/// waited for.
+pub struct Spawned {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    /// Resolves once it serves (Err: it stopped first; `task` says why).
+    pub ready: oneshot::Receiver<server::Ready>,
+    /// Stops it gracefully, as SIGTERM does.
+    pub stop: oneshot::Sender<()>,
+    /// What `run` returns.
+    pub task: JoinHandle<Result<(), ServeError>>,
+}
+
+/// Starts `opts` on fresh loopback ports (gRPC and HTTP); does not wait.
+pub async fn spawn(opts: Options) -> Spawned {
+    let grpc_l = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+    let http_l = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+    let grpc = grpc_l.local_addr().expect("addr");
+    let http = http_l.local_addr().expect("addr");
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready) = oneshot::channel();
+    let task = tokio::spawn(server::run(
+        opts,
+        grpc_l,
+        http_l,
+        async move {
+            let _ = stop_rx.await;
+        },
+        ready_tx,
+    ));
+    Spawned {
+        grpc,
+        http,
+        ready,
+        stop,
+        task,
+    }
+}
+
 impl TestServer {
     /// Starts a server on `dir` with a fresh manual clock.
     pub async fn start(dir: &Path) -> TestServer {
@@ -244,22 +283,14 @@ impl TestServer {
             let db = db.split('?').next().unwrap_or(db);
             create_database(base, db).await;
         }
-        let grpc_l = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-        let http_l = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-        let grpc = grpc_l.local_addr().expect("addr");
-        let http = http_l.local_addr().expect("addr");
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let task = tokio::spawn(server::run(
-            opts,
-            grpc_l,
-            http_l,
-            async move {
-                let _ = stop_rx.await;
-            },
-            ready_tx,
-        ));
-        let ready = match ready_rx.await {
+        let Spawned {
+            grpc,
+            http,
+            ready,
+            stop,
+            task,
+        } = spawn(opts).await;
+        let ready = match ready.await {
             Ok(r) => r,
             Err(_) => {
                 return Err(task
@@ -280,7 +311,7 @@ impl TestServer {
             engine: ready.engine,
             clock,
             channel,
-            stop: Some(stop_tx),
+            stop: Some(stop),
             task: Some(task),
         })
     }
