@@ -42,7 +42,6 @@ use crate::pb::replication::{
     WatchEvent, WatchRequest,
 };
 use crate::pb::store::{AccountRecord, ResourceRecord};
-use crate::tls::TlsError;
 
 /// Commits kept for followers that reconnect.
 pub const HISTORY_MAX: usize = 8192;
@@ -515,31 +514,6 @@ fn endpoint(addr: &str) -> String {
     }
 }
 
-/// Reads a `--tls-ca` file: PEM holding at least one certificate, each
-/// usable as a trust anchor; returns the file's bytes. The error names the
-/// flag, the file and what is wrong (never the file's content).
-pub fn read_tls_ca(path: &Path) -> Result<Vec<u8>, TlsError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let problem = |problem: String| TlsError {
-        flag: "--tls-ca",
-        path: path.to_path_buf(),
-        problem,
-    };
-    let pem = std::fs::read(path).map_err(|e| problem(e.to_string()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|_| problem("not valid PEM".into()))?;
-        roots
-            .add(cert)
-            .map_err(|e| problem(format!("not a usable CA certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(problem("no PEM CERTIFICATE in it".into()));
-    }
-    Ok(pem)
-}
-
 /// The TLS settings of one connection to an https primary, from the files
 /// as they are now: its certificate verified against `--tls-ca` or the
 /// system roots, the URL's host name (or IP address) checked, ALPN h2,
@@ -547,7 +521,7 @@ pub fn read_tls_ca(path: &Path) -> Result<Vec<u8>, TlsError> {
 fn primary_tls(opts: &FollowOptions) -> Result<ClientTlsConfig, String> {
     let config = match &opts.tls_ca {
         Some(path) => {
-            let pem = read_tls_ca(path).map_err(|e| e.to_string())?;
+            let (pem, _) = crate::tls::read_ca("--tls-ca", path).map_err(|e| e.to_string())?;
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
         }
         None => ClientTlsConfig::new().with_native_roots(),

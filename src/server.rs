@@ -234,7 +234,7 @@ pub async fn run(
     };
     // A follower's --tls-ca too (it is re-read at every connect).
     if let (Some(_), Some(ca)) = (&opts.follow, &opts.tls_ca) {
-        crate::replication::read_tls_ca(ca)?;
+        crate::tls::read_ca("--tls-ca", ca)?;
     }
     let routes = Arc::new(SharedRoutes::new(routes));
     let mut listen_config = None;

@@ -163,16 +163,7 @@ pub fn load(files: &TlsFiles) -> Result<Configs, TlsError> {
     let (grpc_verifier, http_verifier) = match &files.client_ca {
         None => (None, None),
         Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in read_certs("--tls-client-ca", path)? {
-                roots.add(cert).map_err(|e| {
-                    TlsError::new(
-                        "--tls-client-ca",
-                        path,
-                        format!("not a usable CA certificate: {e}"),
-                    )
-                })?;
-            }
+            let (_, roots) = read_ca("--tls-client-ca", path)?;
             let roots = Arc::new(roots);
             let verifier = |required: bool| {
                 let builder =
@@ -216,8 +207,30 @@ fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// The certificates of a PEM file, in order; at least one.
 fn read_certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    certs_in(flag, path, &read(flag, path)?)
+}
+
+/// A file of CA certificates (`--tls-client-ca`; a follower's `--tls-ca`):
+/// its PEM, and its certificates as trust anchors, at least one and each
+/// usable. The error names the flag and the file, never the content.
+pub fn read_ca(flag: &'static str, path: &Path) -> Result<(Vec<u8>, RootCertStore), TlsError> {
     let pem = read(flag, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    let mut roots = RootCertStore::empty();
+    for cert in certs_in(flag, path, &pem)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::new(flag, path, format!("not a usable CA certificate: {e}")))?;
+    }
+    Ok((pem, roots))
+}
+
+/// The certificates in `pem` (the content of `path`), in order; at least one.
+fn certs_in(
+    flag: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::new(flag, path, pem_problem(&e, "CERTIFICATE")))?;
     if certs.is_empty() {
@@ -342,9 +355,40 @@ impl Tls {
     /// the configs in force stay. Counted in `keyward_tls_reloads_total`.
     pub fn reload(&self, why: &str) -> Result<(), TlsError> {
         // Stamps before reading: a write after this is seen next time.
-        let now: Vec<Stamp> = self.files.each().map(|(_, p)| stamp(p)).collect();
-        *self.stamps.lock() = now;
-        match load(&self.files) {
+        let stamps = self.stamps_now();
+        self.take(stamps, load(&self.files), why)
+    }
+
+    /// Reloads if a file changed since the last load; None if none did,
+    /// or if the new set does not load yet but was written within
+    /// [`SETTLE`] (the rest of a rotation is probably being written: it is
+    /// looked at again next time, and refused then if it is still bad).
+    pub fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
+        let stamps = self.stamps_now();
+        if *self.stamps.lock() == stamps {
+            return None;
+        }
+        let loaded = load(&self.files);
+        if loaded.is_err() && just_written(&self.files) {
+            return None;
+        }
+        Some(self.take(stamps, loaded, "file changed"))
+    }
+
+    /// The files' stamps now.
+    fn stamps_now(&self) -> Vec<Stamp> {
+        self.files.each().map(|(_, p)| stamp(p)).collect()
+    }
+
+    /// Puts a load of the files stamped `stamps` in force, or refuses it.
+    fn take(
+        &self,
+        stamps: Vec<Stamp>,
+        loaded: Result<Configs, TlsError>,
+        why: &str,
+    ) -> Result<(), TlsError> {
+        *self.stamps.lock() = stamps;
+        match loaded {
             Ok(configs) => {
                 *self.current.write() = configs;
                 counter!("keyward_tls_reloads_total", "result" => "ok").increment(1);
@@ -357,21 +401,6 @@ impl Tls {
                 Err(e)
             }
         }
-    }
-
-    /// Reloads if a file changed since the last load; None if none did,
-    /// or if the new set does not load yet but was written within
-    /// [`SETTLE`] (the rest of a rotation is probably being written: it is
-    /// looked at again next time, and refused then if it is still bad).
-    pub fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
-        let now: Vec<Stamp> = self.files.each().map(|(_, p)| stamp(p)).collect();
-        if *self.stamps.lock() == now {
-            return None;
-        }
-        if just_written(&self.files) && load(&self.files).is_err() {
-            return None;
-        }
-        Some(self.reload("file changed"))
     }
 }
 
