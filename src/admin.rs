@@ -595,6 +595,23 @@ impl Engine {
         })
     }
 
+    /// Who may read an account's audit log: root, or an ADMIN of the
+    /// account unrestricted by scopes (the log spans every feature, so no
+    /// feature scope covers it).
+    pub(crate) fn audit_rules(&self, idx: &Index, caller_id: u64, account_id: u64) -> Result<()> {
+        let access = Access {
+            caller: self.live_caller(idx, caller_id)?,
+        };
+        access.require_unrestricted("the audit log")?;
+        let account = access.account(idx, account_id)?;
+        if access.level_on(idx, account, &ResourceKey::account(account.id)) != Some(Level::Admin) {
+            return Err(Error::PermissionDenied(
+                "the audit log is for account admins".into(),
+            ));
+        }
+        Ok(())
+    }
+
     // --------------------------------------------------------- resources
 
     /// RegisterResource: a project, sandbox or domain; a domain gets a token.

@@ -1001,41 +1001,8 @@ impl Engine {
         caller: u64,
         req: &crate::pb::v1::ListAuditEventsRequest,
     ) -> Result<crate::pb::v1::ListAuditEventsResponse> {
-        use crate::model::{Kind, Level, ResourceKey};
         let (size, after) = crate::admin::page_bounds(req.page_size, &req.page_token)?;
-        {
-            let idx = self.index.read();
-            let state = self.live_caller(&idx, caller)?;
-            if !state.root && !state.scopes.is_empty() {
-                // The log spans every feature: no feature scope covers it.
-                return Err(Error::PermissionDenied(
-                    "the audit log needs a token unrestricted by scopes".into(),
-                ));
-            }
-            if !state.root {
-                let account = idx
-                    .accounts
-                    .get(&req.account_id)
-                    .filter(|a| a.id == state.account_id)
-                    .ok_or_else(|| {
-                        Error::PermissionDenied(format!(
-                            "this token has no access to account {}",
-                            req.account_id
-                        ))
-                    })?;
-                let key = ResourceKey::new(Kind::Account, account.id_str.to_string());
-                if idx.level_on(account, &state.grants, &key) != Some(Level::Admin) {
-                    return Err(Error::PermissionDenied(
-                        "the audit log is for account admins".into(),
-                    ));
-                }
-            } else if !idx.accounts.contains_key(&req.account_id) {
-                return Err(Error::NotFound(format!(
-                    "account {} not found",
-                    req.account_id
-                )));
-            }
-        }
+        self.audit_rules(&self.index.read(), caller, req.account_id)?;
         let records = self
             .store
             .list_audit(req.account_id, after, size + 1)
