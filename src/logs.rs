@@ -53,6 +53,10 @@ pub static BAD_TOKENS: Limiter = Limiter::new("denials of malformed or unknown t
 /// Denials of real tokens (expired, paused, no grant, scope, ...).
 pub static DENIALS: Limiter = Limiter::new("denials", 10);
 
+/// ext_authz requests refused for their path or method (the routes'
+/// `Unsafe` match): anyone can send them, at any rate.
+pub static UNSAFE_REQUESTS: Limiter = Limiter::new("refused ext_authz requests", 10);
+
 /// Admin changes that succeeded (they are in the audit log too): a valid
 /// admin's writes run at commit rate.
 pub static ADMIN_CHANGES: Limiter = Limiter::new("admin changes", 20);

@@ -42,10 +42,6 @@ pub const TOKEN_ID_HEADER: &str = "x-keyward-token-id";
 /// Header with the allowed token's account id, set on the upstream request.
 pub const ACCOUNT_ID_HEADER: &str = "x-keyward-account-id";
 
-/// Log lines for refused requests ([`Match::Unsafe`]): anyone can send
-/// them, at any rate, so they have a budget of their own.
-static UNSAFE_REQUESTS: logs::Limiter = logs::Limiter::new("refused ext_authz requests", 10);
-
 /// The routes in force; replaced whole on reload, never edited.
 #[derive(Debug, Default)]
 pub struct SharedRoutes(RwLock<Arc<Routes>>);
@@ -206,7 +202,7 @@ impl ExtAuthzService {
                 m.unsafe_path.increment(1);
                 // Rate-limited: anyone can send these. The path is logged
                 // without its query string (which may carry anything).
-                if UNSAFE_REQUESTS.admit() {
+                if logs::UNSAFE_REQUESTS.admit() {
                     let path = http.path.split_once('?').map_or(&*http.path, |(p, _)| p);
                     tracing::info!(
                         method = &*logs::clip(&http.method),
