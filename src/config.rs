@@ -111,7 +111,7 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1). Never logged;
-    /// a file readable by group or others gets a warning at start.
+    /// a file readable by others gets a warning at start.
     #[arg(long, env = "KEYWARD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
@@ -121,8 +121,9 @@ pub struct Config {
     #[arg(long, env = "KEYWARD_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Follower with `--follow https://...`: PEM CA certificate(s) the
-    /// primary's certificate must chain to (default: the system roots).
+    /// Follower with `--follow https://...` (needed; exit 64 otherwise):
+    /// PEM CA certificate(s) the primary's certificate must chain to
+    /// (default: the system roots).
     #[arg(long, env = "KEYWARD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
 }

@@ -309,7 +309,7 @@ pub struct Tls {
 
 impl Tls {
     /// Loads `files` at start: an error refuses the start. A key file
-    /// readable by group or others is warned about.
+    /// readable by others is warned about.
     pub fn start(files: TlsFiles) -> Result<Arc<Tls>, TlsError> {
         let stamps = files.each().map(|(_, p)| stamp(p)).collect();
         let configs = load(&files)?;
