@@ -8,37 +8,12 @@ use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant};
-use crate::pb::store::{AccountRecord, GrantRecord, ResourceRecord, ScopeRecord, TokenRecord};
+use crate::pb::store::{GrantRecord, ScopeRecord, TokenRecord};
 use crate::token::{Digest, DigestKey};
 
-/// One committed mutation. The index is a pure function of the ordered
-/// stream of changes, so the same stream can feed any node.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// An account was created or changed.
-    PutAccount(AccountRecord),
-    /// A resource was registered.
-    PutResource(ResourceRecord),
-    /// A resource was deleted (its grants are dropped by `PutToken`s in the
-    /// same commit).
-    DeleteResource {
-        /// Owning account.
-        account_id: u64,
-        /// The resource.
-        key: ResourceKey,
-    },
-    /// A token was created or changed.
-    PutToken(TokenRecord),
-    /// A token was deleted.
-    DeleteToken(u64),
-    /// The id counters moved.
-    Counters {
-        /// Next account id to hand out.
-        next_account_id: u64,
-        /// Next token id to hand out.
-        next_token_id: u64,
-    },
-}
+pub mod change;
+
+pub use change::Change;
 
 /// A registered resource's place in the tree.
 #[derive(Debug, Clone)]

@@ -36,12 +36,13 @@ use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
 use crate::index::{Change, Index};
-use crate::model::{Kind, ResourceKey};
+use crate::model::Kind;
 use crate::pb::replication::{
-    self as rpb, change::Change as Wire, replication_server::Replication, watch_event::Kind as Ev,
-    WatchEvent, WatchRequest,
+    self as rpb, replication_server::Replication, watch_event::Kind as Ev, WatchEvent, WatchRequest,
 };
 use crate::pb::store::{AccountRecord, ResourceRecord};
+
+pub use crate::index::change::{from_wire, to_wire};
 
 /// Commits kept for followers that reconnect.
 pub const HISTORY_MAX: usize = 8192;
@@ -153,49 +154,6 @@ impl Feed {
                 .collect(),
         )
     }
-}
-
-/// An index change on the wire.
-pub fn to_wire(c: &Change) -> rpb::Change {
-    let change = match c {
-        Change::PutAccount(a) => Wire::PutAccount(a.clone()),
-        Change::PutResource(r) => Wire::PutResource(r.clone()),
-        Change::DeleteResource { account_id, key } => Wire::DeleteResource(rpb::DeletedResource {
-            account_id: *account_id,
-            resource_type: key.kind.to_wire(),
-            id: key.id.as_str().to_string(),
-        }),
-        Change::PutToken(t) => Wire::PutToken(t.clone()),
-        Change::DeleteToken(id) => Wire::DeleteToken(*id),
-        Change::Counters {
-            next_account_id,
-            next_token_id,
-        } => Wire::Counters(rpb::Counters {
-            next_account_id: *next_account_id,
-            next_token_id: *next_token_id,
-        }),
-    };
-    rpb::Change {
-        change: Some(change),
-    }
-}
-
-/// A wire change as an index change; `None` if it is not one.
-pub fn from_wire(c: rpb::Change) -> Option<Change> {
-    Some(match c.change? {
-        Wire::PutAccount(a) => Change::PutAccount(a),
-        Wire::PutResource(r) => Change::PutResource(r),
-        Wire::DeleteResource(d) => Change::DeleteResource {
-            account_id: d.account_id,
-            key: ResourceKey::new(Kind::from_wire(d.resource_type)?, d.id.as_str()),
-        },
-        Wire::PutToken(t) => Change::PutToken(t),
-        Wire::DeleteToken(id) => Change::DeleteToken(id),
-        Wire::Counters(c) => Change::Counters {
-            next_account_id: c.next_account_id,
-            next_token_id: c.next_token_id,
-        },
-    })
 }
 
 /// Everything in `idx` as changes that rebuild it (counters, accounts,
@@ -782,30 +740,5 @@ mod tests {
         }
         assert_eq!(endpoint("primary:50051"), "http://primary:50051");
         assert_eq!(endpoint("HTTP://primary:1"), "HTTP://primary:1");
-    }
-
-    #[test]
-    fn changes_round_trip_through_the_wire() {
-        let changes = vec![
-            Change::Counters {
-                next_account_id: 3,
-                next_token_id: 9,
-            },
-            Change::PutAccount(AccountRecord {
-                id: 2,
-                name: "a".into(),
-                created_at_ms: 5,
-            }),
-            Change::DeleteResource {
-                account_id: 2,
-                key: ResourceKey::new(Kind::Domain, "example.com"),
-            },
-            Change::DeleteToken(7),
-        ];
-        for c in changes {
-            let back = from_wire(to_wire(&c)).expect("decodes");
-            assert_eq!(format!("{back:?}"), format!("{c:?}"));
-        }
-        assert!(from_wire(rpb::Change { change: None }).is_none());
     }
 }

@@ -25,10 +25,10 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use tokio_stream::StreamExt;
 
 use super::{corrupt, Begun, BoxFuture, LoadCheck, Loaded, Revision, Store, StoreError, WriteTxn};
+use crate::index::change::{from_wire, to_wire};
 use crate::index::{Change, Index};
 use crate::pb::replication::ChangeSet;
 use crate::pb::store::{AccountRecord, AuditRecord, ResourceRecord, TokenRecord};
-use crate::replication::{from_wire, to_wire};
 use crate::token::DigestKey;
 
 /// The channel of `NOTIFY` after each commit.
