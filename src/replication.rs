@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -378,51 +378,6 @@ impl Drop for WatcherCount {
 
 // ------------------------------------------------------------------ follower
 
-/// What a follower knows of its primary.
-#[derive(Debug)]
-pub struct FollowerState {
-    /// The primary's gRPC address (named in refusals of admin calls).
-    pub primary: String,
-    /// When the primary was last heard from, and the staleness bound.
-    pub freshness: crate::nodes::Freshness,
-    /// The epoch of the state held.
-    pub epoch: AtomicU64,
-    /// The revision applied.
-    pub revision: AtomicU64,
-    /// The primary's revision, as last heard.
-    pub primary_revision: AtomicU64,
-    /// The primary's clock when it sent the last event (unix ms).
-    pub primary_sent_ms: AtomicI64,
-    /// True once a snapshot was applied.
-    pub synced: AtomicBool,
-}
-
-impl FollowerState {
-    /// A follower of `primary` that has heard nothing yet.
-    pub fn new(primary: String, stale_after: Duration, serve_stale: bool) -> Self {
-        FollowerState {
-            primary,
-            freshness: crate::nodes::Freshness::new(stale_after, serve_stale),
-            epoch: AtomicU64::new(0),
-            revision: AtomicU64::new(0),
-            primary_revision: AtomicU64::new(0),
-            primary_sent_ms: AtomicI64::new(0),
-            synced: AtomicBool::new(false),
-        }
-    }
-
-    /// Milliseconds since the primary was last heard from.
-    pub fn silence_ms(&self, now_ms: i64) -> i64 {
-        self.freshness.silence_ms(now_ms)
-    }
-
-    /// Whether answers may be given now: synced, and not past the bound
-    /// (unless serving stale is allowed).
-    pub fn may_serve(&self, now_ms: i64) -> bool {
-        self.synced.load(Ordering::Acquire) && self.freshness.may_serve(now_ms)
-    }
-}
-
 /// How a follower connects.
 #[derive(Clone)]
 pub struct FollowOptions {
@@ -564,8 +519,7 @@ pub async fn follow(
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
         if engine
-            .follower
-            .as_ref()
+            .follower()
             .is_some_and(|f| f.synced.load(Ordering::Acquire))
         {
             // Once synced, retries stay at most 800 ms apart: the state it
@@ -576,7 +530,7 @@ pub async fn follow(
 }
 
 async fn follow_once(engine: &Arc<Engine>, opts: &FollowOptions) -> Result<(), String> {
-    let f = engine.follower.as_ref().ok_or("not a follower")?;
+    let f = engine.follower().ok_or("not a follower")?;
     let mut primary = Endpoint::from_shared(endpoint(&opts.primary))
         .map_err(|e| format!("bad primary address: {e}"))?
         .connect_timeout(Duration::from_secs(3))

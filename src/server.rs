@@ -264,7 +264,7 @@ pub async fn run(
             }
             listen_config = Some(store.listen_target());
             let store: Arc<dyn Store> = Arc::new(store);
-            let freshness = crate::nodes::Freshness::new(pg.stale_after, pg.serve_stale);
+            let freshness = crate::upstream::Freshness::new(pg.stale_after, pg.serve_stale);
             let engine = Engine::new_shared(
                 store,
                 key,
@@ -305,7 +305,7 @@ pub async fn run(
             } else {
                 DigestKey::generate()
             };
-            let state = crate::replication::FollowerState::new(
+            let state = crate::upstream::FollowerState::new(
                 f.primary.clone(),
                 f.stale_after,
                 f.serve_stale,
@@ -516,7 +516,7 @@ pub async fn run(
             notify.clone(),
             wait_for_stop(stop_rx.clone()),
         ));
-        let sync = tokio::spawn(crate::nodes::sync(
+        let sync = tokio::spawn(crate::engine::sync(
             engine.clone(),
             notify,
             wait_for_stop(stop_rx.clone()),
@@ -608,7 +608,7 @@ async fn background_jobs(
     loop {
         tokio::select! {
             _ = &mut stopped => return,
-            _ = health.tick(), if engine.shared.is_some() => {
+            _ = health.tick(), if engine.shared().is_some() => {
                 health_follows_staleness(&engine, &reporter, &mut serving).await;
             }
             _ = usage.tick() => {

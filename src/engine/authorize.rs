@@ -1,0 +1,137 @@
+//! One Authorize decision: from memory under one read lock when the
+//! token's verified digest is known, otherwise after an argon2 proof;
+//! DOMAIN ids are looked up in their canonical spelling.
+//!
+//! Part of the engine (layer L4): imports the vocabulary, `index` and
+//! `authz` (the pure decision).
+
+use super::authn::{parse_bounded, Proof};
+use super::{AuthnFailure, Engine};
+use crate::authz::{self, Check};
+use crate::error::{Error, Result};
+use crate::index::{Index, TokenState};
+use crate::model::{self, Kind};
+use crate::pb::v1::DenyReason;
+use crate::token::{Digest, ParsedToken};
+
+/// A decision with what the caller may log or return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Allowed or not.
+    pub allowed: bool,
+    /// Why not (Unspecified when allowed).
+    pub reason: DenyReason,
+    /// Recognised token id (0 if none).
+    pub token_id: u64,
+    /// Its account (0 if none).
+    pub account_id: u64,
+}
+
+impl Decision {
+    fn deny(reason: DenyReason) -> Self {
+        Self {
+            allowed: false,
+            reason,
+            token_id: 0,
+            account_id: 0,
+        }
+    }
+}
+
+/// The outcome of [`Engine::authorize_cached`].
+pub enum Cached<'t> {
+    /// Decided from memory.
+    Decided(Decision),
+    /// No verified digest is known: argon2 must check the secret.
+    NeedsArgon2 {
+        /// The parsed token.
+        parsed: ParsedToken<'t>,
+        /// Its keyed digest, to fill in on success.
+        digest: Digest,
+        /// The PHC hash to verify against.
+        phc: String,
+    },
+}
+
+impl Engine {
+    /// Decides one Authorize request. Fails (closed) only when argon2
+    /// capacity is exhausted and the token needs it.
+    pub async fn authorize(&self, token: &str, check: &Check<'_>) -> Result<Decision> {
+        let (parsed, digest, phc) = match self.authorize_cached(token, check) {
+            Cached::Decided(d) => return Ok(d),
+            Cached::NeedsArgon2 {
+                parsed,
+                digest,
+                phc,
+            } => (parsed, digest, phc),
+        };
+        match self.verify_slow(parsed, digest, phc).await {
+            Ok(_) => {}
+            Err(AuthnFailure::Overloaded) => {
+                return Err(Error::Unavailable(
+                    "token verification is overloaded; retry shortly".into(),
+                ))
+            }
+            Err(_) => return Ok(Decision::deny(DenyReason::UnknownToken)),
+        }
+        // Live state after the (slow) proof: a delete that landed while
+        // argon2 ran is seen here.
+        let now = self.now_ms();
+        let idx = self.index.read();
+        Ok(match idx.tokens.get(&parsed.id) {
+            Some(state) => decide_for(&idx, state, check, now),
+            None => Decision::deny(DenyReason::UnknownToken),
+        })
+    }
+
+    /// The in-memory part of Authorize: parse, checksum, digest, lookup and
+    /// decision under one read lock, with no allocation; hands back what
+    /// argon2 needs when no verified digest is known.
+    pub fn authorize_cached<'t>(&self, token: &'t str, check: &Check<'_>) -> Cached<'t> {
+        let Some(parsed) = parse_bounded(token) else {
+            return Cached::Decided(Decision::deny(DenyReason::Malformed));
+        };
+        let digest = self.key.digest(parsed.full());
+        let now = self.now_ms();
+        let idx = self.index.read();
+        match self.prove(&idx, &parsed, &digest) {
+            Ok(Proof::Verified(state)) => Cached::Decided(decide_for(&idx, state, check, now)),
+            Ok(Proof::NeedsArgon2(phc)) => Cached::NeedsArgon2 {
+                parsed,
+                digest,
+                phc,
+            },
+            Err(_) => Cached::Decided(Decision::deny(DenyReason::UnknownToken)),
+        }
+    }
+}
+
+/// Decides for an authentic token and records its use. A DOMAIN id is
+/// looked up in its canonical spelling (borrowed, with no allocation, when
+/// it is one already): every spelling of a domain gets the same decision.
+/// One that is not a host name is looked up as an id nothing is registered
+/// under: UNKNOWN_RESOURCE, after the token's own checks.
+fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64) -> Decision {
+    let canonical;
+    let domain_check;
+    let check = if check.kind == Kind::Domain {
+        canonical = model::domain_lookup_key(check.id);
+        domain_check = Check {
+            id: &canonical,
+            ..*check
+        };
+        &domain_check
+    } else {
+        check
+    };
+    let result = authz::decide(idx, state, check, now);
+    if result.is_ok() {
+        state.touch(now);
+    }
+    Decision {
+        allowed: result.is_ok(),
+        reason: result.err().unwrap_or(DenyReason::Unspecified),
+        token_id: state.id,
+        account_id: state.account_id,
+    }
+}
