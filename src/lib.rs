@@ -25,11 +25,13 @@
 //! - [`seed`]: bulk seeding of a data dir, for benchmarks only.
 //! - [`pb`]: generated code only.
 
+pub mod access;
 pub mod admin;
 pub mod admission;
 pub mod authz;
 pub mod clock;
 pub mod config;
+pub mod credential;
 pub mod engine;
 pub mod error;
 pub mod http;
@@ -48,3 +50,4 @@ pub mod store;
 pub mod tls;
 pub mod token;
 pub mod upstream;
+pub mod wire;

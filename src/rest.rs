@@ -21,10 +21,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
+use crate::credential::pick_credential;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::pb::v1 as pb;
-use crate::service::pick_credential;
 
 /// Largest request body, in bytes.
 pub const BODY_MAX: usize = 64 * 1024;
@@ -273,7 +273,7 @@ pub async fn delete_token(
         account_id,
         token_id,
     };
-    crate::service::tokens::ops::delete(engine, caller, &req).await?;
+    engine.delete_token(caller, &req).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -1,5 +1,6 @@
 //! The gRPC services: thin layers that decode the request, take the caller's
-//! credential from metadata, call the engine, and encode the answer.
+//! credential from metadata ([`crate::credential`]), call the engine (the
+//! admin operations audit themselves), and encode the answer.
 
 pub mod accounts;
 pub mod audit;
@@ -8,33 +9,16 @@ pub mod ext_authz;
 pub mod resources;
 pub mod tokens;
 
-use tonic::metadata::MetadataMap;
+pub use crate::credential::{credential, pick_credential};
 
-/// The caller's credential: `authorization: Bearer <token>` or
-/// `api-token: <token>`. Values that are not visible ASCII are ignored (and
-/// so read as missing).
-pub fn credential(metadata: &MetadataMap) -> Option<&str> {
-    pick_credential(
-        metadata.get("authorization").and_then(|v| v.to_str().ok()),
-        metadata.get("api-token").and_then(|v| v.to_str().ok()),
-    )
-}
+use tonic::{Request, Status};
 
-/// The credential from the values of the `authorization` and `api-token`
-/// headers (gRPC metadata and HTTP alike): `Bearer <token>` (any case), a
-/// bare `authorization` value, else `api-token`.
-pub fn pick_credential<'a>(
-    authorization: Option<&'a str>,
-    api_token: Option<&'a str>,
-) -> Option<&'a str> {
-    if let Some(v) = authorization {
-        let v = v.trim();
-        if let Some((scheme, token)) = v.split_once(' ') {
-            if scheme.eq_ignore_ascii_case("bearer") {
-                return Some(token.trim());
-            }
-        }
-        return Some(v);
-    }
-    api_token.map(str::trim)
+use crate::engine::Engine;
+
+/// The admin caller of a gRPC request: its credential authenticated, its
+/// token live.
+pub(crate) async fn caller<T>(engine: &Engine, req: &Request<T>) -> Result<u64, Status> {
+    Ok(engine
+        .authenticate_caller(credential(req.metadata()))
+        .await?)
 }

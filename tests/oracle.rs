@@ -745,7 +745,7 @@ async fn run_mutation(
             .await
             .map(Some),
         Mutation::ReadAudit { account } => engine
-            .list_audit(
+            .list_audit_events(
                 id,
                 &pb::ListAuditEventsRequest {
                     account_id: *account,

@@ -34,7 +34,7 @@ const API_TOKEN_KEYS: [&str; 6] = [
 /// An RFC 3339 time `ms` from the server's clock.
 fn at(s: &TestServer, ms: i64) -> String {
     let t = keyward::clock::Clock::now_ms(&*s.clock) + ms;
-    keyward::rest::time::format_millis(&keyward::admin::ts(t))
+    keyward::rest::time::format_millis(&keyward::wire::ts(t))
 }
 
 #[tokio::test]

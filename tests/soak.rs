@@ -229,7 +229,7 @@ async fn admin_loop(
                     name: format!("soak {n}"),
                     grants: vec![grant(DOMAIN, &domain(d), ADMIN)],
                     scopes: vec![],
-                    expires_at: expiring.then(|| keyward::admin::ts(s.clock_now() + HALF_HOUR_MS)),
+                    expires_at: expiring.then(|| keyward::wire::ts(s.clock_now() + HALF_HOUR_MS)),
                 };
                 match tokens.create_token(auth(req, &admin)).await {
                     Ok(r) => {

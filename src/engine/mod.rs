@@ -30,16 +30,17 @@ use crate::store::{Store, StoreError};
 use crate::token::{self, Digest, DigestKey, Secret};
 use crate::upstream::{FollowerState, Freshness, Upstream};
 
-mod audit;
 mod authn;
 mod authorize;
+mod caller;
 mod catch_up;
+mod mutate;
 mod upkeep;
 
-pub use audit::AuditSubject;
 pub use authn::AuthnFailure;
 pub use authorize::{Cached, Decision};
 pub use catch_up::sync;
+pub use mutate::{Done, Mint, NewToken, Plan};
 pub use upkeep::Work;
 use upkeep::WorkCounters;
 

@@ -24,7 +24,6 @@ use super::{
 use crate::engine::Engine;
 use crate::model::{Kind, Level};
 use crate::pb::v1 as pb;
-use crate::service::tokens::ops;
 
 type St = State<Arc<Engine>>;
 
@@ -254,7 +253,7 @@ async fn do_create(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<R
         scopes,
         expires_at: opt_expiry(&m, "expires_at")?,
     };
-    let created = ops::create(engine, caller, req).await?;
+    let created = engine.create_token(caller, req).await?;
     let mut out = created.token.as_ref().map(token_json).unwrap_or_default();
     out.insert("accessToken".into(), Value::String(created.secret));
     Ok(Json(json!({ "data": out })).into_response())
@@ -293,7 +292,7 @@ async fn do_rename(
         }),
         ..Default::default()
     };
-    Ok(data(&ops::update(engine, caller, req).await?))
+    Ok(data(&engine.update_token(caller, req).await?))
 }
 
 async fn do_settings(
@@ -314,8 +313,16 @@ async fn do_settings(
                 token_id,
             },
         )?,
-        Some("pause") => ops::set_paused(engine, caller, account_id, token_id, true).await?,
-        Some("unpause") => ops::set_paused(engine, caller, account_id, token_id, false).await?,
+        Some("pause") => {
+            engine
+                .set_paused(caller, account_id, token_id, true)
+                .await?
+        }
+        Some("unpause") => {
+            engine
+                .set_paused(caller, account_id, token_id, false)
+                .await?
+        }
         Some(_) => return Err(invalid("status", "must be pause or unpause")),
     };
     Ok(data(&token))

@@ -20,7 +20,6 @@ use super::{
 use crate::engine::Engine;
 use crate::model::{Kind, Level};
 use crate::pb::v1 as pb;
-use crate::service::tokens::ops;
 
 type St = State<Arc<Engine>>;
 
@@ -208,7 +207,7 @@ async fn do_create(
         scopes: Vec::new(),
         expires_at: opt_expiry(&m, "expires_at")?,
     };
-    Ok(with_secret(ops::create(engine, caller, req).await?))
+    Ok(with_secret(engine.create_token(caller, req).await?))
 }
 
 async fn do_show(
@@ -256,7 +255,7 @@ async fn do_reset(
         token_id,
         expires_at: opt_expiry(&m, "expires_at")?,
     };
-    Ok(with_secret(ops::reset(engine, caller, req).await?))
+    Ok(with_secret(engine.reset_token(caller, req).await?))
 }
 
 async fn list(State(e): St, h: HeaderMap) -> Response {

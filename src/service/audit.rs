@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
 use crate::pb::v1::{self as pb, audit_server::Audit};
-use crate::service::credential;
+use crate::service::caller;
 
 /// The Audit service.
 #[derive(Debug, Clone)]
@@ -21,12 +21,9 @@ impl Audit for AuditService {
         &self,
         req: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        let caller = self
-            .engine
-            .authenticate_caller(credential(req.metadata()))
-            .await?;
+        let caller = caller(&self.engine, &req).await?;
         Ok(Response::new(
-            self.engine.list_audit(caller, req.get_ref()).await?,
+            self.engine.list_audit_events(caller, req.get_ref()).await?,
         ))
     }
 }

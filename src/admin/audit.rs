@@ -1,12 +1,13 @@
-//! The audit log (appending an event for an admin call, reading an
-//! account's events) and the live-caller check, as they stood in
-//! `engine.rs`: these move to `admin` and `access`, and this file goes.
+//! The audit log of admin calls: every operation in `admin/` records its
+//! outcome here itself, so gRPC and the REST facades write the same
+//! events; and the log's reading, for account admins.
 
-use std::sync::atomic::Ordering;
-
-use super::{store_unavailable, Engine};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::index::{Index, TokenState};
+use crate::model::Kind;
+use crate::pb::store::AuditRecord;
+use crate::pb::v1 as pb;
+use crate::wire::{page_bounds, ts, Page};
 
 /// What an audited admin call was about.
 #[derive(Debug, Clone, Default)]
@@ -19,11 +20,44 @@ pub struct AuditSubject {
     pub resource: String,
 }
 
+impl AuditSubject {
+    /// A call on one token (0: the token it makes).
+    pub fn token(account_id: u64, token_id: u64) -> Self {
+        AuditSubject {
+            account_id,
+            token_id,
+            resource: String::new(),
+        }
+    }
+
+    /// A call on a resource, named as it is stored: a domain in its
+    /// canonical spelling, so that one domain's events read alike whatever
+    /// spelling the call used; anything else clipped to 100 characters.
+    pub fn resource(account_id: u64, r: Option<&pb::ResourceRef>) -> Self {
+        let resource = r
+            .map(|r| {
+                let kind = Kind::from_wire(r.r#type);
+                let id = match kind {
+                    Some(Kind::Domain) => crate::model::canonical_host(&r.id).ok(),
+                    _ => None,
+                };
+                let id = id.unwrap_or_else(|| r.id.chars().take(100).collect::<String>().into());
+                format!("{}/{id}", kind.map_or("unspecified", Kind::as_str))
+            })
+            .unwrap_or_default();
+        AuditSubject {
+            account_id,
+            token_id: 0,
+            resource,
+        }
+    }
+}
+
 impl Engine {
     /// Appends an audit event for an admin call by `caller` and returns its
-    /// result unchanged. `created` names a token (or account) the call made,
-    /// when the subject did not know it yet.
-    pub async fn audited<T>(
+    /// result unchanged. `created` names the account and token the call
+    /// made, when the subject did not know them yet.
+    pub(crate) async fn audit<T>(
         &self,
         caller: u64,
         action: &'static str,
@@ -46,7 +80,7 @@ impl Engine {
             Err(e) => (e.code_name().to_string(), e.to_string()),
         };
         let (actor_name, actor_account, actor_root) = {
-            let idx = self.index.read();
+            let idx = self.view();
             idx.tokens
                 .get(&caller)
                 .map_or((String::new(), 0, false), |t| {
@@ -58,8 +92,8 @@ impl Engine {
         if !actor_root && subject.account_id != actor_account {
             subject.account_id = actor_account;
         }
-        let event = crate::pb::store::AuditRecord {
-            id: self.audit_seq.fetch_add(1, Ordering::AcqRel) + 1,
+        self.append_audit(AuditRecord {
+            id: 0,
             account_id: subject.account_id,
             at_ms: self.now_ms(),
             actor_token_id: caller,
@@ -69,33 +103,32 @@ impl Engine {
             resource: subject.resource,
             outcome,
             detail,
-        };
-        if let Err(e) = self.store.append_audit(&event).await {
-            tracing::error!(error = %e, action, "could not append the audit event");
-        }
+        })
+        .await;
         result
     }
 
-    /// Lists audit events of an account for an account admin (or root).
-    pub async fn list_audit(
+    /// ListAuditEvents: an account's events, for an account admin (or
+    /// root), by id, paged.
+    pub async fn list_audit_events(
         &self,
         caller: u64,
-        req: &crate::pb::v1::ListAuditEventsRequest,
-    ) -> Result<crate::pb::v1::ListAuditEventsResponse> {
-        let (size, after) = crate::admin::page_bounds(req.page_size, &req.page_token)?;
-        self.audit_rules(&self.index.read(), caller, req.account_id)?;
-        let records = self
-            .store
-            .list_audit(req.account_id, after, size + 1)
-            .await
-            .map_err(|e| store_unavailable(&e))?;
+        req: &pb::ListAuditEventsRequest,
+    ) -> Result<pb::ListAuditEventsResponse> {
+        let (size, after) = page_bounds(req.page_size, &req.page_token)?;
+        {
+            let idx = self.view();
+            crate::access::Access::of(&idx, caller, self.now_ms())?
+                .may_read_audit(&idx, req.account_id)?;
+        }
         // `size + 1` records: a page that fills up knows whether more follow.
-        let mut page = crate::admin::Page::new(size);
+        let records = self.read_audit(req.account_id, after, size + 1).await?;
+        let mut page = Page::new(size);
         for r in records {
-            let event = crate::pb::v1::AuditEvent {
+            let event = pb::AuditEvent {
                 id: r.id,
                 account_id: r.account_id,
-                at: Some(crate::admin::ts(r.at_ms)),
+                at: Some(ts(r.at_ms)),
                 actor_token_id: r.actor_token_id,
                 actor_name: r.actor_name,
                 action: r.action,
@@ -109,37 +142,9 @@ impl Engine {
             }
         }
         let next_page_token = page.next_token(|e| e.id.to_string());
-        Ok(crate::pb::v1::ListAuditEventsResponse {
+        Ok(pb::ListAuditEventsResponse {
             events: page.items,
             next_page_token,
         })
-    }
-}
-
-impl Engine {
-    /// Looks up an authenticated caller's live state: not paused, not expired, not
-    /// reset (a token in its grace period only authorizes).
-    pub(crate) fn live_caller<'a>(&self, idx: &'a Index, id: u64) -> Result<&'a TokenState> {
-        let state = idx
-            .tokens
-            .get(&id)
-            .ok_or_else(|| Error::Unauthenticated("invalid token".into()))?;
-        if state.paused {
-            return Err(Error::Unauthenticated("token is paused".into()));
-        }
-        if state.is_expired(self.now_ms()) {
-            return Err(Error::Unauthenticated("token has expired".into()));
-        }
-        // A reset token (possibly the leaked one) keeps authorizing during
-        // its grace period, which is what the grace is for, but the admin
-        // plane is for its replacement: it cannot mint, edit or delete.
-        if state.replaced_by != 0 {
-            return Err(Error::PermissionDenied(format!(
-                "this token was reset (replaced by token {}): during its grace period it only \
-                 authorizes; use its replacement",
-                state.replaced_by
-            )));
-        }
-        Ok(state)
     }
 }

@@ -1,0 +1,230 @@
+//! The shapes on the wire that every admin surface shares: timestamps,
+//! a token or account as served, and listing pages (sizes, cursors, the
+//! byte budget of a page).
+//!
+//! Layer L2: imports the vocabulary (`model`, `pb`, `error`) and the
+//! index's state types only.
+
+use std::sync::atomic::Ordering;
+
+use prost_types::Timestamp;
+
+use crate::error::{Error, Result};
+use crate::index::{AccountState, TokenState};
+use crate::model::{limits, Grant, Kind, ScopeGrant};
+use crate::pb::v1 as pb;
+
+/// Converts unix ms to a wire timestamp.
+pub fn ts(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// A wire timestamp, or none for 0 (never).
+pub fn ts_opt(ms: i64) -> Option<Timestamp> {
+    (ms != 0).then(|| ts(ms))
+}
+
+/// Converts a wire timestamp to unix ms, checking it is well formed.
+pub fn ms_from(field: &str, t: &Timestamp) -> Result<i64> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Error::invalid(field, "nanos must be in 0..1e9"));
+    }
+    t.seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(t.nanos / 1_000_000)))
+        .ok_or_else(|| Error::invalid(field, "out of range"))
+}
+
+/// Checks an optional wire expiry against `now` (unix ms): well formed, in
+/// the future, at most 5 years ahead. Pure: the fuzz targets call it.
+pub fn check_expiry(field: &str, expires_at: Option<&Timestamp>, now: i64) -> Result<Option<i64>> {
+    let Some(t) = expires_at else { return Ok(None) };
+    let ms = ms_from(field, t)?;
+    if ms <= now {
+        return Err(Error::invalid(field, "must be in the future"));
+    }
+    if ms - now > limits::EXPIRY_MAX_MS {
+        return Err(Error::invalid(field, "must be at most 5 years ahead"));
+    }
+    Ok(Some(ms))
+}
+
+/// The metadata of a token, as served.
+pub fn token_to_wire(t: &TokenState) -> pb::Token {
+    pb::Token {
+        id: t.id,
+        account_id: t.account_id,
+        name: t.name.clone(),
+        last_4_digits: t.last_4.clone(),
+        created_by: t.created_by.clone(),
+        created_at: Some(ts(t.created_at_ms)),
+        expires_at: t.expires_at_ms.map(ts),
+        paused: t.paused,
+        grants: t.grants.iter().map(Grant::to_wire).collect(),
+        scopes: t.scopes.iter().map(ScopeGrant::to_wire).collect(),
+        replaced_by: t.replaced_by,
+        replaces: t.replaces,
+        last_used_at: ts_opt(t.last_used_ms.load(Ordering::Relaxed)),
+        root: t.root,
+    }
+}
+
+pub fn account_to_wire(a: &AccountState) -> pb::Account {
+    pb::Account {
+        id: a.id,
+        name: a.name.clone(),
+        created_at: Some(ts(a.created_at_ms)),
+    }
+}
+
+/// Most encoded bytes of the items of one listing page. Half the smallest
+/// encoding limit of a service that lists (Accounts and Resources, 256 KiB
+/// in `server.rs`), so a full page always fits with its page token and
+/// framing; Tokens and Audit (1 MiB) page the same way. A page ends early,
+/// with a `next_page_token`, when its next item would pass this.
+pub const PAGE_BYTES_MAX: usize = 128 * 1024;
+
+/// The number of items a page may hold: the default for 0, refused above
+/// the maximum.
+pub fn checked_page_size(page_size: u32) -> Result<usize> {
+    match page_size {
+        0 => Ok(limits::PAGE_DEFAULT as usize),
+        n if n > limits::PAGE_MAX => Err(Error::invalid(
+            "page_size",
+            format!("must be at most {}", limits::PAGE_MAX),
+        )),
+        n => Ok(n as usize),
+    }
+}
+
+/// Page size (default, max) and the id after which the page starts.
+pub fn page_bounds(page_size: u32, page_token: &str) -> Result<(usize, u64)> {
+    let size = checked_page_size(page_size)?;
+    let after = if page_token.is_empty() {
+        0
+    } else {
+        page_token
+            .parse::<u64>()
+            .map_err(|_| Error::invalid("page_token", "not a token from a previous page"))?
+    };
+    Ok((size, after))
+}
+
+/// The resource after which a ListResources page starts: the previous
+/// page's token, `type:id` of its last resource (type as its wire number).
+pub fn resource_cursor(page_token: &str) -> Result<Option<(Kind, &str)>> {
+    if page_token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Error::invalid("page_token", "not a token from a previous page");
+    let (kind, id) = page_token.split_once(':').ok_or_else(bad)?;
+    let kind = kind
+        .parse::<i32>()
+        .ok()
+        .and_then(Kind::from_wire)
+        .ok_or_else(bad)?;
+    Ok(Some((kind, id)))
+}
+
+/// One listing page being filled, in cursor order: at most `size` items
+/// and at most [`PAGE_BYTES_MAX`] encoded bytes of them (the first item
+/// always goes in, so paging makes progress; one item is far smaller).
+pub struct Page<T> {
+    /// The items so far.
+    pub items: Vec<T>,
+    /// Their encoded size as a repeated field of the response.
+    bytes: usize,
+    /// Items the caller asked for.
+    size: usize,
+    /// Whether an item was left for the next page.
+    more: bool,
+}
+
+impl<T: prost::Message> Page<T> {
+    /// An empty page of at most `size` items.
+    pub fn new(size: usize) -> Self {
+        Page {
+            items: Vec::new(),
+            bytes: 0,
+            size,
+            more: false,
+        }
+    }
+
+    /// Adds `item` if the page has room for it; otherwise notes that more
+    /// follow and returns false: the page is full, stop filling it.
+    pub fn push(&mut self, item: T) -> bool {
+        let len = item.encoded_len();
+        // Field key (one byte: fields 1..15), length, message.
+        let bytes = 1 + prost::length_delimiter_len(len) + len;
+        let full = self.items.len() >= self.size
+            || (!self.items.is_empty() && self.bytes + bytes > PAGE_BYTES_MAX);
+        if full {
+            self.more = true;
+            return false;
+        }
+        self.bytes += bytes;
+        self.items.push(item);
+        true
+    }
+
+    /// The next page's token, from the last item; empty on the last page.
+    pub fn next_token(&self, cursor: impl Fn(&T) -> String) -> String {
+        if !self.more {
+            return String::new();
+        }
+        self.items.last().map(cursor).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Page, PAGE_BYTES_MAX};
+    use crate::pb::v1 as pb;
+    use prost::Message;
+
+    /// The largest account the input limits allow: 100 four-byte characters.
+    fn widest_account(id: u64) -> pb::Account {
+        pb::Account {
+            id,
+            name: "\u{1F4E8}".repeat(100),
+            created_at: Some(prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 999_999_999,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_page_stops_at_its_size_or_its_byte_budget() {
+        let mut page = Page::new(3);
+        assert!(page.push(widest_account(1)));
+        assert!(page.push(widest_account(2)));
+        assert!(page.push(widest_account(3)));
+        assert!(!page.push(widest_account(4)));
+        assert_eq!(page.next_token(|a| a.id.to_string()), "3");
+
+        // 1,000 of the widest accounts (~420 KB) would pass the Accounts
+        // limit (256 KiB): the page ends under the budget instead.
+        let mut page = Page::new(1000);
+        let mut id = 0;
+        while page.push(widest_account(id + 1)) {
+            id += 1;
+        }
+        let resp = pb::ListAccountsResponse {
+            accounts: page.items.clone(),
+            next_page_token: page.next_token(|a| a.id.to_string()),
+        };
+        assert!(page.items.len() < 1000);
+        assert!(resp.encoded_len() <= PAGE_BYTES_MAX + 64);
+        assert_eq!(resp.next_page_token, id.to_string());
+
+        // A short last page ends the listing.
+        let mut page = Page::new(10);
+        assert!(page.push(widest_account(1)));
+        assert_eq!(page.next_token(|a| a.id.to_string()), "");
+    }
+}
