@@ -523,6 +523,12 @@ async fn a_follower_without_the_key_bounds_argon2_per_token() {
     let id = attacked.token.as_ref().unwrap().id;
     let limit = keyward::engine::Settings::default().argon2_failures_per_token;
     let before = f.engine.work().verifies;
+    let negative = r#"keyward_verify_total{path="negative_cache"}"#;
+    let scrape = || async {
+        let m = http(f.http, "GET", "/metrics", None, None).await;
+        metric(&String::from_utf8_lossy(&m.body), negative)
+    };
+    let negative_before = scrape().await;
     let mut forged = Vec::new();
     for _ in 0..(limit * 5) {
         let t = keyward::token::assemble(id, &keyward::token::new_secret_part());
@@ -541,6 +547,14 @@ async fn a_follower_without_the_key_bounds_argon2_per_token() {
         u64::from(limit),
         "{} forged secrets for one token id cost {argon2_runs} argon2 verifies",
         forged.len() + 3
+    );
+    // The 3 repeated wrong secrets were answered from the negative cache,
+    // and counted where the README says (process-wide: other tests in this
+    // binary may add to it, never take away).
+    let negative_hits = scrape().await - negative_before;
+    assert!(
+        negative_hits >= 3.0,
+        "{negative} rose by {negative_hits}, not by the 3 repeated secrets"
     );
     // Fail closed for that id until the window ends, the right secret too.
     let d = f.check(&attacked.secret, PROJECT, "p1", VIEWER).await;

@@ -169,7 +169,7 @@ impl Engine {
             .get(&digest)
             .is_some_and(|&until| until > now)
         {
-            metrics::counter!("keyward_verify_negative_hits_total").increment(1);
+            self.metrics.verify_negative.increment(1);
             return Err(AuthnFailure::Unknown);
         }
         if self.failed_too_often(parsed.id, now) {
