@@ -1,4 +1,4 @@
-//! Scenario 13: scenario 1's valid load under attack. The same closed loop
+//! Scenario 13, `under_attack`: scenario 1's valid load under attack. The same closed loop
 //! (16 connections × 8 in flight, every request a different warm token) is
 //! measured alone and beside each attack, alternating each round:
 //!
@@ -25,7 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
-use super::{load, verdict, Bench, Mode, Run};
+use crate::bench::Bench;
+use crate::load::{load, Mode, Run};
+use crate::report::verdict;
 
 /// Attacking connections in the header-only attack.
 const STALL_CONNECTIONS: usize = 24;
@@ -51,7 +53,7 @@ struct StallStats {
 
 impl Bench {
     /// Scenario 1's load alone, then beside each attack, each round.
-    pub(super) async fn scenario13(&mut self) {
+    pub(crate) async fn under_attack(&mut self) {
         let viewer = match self.viewer_token().await {
             Ok(t) => t,
             Err(e) => {

@@ -1,4 +1,4 @@
-//! Scenario 14: scenarios 1 and 2 over TLS. keyward with `--tls-cert` and
+//! Scenario 14, `tls`: scenarios 1 and 2 over TLS. keyward with `--tls-cert` and
 //! `--tls-key` against the no-op baseline serving TLS (tonic's rustls) with
 //! the same certificate and key, on a data dir of its own seeded like the
 //! main one; the client (tonic's rustls) verifies the certificate against
@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use keyward::pb::v1::authorizer_client::AuthorizerClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-use super::{
-    load_with, request, spawn_keyward, start_noop_with, verdict, Bench, Mode, Proc, Run, Workload,
-};
+use crate::bench::{request, Bench};
+use crate::load::{load_with, Mode, Run, Workload};
+use crate::procs::{spawn_keyward, start_noop_with, Proc};
+use crate::report::verdict;
 
 /// A CA and a server certificate for `localhost` and 127.0.0.1, in a
 /// temporary directory removed on drop.
@@ -192,7 +193,7 @@ impl Bench {
     }
 
     /// Scenarios 1 and 2, both servers over TLS with the same certificate.
-    pub(super) async fn scenario14(&mut self) {
+    pub(crate) async fn tls(&mut self) {
         match self.tls_servers().await {
             Ok(rig) => {
                 let tls = client_tls(&rig.certs);
