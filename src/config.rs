@@ -12,11 +12,15 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "keyward", version, about)]
 pub struct Config {
-    /// gRPC listen address (admin plane, Authorizer, health, reflection).
+    /// gRPC listen address: the keyward services (Accounts, Resources,
+    /// Tokens, Audit, Authorizer), Envoy ext_authz (Check), Replication (the
+    /// stream followers watch), health and reflection.
     #[arg(long, env = "KEYWARD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// HTTP listen address (/healthz, /readyz, /metrics).
+    /// HTTP listen address: the REST facades (Mailtrap's /api/...,
+    /// MailerSend's /v1/token..., /openapi.json), the probes /healthz and
+    /// /readyz, and /metrics.
     #[arg(long, env = "KEYWARD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
@@ -80,8 +84,8 @@ pub struct Config {
 
     /// Follower (and PostgreSQL node): when stale, `closed` (fail closed: UNAVAILABLE) or `serve`
     /// (keep answering from the last state received).
-    #[arg(long, env = "KEYWARD_STALE_MODE", default_value = "closed", value_parser = ["closed", "serve"])]
-    pub stale_mode: String,
+    #[arg(long, env = "KEYWARD_STALE_MODE", default_value = "closed")]
+    pub stale_mode: StaleMode,
 
     /// Store: unset = embedded sled in --data-dir; `postgres://user:pass@host:port/db`
     /// = PostgreSQL, shared by any number of keyward nodes (the digest key
@@ -126,6 +130,31 @@ pub struct Config {
     /// (default: the system roots).
     #[arg(long, env = "KEYWARD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+}
+
+/// What a follower or a PostgreSQL node does once it is stale
+/// (`--stale-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleMode {
+    /// Fail closed: answer UNAVAILABLE, health NOT_SERVING.
+    Closed,
+    /// Keep answering from the last state received.
+    Serve,
+}
+
+// By hand rather than derived: a derived `ValueEnum` would print each
+// variant's doc comment as a help line of its own in `--help`.
+impl clap::ValueEnum for StaleMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[StaleMode::Closed, StaleMode::Serve]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            StaleMode::Closed => "closed",
+            StaleMode::Serve => "serve",
+        }))
+    }
 }
 
 /// A store connection string: it may hold a password, so it prints as
@@ -178,9 +207,6 @@ impl Config {
         }
         if self.follow.is_some() && self.replication_secret_file.is_none() {
             return Err("--follow needs --replication-secret-file (the primary's secret)".into());
-        }
-        if self.follow.is_some() && self.routes.is_none() {
-            // Fine: Authorize alone. Check then denies every request.
         }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => {

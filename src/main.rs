@@ -1,12 +1,9 @@
 //! The `keyward` binary: flags → tracing → `server::run`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use keyward::clock::SystemClock;
 use keyward::config::Config;
-use keyward::engine::Settings;
 use keyward::server::{self, Options};
 use tokio::net::TcpListener;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -30,14 +27,9 @@ fn main() -> ExitCode {
         eprintln!("keyward: {msg}");
         return ExitCode::from(EXIT_USAGE);
     }
-    let secret = match config
-        .replication_secret_file
-        .as_deref()
-        .map(keyward::config::read_secret)
-    {
-        None => None,
-        Some(Ok(s)) => Some(s),
-        Some(Err(msg)) => {
+    let options = match Options::from_config(&config) {
+        Ok(options) => options,
+        Err(msg) => {
             eprintln!("keyward: {msg}");
             return ExitCode::from(EXIT_USAGE);
         }
@@ -52,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, secret)) {
+    match runtime.block_on(serve(&config, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ (server::ServeError::Routes(_) | server::ServeError::Tls(_))) => {
             eprintln!("keyward: {e}");
@@ -65,44 +57,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config, secret: Option<String>) -> Result<(), server::ServeError> {
+async fn serve(config: &Config, options: Options) -> Result<(), server::ServeError> {
     let grpc = TcpListener::bind(config.grpc_addr).await?;
     let http = TcpListener::bind(config.http_addr).await?;
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, data_dir = %config.data_dir.display(), store = if config.store.is_some() { "postgres" } else { "sled" }, "keyward starting");
-    let options = Options {
-        data_dir: config.data_dir.clone(),
-        digest_key_file: config.digest_key_path(),
-        settings: Settings {
-            reset_grace: config.reset_grace,
-            purge_after: config.purge_after,
-            ..Settings::default()
-        },
-        clock: Arc::new(SystemClock),
-        request_timeout: config.request_timeout,
-        max_in_flight: config.max_in_flight,
-        max_concurrent_streams: config.max_concurrent_streams,
-        usage_flush_interval: config.usage_flush_interval,
-        routes_file: config.routes.clone(),
-        replication_secret: secret.clone().map(Into::into),
-        postgres: config.store.clone().map(|url| server::Postgres {
-            store: keyward::store::postgres::PgOptions {
-                url: url.0,
-                pool_size: config.pg_pool_size,
-                retain_changes: config.pg_retain_changes,
-                ca_file: config.pg_ca_file.clone(),
-            },
-            stale_after: config.stale_after,
-            serve_stale: config.stale_mode == "serve",
-        }),
-        follow: config.follow.clone().map(|primary| server::Follow {
-            primary,
-            secret: secret.clone().unwrap_or_default().into(),
-            stale_after: config.stale_after,
-            serve_stale: config.stale_mode == "serve",
-        }),
-        tls: config.tls_files(),
-        tls_ca: config.tls_ca.clone(),
-    };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<server::Ready>();
     tokio::spawn(async move {
         if let Ok(ready) = ready_rx.await {
