@@ -15,21 +15,18 @@
 //! and accepts connections until the process runs out of file descriptors;
 //! then the gRPC port cannot accept either.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use metrics::{counter, gauge, Counter, Gauge};
-use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Time a client has to send a request's headers, from the moment the
@@ -453,156 +450,9 @@ fn client_cert_required() -> axum::response::Response {
     response
 }
 
-/// One open connection, as the cap sees it.
-struct Conn {
-    /// Its key in the registry.
-    id: u64,
-    /// Requests being handled on it (0 = idle: waiting for a request).
-    in_flight: AtomicUsize,
-    /// When it last became idle, in µs since the registry's epoch: the
-    /// connection idle the longest is closed first.
-    idle_since: AtomicU64,
-    /// Chosen for eviction (so it is chosen once).
-    evicted: AtomicBool,
-    /// Wakes its task to close it.
-    evict: Notify,
-}
+mod registry;
 
-/// Every open connection, for the cap.
-struct Registry {
-    /// The open connections and how many of them are being evicted.
-    slots: Mutex<Slots>,
-    /// Zero of `Conn::idle_since`.
-    epoch: Instant,
-    /// Told when a connection closes or goes idle: a place may be free
-    /// for a connection waiting at the cap.
-    freed: Notify,
-    /// `keyward_http_connections`: connections open.
-    open: Gauge,
-    /// `keyward_http_connections_dropped_total{why="evicted_idle"}`.
-    evictions: Counter,
-    /// `keyward_http_connections_dropped_total{why="refused"}`.
-    refusals: Counter,
-}
-
-/// The registry's state under its lock.
-#[derive(Default)]
-struct Slots {
-    /// Open connections by id.
-    open: HashMap<u64, Arc<Conn>>,
-    /// Of them, evicted but not yet closed.
-    closing: usize,
-    /// The next connection's id.
-    next_id: u64,
-}
-
-impl Registry {
-    fn new() -> Registry {
-        Registry {
-            slots: Mutex::new(Slots::default()),
-            epoch: Instant::now(),
-            freed: Notify::new(),
-            open: gauge!("keyward_http_connections"),
-            evictions: counter!("keyward_http_connections_dropped_total", "why" => "evicted_idle"),
-            refusals: counter!("keyward_http_connections_dropped_total", "why" => "refused"),
-        }
-    }
-
-    fn now_us(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    /// A place for a new connection: free under `cap`, or made by evicting
-    /// the connection idle the longest. None if every connection is busy
-    /// (or too many are already closing): for now, no place.
-    fn admit(&self, cap: usize) -> Option<Arc<Conn>> {
-        let now = self.now_us();
-        let mut slots = self.slots.lock();
-        if slots.open.len() - slots.closing >= cap {
-            if slots.closing >= CLOSING_MAX {
-                return None;
-            }
-            let victim = slots
-                .open
-                .values()
-                .filter(|c| {
-                    c.in_flight.load(Ordering::Acquire) == 0 && !c.evicted.load(Ordering::Relaxed)
-                })
-                .min_by_key(|c| c.idle_since.load(Ordering::Relaxed))
-                .cloned()?;
-            victim.evicted.store(true, Ordering::Relaxed);
-            victim.evict.notify_one();
-            slots.closing += 1;
-            self.evictions.increment(1);
-        }
-        let id = slots.next_id;
-        slots.next_id += 1;
-        let conn = Arc::new(Conn {
-            id,
-            in_flight: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(now),
-            evicted: AtomicBool::new(false),
-            evict: Notify::new(),
-        });
-        slots.open.insert(id, conn.clone());
-        self.open.set(slots.open.len() as f64);
-        Some(conn)
-    }
-
-    fn remove(&self, conn: &Conn) {
-        let mut slots = self.slots.lock();
-        if slots.open.remove(&conn.id).is_some() && conn.evicted.load(Ordering::Relaxed) {
-            slots.closing -= 1;
-        }
-        self.open.set(slots.open.len() as f64);
-        drop(slots);
-        self.freed.notify_one();
-    }
-}
-
-/// Takes a connection out of the registry when its task ends (or is
-/// aborted).
-struct Leave {
-    /// Where it is registered.
-    registry: Arc<Registry>,
-    /// The connection.
-    conn: Arc<Conn>,
-}
-
-impl Drop for Leave {
-    fn drop(&mut self) {
-        self.registry.remove(&self.conn);
-    }
-}
-
-/// Marks a connection busy while one of its requests is handled.
-struct Busy {
-    /// The connection.
-    conn: Arc<Conn>,
-    /// For the time it goes idle again.
-    registry: Arc<Registry>,
-}
-
-impl Busy {
-    fn start(conn: &Arc<Conn>, registry: &Arc<Registry>) -> Busy {
-        conn.in_flight.fetch_add(1, Ordering::AcqRel);
-        Busy {
-            conn: conn.clone(),
-            registry: registry.clone(),
-        }
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.conn
-            .idle_since
-            .store(self.registry.now_us(), Ordering::Relaxed);
-        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.registry.freed.notify_one();
-        }
-    }
-}
+use registry::{Busy, Conn, Leave, Registry};
 
 #[cfg(test)]
 mod tests {
@@ -614,28 +464,5 @@ mod tests {
         assert_eq!(cap_for(Some(1_048_576)), CONNECTIONS_MAX);
         assert_eq!(cap_for(Some(2)), 1);
         assert_eq!(cap_for(None), CONNECTIONS_MAX);
-    }
-
-    #[test]
-    fn the_connection_idle_the_longest_is_evicted_and_busy_ones_never() {
-        let r = Arc::new(Registry::new());
-        let a = r.admit(2).expect("a fits");
-        let b = r.admit(2).expect("b fits");
-        // a busy, b idle: a third evicts b.
-        let a_busy = Busy::start(&a, &r);
-        let c = r.admit(2).expect("c evicts b");
-        assert!(b.evicted.load(Ordering::Relaxed) && !a.evicted.load(Ordering::Relaxed));
-        // a busy, c idle, b still closing: a fourth evicts c.
-        let d = r.admit(2).expect("d evicts c");
-        assert!(c.evicted.load(Ordering::Relaxed));
-        r.remove(&b);
-        r.remove(&c);
-        // a and d busy: a fifth is refused.
-        let _d_busy = Busy::start(&d, &r);
-        assert!(r.admit(2).is_none(), "every connection busy: refused");
-        // a idle again: evicted for the new one.
-        drop(a_busy);
-        assert!(r.admit(2).is_some());
-        assert!(a.evicted.load(Ordering::Relaxed) && !d.evicted.load(Ordering::Relaxed));
     }
 }
