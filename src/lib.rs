@@ -34,6 +34,7 @@ pub mod config;
 pub mod credential;
 pub mod engine;
 pub mod error;
+pub mod feed;
 pub mod http;
 pub mod index;
 pub mod logs;

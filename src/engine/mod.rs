@@ -147,7 +147,7 @@ pub struct Engine {
     /// Last audit event id handed out.
     audit_seq: AtomicU64,
     /// Every commit, for followers (primary).
-    pub(crate) feed: Arc<crate::replication::Feed>,
+    pub(crate) feed: Arc<crate::feed::Feed>,
     /// The shared store's revision the index is at (0 on sled).
     pub(crate) applied: Arc<AtomicU64>,
     /// Where the state comes from when this node does not own its store:
@@ -217,8 +217,8 @@ impl Engine {
         let feed = match store.cluster_id() {
             // Nodes of one database share the epoch and revisions, so a
             // follower may resume from any of them.
-            Some(id) => crate::replication::Feed::with_epoch(id),
-            None => crate::replication::Feed::new(),
+            Some(id) => crate::feed::Feed::with_epoch(id),
+            None => crate::feed::Feed::new(),
         };
         let permits = settings.verify_concurrency.max(1);
         let hash_permits = settings.hash_concurrency.max(1);

@@ -1,0 +1,37 @@
+//! Primary → follower replication.
+//!
+//! **Primary.** Every commit gets the next revision of this process's epoch
+//! (a random id drawn at start) and is published on the commit
+//! [`Feed`](crate::feed::Feed): kept in a bounded history and broadcast to
+//! the `Replication/Watch` streams. A new follower gets a consistent
+//! snapshot (taken with the writer lock held, so no commit falls between
+//! the snapshot and the stream), then every commit in order, and a
+//! heartbeat every second. A follower that reconnects within the same
+//! epoch, with its revision still in the history, gets only what it
+//! missed. Watch requires the replication secret; without one configured,
+//! replication is off.
+//!
+//! **Follower** ([`follow`]): no store of its own; it applies what the
+//! primary streams to its in-memory index, serves Authorize and Check from
+//! it, refuses admin calls naming the primary, reconnects with backoff, and
+//! reports its lag. Past the staleness bound without a word from the
+//! primary it fails closed (or keeps serving, by flag). An `https://`
+//! primary is reached over TLS: its certificate must chain to `--tls-ca`
+//! (or the system roots) and name the URL's host, and the follower
+//! presents `--tls-cert`/`--tls-key` when given, all re-read at every
+//! connect. A plaintext primary gets one warning at start: the secret and
+//! every record travel in clear.
+//!
+//! `serve` holds the primary's side (the `Replication` service, the
+//! snapshot), `follow` the follower's (connect, TLS, apply).
+//!
+//! Layer L5 (with `tls`): imports `engine`, `feed`, `index`, `credential`,
+//! `model` and `pb`, and `tls::read_ca` for a follower's CA file.
+
+mod follow;
+mod serve;
+#[cfg(test)]
+mod tests;
+
+pub use follow::{follow, follows_over_tls, FollowOptions};
+pub use serve::{ReplicationService, CHUNK, HEARTBEAT};

@@ -1,0 +1,249 @@
+//! The primary's side of replication: `Replication/Watch`, which checks
+//! the replication secret, then sends a consistent snapshot (or, within
+//! the epoch, only the commits a follower missed) and every commit after
+//! it, with a heartbeat every [`HEARTBEAT`].
+//!
+//! Part of replication (layer L5): imports `engine`, `feed`, `index`,
+//! `credential`, `model` and `pb`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::engine::Engine;
+use crate::index::change::to_wire;
+use crate::index::Change;
+use crate::model::Kind;
+use crate::pb::replication::{
+    self as rpb, replication_server::Replication, watch_event::Kind as Ev, WatchEvent, WatchRequest,
+};
+use crate::pb::store::{AccountRecord, ResourceRecord};
+
+/// Snapshot records per message.
+pub const CHUNK: usize = 2048;
+/// Heartbeat period.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Everything in `idx` as changes that rebuild it (counters, accounts,
+/// resources, then tokens in id order). Tokens come in slices of
+/// [`CHUNK`] under short read locks; the caller holds the writer lock, so
+/// nothing but digest fills moves meanwhile.
+fn snapshot(engine: &Engine) -> Vec<Vec<rpb::Change>> {
+    let mut chunks = Vec::new();
+    let mut head = Vec::new();
+    let max_id = {
+        let idx = engine.index.read();
+        head.push(to_wire(&Change::Counters {
+            next_account_id: idx.next_account_id,
+            next_token_id: idx.next_token_id,
+        }));
+        for a in idx.accounts.values() {
+            head.push(to_wire(&Change::PutAccount(AccountRecord {
+                id: a.id,
+                name: a.name.clone(),
+                created_at_ms: a.created_at_ms,
+            })));
+            for kind in Kind::ALL {
+                for (id, node) in &a.resources[kind.slot()] {
+                    let (parent_type, parent_id) = match &node.parent {
+                        Some(p) => (Kind::Project.to_wire(), p.to_string()),
+                        None => (Kind::Account.to_wire(), a.id.to_string()),
+                    };
+                    head.push(to_wire(&Change::PutResource(ResourceRecord {
+                        account_id: a.id,
+                        resource_type: kind.to_wire(),
+                        id: id.to_string(),
+                        parent_type,
+                        parent_id,
+                    })));
+                }
+            }
+        }
+        idx.next_token_id
+    };
+    chunks.push(head);
+    let mut from = 0u64;
+    while from < max_id {
+        let to = (from + CHUNK as u64).min(max_id);
+        let idx = engine.index.read();
+        let chunk: Vec<rpb::Change> = (from..to)
+            .filter_map(|id| idx.tokens.get(&id))
+            .map(|t| to_wire(&Change::PutToken(t.to_record(engine.key()))))
+            .collect();
+        drop(idx);
+        if !chunk.is_empty() {
+            chunks.push(chunk);
+        }
+        from = to;
+    }
+    chunks
+}
+
+/// `Replication/Watch` on the primary.
+#[derive(Clone)]
+pub struct ReplicationService {
+    /// Shared engine.
+    pub engine: Arc<Engine>,
+    /// The replication secret followers present.
+    pub secret: Option<Arc<str>>,
+    /// Becomes true when the server stops: streams end, so the graceful
+    /// shutdown does not wait for followers forever.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for ReplicationService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationService").finish_non_exhaustive()
+    }
+}
+
+fn event(kind: Ev, epoch: u64, revision: u64, changes: Vec<rpb::Change>, now: i64) -> WatchEvent {
+    WatchEvent {
+        kind: kind as i32,
+        epoch,
+        revision,
+        changes,
+        sent_at_ms: now,
+        digest_key_id: Vec::new(),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    type WatchStream = EventStream;
+
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let Some(secret) = &self.secret else {
+            return Err(Status::failed_precondition(
+                "replication is off on this keyward (start it with --replication-secret-file)",
+            ));
+        };
+        let given = crate::credential::credential(req.metadata()).unwrap_or_default();
+        let same: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), secret.as_bytes()).into();
+        if !same {
+            return Err(Status::unauthenticated(
+                "wrong or missing replication secret",
+            ));
+        }
+        self.engine.ensure_ready()?;
+        let engine = self.engine.clone();
+        let feed = engine.feed.clone();
+        let want = req.into_inner();
+        // Under the writer lock no commit can land between what we send
+        // first and the live stream.
+        let w = engine.writer.clone().lock_owned().await;
+        let rx = feed.subscribe();
+        let resume = (want.epoch == feed.epoch)
+            .then(|| feed.since(want.revision))
+            .flatten();
+        let now = engine.now_ms();
+        let mut first: Vec<WatchEvent> = Vec::new();
+        let mut last = feed.revision();
+        match resume {
+            Some(missed) => {
+                first.push(event(Ev::Resume, feed.epoch, want.revision, vec![], now));
+                for b in missed {
+                    first.push(event(
+                        Ev::Commit,
+                        feed.epoch,
+                        b.revision,
+                        b.changes.clone(),
+                        now,
+                    ));
+                }
+            }
+            None => {
+                let chunks = snapshot(&engine);
+                let mut begin = event(Ev::SnapshotBegin, feed.epoch, last, vec![], now);
+                begin.digest_key_id = engine.key().id().to_vec();
+                first.push(begin);
+                for c in chunks {
+                    first.push(event(Ev::SnapshotChunk, feed.epoch, last, c, now));
+                }
+                first.push(event(Ev::SnapshotEnd, feed.epoch, last, vec![], now));
+            }
+        }
+        drop(w);
+        engine.metrics.replication.watchers.increment(1.0);
+        let (tx, out) = mpsc::channel::<Result<WatchEvent, Status>>(64);
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            let _count = WatcherCount(engine.clone());
+            for e in first {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            let mut rx = rx;
+            let mut beat = tokio::time::interval(HEARTBEAT);
+            loop {
+                let next = tokio::select! {
+                    b = rx.recv() => match b {
+                        Ok(b) if b.reset => {
+                            let _ = tx.send(Err(Status::unavailable(
+                                "this keyward reloaded its state; reconnect for a snapshot",
+                            ))).await;
+                            return;
+                        }
+                        Ok(b) => {
+                            if b.revision <= last {
+                                continue;
+                            }
+                            last = b.revision;
+                            event(Ev::Commit, feed.epoch, b.revision, b.changes.clone(), engine.now_ms())
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            let _ = tx.send(Err(Status::resource_exhausted(format!(
+                                "follower fell {n} commits behind; reconnect for a snapshot"
+                            )))).await;
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = beat.tick() => event(Ev::Heartbeat, feed.epoch, last, vec![], engine.now_ms()),
+                    _ = tx.closed() => return,
+                    _ = stopped(&mut stop) => {
+                        let _ = tx.send(Err(Status::unavailable("the primary is shutting down"))).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(next)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+}
+
+/// Resolves once the server is stopping.
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Counts a watcher while it lives.
+struct WatcherCount(Arc<Engine>);
+
+impl Drop for WatcherCount {
+    fn drop(&mut self) {
+        self.0.metrics.replication.watchers.decrement(1.0);
+    }
+}
