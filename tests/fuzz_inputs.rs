@@ -2,9 +2,10 @@
 //! them: every file of the kept corpus (`fuzz/corpus/<target>/`), the
 //! hand-written seeds, and a few thousand proptest inputs per target, both
 //! arbitrary bytes and structured messages. The checks themselves live in
-//! `fuzz/src/lib.rs` (shared with the nightly cargo-fuzz targets): no
-//! panic, and what keyward accepts matches a separate reference rule,
-//! round-trips, and is INVALID_ARGUMENT (never INTERNAL) when refused.
+//! `fuzz/src/` (`lib.rs` and a module per target, shared with the nightly
+//! cargo-fuzz targets): no panic, and what keyward accepts matches a
+//! separate reference rule, round-trips, and is INVALID_ARGUMENT (never
+//! INTERNAL) when refused.
 //!
 //! Cases per proptest: `KEYWARD_FUZZ_CASES` (default 1,000).
 
