@@ -35,27 +35,17 @@
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
+use crate::error::{Denial, DENIALS};
 use crate::pb::v1::DenyReason;
-
-/// Every deny reason, in wire order, with its label.
-const REASONS: [(DenyReason, &str); 8] = [
-    (DenyReason::Malformed, "malformed"),
-    (DenyReason::UnknownToken, "unknown_token"),
-    (DenyReason::Expired, "expired"),
-    (DenyReason::Paused, "paused"),
-    (DenyReason::NoGrant, "no_grant"),
-    (DenyReason::WrongAccount, "wrong_account"),
-    (DenyReason::Scope, "scope"),
-    (DenyReason::UnknownResource, "unknown_resource"),
-];
 
 /// The handles.
 #[derive(Clone)]
 pub struct Metrics {
     /// Allowed decisions.
     pub allow: Counter,
-    /// Denied decisions, by reason (index = position in `REASONS`).
-    deny: [Counter; 8],
+    /// Denied decisions, by reason (index = the reason's number - 1: the
+    /// rows of [`DENIALS`] after the unspecified one).
+    deny: [Counter; DENIALS.len() - 1],
     /// Authorize calls shed for lack of argon2 capacity.
     pub shed: Counter,
     /// Authorize latency inside the server.
@@ -152,7 +142,9 @@ impl Metrics {
     pub fn new() -> Self {
         Self {
             allow: counter!("keyward_decisions_total", "result" => "allow", "reason" => "none"),
-            deny: REASONS.map(|(_, label)| counter!("keyward_decisions_total", "result" => "deny", "reason" => label)),
+            deny: std::array::from_fn(
+                |i| counter!("keyward_decisions_total", "result" => "deny", "reason" => DENIALS[i + 1].label),
+            ),
             shed: counter!("keyward_decisions_total", "result" => "shed", "reason" => "overloaded"),
             authorize_seconds: histogram!("keyward_authorize_seconds"),
             verify_digest: counter!("keyward_verify_total", "path" => "digest"),
@@ -195,19 +187,19 @@ impl Metrics {
         }
     }
 
-    /// Counts a denial.
+    /// Counts a denial (the unspecified reason is none: not counted).
     pub fn deny(&self, reason: DenyReason) {
-        if let Some(i) = REASONS.iter().position(|(r, _)| *r == reason) {
-            self.deny[i].increment(1);
+        if let Some(c) = (reason as usize)
+            .checked_sub(1)
+            .and_then(|i| self.deny.get(i))
+        {
+            c.increment(1);
         }
     }
 
-    /// The label of a deny reason (for logs).
+    /// The label of a deny reason (for logs; "none" for the unspecified).
     pub fn reason_label(reason: DenyReason) -> &'static str {
-        REASONS
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map_or("none", |(_, l)| l)
+        Denial::of(reason).label
     }
 }
 

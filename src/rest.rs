@@ -136,66 +136,8 @@ impl Problem {
     /// path (`grants[0].level`) to the facade's (`resources[0].access_level`).
     pub fn render(self, dialect: Dialect, field: fn(&str) -> String) -> Response {
         let (status, message) = match self {
-            Problem::Domain(Error::InvalidArgument(fields)) => {
-                let mut errors = Map::new();
-                for (f, why) in fields {
-                    let entry = errors.entry(field(&f)).or_insert_with(|| json!([]));
-                    if let Some(list) = entry.as_array_mut() {
-                        list.push(Value::String(why));
-                    }
-                }
-                return body(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    match dialect {
-                        Dialect::Mailtrap => json!({ "errors": errors }),
-                        Dialect::MailerSend => {
-                            json!({ "message": "The given data was invalid.", "errors": errors })
-                        }
-                    },
-                );
-            }
-            Problem::Domain(Error::FailedPrecondition(m) | Error::AlreadyExists(m)) => {
-                return body(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    match dialect {
-                        Dialect::Mailtrap => json!({ "errors": { "base": [m] } }),
-                        Dialect::MailerSend => json!({ "message": m, "errors": { "base": [m] } }),
-                    },
-                );
-            }
-            Problem::Domain(Error::PermissionDenied(m)) => {
-                return body(
-                    StatusCode::FORBIDDEN,
-                    match dialect {
-                        Dialect::Mailtrap => json!({ "errors": m }),
-                        Dialect::MailerSend => json!({ "message": m }),
-                    },
-                );
-            }
-            Problem::Domain(Error::Unauthenticated(m)) => {
-                let mut r = one(dialect, StatusCode::UNAUTHORIZED, m);
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Bearer realm=\"keyward\""),
-                );
-                return r;
-            }
-            Problem::Domain(Error::NotFound(m)) | Problem::NotFound(m) => {
-                (StatusCode::NOT_FOUND, m)
-            }
-            Problem::Domain(Error::Unavailable(m)) => (StatusCode::SERVICE_UNAVAILABLE, m),
-            Problem::Domain(Error::Internal(m)) => {
-                if crate::logs::ERRORS.admit() {
-                    tracing::error!(
-                        error = &*crate::logs::clip_to(&m, crate::logs::MESSAGE_MAX),
-                        "internal error"
-                    );
-                }
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error; see the server log".to_string(),
-                )
-            }
+            Problem::Domain(e) => return domain(e, dialect, field),
+            Problem::NotFound(m) => (StatusCode::NOT_FOUND, m),
             Problem::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             Problem::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -208,6 +150,56 @@ impl Problem {
             ),
         };
         one(dialect, status, message)
+    }
+}
+
+/// A domain error in the dialect's shapes, with its status from the error
+/// table ([`Error::http_status`]).
+fn domain(e: Error, dialect: Dialect, field: fn(&str) -> String) -> Response {
+    let status = e.http_status();
+    match e {
+        Error::InvalidArgument(fields) => {
+            let mut errors = Map::new();
+            for (f, why) in fields {
+                let entry = errors.entry(field(&f)).or_insert_with(|| json!([]));
+                if let Some(list) = entry.as_array_mut() {
+                    list.push(Value::String(why));
+                }
+            }
+            body(
+                status,
+                match dialect {
+                    Dialect::Mailtrap => json!({ "errors": errors }),
+                    Dialect::MailerSend => {
+                        json!({ "message": "The given data was invalid.", "errors": errors })
+                    }
+                },
+            )
+        }
+        Error::FailedPrecondition(m) | Error::AlreadyExists(m) => body(
+            status,
+            match dialect {
+                Dialect::Mailtrap => json!({ "errors": { "base": [m] } }),
+                Dialect::MailerSend => json!({ "message": m, "errors": { "base": [m] } }),
+            },
+        ),
+        Error::PermissionDenied(m) => body(
+            status,
+            match dialect {
+                Dialect::Mailtrap => json!({ "errors": m }),
+                Dialect::MailerSend => json!({ "message": m }),
+            },
+        ),
+        Error::Unauthenticated(m) => {
+            let mut r = one(dialect, status, m);
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(crate::error::WWW_AUTHENTICATE),
+            );
+            r
+        }
+        Error::NotFound(m) | Error::Unavailable(m) => one(dialect, status, m),
+        Error::Internal(m) => one(dialect, status, crate::error::log_internal(&m).into()),
     }
 }
 

@@ -31,8 +31,8 @@ use tonic::{Request, Response, Status};
 
 use crate::authz::Check;
 use crate::engine::Engine;
+use crate::error::{Denial, WWW_AUTHENTICATE};
 use crate::logs;
-use crate::metrics::Metrics;
 use crate::pb::v1::DenyReason;
 use crate::routes::{Match, Routes, Unmatched};
 use crate::service::pick_credential;
@@ -101,7 +101,7 @@ fn deny(unauthenticated: bool, message: &str) -> CheckResponse {
     let mut http = DeniedHttpResponseBuilder::new();
     http.add_header("content-type", "application/json", None, false);
     let (status, body) = if unauthenticated {
-        http.add_header("www-authenticate", "Bearer realm=\"keyward\"", None, false);
+        http.add_header("www-authenticate", WWW_AUTHENTICATE, None, false);
         (
             HttpStatusCode::Unauthorized,
             serde_json::json!({ "error": message }),
@@ -121,20 +121,6 @@ fn deny(unauthenticated: bool, message: &str) -> CheckResponse {
     let mut resp = CheckResponse::with_status(code);
     resp.set_http_response(http);
     resp
-}
-
-/// What a denial says, and whether it is a 401.
-fn denial(reason: DenyReason) -> (bool, &'static str) {
-    match reason {
-        DenyReason::Malformed | DenyReason::UnknownToken => (true, "invalid token"),
-        DenyReason::Expired => (true, "token has expired"),
-        DenyReason::Paused => (true, "token is paused"),
-        DenyReason::NoGrant => (false, "this token has no access to this resource"),
-        DenyReason::WrongAccount => (false, "this resource belongs to another account"),
-        DenyReason::Scope => (false, "this token's scopes do not allow this"),
-        DenyReason::UnknownResource => (false, "no such resource"),
-        DenyReason::Unspecified => (false, "denied"),
-    }
 }
 
 fn number(n: u64) -> Value {
@@ -246,6 +232,7 @@ impl ExtAuthzService {
             } else {
                 d.reason
             };
+            let denial = Denial::of(reason);
             m.deny.increment(1);
             self.engine.metrics.deny(reason);
             // Rate-limited: a caller decides how many denials there are.
@@ -255,12 +242,11 @@ impl ExtAuthzService {
                     route = &*logs::clip(needed.template),
                     resource.kind = check.kind.as_str(),
                     resource.id = &*logs::clip(check.id),
-                    reason = Metrics::reason_label(reason),
+                    reason = denial.label,
                     "check denied"
                 );
             }
-            let (unauthenticated, message) = denial(reason);
-            return Ok(deny(unauthenticated, message));
+            return Ok(deny(denial.unauthenticated, denial.message));
         }
         m.allow.increment(1);
         self.engine.metrics.allow.increment(1);
