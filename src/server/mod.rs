@@ -10,6 +10,8 @@
 mod grpc;
 mod jobs;
 mod open;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;
