@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL server for keyward's tests, with the settings of
-# tests/common/pg.rs (trust auth for local and 127.0.0.1, superuser
-# "keyward", no TLS, fsync and synchronous_commit on, max_connections 200,
-# shared_buffers 32MB, listening on 127.0.0.1 only, log in DIR/server.log).
+# A throwaway PostgreSQL server for keyward's tests, the one implementation
+# (tests/common/pg.rs drives this script): trust auth for local and
+# 127.0.0.1, superuser "keyward", no TLS, fsync and synchronous_commit on,
+# max_connections 200, shared_buffers 32MB, listening on 127.0.0.1 only,
+# log in DIR/server.log.
 #
 #   scripts/pg_cluster.sh install          # apt-get install the server if missing
 #   scripts/pg_cluster.sh start DIR PORT   # initdb DIR (if new), start, wait;
 #                                          # prints postgres://keyward@127.0.0.1:PORT
-#   scripts/pg_cluster.sh stop DIR         # pg_ctl stop -m fast (no-op if not running)
+#   scripts/pg_cluster.sh stop DIR [MODE]  # pg_ctl stop -m MODE: fast (default) or
+#                                          # immediate (a crash); no-op if not running
 #   scripts/pg_cluster.sh bindir           # prints the server binaries' dir
 #
 # e.g.  KEYWARD_TEST_PG=$(scripts/pg_cluster.sh start "$dir" 55432)
@@ -25,7 +27,7 @@ WAIT_SECS=30
 
 
 usage() {
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 64
 }
 
@@ -228,8 +230,9 @@ cmd_start() {
 }
 
 cmd_stop() {
-  [[ $# -eq 1 ]] || usage
-  local dir=$1
+  [[ $# -eq 1 || $# -eq 2 ]] || usage
+  local dir=$1 mode=${2:-fast}
+  [[ $mode == fast || $mode == immediate ]] || die "bad stop mode: $mode (fast or immediate)"
   if [[ ! -d $dir/data ]]; then
     echo "no PostgreSQL data dir in $dir: nothing to stop" >&2
     return 0
@@ -238,8 +241,8 @@ cmd_stop() {
   if ! is_running "$dir"; then
     return 0
   fi
-  if ! run_pg "$BIN/pg_ctl" stop -D "$dir/data" -m fast -w -t "$WAIT_SECS" -s; then
-    echo "pg_ctl stop -m fast failed; trying -m immediate" >&2
+  if ! run_pg "$BIN/pg_ctl" stop -D "$dir/data" -m "$mode" -w -t "$WAIT_SECS" -s; then
+    echo "pg_ctl stop -m $mode failed; trying -m immediate" >&2
     run_pg "$BIN/pg_ctl" stop -D "$dir/data" -m immediate -w -t "$WAIT_SECS" -s ||
       die "could not stop the PostgreSQL server in $dir"
   fi
