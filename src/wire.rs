@@ -72,6 +72,7 @@ pub fn token_to_wire(t: &TokenState) -> pb::Token {
     }
 }
 
+/// An account, as served.
 pub fn account_to_wire(a: &AccountState) -> pb::Account {
     pb::Account {
         id: a.id,

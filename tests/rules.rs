@@ -1,4 +1,4 @@
-//! Every rule of DESIGN.md "Rules", allowed and refused, through the
+//! Every admin rule (`src/access.rs`; the choices are in the README's decision list), allowed and refused, through the
 //! generated gRPC clients against a real server on 127.0.0.1:0.
 
 mod common;

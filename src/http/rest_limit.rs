@@ -43,6 +43,7 @@ pub struct RestLimit {
 }
 
 impl RestLimit {
+    /// The limit, with its metric handles registered.
     pub fn new() -> RestLimit {
         RestLimit {
             serving: Arc::new(Semaphore::new(REST_IN_FLIGHT_MAX)),
