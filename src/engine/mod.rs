@@ -1,17 +1,20 @@
 //! The engine: the index, the store, the verifier and the clock, and the
 //! operations every surface shares: authenticate a token, decide, commit.
-//! Admin rules live in `admin.rs`; the wire lives in `service/`.
+//! The admin rules live in `access` and the operations in `admin/`; the
+//! wire lives in `service/` and `rest/`.
 //!
 //! This file holds the state, its construction and load, and the commit
 //! path. The operations sit beside it, one file per concern: `authn`
 //! (prove a token authentic, the argon2 budgets, hash new secrets),
-//! `authorize` (one Authorize decision), `upkeep` (persist usage, purge
-//! expired tokens, the work counters), `catch_up` (the write lock, and
-//! keeping a shared store's node current: [`sync`]) and `audit`.
+//! `authorize` (one Authorize decision), `caller` (an admin caller
+//! authenticated), `mutate` (the one way state changes, and the audit
+//! log's two ends), `upkeep` (persist usage, purge expired tokens, the
+//! work counters) and `catch_up` (the write lock, and keeping a shared
+//! store's node current: [`sync`]).
 //!
 //! Layer L4: imports the vocabulary (`clock`, `error`, `metrics`, `model`,
-//! `pb`, `token`), `index`, `store`, `feed`, `upstream` and `authz`; never
-//! a layer above it.
+//! `pb`, `token`), `index`, `store`, `feed`, `upstream`, `authz` and
+//! `access`; never a layer above it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
