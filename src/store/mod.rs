@@ -1,6 +1,6 @@
 //! Durable storage: the narrow [`Store`] trait, its errors, the checks every
 //! backend's load goes through, and [`NoStore`] (a follower's). The
-//! backends: [`sled`](self::sled) (embedded, the default) and [`postgres`] (shared by
+//! backends: [`sled`] (embedded, the default) and [`postgres`] (shared by
 //! several nodes).
 //!
 //! A commit is atomic and durable when it returns. The index is rebuilt at
