@@ -16,9 +16,10 @@
 //!
 //! Layer L3: imports the vocabulary (`error`, `model`) and `index` only.
 
-use crate::error::{Error, Result};
+use crate::error::{Denial, Error, Result};
 use crate::index::{AccountState, Index, Lookup, TokenState};
 use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant};
+use crate::pb::v1::DenyReason;
 
 #[cfg(test)]
 mod tests;
@@ -51,12 +52,12 @@ impl<'a> Access<'a> {
         let state = idx
             .tokens
             .get(&caller_id)
-            .ok_or_else(|| Error::Unauthenticated("invalid token".into()))?;
+            .ok_or_else(|| Denial::of(DenyReason::UnknownToken).error())?;
         if state.paused {
-            return Err(Error::Unauthenticated("token is paused".into()));
+            return Err(Denial::of(DenyReason::Paused).error());
         }
         if state.is_expired(now) {
-            return Err(Error::Unauthenticated("token has expired".into()));
+            return Err(Denial::of(DenyReason::Expired).error());
         }
         // A reset token (possibly the leaked one) keeps authorizing during
         // its grace period, which is what the grace is for, but the admin

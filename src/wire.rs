@@ -83,7 +83,7 @@ pub fn account_to_wire(a: &AccountState) -> pb::Account {
 
 /// Most encoded bytes of the items of one listing page. Half the smallest
 /// encoding limit of a service that lists (Accounts and Resources, 256 KiB
-/// in `server.rs`), so a full page always fits with its page token and
+/// in `server/grpc.rs`), so a full page always fits with its page token and
 /// framing; Tokens and Audit (1 MiB) page the same way. A page ends early,
 /// with a `next_page_token`, when its next item would pass this.
 pub const PAGE_BYTES_MAX: usize = 128 * 1024;

@@ -4,7 +4,8 @@
 
 use super::{AuthnFailure, Engine};
 use crate::access::Access;
-use crate::error::{Error, Result};
+use crate::error::{Denial, Error, Result};
+use crate::pb::v1::DenyReason;
 
 impl Engine {
     /// Authenticates an admin caller's credential; returns its token id.
@@ -35,7 +36,7 @@ impl Engine {
         let id = match id {
             Ok(id) => id,
             Err(AuthnFailure::Malformed | AuthnFailure::Unknown) => {
-                return Err(Error::Unauthenticated("invalid token".into()))
+                return Err(Denial::of(DenyReason::UnknownToken).error())
             }
             Err(AuthnFailure::Overloaded) => {
                 return Err(Error::Unavailable(
