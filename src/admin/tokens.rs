@@ -184,7 +184,7 @@ impl Engine {
         req: &pb::ResetTokenRequest,
     ) -> Result<pb::TokenWithSecret> {
         let expires_at_ms = check_expiry("expires_at", req.expires_at.as_ref(), self.now_ms())?;
-        let grace = crate::clock::duration_ms(self.settings.reset_grace);
+        let grace = crate::clock::duration_ms(self.settings().reset_grace);
         let done = self
             .mutate(caller, Mint::Token, |p| {
                 let (account, old) =

@@ -28,9 +28,8 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::index::{Change, Index};
 use crate::metrics::Metrics;
-use crate::pb::store::TokenRecord;
 use crate::store::{Store, StoreError};
-use crate::token::{self, Digest, DigestKey, Secret};
+use crate::token::{Digest, DigestKey, Secret};
 use crate::upstream::{FollowerState, Freshness, Upstream};
 
 mod authn;
@@ -38,6 +37,7 @@ mod authorize;
 mod caller;
 mod catch_up;
 mod mutate;
+mod replica;
 mod upkeep;
 
 pub use authn::AuthnFailure;
@@ -109,18 +109,18 @@ impl Default for Settings {
 /// The shared state behind every surface.
 pub struct Engine {
     /// Everything, in memory; Authorize takes only the read lock.
-    pub(crate) index: Arc<RwLock<Index>>,
+    index: Arc<RwLock<Index>>,
     /// Durable records.
     store: Arc<dyn Store>,
     /// Serialises mutations: rules are checked and the commit applied with
     /// no other mutation in between.
-    pub(crate) writer: Arc<tokio::sync::Mutex<()>>,
+    writer: Arc<tokio::sync::Mutex<()>>,
     /// Wall clock, injectable for tests.
-    pub(crate) clock: Arc<dyn Clock>,
+    clock: Arc<dyn Clock>,
     /// Key of the verified digests (kept outside the store).
     key: DigestKey,
     /// Tunables.
-    pub(crate) settings: Settings,
+    settings: Settings,
     /// Bounds concurrent argon2 work to the cores.
     verify_permits: Arc<Semaphore>,
     /// argon2 verifies waiting for a permit.
@@ -146,13 +146,13 @@ pub struct Engine {
     /// Set once the store is loaded; until then every call is UNAVAILABLE.
     ready: AtomicBool,
     /// Metric handles.
-    pub(crate) metrics: Metrics,
+    metrics: Metrics,
     /// Last audit event id handed out.
     audit_seq: AtomicU64,
     /// Every commit, for followers (primary).
-    pub(crate) feed: Arc<crate::feed::Feed>,
+    feed: Arc<crate::feed::Feed>,
     /// The shared store's revision the index is at (0 on sled).
-    pub(crate) applied: Arc<AtomicU64>,
+    applied: Arc<AtomicU64>,
     /// Where the state comes from when this node does not own its store:
     /// the primary it follows, or the database it shares (and when each
     /// was last reached).
@@ -275,39 +275,36 @@ impl Engine {
             // A shared store that has one already: no argon2 for nothing.
             return Ok(None);
         }
-        let (part, phc) = self.hash_new_secret().await.map_err(bootstrap)?;
+        let secret = self.hash_new_secret().await.map_err(bootstrap)?;
         let w = self.write_lock().await.map_err(bootstrap)?;
-        let (id, next_account_id) = {
+        let (changes, full) = {
             let idx = self.index.read();
             if idx.next_token_id > 1 || !idx.tokens.is_empty() {
                 // Another node of the shared store started first and made it.
                 return Ok(None);
             }
-            (idx.next_token_id, idx.next_account_id)
+            let root = NewToken {
+                account_id: 0,
+                name: "root".into(),
+                created_by: "keyward".into(),
+                grants: Vec::new(),
+                scopes: Vec::new(),
+                expires_at_ms: None,
+                replaces: 0,
+            };
+            let (mut record, full) = mutate::token_record(&idx, Some(&secret), root, self.now_ms());
+            record.root = true;
+            let changes = vec![
+                Change::Counters {
+                    next_account_id: idx.next_account_id,
+                    next_token_id: record.id + 1,
+                },
+                Change::PutToken(record),
+            ];
+            (changes, full)
         };
-        let full = token::assemble(id, &part);
-        let record = TokenRecord {
-            id,
-            account_id: 0,
-            name: "root".into(),
-            phc_hash: phc,
-            last_4_digits: token::last_4(&full),
-            created_by: "keyward".into(),
-            created_at_ms: self.now_ms(),
-            root: true,
-            verified_digest: self.key.digest(full.expose()).to_vec(),
-            digest_key_id: self.key.id().to_vec(),
-            ..Default::default()
-        };
-        let changes = vec![
-            Change::Counters {
-                next_account_id,
-                next_token_id: id + 1,
-            },
-            Change::PutToken(record),
-        ];
         self.commit(w, changes).await.map_err(bootstrap)?;
-        Ok(Some(full))
+        Ok(full)
     }
 
     /// The shared store's revision this node's index is at (0 on sled).
@@ -354,6 +351,16 @@ impl Engine {
     /// Now, from the injected clock.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// The tunables.
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The metric handles.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The digest key.

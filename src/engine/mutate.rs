@@ -71,31 +71,12 @@ impl Plan<'_> {
     /// this mutation; in the early pass, which commits nothing, there is
     /// none yet and the record carries no hash.
     pub fn mint(&self, t: NewToken) -> TokenRecord {
-        let id = self.idx.next_token_id;
-        let key = self.idx.key();
-        let mut record = TokenRecord {
-            id,
-            account_id: t.account_id,
-            name: t.name,
-            created_by: t.created_by,
-            created_at_ms: self.now,
-            expires_at_ms: t.expires_at_ms.unwrap_or(0),
-            replaces: t.replaces,
-            ..Default::default()
+        let Some(secret) = self.secret else {
+            return token_record(self.idx, None, t, self.now).0;
         };
-        if let Some((part, phc)) = self.secret {
-            let full = token::assemble(id, part);
-            record.phc_hash.clone_from(phc);
-            record.last_4_digits = token::last_4(&full);
-            record.verified_digest = key.digest(full.expose()).to_vec();
-            record.digest_key_id = key.id().to_vec();
-            *self.minted.borrow_mut() = Some((id, full));
-        }
-        // Grants and scopes go through the same encoding as every update.
-        let mut state = TokenState::from_record(&record, key);
-        state.grants = t.grants;
-        state.scopes = t.scopes;
-        state.to_record(key)
+        let (record, full) = token_record(self.idx, Some(secret), t, self.now);
+        *self.minted.borrow_mut() = full.map(|full| (record.id, full));
+        record
     }
 
     /// The counters after this mutation: `accounts` and `tokens` new ids
@@ -106,6 +87,42 @@ impl Plan<'_> {
             next_token_id: self.idx.next_token_id + tokens,
         }
     }
+}
+
+/// The record of a new token with the next token id of `idx`, and its
+/// full secret when `secret` (the hashed secret part) is given; without
+/// it the record carries no hash (a plan's early pass).
+pub(super) fn token_record(
+    idx: &Index,
+    secret: Option<&(Secret, String)>,
+    t: NewToken,
+    now: i64,
+) -> (TokenRecord, Option<Secret>) {
+    let id = idx.next_token_id;
+    let key = idx.key();
+    let mut record = TokenRecord {
+        id,
+        account_id: t.account_id,
+        name: t.name,
+        created_by: t.created_by,
+        created_at_ms: now,
+        expires_at_ms: t.expires_at_ms.unwrap_or(0),
+        replaces: t.replaces,
+        ..Default::default()
+    };
+    let full = secret.map(|(part, phc)| {
+        let full = token::assemble(id, part);
+        record.phc_hash.clone_from(phc);
+        record.last_4_digits = token::last_4(&full);
+        record.verified_digest = key.digest(full.expose()).to_vec();
+        record.digest_key_id = key.id().to_vec();
+        full
+    });
+    // Grants and scopes go through the same encoding as every update.
+    let mut state = TokenState::from_record(&record, key);
+    state.grants = t.grants;
+    state.scopes = t.scopes;
+    (state.to_record(key), full)
 }
 
 /// A committed mutation: the plan's answer, and the new token's id and

@@ -145,7 +145,7 @@ pub async fn follow(
             _ = &mut stop => return,
             r = run => r,
         };
-        let m = &engine.metrics.replication;
+        let m = &engine.metrics().replication;
         m.disconnects.increment(1);
         match outcome {
             Ok(()) => {
@@ -217,7 +217,7 @@ async fn follow_once(engine: &Arc<Engine>, opts: &FollowOptions) -> Result<(), S
         .map_err(|s| format!("watch: {}", status_with_causes(&s)))?
         .into_inner();
     let mut building: Option<Index> = None;
-    let m = &engine.metrics.replication;
+    let m = &engine.metrics().replication;
     while let Some(ev) = stream
         .message()
         .await
@@ -245,12 +245,10 @@ async fn follow_once(engine: &Arc<Engine>, opts: &FollowOptions) -> Result<(), S
             }
             Ev::SnapshotEnd => {
                 let idx = building.take().ok_or("snapshot end outside a snapshot")?;
-                let tokens = idx.tokens.len();
-                *engine.index.write() = idx;
+                let tokens = engine.install(idx);
                 f.epoch.store(ev.epoch, Ordering::Release);
                 f.revision.store(ev.revision, Ordering::Release);
                 f.synced.store(true, Ordering::Release);
-                engine.metrics.tokens.set(tokens as f64);
                 m.snapshots.increment(1);
                 engine.mark_ready();
                 tracing::info!(
@@ -278,13 +276,7 @@ async fn follow_once(engine: &Arc<Engine>, opts: &FollowOptions) -> Result<(), S
                     .map(from_wire)
                     .collect::<Option<Vec<_>>>()
                     .ok_or("unknown change in a commit")?;
-                {
-                    let mut idx = engine.index.write();
-                    for c in &changes {
-                        idx.apply(c);
-                    }
-                    engine.metrics.tokens.set(idx.tokens.len() as f64);
-                }
+                engine.apply_followed(&changes);
                 f.revision.store(ev.revision, Ordering::Release);
                 m.commits.increment(1);
             }

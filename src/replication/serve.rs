@@ -36,7 +36,7 @@ fn snapshot(engine: &Engine) -> Vec<Vec<rpb::Change>> {
     let mut chunks = Vec::new();
     let mut head = Vec::new();
     let max_id = {
-        let idx = engine.index.read();
+        let idx = engine.view();
         head.push(to_wire(&Change::Counters {
             next_account_id: idx.next_account_id,
             next_token_id: idx.next_token_id,
@@ -69,7 +69,7 @@ fn snapshot(engine: &Engine) -> Vec<Vec<rpb::Change>> {
     let mut from = 0u64;
     while from < max_id {
         let to = (from + CHUNK as u64).min(max_id);
-        let idx = engine.index.read();
+        let idx = engine.view();
         let chunk: Vec<rpb::Change> = (from..to)
             .filter_map(|id| idx.tokens.get(&id))
             .map(|t| to_wire(&Change::PutToken(t.to_record(engine.key()))))
@@ -136,12 +136,10 @@ impl Replication for ReplicationService {
         }
         self.engine.ensure_ready()?;
         let engine = self.engine.clone();
-        let feed = engine.feed.clone();
         let want = req.into_inner();
-        // Under the writer lock no commit can land between what we send
-        // first and the live stream.
-        let w = engine.writer.clone().lock_owned().await;
-        let rx = feed.subscribe();
+        // No commit can land between what we send first and the live
+        // stream until `held` is dropped.
+        let (feed, rx, held) = engine.subscribe().await;
         let resume = (want.epoch == feed.epoch)
             .then(|| feed.since(want.revision))
             .flatten();
@@ -172,8 +170,8 @@ impl Replication for ReplicationService {
                 first.push(event(Ev::SnapshotEnd, feed.epoch, last, vec![], now));
             }
         }
-        drop(w);
-        engine.metrics.replication.watchers.increment(1.0);
+        drop(held);
+        engine.metrics().replication.watchers.increment(1.0);
         let (tx, out) = mpsc::channel::<Result<WatchEvent, Status>>(64);
         let mut stop = self.stop.clone();
         tokio::spawn(async move {
@@ -244,6 +242,6 @@ struct WatcherCount(Arc<Engine>);
 
 impl Drop for WatcherCount {
     fn drop(&mut self) {
-        self.0.metrics.replication.watchers.decrement(1.0);
+        self.0.metrics().replication.watchers.decrement(1.0);
     }
 }

@@ -121,7 +121,7 @@ pub(super) async fn serve(
     // Envoy sends the request's headers: up to its own 60 KiB default.
     .max_decoding_message_size(2 * MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    engine.metrics.check.routes.set(files.route_count as f64);
+    engine.metrics().check.routes.set(files.route_count as f64);
 
     let replication = ReplicationServer::new(ReplicationService {
         engine: engine.clone(),

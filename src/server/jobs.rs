@@ -208,7 +208,7 @@ async fn follower_upkeep(
             _ = tick.tick() => {
                 let Some(f) = engine.follower() else { return };
                 let now = engine.now_ms();
-                engine.metrics.replication.lag_seconds.set(f.silence_ms(now) as f64 / 1000.0);
+                engine.metrics().replication.lag_seconds.set(f.silence_ms(now) as f64 / 1000.0);
                 health_follows_staleness(&engine, &reporter, &mut serving).await;
             }
             _ = upkeep.tick() => {
@@ -289,7 +289,7 @@ async fn watch_routes(
             }
         };
         let p = path.clone();
-        let m = &engine.metrics.check;
+        let m = &engine.metrics().check;
         match tokio::task::spawn_blocking(move || crate::routes::load(&p)).await {
             Ok(Ok(new)) => {
                 tracing::info!(routes = new.len(), why, "routes reloaded");

@@ -245,7 +245,7 @@ pub async fn run(
     };
     grpc::set_all(&grpc.reporter, ServingStatus::Serving).await;
     tracing::info!(
-        tokens = engine.index.read().tokens.len(),
+        tokens = engine.view().tokens.len(),
         follower = opts.follow.is_some(),
         "loaded; serving"
     );

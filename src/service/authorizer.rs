@@ -62,7 +62,7 @@ impl AuthorizerService {
         req: &pb::AuthorizeRequest,
         check: &Check<'_>,
     ) -> Result<pb::AuthorizeResponse> {
-        let m = &self.engine.metrics;
+        let m = &self.engine.metrics();
         let d: Decision = self
             .engine
             .authorize(&req.token, check)
@@ -114,7 +114,7 @@ impl Authorizer for AuthorizerService {
         let check = check_of("", req)?;
         let out = self.decide(req, &check).await?;
         self.engine
-            .metrics
+            .metrics()
             .authorize_seconds
             .record(start.elapsed().as_secs_f64());
         Ok(Response::new(out))

@@ -157,7 +157,7 @@ fn allow(token_id: u64, account_id: u64, template: &str, strip: bool) -> CheckRe
 
 impl ExtAuthzService {
     async fn decide(&self, req: &CheckRequest) -> Result<CheckResponse, Status> {
-        let m = &self.engine.metrics.check;
+        let m = &self.engine.metrics().check;
         let Some(http) = req
             .attributes
             .as_ref()
@@ -203,7 +203,7 @@ impl ExtAuthzService {
         let credential = pick_credential(header(http, "authorization"), header(http, "api-token"));
         let Some(token) = credential.filter(|t| !t.is_empty()) else {
             m.deny.increment(1);
-            self.engine.metrics.deny(DenyReason::Malformed);
+            self.engine.metrics().deny(DenyReason::Malformed);
             return Ok(deny(
                 true,
                 "missing credential: send `Authorization: Bearer <token>` or `Api-Token: <token>`",
@@ -220,7 +220,7 @@ impl ExtAuthzService {
             .authorize(token, &check)
             .await
             .inspect_err(|_| {
-                self.engine.metrics.shed.increment(1);
+                self.engine.metrics().shed.increment(1);
             })?;
         let wrong_account = needed
             .account
@@ -234,7 +234,7 @@ impl ExtAuthzService {
             };
             let denial = Denial::of(reason);
             m.deny.increment(1);
-            self.engine.metrics.deny(reason);
+            self.engine.metrics().deny(reason);
             // Rate-limited: a caller decides how many denials there are.
             if logs::limiter_for(reason).admit() {
                 tracing::info!(
@@ -249,7 +249,7 @@ impl ExtAuthzService {
             return Ok(deny(denial.unauthenticated, denial.message));
         }
         m.allow.increment(1);
-        self.engine.metrics.allow.increment(1);
+        self.engine.metrics().allow.increment(1);
         Ok(allow(
             d.token_id,
             d.account_id,
@@ -267,7 +267,7 @@ impl Authorization for ExtAuthzService {
         let start = Instant::now();
         let out = self.decide(req.get_ref()).await?;
         self.engine
-            .metrics
+            .metrics()
             .check
             .seconds
             .record(start.elapsed().as_secs_f64());
