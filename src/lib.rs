@@ -8,35 +8,36 @@
 //! below (`tests/architecture.rs` checks it, and that no file under `src/`
 //! passes 600 lines). To find where a rule lives, read the file names.
 //!
-//! 1. Vocabulary: [`pb`] (generated code only), [`clock`] (injectable
-//!    time), [`error`] (domain errors, their gRPC codes and the deny-reason
-//!    table), [`model`] (kinds, levels, grants, scopes, input limits,
-//!    canonical domains), [`token`] (format, redacted secrets, argon2id, the
-//!    verified digest), [`logs`] (the budget of log lines callers can
-//!    cause; the subscriber), [`metrics`] (handles, registered once).
-//! 2. State: [`index`] (everything in memory, rebuilt from an ordered
-//!    stream of [`index::Change`]s, whose wire codec it owns) and [`store`]
-//!    (the narrow storage trait; sled and PostgreSQL).
-//! 3. Shapes: [`wire`] (timestamps, pages, records as served), [`feed`]
-//!    (every commit, for followers), [`upstream`] (a follower's primary or
-//!    a node's database, and how fresh it is), [`credential`] (the caller's
-//!    token from metadata or headers), [`routes`] (the ext_authz route
-//!    file and its strict path rules).
-//! 4. Rules: [`authz`] (the pure decision for one Authorize question) and
-//!    [`access`] (the admin rules: who may see, grant, change, delete).
-//! 5. [`engine`]: the shared state behind every surface: authenticate,
-//!    authorize, mutate (lock, live caller, commit), upkeep, catch-up.
-//! 6. Operations: [`admin`] (accounts, resources, tokens, audit: each a
-//!    plan for `Engine::mutate`, audited by itself), [`replication`] (the
-//!    primary's feed served, a follower following), [`tls`] (certificate
-//!    files loaded, checked, reloaded; TLS accept loops).
-//! 7. Surfaces: [`service`] (one thin file per gRPC service), [`rest`] (the
-//!    Mailtrap and MailerSend facades), [`http`] (the HTTP port: probes,
-//!    metrics, facades), [`admission`] (a gRPC request takes an in-flight
-//!    slot only once its message has arrived).
-//! 8. Wiring: [`config`] (flags and `KEYWARD_*`, validated once),
-//!    [`server`] (open the store, serve, wait, drain, flush), [`seed`] (bulk
-//!    seeding for benchmarks).
+//! - L0 Vocabulary: [`pb`] (generated code only), [`clock`] (injectable
+//!   time), [`error`] (domain errors, their gRPC codes and the deny-reason
+//!   table), [`model`] (kinds, levels, grants, scopes, input limits,
+//!   canonical domains), [`token`] (format, redacted secrets, argon2id, the
+//!   verified digest), [`logs`] (the budget of log lines callers can
+//!   cause; the subscriber), [`metrics`] (handles, registered once),
+//!   [`net`] (what both ports' accept loops share).
+//! - L1 State: [`index`] (everything in memory, rebuilt from an ordered
+//!   stream of [`index::Change`]s, whose wire codec it owns) and [`store`]
+//!   (the narrow storage trait; sled and PostgreSQL).
+//! - L2 Shapes: [`wire`] (timestamps, pages, records as served), [`feed`]
+//!   (every commit, for followers), [`upstream`] (a follower's primary or
+//!   a node's database, and how fresh it is), [`credential`] (the caller's
+//!   token from metadata or headers), [`routes`] (the ext_authz route
+//!   file and its strict path rules).
+//! - L3 Rules: [`authz`] (the pure decision for one Authorize question) and
+//!   [`access`] (the admin rules: who may see, grant, change, delete).
+//! - L4 [`engine`]: the shared state behind every surface: authenticate,
+//!   authorize, mutate (lock, live caller, commit), upkeep, catch-up.
+//! - L5 Operations: [`admin`] (accounts, resources, tokens, audit: each a
+//!   plan for `Engine::mutate`, audited by itself), [`replication`] (the
+//!   primary's feed served, a follower following), [`tls`] (certificate
+//!   files loaded, checked, reloaded; TLS accept loops).
+//! - L6 Surfaces: [`service`] (one thin file per gRPC service), [`rest`] (the
+//!   Mailtrap and MailerSend facades), [`http`] (the HTTP port: probes,
+//!   metrics, facades), [`admission`] (a gRPC request takes an in-flight
+//!   slot only once its message has arrived).
+//! - L7 Wiring: [`config`] (flags and `KEYWARD_*`, validated once),
+//!   [`server`] (open the store, serve, wait, drain, flush), [`seed`] (bulk
+//!   seeding for benchmarks).
 
 pub mod access;
 pub mod admin;
@@ -53,6 +54,7 @@ pub mod index;
 pub mod logs;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod pb;
 pub mod replication;
 pub mod rest;

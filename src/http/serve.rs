@@ -71,10 +71,6 @@ const ACCEPT_BACKLOG: i32 = 1024;
 /// Connections accepted before the accept loop lets other tasks run.
 const ACCEPT_BURST: usize = 8;
 
-/// Pause after an accept error that is not the client's (e.g. out of file
-/// descriptors), so the loop does not spin.
-pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
 /// What a refused connection is told (best effort: it is closed at once).
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 retry-after: 1\r\nconnection: close\r\ncontent-length: 48\r\n\r\n\
@@ -224,7 +220,7 @@ pub async fn serve(
                 stream
             }
             // The client gave up before we accepted: nothing to do.
-            Err(e) if is_client_error(&e) => continue,
+            Err(e) if crate::net::is_client_error(&e) => continue,
             Err(e) => {
                 if !failing {
                     tracing::warn!(error = %e, "HTTP port: cannot accept connections; retrying");
@@ -232,7 +228,7 @@ pub async fn serve(
                 }
                 tokio::select! {
                     _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(ACCEPT_RETRY) => continue,
+                    _ = tokio::time::sleep(crate::net::ACCEPT_RETRY) => continue,
                 }
             }
         };
@@ -306,15 +302,6 @@ pub fn deepen_accept_queue(listener: &TcpListener) {
 
 #[cfg(not(unix))]
 pub fn deepen_accept_queue(_listener: &TcpListener) {}
-
-/// Accept errors that concern one connection only.
-pub(crate) fn is_client_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
-    )
-}
 
 /// Tells a connection over the cap why, if its socket takes the bytes at
 /// once, and closes it.

@@ -118,7 +118,7 @@ async fn accept_grpc(
                 failing = false;
                 accepted
             }
-            Err(e) if crate::http::serve::is_client_error(&e) => continue,
+            Err(e) if crate::net::is_client_error(&e) => continue,
             Err(e) => {
                 if !failing {
                     tracing::warn!(error = %e, "gRPC port: cannot accept connections; retrying");
@@ -126,7 +126,7 @@ async fn accept_grpc(
                 }
                 tokio::select! {
                     _ = &mut stop => break,
-                    _ = tokio::time::sleep(crate::http::serve::ACCEPT_RETRY) => continue,
+                    _ = tokio::time::sleep(crate::net::ACCEPT_RETRY) => continue,
                 }
             }
         };
