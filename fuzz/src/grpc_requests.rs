@@ -3,7 +3,7 @@
 //! the validation the service applies to it, each compared with a
 //! reference rule; invalid input is always INVALID_ARGUMENT, never INTERNAL.
 
-use keyward::admin::{check_expiry, page_bounds};
+use keyward::wire::{check_expiry, page_bounds};
 use keyward::model::{self, limits, ResourceKey, SCOPE_NAMES};
 use keyward::pb::v1 as pb;
 use keyward::service::authorizer::check_of;

@@ -227,7 +227,7 @@ fn build_world() -> World {
                         name: name.into(),
                         grants,
                         scopes,
-                        expires_at: expires.map(keyward::admin::ts),
+                        expires_at: expires.map(keyward::wire::ts),
                     },
                 )
             };

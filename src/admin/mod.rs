@@ -13,8 +13,6 @@ mod audit;
 mod resources;
 mod tokens;
 
-/// Kept for the fuzz targets, which call them by these paths.
-pub use crate::wire::{check_expiry, page_bounds, ts};
 pub use audit::AuditSubject;
 
 use crate::access::Access;
