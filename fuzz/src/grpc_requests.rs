@@ -3,10 +3,10 @@
 //! the validation the service applies to it, each compared with a
 //! reference rule; invalid input is always INVALID_ARGUMENT, never INTERNAL.
 
-use keyward::wire::{check_expiry, page_bounds};
 use keyward::model::{self, limits, ResourceKey, SCOPE_NAMES};
 use keyward::pb::v1 as pb;
 use keyward::service::authorizer::check_of;
+use keyward::wire::{check_expiry, page_bounds};
 use prost::Message;
 
 use super::common::{agree, decode_round_trip, NOW_MS};
