@@ -56,7 +56,7 @@ fn decision(c: &mut Criterion) {
                 Cached::Decided(d) => assert!(d.allowed),
                 Cached::NeedsArgon2 { .. } => panic!("cache miss"),
             }
-        })
+        });
     });
     let mut bad = tokens[0].expose().to_string().into_bytes();
     bad[20] = if bad[20] == b'a' { b'b' } else { b'a' };
@@ -65,7 +65,7 @@ fn decision(c: &mut Criterion) {
         b.iter(|| match engine.authorize_cached(&bad, &allowed) {
             Cached::Decided(d) => assert!(!d.allowed),
             Cached::NeedsArgon2 { .. } => panic!("malformed reached argon2"),
-        })
+        });
     });
 }
 

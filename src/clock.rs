@@ -23,8 +23,7 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(duration_ms)
-            .unwrap_or(0)
+            .map_or(0, duration_ms)
     }
 }
 

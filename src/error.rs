@@ -233,9 +233,12 @@ mod tests {
         for (i, d) in DENIALS.iter().enumerate() {
             assert_eq!(d.reason as usize, i, "{d:?}");
             assert_eq!(Denial::of(d.reason), d);
-            assert_eq!(DenyReason::try_from(i as i32), Ok(d.reason));
+            assert_eq!(
+                DenyReason::try_from(i32::try_from(i).expect("few reasons")),
+                Ok(d.reason)
+            );
         }
-        assert!(DenyReason::try_from(DENIALS.len() as i32).is_err());
+        assert!(DenyReason::try_from(i32::try_from(DENIALS.len()).expect("few reasons")).is_err());
     }
 
     /// 401 for a credential that will not do, 403 for a token that may

@@ -53,7 +53,7 @@ struct HttpState {
 /// The HTTP routes. Only the REST facades are limited
 /// ([`rest_limit`]); the probes and `/metrics` answer from memory, at most
 /// one request per connection at a time, under the connection cap.
-pub fn router(engine: Arc<Engine>) -> Router {
+pub fn router(engine: &Arc<Engine>) -> Router {
     let rest = crate::rest::router(engine.clone()).layer(middleware::from_fn_with_state(
         rest_limit::RestLimit::new(),
         rest_limit::admit,

@@ -317,6 +317,9 @@ pub enum Lookup<'a> {
     Unknown,
 }
 
+/// Non-canonical domain ids a refusal to start names (the rest are counted).
+const DOMAIN_PROBLEMS_SHOWN: usize = 20;
+
 /// Everything keyward knows, in memory. Maps use FxHash: their keys are
 /// token ids keyward assigns and resource ids admins register, never chosen
 /// by an unauthenticated caller, so a fast non-DoS-resistant hash is safe.
@@ -561,12 +564,11 @@ impl Index {
                 )
             });
         }
-        const SHOWN: usize = 20;
-        let more = problems.len().saturating_sub(SHOWN);
-        problems.truncate(SHOWN);
+        let more = problems.len().saturating_sub(DOMAIN_PROBLEMS_SHOWN);
+        problems.truncate(DOMAIN_PROBLEMS_SHOWN);
         let mut msg = problems.join("; ");
         if more > 0 {
-            msg.push_str(&format!("; and {more} more"));
+            let _ = std::fmt::Write::write_fmt(&mut msg, format_args!("; and {more} more"));
         }
         Err(msg)
     }

@@ -133,10 +133,9 @@ impl From<&str> for ResourceId {
         if s.len() <= 22 {
             let mut bytes = [0u8; 22];
             bytes[..s.len()].copy_from_slice(s.as_bytes());
-            ResourceId::Inline {
-                len: s.len() as u8,
-                bytes,
-            }
+            #[expect(clippy::cast_possible_truncation, reason = "at most 22 bytes here")]
+            let len = s.len() as u8;
+            ResourceId::Inline { len, bytes }
         } else {
             ResourceId::Heap(s.into())
         }

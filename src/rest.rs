@@ -149,7 +149,7 @@ impl Problem {
                 "send the body as JSON, with content-type: application/json".to_string(),
             ),
         };
-        one(dialect, status, message)
+        one(dialect, status, &message)
     }
 }
 
@@ -191,20 +191,20 @@ fn domain(e: Error, dialect: Dialect, field: fn(&str) -> String) -> Response {
             },
         ),
         Error::Unauthenticated(m) => {
-            let mut r = one(dialect, status, m);
+            let mut r = one(dialect, status, &m);
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static(crate::error::WWW_AUTHENTICATE),
             );
             r
         }
-        Error::NotFound(m) | Error::Unavailable(m) => one(dialect, status, m),
-        Error::Internal(m) => one(dialect, status, crate::error::log_internal(&m).into()),
+        Error::NotFound(m) | Error::Unavailable(m) => one(dialect, status, &m),
+        Error::Internal(m) => one(dialect, status, crate::error::log_internal(&m)),
     }
 }
 
 /// A one-message error: `{"error": m}` or `{"message": m}`.
-fn one(dialect: Dialect, status: StatusCode, m: String) -> Response {
+fn one(dialect: Dialect, status: StatusCode, m: &str) -> Response {
     match dialect {
         Dialect::Mailtrap => body(status, json!({ "error": m })),
         Dialect::MailerSend => body(status, json!({ "message": m })),

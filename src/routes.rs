@@ -234,7 +234,7 @@ pub fn parse(file: &str, text: &str) -> Result<Routes, RoutesError> {
     let mut routes = Vec::with_capacity(raw.routes.len());
     for r in raw.routes {
         let span = r.span();
-        routes.push(route(r.into_inner(), span, &at)?);
+        routes.push(route(&r.into_inner(), span, &at)?);
     }
     Ok(Routes {
         routes,
@@ -244,7 +244,7 @@ pub fn parse(file: &str, text: &str) -> Result<Routes, RoutesError> {
 }
 
 fn route(
-    r: RawRoute,
+    r: &RawRoute,
     span: Range<usize>,
     at: &impl Fn(Range<usize>, String) -> RoutesError,
 ) -> Result<Route, RoutesError> {

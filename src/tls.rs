@@ -439,7 +439,7 @@ impl Hangup {
             s.recv().await;
             return;
         }
-        std::future::pending::<()>().await
+        std::future::pending::<()>().await;
     }
 }
 

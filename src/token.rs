@@ -76,6 +76,7 @@ impl fmt::Debug for ParsedToken<'_> {
 
 /// base62 value of each byte, `INVALID` for bytes outside the alphabet.
 const INVALID: u8 = 0xFF;
+#[expect(clippy::cast_possible_truncation, reason = "indexes below 62")]
 const DECODE: [u8; 256] = {
     let mut t = [INVALID; 256];
     let mut i = 0;
@@ -238,7 +239,10 @@ impl DigestKey {
                     opts.mode(0o600);
                 }
                 let mut f = opts.open(path)?;
-                let hex: String = key.key.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = key.key.iter().fold(String::new(), |mut hex, b| {
+                    let _ = fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
+                    hex
+                });
                 writeln!(f, "{hex}")?;
                 f.sync_all()?;
                 Ok(key)

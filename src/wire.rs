@@ -15,6 +15,7 @@ use crate::model::{limits, Grant, Kind, ScopeGrant};
 use crate::pb::v1 as pb;
 
 /// Converts unix ms to a wire timestamp.
+#[expect(clippy::cast_possible_truncation, reason = "nanos < 1e9 fit an i32")]
 pub fn ts(ms: i64) -> Timestamp {
     Timestamp {
         seconds: ms.div_euclid(1000),

@@ -305,7 +305,9 @@ async fn envoy_check(s: &TestServer, path: &str, token: &str) -> u16 {
         .into_inner();
     match resp.http_response {
         Some(HttpResponse::OkResponse(_)) => 200,
-        Some(HttpResponse::DeniedResponse(d)) => d.status.map_or(0, |s| s.code as u16),
+        Some(HttpResponse::DeniedResponse(d)) => {
+            d.status.map_or(0, |s| u16::try_from(s.code).unwrap_or(0))
+        }
         _ => 0,
     }
 }

@@ -132,7 +132,7 @@ async fn check(
         Some(HttpResponse::DeniedResponse(d)) => {
             assert_ne!(code, 0, "a denial has a non-OK status");
             Outcome {
-                status: d.status.map_or(0, |s| s.code as u16),
+                status: d.status.map_or(0, |s| u16::try_from(s.code).unwrap_or(0)),
                 headers: pairs(d.headers),
                 removed: Vec::new(),
                 body: d.body,

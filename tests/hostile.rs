@@ -81,6 +81,10 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 /// An HPACK integer with an `n`-bit prefix, `flags` in the first byte.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "every byte pushed is below 256 by construction"
+)]
 fn hpack_int(flags: u8, n: u32, mut value: usize, out: &mut Vec<u8>) {
     let max = (1usize << n) - 1;
     if value < max {
@@ -317,6 +321,7 @@ async fn valid_client(addr: SocketAddr, token: String, load: Arc<Load>) {
     }
 }
 
+#[expect(clippy::cast_possible_truncation, reason = "an index within the slice")]
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -518,7 +523,7 @@ fn protocol_abuse(addr: SocketAddr, token: &str) -> Vec<String> {
     // Not HTTP/2 at all.
     let mut garbage = Raw::connect(addr);
     let junk: Vec<u8> = (0..4096u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
         .collect();
     let code = garbage.expect_cut_off("garbage", &junk);
     log.push(format!("4 KiB of garbage: closed (GOAWAY {code:?})"));
@@ -754,7 +759,7 @@ fn stalled_streams(addr: SocketAddr, n: u32, limit: Duration) -> (usize, usize, 
 
 /// Sends complete Authorize requests and never reads a byte; returns how
 /// many requests the socket took before `stop`.
-fn never_reads(addr: SocketAddr, token: String, stop: Arc<AtomicBool>) -> usize {
+fn never_reads(addr: SocketAddr, token: &str, stop: &AtomicBool) -> usize {
     let mut raw = Raw::connect(addr);
     raw.s
         .set_write_timeout(Some(Duration::from_millis(200)))
@@ -762,7 +767,7 @@ fn never_reads(addr: SocketAddr, token: String, stop: Arc<AtomicBool>) -> usize 
     raw.send(PREFACE);
     raw.send(&frame(SETTINGS, 0, 0, &[]));
     let block = request_block(AUTHORIZE, &[]);
-    let data = grpc_message(&authorize_msg(&token));
+    let data = grpc_message(&authorize_msg(token));
     let mut sent = 0usize;
     let mut id = 1u32;
     while !stop.load(Ordering::Relaxed) && id < 1 << 30 {
@@ -840,7 +845,7 @@ async fn hostile_clients_are_cut_off_and_valid_clients_keep_being_served() {
     let reader_stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (t, stop) = (token.clone(), reader_stop.clone());
-        std::thread::spawn(move || never_reads(addr, t, stop))
+        std::thread::spawn(move || never_reads(addr, &t, &stop))
     };
     let flood = std::thread::spawn(move || stalled_streams(addr, 2000, limit));
     let stalled: Vec<_> = (0..3)

@@ -270,7 +270,7 @@ fn changes(w: &World, key: &DigestKey) -> Vec<Change> {
                 id: id.into(),
                 parent_type: parent.0.to_wire(),
                 parent_id: parent.1.into(),
-            }))
+            }));
         };
         for p in &a.projects {
             put(Kind::Project, p, (Kind::Account, &acct));

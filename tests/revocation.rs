@@ -115,7 +115,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, what: &str, t: Trial) {
+    fn add(&mut self, what: &str, t: &Trial) {
         assert_eq!(
             t.allows_after_ack, 0,
             "{what}: {} allows after the acknowledgement",
@@ -168,7 +168,7 @@ async fn no_allow_after_pause_edit_or_delete_is_acknowledged() {
             },
         )
         .await;
-        tally.add("pause", trial);
+        tally.add("pause", &trial);
         s.tokens()
             .resume_token(auth(
                 pb::ResumeTokenRequest {
@@ -215,7 +215,7 @@ async fn no_allow_after_pause_edit_or_delete_is_acknowledged() {
             set_grants(to),
         )
         .await;
-        tally.add("grant edit", trial);
+        tally.add("grant edit", &trial);
     }
 
     // Deletes: 200 trials, a fresh token each.
@@ -245,7 +245,7 @@ async fn no_allow_after_pause_edit_or_delete_is_acknowledged() {
             },
         )
         .await;
-        tally.add("delete", trial);
+        tally.add("delete", &trial);
     }
     assert!(tally.trials >= 1000);
     // The races were real: many requests were allowed just before the acks.
@@ -312,7 +312,7 @@ async fn a_cache_fill_racing_a_delete_never_allows_after_the_ack() {
             },
         )
         .await;
-        tally.add("fill vs delete", trial);
+        tally.add("fill vs delete", &trial);
         let d = s.check(&secret, PROJECT, "p", ADMIN).await;
         assert_eq!(d.reason, DenyReason::UnknownToken as i32);
     }

@@ -112,6 +112,7 @@ fn domain(d: usize) -> String {
 /// glibc keeps such blocks in per-thread arenas after they are freed: RSS
 /// then moves in 19 MiB steps as hashes land in new arenas, which says
 /// nothing about leaks.
+#[allow(unsafe_code)]
 fn trim_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -280,7 +281,7 @@ async fn admin_loop(
                             counts.reset.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => {
-                            counts.unexpected(format!("reset: {:?} {}", e.code(), e.message()))
+                            counts.unexpected(format!("reset: {:?} {}", e.code(), e.message()));
                         }
                     }
                 } else {
@@ -293,7 +294,7 @@ async fn admin_loop(
                             counts.deleted.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => {
-                            counts.unexpected(format!("delete: {:?} {}", e.code(), e.message()))
+                            counts.unexpected(format!("delete: {:?} {}", e.code(), e.message()));
                         }
                     }
                 }

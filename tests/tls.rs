@@ -263,9 +263,8 @@ impl TlsServer {
             stop,
             task,
         } = spawn(opts).await;
-        let ready = match ready.await {
-            Ok(r) => r,
-            Err(_) => return Err(task.await.expect("join").expect_err("stopped")),
+        let Ok(ready) = ready.await else {
+            return Err(task.await.expect("join").expect_err("stopped"));
         };
         Ok(TlsServer {
             grpc,
@@ -303,6 +302,7 @@ async fn refused_reloads(http: SocketAddr, ca: &Ca) -> f64 {
 
 /// Sends this process a SIGHUP, as an operator would after replacing the
 /// files (keyward listens for it from start: no default action).
+#[allow(unsafe_code)]
 fn sighup() {
     // SAFETY: kill(2) on our own pid with a signal we handle.
     assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGHUP) }, 0);

@@ -227,8 +227,9 @@ fn check_expires_at(t: Option<&prost_types::Timestamp>) {
         }
         let ms = i128::from(t.seconds) * 1000 + i128::from(t.nanos / 1_000_000);
         let now = i128::from(NOW_MS);
-        (i64::try_from(ms).is_ok() && ms > now && ms - now <= i128::from(limits::EXPIRY_MAX_MS))
-            .then_some(ms as i64)
+        i64::try_from(ms)
+            .ok()
+            .filter(|_| ms > now && ms - now <= i128::from(limits::EXPIRY_MAX_MS))
     });
     let result = check_expiry("expires_at", t, NOW_MS);
     match expected_ms {

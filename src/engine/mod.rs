@@ -396,7 +396,7 @@ impl Engine {
         );
         let engine_applied = self.applied.clone();
         let task = tokio::spawn(async move {
-            let WriteGuard { _local, txn } = guard;
+            let WriteGuard { _local: local, txn } = guard;
             let revision = match txn.commit(&changes).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -433,7 +433,7 @@ impl Engine {
                 feed.publish_at(revision, &changes);
                 engine_applied.store(revision, Ordering::Release);
             }
-            drop(_local);
+            drop(local);
             Ok(())
         });
         task.await

@@ -101,6 +101,7 @@ pub struct OpenFiles {
 /// defaults to a soft limit of 1,024 under a much higher hard one). Returns
 /// the limits, or the error that kept them.
 #[cfg(unix)]
+#[allow(unsafe_code)]
 pub fn raise_fd_limit() -> std::io::Result<OpenFiles> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -138,6 +139,7 @@ pub fn raise_fd_limit() -> std::io::Result<OpenFiles> {
 }
 
 /// The process's soft open-files limit, if known.
+#[allow(unsafe_code)]
 fn soft_fd_limit() -> Option<u64> {
     #[cfg(unix)]
     {
@@ -289,6 +291,7 @@ pub async fn serve(
 /// Raises the listening socket's backlog to `ACCEPT_BACKLOG` (listen(2)
 /// again on a listening socket only changes its backlog).
 #[cfg(unix)]
+#[allow(unsafe_code)]
 pub fn deepen_accept_queue(listener: &TcpListener) {
     use std::os::fd::AsRawFd;
     // SAFETY: listen(2) on a socket this listener owns, already listening.
@@ -307,6 +310,7 @@ pub fn deepen_accept_queue(_listener: &TcpListener) {}
 /// once, and closes it.
 fn refuse(stream: TcpStream) {
     let _ = stream.try_write(REFUSED);
+    drop(stream);
 }
 
 /// Serves one connection until it ends, is evicted, or the server stops;
@@ -353,7 +357,7 @@ async fn connection(
     // The verifier refused a bad certificate in the handshake: one
     // presented here chains to the client CAs.
     let probes_only = tls.verifies_clients() && stream.get_ref().1.peer_certificates().is_none();
-    http(stream, app, probes_only, conn, registry, stop).await
+    http(stream, app, probes_only, conn, registry, stop).await;
 }
 
 /// Serves HTTP/1 on one connection (plaintext or TLS); `probes_only`: a

@@ -149,10 +149,10 @@ pub async fn follow(
         m.disconnects.increment(1);
         match outcome {
             Ok(()) => {
-                tracing::warn!(primary = %opts.primary, "the primary ended the stream; reconnecting")
+                tracing::warn!(primary = %opts.primary, "the primary ended the stream; reconnecting");
             }
             Err(e) => {
-                tracing::warn!(primary = %opts.primary, error = %e, retry_in = ?backoff, "following the primary failed; reconnecting")
+                tracing::warn!(primary = %opts.primary, error = %e, retry_in = ?backoff, "following the primary failed; reconnecting");
             }
         }
         tokio::select! {

@@ -175,7 +175,7 @@ async fn do_list(engine: &Engine, headers: &HeaderMap, query: &str) -> Result<Re
     let items: Vec<Value> = tokens
         .iter()
         .skip(usize::try_from(start).unwrap_or(usize::MAX))
-        .take(limit as usize)
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
         .map(|t| Value::Object(token_json(t)))
         .collect();
     let shown = items.len() as u64;

@@ -296,7 +296,7 @@ fn serve_http(
     files: &open::Files,
     stop: &watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>> {
-    let app = crate::http::router(engine.clone());
+    let app = crate::http::router(engine);
     // Descriptor headroom: the open-files limit raised, the HTTP port
     // capped to a share of it so the gRPC port keeps the rest.
     let cap = crate::http::serve::fd_headroom();

@@ -81,7 +81,9 @@ impl GroupFlush {
 fn resource_key(account_id: u64, key: &ResourceKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + key.id.len());
     k.extend_from_slice(&account_id.to_be_bytes());
-    k.push(key.kind.slot() as u8);
+    #[expect(clippy::cast_possible_truncation, reason = "four kinds")]
+    let slot = key.kind.slot() as u8;
+    k.push(slot);
     k.extend_from_slice(key.id.as_bytes());
     k
 }
@@ -232,19 +234,19 @@ impl SledStore {
                 u64::from_be_bytes(t.try_into().map_err(|e| corrupt("meta/counters", e))?),
             )?);
         }
-        for kv in self.accounts.iter() {
+        for kv in &self.accounts {
             let (_, v) = kv?;
             apply(Change::PutAccount(
                 AccountRecord::decode(v.as_ref()).map_err(|e| corrupt("accounts", e))?,
             ));
         }
-        for kv in self.resources.iter() {
+        for kv in &self.resources {
             let (_, v) = kv?;
             apply(Change::PutResource(
                 ResourceRecord::decode(v.as_ref()).map_err(|e| corrupt("resources", e))?,
             ));
         }
-        for kv in self.tokens.iter() {
+        for kv in &self.tokens {
             let (_, v) = kv?;
             let record = TokenRecord::decode(v.as_ref()).map_err(|e| corrupt("tokens", e))?;
             apply(check.token(record)?);

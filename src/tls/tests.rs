@@ -84,9 +84,8 @@ fn bad_files_are_refused_naming_the_flag_and_file_never_the_key() {
         ),
     ];
     for (files, flag, want) in cases {
-        let e = match load(&files) {
-            Ok(_) => panic!("{files:?} loaded"),
-            Err(e) => e,
+        let Err(e) = load(&files) else {
+            panic!("{files:?} loaded")
         };
         let msg = e.to_string();
         assert_eq!(e.flag, flag, "{msg}");

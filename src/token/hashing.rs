@@ -40,6 +40,7 @@ struct Idle {
 static POOL: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
 
 /// Fixes glibc's mmap threshold, once per process.
+#[allow(unsafe_code)]
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -68,7 +69,9 @@ fn with_blocks<R>(count: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
     let mut blocks = reused.unwrap_or_else(|| vec![Block::default(); count]);
     let result = f(&mut blocks);
     // The blocks hold values derived from a secret: wipe before keeping.
-    blocks.iter_mut().for_each(|b| *b = Block::default());
+    for b in &mut blocks {
+        *b = Block::default();
+    }
     let mut pool = POOL.lock();
     if pool.len() < POOL_MAX {
         pool.push(Idle {

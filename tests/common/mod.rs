@@ -290,14 +290,11 @@ impl TestServer {
             stop,
             task,
         } = spawn(opts).await;
-        let ready = match ready.await {
-            Ok(r) => r,
-            Err(_) => {
-                return Err(task
-                    .await
-                    .expect("join")
-                    .expect_err("server stopped before ready"))
-            }
+        let Ok(ready) = ready.await else {
+            return Err(task
+                .await
+                .expect("join")
+                .expect_err("server stopped before ready"));
         };
         let channel = Channel::from_shared(format!("http://{grpc}"))
             .expect("uri")

@@ -417,8 +417,10 @@ pub fn tcp_accepts(port: u16) -> bool {
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free port on 127.0.0.1: {e}"))
+        .map_or_else(
+            |e| panic!("cannot find a free port on 127.0.0.1: {e}"),
+            |a| a.port(),
+        )
 }
 
 fn path_str(p: &Path) -> &str {

@@ -131,12 +131,12 @@ impl Attacker {
 fn header_only_attack(
     addr: SocketAddr,
     connections: usize,
-    stop: Arc<AtomicBool>,
+    stop: &AtomicBool,
 ) -> (usize, usize, usize, usize) {
     let mut conns: Vec<Attacker> = (0..connections).map(|_| Attacker::open(addr)).collect();
     let (mut rounds, mut answered, mut refused, mut cut) = (0, 0, 0, 0);
     while !stop.load(Ordering::Relaxed) {
-        for c in conns.iter_mut() {
+        for c in &mut conns {
             if c.poll() {
                 rounds += 1;
                 answered += c.answered.len();
@@ -240,7 +240,7 @@ async fn header_only_streams_take_no_in_flight_slot() {
                 for t in tasks {
                     t.await.expect("valid client");
                 }
-            })
+            });
         })
     };
 
@@ -255,7 +255,7 @@ async fn header_only_streams_take_no_in_flight_slot() {
     let stop = Arc::new(AtomicBool::new(false));
     let attacker = {
         let stop = stop.clone();
-        std::thread::spawn(move || header_only_attack(addr, ATTACK_CONNECTIONS, stop))
+        std::thread::spawn(move || header_only_attack(addr, ATTACK_CONNECTIONS, &stop))
     };
     // While it runs: how a stalled stream is answered, through tonic,
     // with no body at all and with 10 bytes of a 100-byte message.

@@ -210,6 +210,7 @@ impl Bench {
 /// priority (nice 10), as a client on another machine would: its tasks
 /// never take the server's workers, and its own CPU use (which a remote
 /// attacker would not take from the server) yields to the server's.
+#[allow(unsafe_code)]
 fn on_attacker_runtime<F>(attack: F) -> std::thread::JoinHandle<F::Output>
 where
     F: std::future::Future + Send + 'static,
@@ -546,7 +547,7 @@ async fn idle_connections_beyond_the_cap_close_the_oldest() {
             let (mut reopened, mut most_fds) = (0usize, server_fds);
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(keyward::http::HEADER_READ_TIMEOUT).await;
-                for c in idle.iter_mut() {
+                for c in &mut idle {
                     if closed_by_server(c) {
                         if let Ok(fresh) = TcpStream::connect(addr).await {
                             *c = fresh;
