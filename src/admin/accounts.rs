@@ -51,14 +51,14 @@ impl Engine {
                 })
                 .await?;
             let account_id = done.answer;
-            let admin_token = self.with_secret(done.secret)?;
             if crate::logs::ADMIN_CHANGES.admit() {
                 tracing::info!(
                     account.id = account_id,
-                    token.id = admin_token.token.as_ref().map_or(0, |t| t.id),
+                    token.id = done.secret.as_ref().map_or(0, |(id, _)| *id),
                     "account created"
                 );
             }
+            let admin_token = self.with_secret(done.secret)?;
             let account = self.view().accounts.get(&account_id).map(account_to_wire);
             Ok(pb::CreateAccountResponse {
                 account,

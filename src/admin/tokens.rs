@@ -50,12 +50,11 @@ impl Engine {
                 Ok((vec![p.counters(0, 1), Change::PutToken(token)], ()))
             })
             .await?;
-        let created = self.with_secret(done.secret)?;
         if crate::logs::ADMIN_CHANGES.admit() {
-            let id = created.token.as_ref().map_or(0, |t| t.id);
+            let id = done.secret.as_ref().map_or(0, |(id, _)| *id);
             tracing::info!(account.id = req.account_id, token.id = id, "token created");
         }
-        Ok(created)
+        self.with_secret(done.secret)
     }
 
     /// GetToken.
@@ -218,16 +217,15 @@ impl Engine {
                 Ok((changes, ()))
             })
             .await?;
-        let reset = self.with_secret(done.secret)?;
         if crate::logs::ADMIN_CHANGES.admit() {
             tracing::info!(
                 account.id = req.account_id,
                 token.id = req.token_id,
-                new_token.id = reset.token.as_ref().map_or(0, |t| t.id),
+                new_token.id = done.secret.as_ref().map_or(0, |(id, _)| *id),
                 "token reset"
             );
         }
-        Ok(reset)
+        self.with_secret(done.secret)
     }
 
     /// PauseToken (`paused`) or ResumeToken.
