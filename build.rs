@@ -11,7 +11,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("keyward_descriptor.bin"))
         // Messages that carry a secret get a hand-written, redacted Debug
         // (src/pb.rs).
-        .skip_debug(["keyward.v1.TokenWithSecret", "keyward.v1.AuthorizeRequest"])
+        .skip_debug([
+            "keyward.v1.TokenWithSecret",
+            "keyward.v1.AuthorizeRequest",
+            "keyward.v1.IntrospectRequest",
+        ])
         .compile_protos(
             &[PathBuf::from("proto/keyward/v1/keyward.proto")],
             &[PathBuf::from("proto"), include.clone()],

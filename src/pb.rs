@@ -42,6 +42,14 @@ impl std::fmt::Debug for v1::AuthorizeRequest {
     }
 }
 
+impl std::fmt::Debug for v1::IntrospectRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectRequest")
+            .field("token", &"REDACTED")
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for store::TokenRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenRecord")

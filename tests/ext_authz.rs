@@ -384,6 +384,122 @@ async fn check_allows_and_denies_like_authorize() {
     assert!(text.contains("keyward_check_total{result=\"unsafe_path\"}"));
 }
 
+/// An allow tells the service when the token expires
+/// (`x-keyward-token-expires-at`, RFC 3339) and, during a reset's grace
+/// period, which token replaced it (`x-keyward-token-replaced-by`), so the
+/// service can warn its client; a token with neither gets neither, and
+/// whatever the client sent under those names is overwritten or removed.
+#[tokio::test]
+async fn an_allow_carries_the_expiry_and_the_successor() {
+    let dir = temp();
+    let s = start(dir.path(), ROUTES).await.expect("starts");
+    let (acct, admin) = s.account("Acme").await;
+    s.register(&admin, acct, PROJECT, "p1", None).await;
+    let expires_s = keyward::clock::Clock::now_ms(&*s.clock) / 1000 + 7 * 24 * 3600;
+    let created = s
+        .tokens()
+        .create_token(auth(
+            pb::CreateTokenRequest {
+                account_id: acct,
+                name: "expiring".into(),
+                grants: vec![grant(PROJECT, "p1", VIEWER)],
+                scopes: vec![],
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: expires_s,
+                    nanos: 0,
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let old_id = created.token.as_ref().unwrap().id;
+    let path = format!("/api/accounts/{acct}/projects/p1/messages");
+    let spoofed = |token: &str| {
+        vec![
+            ("authorization".to_string(), bearer(token)),
+            (
+                "x-keyward-token-expires-at".to_string(),
+                "2099-01-01T00:00:00Z".to_string(),
+            ),
+            ("x-keyward-token-replaced-by".to_string(), "999".to_string()),
+        ]
+    };
+    let at = |o: &Outcome| {
+        let v = &o.headers["x-keyward-token-expires-at"];
+        assert!(v.ends_with('Z'), "UTC: {v}");
+        let t = humantime::parse_rfc3339(v).expect("RFC 3339");
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+    };
+    let run = |headers: Vec<(String, String)>| {
+        let s = &s;
+        let path = path.clone();
+        async move {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let o = check(s, "GET", &path, &h).await.unwrap();
+            assert_eq!(o.status, 200, "{o:?}");
+            o
+        }
+    };
+
+    // Expires, not reset: the expiry; the client's successor removed.
+    let o = run(spoofed(&created.secret)).await;
+    assert_eq!(at(&o), u128::try_from(expires_s).unwrap() * 1000);
+    assert!(
+        !o.headers.contains_key("x-keyward-token-replaced-by"),
+        "{o:?}"
+    );
+    assert!(o
+        .removed
+        .contains(&"x-keyward-token-replaced-by".to_string()));
+
+    // Reset: the old token, in its grace, names its successor and the
+    // grace's end (earlier than its own expiry).
+    let reset_at = keyward::clock::Clock::now_ms(&*s.clock);
+    let new = s
+        .tokens()
+        .reset_token(auth(
+            pb::ResetTokenRequest {
+                account_id: acct,
+                token_id: old_id,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let new_id = new.token.as_ref().unwrap().id;
+    let o = run(spoofed(&created.secret)).await;
+    assert_eq!(o.headers["x-keyward-token-replaced-by"], new_id.to_string());
+    assert_eq!(at(&o), u128::try_from(reset_at + 12 * 3600 * 1000).unwrap());
+    assert_eq!(o.headers["x-keyward-token-id"], old_id.to_string());
+
+    // The successor never expires and was not reset: neither header, both
+    // removed from what the client sent.
+    let o = run(spoofed(&new.secret)).await;
+    assert_eq!(o.headers["x-keyward-token-id"], new_id.to_string());
+    for h in ["x-keyward-token-expires-at", "x-keyward-token-replaced-by"] {
+        assert!(!o.headers.contains_key(h), "{h}: {o:?}");
+        assert!(o.removed.contains(&h.to_string()), "{h}: {o:?}");
+    }
+    // A denial carries neither.
+    let o = check(
+        &s,
+        "POST",
+        &path,
+        &[("authorization", &bearer(&created.secret))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.status, 403);
+    assert!(!o.headers.contains_key("x-keyward-token-replaced-by"));
+}
+
 #[tokio::test]
 async fn unmatched_allow_lets_through_without_ids() {
     let dir = temp();
@@ -401,6 +517,12 @@ async fn unmatched_allow_lets_through_without_ids() {
     assert!(o.headers.is_empty());
     assert!(o.removed.contains(&"x-keyward-account-id".to_string()));
     assert!(o.removed.contains(&"x-keyward-token-id".to_string()));
+    assert!(o
+        .removed
+        .contains(&"x-keyward-token-expires-at".to_string()));
+    assert!(o
+        .removed
+        .contains(&"x-keyward-token-replaced-by".to_string()));
     // Matched routes are still checked; the credential stays when asked.
     let path = format!("/api/accounts/{acct}/projects/p1/x");
     let o = check(&s, "GET", &path, &[]).await.unwrap();
@@ -409,7 +531,12 @@ async fn unmatched_allow_lets_through_without_ids() {
         .await
         .unwrap();
     assert_eq!(o.status, 200);
-    assert!(o.removed.is_empty());
+    assert!(
+        !o.removed
+            .iter()
+            .any(|h| h == "authorization" || h == "api-token"),
+        "{o:?}"
+    );
     // Unsafe paths are denied even so.
     let o = check(&s, "GET", "/a/../b", &[]).await.unwrap();
     assert_eq!(o.status, 403);

@@ -103,6 +103,16 @@ expect_decision() {
   expect_eq "$(field reason DENY_REASON_UNSPECIFIED)" "$2" "reason"
 }
 
+# expect_in_12h TIME: TIME (RFC 3339) is 12 h from now, within a minute.
+expect_in_12h() {
+  "$PY" -c '
+import datetime, sys
+t = datetime.datetime.fromisoformat(sys.argv[1].replace("Z", "+00:00"))
+left = (t - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+sys.exit(0 if abs(left - 12 * 3600) < 60 else 1)
+' "$1" || fail "expected a time 12 h from now, got '$1' (answer: $OUT)"
+}
+
 free_port() {
   "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -149,6 +159,14 @@ call grpcurl -plaintext "$GRPC" list
 expect_ok
 for svc in keyward.v1.Accounts keyward.v1.Resources keyward.v1.Tokens keyward.v1.Authorizer; do
   grep -qx "$svc" <<<"$OUT" || fail "$svc not listed: $OUT"
+done
+ok
+
+step "reflection lists Authorizer's methods, Introspect among them"
+call grpcurl -plaintext "$GRPC" list keyward.v1.Authorizer
+expect_ok
+for m in Authorize AuthorizeBatch Introspect; do
+  grep -qx "keyward.v1.Authorizer.$m" <<<"$OUT" || fail "$m not listed: $OUT"
 done
 ok
 
@@ -286,6 +304,41 @@ step "Authorize the old secret during the 12 h grace: still allowed"
 authorize "$CI" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
 expect_decision true DENY_REASON_UNSPECIFIED
 expect_eq "$(field tokenId)" "$CI_ID" "tokenId"
+expect_eq "$(field replacedBy)" "$CI2_ID" "replacedBy"
+expect_in_12h "$(field expiresAt)"
+ok
+
+# introspect TOKEN: one Authorizer/Introspect call (the token itself is
+# the credential).
+introspect() {
+  call grpcurl -plaintext -d "{\"token\": \"$1\"}" \
+    "$GRPC" keyward.v1.Authorizer/Introspect
+}
+
+step "Introspect the old secret in its grace: replacedBy and expiresAt, no secret"
+introspect "$CI"
+expect_ok
+expect_eq "$(field token.id)" "$CI_ID" "token.id"
+expect_eq "$(field token.name)" "ci sender" "token.name"
+expect_eq "$(field token.replacedBy)" "$CI2_ID" "token.replacedBy"
+expect_eq "$(field token.grants.0.resource.id)" example.com "token.grants[0]"
+expect_in_12h "$(field token.expiresAt)"
+grep -q "${CI#kw_}" <<<"$OUT" && fail "the answer holds the secret"
+grep -q 'argon2' <<<"$OUT" && fail "the answer holds a hash"
+ok
+
+step "Introspect the new secret: replaces the old one, never expires"
+introspect "$CI2"
+expect_ok
+expect_eq "$(field token.id)" "$CI2_ID" "token.id"
+expect_eq "$(field token.replaces)" "$CI_ID" "token.replaces"
+expect_eq "$(field token.expiresAt)" "" "token.expiresAt"
+ok
+
+step "Introspect a malformed token: Unauthenticated, invalid token"
+introspect "kw_not-a-token"
+expect_code Unauthenticated
+grep -q "Message: invalid token" <<<"$ERR" || fail "message: $ERR"
 ok
 
 step "ResetToken the old token again: FailedPrecondition"
@@ -306,6 +359,12 @@ ok
 step "Authorize the paused token: denied, PAUSED"
 authorize "$CI2" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
 expect_decision false DENY_REASON_PAUSED
+ok
+
+step "Introspect the paused token: Unauthenticated, token is paused"
+introspect "$CI2"
+expect_code Unauthenticated
+grep -q "Message: token is paused" <<<"$ERR" || fail "message: $ERR"
 ok
 
 step "ResumeToken the new token"

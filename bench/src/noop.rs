@@ -13,6 +13,7 @@ use envoy_types::ext_authz::v3::{CheckResponseExt, OkHttpResponseBuilder};
 use keyward::pb::v1::authorizer_server::{Authorizer, AuthorizerServer};
 use keyward::pb::v1::{
     AuthorizeBatchRequest, AuthorizeBatchResponse, AuthorizeRequest, AuthorizeResponse,
+    IntrospectRequest, IntrospectResponse, Token,
 };
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -32,6 +33,7 @@ impl Authorizer for Noop {
             reason: 0,
             token_id: 1,
             account_id: 1,
+            ..AuthorizeResponse::default()
         }))
     }
     async fn authorize_batch(
@@ -44,9 +46,22 @@ impl Authorizer for Noop {
             reason: 0,
             token_id: 1,
             account_id: 1,
+            ..AuthorizeResponse::default()
         };
         Ok(Response::new(AuthorizeBatchResponse {
             decisions: vec![one; n],
+        }))
+    }
+    async fn introspect(
+        &self,
+        _req: Request<IntrospectRequest>,
+    ) -> Result<Response<IntrospectResponse>, Status> {
+        Ok(Response::new(IntrospectResponse {
+            token: Some(Token {
+                id: 1,
+                account_id: 1,
+                ..Token::default()
+            }),
         }))
     }
 }

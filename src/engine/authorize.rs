@@ -25,6 +25,12 @@ pub struct Decision {
     pub token_id: u64,
     /// Its account (0 if none).
     pub account_id: u64,
+    /// Its expiry, unix ms (none if it never expires or was not
+    /// recognised): a holder learns when to switch.
+    pub expires_at_ms: Option<i64>,
+    /// Its successor by reset (0 if none): a holder in a reset's grace
+    /// period learns that it must switch.
+    pub replaced_by: u64,
 }
 
 impl Decision {
@@ -34,6 +40,8 @@ impl Decision {
             reason,
             token_id: 0,
             account_id: 0,
+            expires_at_ms: None,
+            replaced_by: 0,
         }
     }
 }
@@ -133,5 +141,7 @@ fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64) -> D
         reason: result.err().unwrap_or(DenyReason::Unspecified),
         token_id: state.id,
         account_id: state.account_id,
+        expires_at_ms: state.expires_at_ms,
+        replaced_by: state.replaced_by,
     }
 }

@@ -6,15 +6,16 @@
 //! This file holds the state, its construction and load, and the commit
 //! path. The operations sit beside it, one file per concern: `authn`
 //! (prove a token authentic, the argon2 budgets, hash new secrets),
-//! `authorize` (one Authorize decision), `caller` (an admin caller
+//! `authorize` (one Authorize decision), `introspect` (a token described
+//! to its holder, at Authorize's cost), `caller` (an admin caller
 //! authenticated), `mutate` (the one way state changes, and the audit
 //! log's two ends), `upkeep` (persist usage, purge expired tokens, the
 //! work counters) and `catch_up` (the write lock, and keeping a shared
 //! store's node current: [`sync`]).
 //!
 //! Layer L4: imports the vocabulary (`clock`, `error`, `metrics`, `model`,
-//! `pb`, `token`), `index`, `store`, `feed`, `upstream`, `authz` and
-//! `access`; never a layer above it.
+//! `pb`, `token`), `index`, `store`, `wire`, `feed`, `upstream`, `authz`
+//! and `access`; never a layer above it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +37,7 @@ mod authn;
 mod authorize;
 mod caller;
 mod catch_up;
+mod introspect;
 mod mutate;
 mod replica;
 mod upkeep;

@@ -1,4 +1,5 @@
-//! `keyward.v1.Authorizer`: the hot path on the wire.
+//! `keyward.v1.Authorizer`: the hot path on the wire (Authorize,
+//! AuthorizeBatch), and Introspect (a token described to its holder).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +13,7 @@ use crate::logs;
 use crate::metrics::Metrics;
 use crate::model::{limits, Kind, Level};
 use crate::pb::v1::{self as pb, authorizer_server::Authorizer};
+use crate::wire::ts;
 
 /// The Authorizer service.
 #[derive(Debug, Clone)]
@@ -95,6 +97,8 @@ impl AuthorizerService {
             reason: d.reason as i32,
             token_id: d.token_id,
             account_id: d.account_id,
+            expires_at: d.expires_at_ms.map(ts),
+            replaced_by: d.replaced_by,
         })
     }
 }
@@ -146,5 +150,17 @@ impl Authorizer for AuthorizerService {
             decisions.push(self.decide(req, check).await?);
         }
         Ok(Response::new(pb::AuthorizeBatchResponse { decisions }))
+    }
+
+    async fn introspect(
+        &self,
+        req: Request<pb::IntrospectRequest>,
+    ) -> Result<Response<pb::IntrospectResponse>, Status> {
+        self.engine.ensure_ready()?;
+        // Not an Authorize decision: not counted in keyward_decisions_total
+        // (a shed verify is in keyward_argon2_shed_total).
+        let token = self.engine.introspect(&req.get_ref().token).await?;
+        tracing::debug!(token.id = token.id, "introspect");
+        Ok(Response::new(pb::IntrospectResponse { token: Some(token) }))
     }
 }

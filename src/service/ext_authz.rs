@@ -3,8 +3,12 @@
 //!
 //! The routes file ([`crate::routes`]) says which check a request needs.
 //! Allowed: OK with `x-keyward-token-id` and `x-keyward-account-id` set on
-//! the upstream request (overwriting whatever the client sent), the
-//! credential header removed (by default), and the ids as dynamic metadata.
+//! the upstream request (overwriting whatever the client sent), and, when
+//! the token expires, `x-keyward-token-expires-at` (RFC 3339, UTC,
+//! milliseconds) and, when it was reset (its grace period),
+//! `x-keyward-token-replaced-by` (removed from the request otherwise, so a
+//! client cannot supply them), the credential header removed (by default),
+//! and the ids as dynamic metadata.
 //! Denied: `401 {"error": ..}` for a missing, malformed, unknown, expired
 //! or paused token (with `www-authenticate`), `403 {"errors": ..}` for
 //! insufficient access, a request no route allows, or one keyward does not
@@ -17,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
@@ -30,7 +34,7 @@ use parking_lot::RwLock;
 use tonic::{Request, Response, Status};
 
 use crate::authz::Check;
-use crate::engine::Engine;
+use crate::engine::{Decision, Engine};
 use crate::error::{Denial, WWW_AUTHENTICATE};
 use crate::logs;
 use crate::pb::v1::DenyReason;
@@ -41,6 +45,13 @@ use crate::service::pick_credential;
 pub const TOKEN_ID_HEADER: &str = "x-keyward-token-id";
 /// Header with the allowed token's account id, set on the upstream request.
 pub const ACCOUNT_ID_HEADER: &str = "x-keyward-account-id";
+/// Header with the allowed token's expiry (RFC 3339), set on the upstream
+/// request when the token expires: the service may warn its client.
+pub const EXPIRES_AT_HEADER: &str = "x-keyward-token-expires-at";
+/// Header with the id of the token that replaced the allowed one by a
+/// reset, set on the upstream request during the grace period: the service
+/// may tell its client to switch before the expiry.
+pub const REPLACED_BY_HEADER: &str = "x-keyward-token-replaced-by";
 
 /// The routes in force; replaced whole on reload, never edited.
 #[derive(Debug, Default)]
@@ -129,13 +140,36 @@ fn number(n: u64) -> Value {
     }
 }
 
-/// An allow: the ids on the upstream request (overwritten, so a client
-/// cannot supply its own), the credential removed, the ids as metadata.
-fn allow(token_id: u64, account_id: u64, template: &str, strip: bool) -> CheckResponse {
+/// `ms` (unix ms) as RFC 3339, UTC, with milliseconds.
+fn rfc3339(ms: i64) -> String {
+    let since_epoch = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
+}
+
+/// An allow: the ids, and the expiry and successor when there are any, on
+/// the upstream request (overwritten, or removed when there is none, so a
+/// client cannot supply its own), the credential removed, the ids as
+/// metadata.
+fn allow(d: &Decision, template: &str, strip: bool) -> CheckResponse {
+    let (token_id, account_id) = (d.token_id, d.account_id);
     let mut http = OkHttpResponseBuilder::new();
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
     http.add_header(TOKEN_ID_HEADER, token_id.to_string(), overwrite, false);
     http.add_header(ACCOUNT_ID_HEADER, account_id.to_string(), overwrite, false);
+    match d.expires_at_ms {
+        Some(ms) => http.add_header(EXPIRES_AT_HEADER, rfc3339(ms), overwrite, false),
+        None => http.remove_header(EXPIRES_AT_HEADER),
+    };
+    if d.replaced_by == 0 {
+        http.remove_header(REPLACED_BY_HEADER);
+    } else {
+        http.add_header(
+            REPLACED_BY_HEADER,
+            d.replaced_by.to_string(),
+            overwrite,
+            false,
+        );
+    }
     if strip {
         http.remove_header("authorization")
             .remove_header("api-token");
@@ -175,7 +209,9 @@ impl ExtAuthzService {
                 // Through unchecked, but never with ids a client made up.
                 let mut http = OkHttpResponseBuilder::new();
                 http.remove_header(TOKEN_ID_HEADER)
-                    .remove_header(ACCOUNT_ID_HEADER);
+                    .remove_header(ACCOUNT_ID_HEADER)
+                    .remove_header(EXPIRES_AT_HEADER)
+                    .remove_header(REPLACED_BY_HEADER);
                 let mut resp = CheckResponse::with_status(Status::ok(""));
                 resp.set_http_response(http);
                 return Ok(resp);
@@ -250,12 +286,7 @@ impl ExtAuthzService {
         }
         m.allow.increment(1);
         self.engine.metrics().allow.increment(1);
-        Ok(allow(
-            d.token_id,
-            d.account_id,
-            needed.template,
-            routes.strip_credential,
-        ))
+        Ok(allow(&d, needed.template, routes.strip_credential))
     }
 }
 
