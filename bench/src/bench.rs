@@ -99,6 +99,7 @@ impl Bench {
             requests: Arc::new(self.valid.clone()),
             batch,
             checks: None,
+            introspect: false,
         }
     }
 

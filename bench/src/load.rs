@@ -1,5 +1,5 @@
 //! The load generator: closed-loop and fixed-rate gRPC load (Authorize,
-//! AuthorizeBatch or ext_authz Check) over tonic connections, every
+//! AuthorizeBatch, Introspect or ext_authz Check) over tonic connections, every
 //! latency into an HdrHistogram ([`Run`]), with a warm-up that is not
 //! recorded and a progress line.
 
@@ -12,7 +12,7 @@ use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use hdrhistogram::Histogram;
 use keyward::pb::v1::authorizer_client::AuthorizerClient;
-use keyward::pb::v1::{AuthorizeBatchRequest, AuthorizeRequest};
+use keyward::pb::v1::{AuthorizeBatchRequest, AuthorizeRequest, IntrospectRequest};
 use tonic::transport::Channel;
 
 /// How requests are issued.
@@ -33,6 +33,8 @@ pub(crate) struct Workload {
     pub(crate) batch: usize,
     /// Send these as ext_authz `Check` instead (same tokens, same resource).
     pub(crate) checks: Option<Arc<Vec<CheckRequest>>>,
+    /// Send `Introspect` of each request's token instead (one at a time).
+    pub(crate) introspect: bool,
 }
 
 /// One connection, with a client for each API.
@@ -128,7 +130,13 @@ pub(crate) async fn send(conn: &mut Conn, w: &Workload, i: u64) -> bool {
     }
     let client = &mut conn.authorizer;
     let n = w.requests.len() as u64;
-    if w.batch <= 1 {
+    if w.introspect {
+        let token = w.requests[(i % n) as usize].token.clone();
+        client
+            .introspect(IntrospectRequest { token })
+            .await
+            .is_ok_and(|r| r.get_ref().token.is_some())
+    } else if w.batch <= 1 {
         let req = w.requests[(i % n) as usize].clone();
         client.authorize(req).await.is_ok()
     } else {

@@ -23,6 +23,9 @@
 //! `--tls-cert`/`--tls-key` against the no-op baseline serving TLS with the
 //! same certificate (made with openssl), the client verifying both.
 //!
+//! Scenario 15 (`introspect`) compares `Introspect` with `Authorize` on the
+//! same keyward and tokens: sequential p50 and closed-loop throughput.
+//!
 //! ```text
 //! cargo build --release && target/release/keyward-bench            # all scenarios
 //! target/release/keyward-bench --scenarios 1,2 --duration 3s --rounds 3
@@ -86,17 +89,17 @@ pub(crate) struct Cli {
     /// Alternations of baseline and keyward per scenario.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Scenarios to run, by number or name (1-7, 9-14; 8 is `cargo bench
+    /// Scenarios to run, by number or name (1-7, 9-15; 8 is `cargo bench
     /// --bench decision`; 10 needs `envoy` on PATH; 12 needs a PostgreSQL
     /// server, see --pg; 14 needs `openssl` on PATH). Names: 1
     /// warm_closed_loop, 2 sequential, 3 fixed_rate, 4 malformed_tokens, 5
     /// wrong_secret_flood, 6 cold_start, 7 batch, 8 decision, 9
     /// ext_authz_check, 10 envoy, 11 followers, 12 postgres, 13
-    /// under_attack, 14 tls.
+    /// under_attack, 14 tls, 15 introspect.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1,2,3,4,5,6,7,9,10,11,12,13,14",
+        default_value = "1,2,3,4,5,6,7,9,10,11,12,13,14,15",
         value_parser = scenarios::parse
     )]
     scenarios: Vec<u32>,

@@ -17,6 +17,7 @@ mod envoy;
 mod ext_authz_check;
 mod fixed_rate;
 mod followers;
+mod introspect;
 mod malformed_tokens;
 mod postgres;
 mod revocations;
@@ -42,7 +43,7 @@ pub(crate) struct Scenario {
 }
 
 /// Every scenario, by number.
-pub(crate) const SCENARIOS: [Scenario; 14] = [
+pub(crate) const SCENARIOS: [Scenario; 15] = [
     Scenario {
         number: 1,
         name: "warm_closed_loop",
@@ -113,6 +114,11 @@ pub(crate) const SCENARIOS: [Scenario; 14] = [
         name: "tls",
         run: Some(|b| Box::pin(b.tls())),
     },
+    Scenario {
+        number: 15,
+        name: "introspect",
+        run: Some(|b| Box::pin(b.introspect())),
+    },
 ];
 
 /// `--scenarios`' parser: a number (any, as before: an unknown one is
@@ -127,7 +133,7 @@ pub(crate) fn parse(s: &str) -> Result<u32, String> {
         .map(|sc| sc.number)
         .ok_or_else(|| {
             let names: Vec<&str> = SCENARIOS.iter().map(|sc| sc.name).collect();
-            format!("no scenario {s:?} (numbers 1-14, or {})", names.join(", "))
+            format!("no scenario {s:?} (numbers 1-15, or {})", names.join(", "))
         })
 }
 
@@ -146,7 +152,7 @@ pub(crate) async fn run(bench: &mut Bench, number: u32) {
 mod tests {
     use super::{parse, SCENARIOS};
 
-    /// Numbers 1-14 in order, names unique, each name parses to its number.
+    /// Numbers 1-15 in order, names unique, each name parses to its number.
     #[test]
     fn the_table_is_complete_and_names_parse() {
         for (i, sc) in SCENARIOS.iter().enumerate() {

@@ -68,6 +68,7 @@ impl Bench {
             requests: Arc::new(reqs),
             batch: 1,
             checks: None,
+            introspect: false,
         };
         let run = load(
             kw.addr,

@@ -21,6 +21,7 @@ impl Bench {
             requests: Arc::new(reqs),
             batch: 1,
             checks: None,
+            introspect: false,
         };
         self.closed_pair(
             "4. 10 % malformed tokens (bad checksum), 16 × 8",

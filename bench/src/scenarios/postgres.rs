@@ -218,6 +218,7 @@ impl Bench {
             ),
             batch: 1,
             checks: None,
+            introspect: false,
         };
         let (w_sled, w_pg) = (workload(&sled_seeded), workload(&pg_seeded));
         let mode = Mode::Closed {

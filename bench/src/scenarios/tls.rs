@@ -242,6 +242,7 @@ impl Bench {
             requests: std::sync::Arc::new(valid),
             batch: 1,
             checks: None,
+            introspect: false,
         };
         Ok(Rig {
             base,

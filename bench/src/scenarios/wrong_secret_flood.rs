@@ -27,6 +27,7 @@ impl Bench {
             requests: Arc::new(flood_reqs),
             batch: 1,
             checks: None,
+            introspect: false,
         };
         let (mut base, mut kw) = (Run::new(), Run::new());
         let before = self
