@@ -439,3 +439,66 @@ async fn reflection_lists_introspect() {
     assert!(fields.contains(&("replaced_by", 6)), "{fields:?}");
     s.stop().await.unwrap();
 }
+
+/// A follower (the sidecar a service asks on localhost) answers Introspect
+/// from its replicated index, as the primary does: a reset on the primary
+/// shows as `replaced_by` on the follower, a pause as a refusal.
+#[tokio::test]
+async fn a_follower_answers_introspect_from_its_replica() {
+    let (pdir, fdir) = (temp(), temp());
+    let p = TestServer::start(pdir.path()).await;
+    let (acct, admin) = p.account("Acme").await;
+    p.register(&admin, acct, PROJECT, "p1", None).await;
+    let t = p
+        .create(&admin, acct, "sender", vec![grant(PROJECT, "p1", VIEWER)])
+        .await
+        .expect("create");
+    let id = t.token.expect("token").id;
+    let opts = follower_options(
+        fdir.path(),
+        p.clock.clone(),
+        p.grpc,
+        &pdir.path().join("digest.key"),
+        false,
+    );
+    let f = TestServer::start_with(opts, p.clock.clone())
+        .await
+        .expect("follower starts");
+    let new = reset(&p, &admin, acct, id).await;
+    let new_id = new.token.expect("token").id;
+    // Replication is asynchronous: wait (at most 10 s) for the reset.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let seen = introspect(&f, &t.secret).await.ok().and_then(|r| r.token);
+        if seen.as_ref().is_some_and(|tok| tok.replaced_by == new_id) {
+            assert_eq!(seen.map(|tok| tok.id), Some(id));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "follower: {seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    p.tokens()
+        .pause_token(auth(
+            pb::PauseTokenRequest {
+                account_id: acct,
+                token_id: new_id,
+            },
+            &admin,
+        ))
+        .await
+        .expect("pause");
+    loop {
+        match introspect(&f, &new.secret).await {
+            Err(status) if status.code() == Code::Unauthenticated => {
+                assert_eq!(status.message(), "token is paused");
+                break;
+            }
+            other => {
+                assert!(std::time::Instant::now() < deadline, "follower: {other:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+    f.stop().await.unwrap();
+    p.stop().await.unwrap();
+}
