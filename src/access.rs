@@ -432,6 +432,29 @@ pub fn keeps_every_domain(
     Ok(())
 }
 
+/// Refuses an expiry change that would bring back a token: an expired
+/// token stays expired (it is purged later), and a reset token may only
+/// have its grace cut short (its expiry moved earlier), never lengthened
+/// or cleared.
+pub fn may_change_expiry(target: &TokenState, expires_at_ms: Option<i64>, now: i64) -> Result<()> {
+    if target.is_expired(now) {
+        return Err(Error::FailedPrecondition(format!(
+            "token {} has expired; its expiry cannot change",
+            target.id
+        )));
+    }
+    let Some(deadline) = target.expires_at_ms.filter(|_| target.replaced_by != 0) else {
+        return Ok(());
+    };
+    if expires_at_ms.is_some_and(|e| e <= deadline) {
+        return Ok(());
+    }
+    Err(Error::FailedPrecondition(format!(
+        "token {} was reset (replaced by token {}); its expiry can only move earlier",
+        target.id, target.replaced_by
+    )))
+}
+
 /// "<base> token <id>", with an earlier " token <n>" suffix of `base` dropped
 /// so that names do not grow with every reset.
 pub fn derived_name(base: &str, id: u64) -> String {

@@ -1,9 +1,9 @@
-//! The shapes on the wire that every admin surface shares: timestamps,
-//! a token or account as served, and listing pages (sizes, cursors, the
-//! byte budget of a page).
+//! The shapes on the wire that every admin surface shares: timestamps and
+//! an expiry's bounds, a reset's grace (a Duration), a token or account as
+//! served, and listing pages (sizes, cursors, the byte budget of a page).
 //!
-//! Layer L2: imports the vocabulary (`model`, `pb`, `error`) and the
-//! index's state types only.
+//! Layer L2: imports the vocabulary (`model`, `pb`, `error`, `clock`) and
+//! the index's state types only.
 
 use std::sync::atomic::Ordering;
 
@@ -51,6 +51,53 @@ pub fn check_expiry(field: &str, expires_at: Option<&Timestamp>, now: i64) -> Re
         return Err(Error::invalid(field, "must be at most 5 years ahead"));
     }
     Ok(Some(ms))
+}
+
+/// The grace a reset gives the old token, in ms: `grace` when given
+/// (well formed, not negative, at most `server` — the server's
+/// `--reset-grace`), else `server`. Pure: the fuzz targets may call it.
+pub fn check_grace(
+    field: &str,
+    grace: Option<&prost_types::Duration>,
+    server: std::time::Duration,
+) -> Result<i64> {
+    let Some(d) = grace else {
+        return Ok(crate::clock::duration_ms(server));
+    };
+    let nanos_ok = (-999_999_999..=999_999_999).contains(&d.nanos)
+        && !(d.seconds > 0 && d.nanos < 0 || d.seconds < 0 && d.nanos > 0);
+    if !nanos_ok {
+        return Err(Error::invalid(
+            field,
+            "nanos must be in -999999999..=999999999 with the sign of seconds",
+        ));
+    }
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(Error::invalid(field, "must not be negative"));
+    }
+    // Both are now >= 0, and nanos < 1e9.
+    let asked = std::time::Duration::new(d.seconds.unsigned_abs(), d.nanos.unsigned_abs());
+    if asked > server {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "must be at most {}, the server's reset grace",
+                duration_json(server)
+            ),
+        ));
+    }
+    Ok(crate::clock::duration_ms(asked))
+}
+
+/// A duration as the JSON mapping of `google.protobuf.Duration` writes it:
+/// seconds with up to 9 fractional digits and an `s` ("43200s", "1.5s").
+pub fn duration_json(d: std::time::Duration) -> String {
+    let nanos = d.subsec_nanos();
+    if nanos == 0 {
+        return format!("{}s", d.as_secs());
+    }
+    let frac = format!("{nanos:09}");
+    format!("{}.{}s", d.as_secs(), frac.trim_end_matches('0'))
 }
 
 /// The metadata of a token, as served.
@@ -184,9 +231,73 @@ impl<T: prost::Message> Page<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Page, PAGE_BYTES_MAX};
+    use super::{check_grace, duration_json, Page, PAGE_BYTES_MAX};
+    use crate::error::Error;
     use crate::pb::v1 as pb;
     use prost::Message;
+    use std::time::Duration;
+
+    fn grace(seconds: i64, nanos: i32) -> prost_types::Duration {
+        prost_types::Duration { seconds, nanos }
+    }
+
+    /// The field error's description, or "" for a success.
+    fn refusal(r: crate::error::Result<i64>) -> String {
+        match r {
+            Err(Error::InvalidArgument(v)) => {
+                assert_eq!(v.len(), 1);
+                assert_eq!(v[0].0, "grace");
+                v[0].1.clone()
+            }
+            Err(e) => panic!("not a field error: {e:?}"),
+            Ok(_) => String::new(),
+        }
+    }
+
+    #[test]
+    fn a_reset_grace_defaults_to_the_servers_and_can_only_shorten_it() {
+        let server = Duration::from_secs(12 * 3600);
+        assert_eq!(check_grace("grace", None, server).ok(), Some(43_200_000));
+        assert_eq!(
+            check_grace("grace", Some(&grace(0, 0)), server).ok(),
+            Some(0)
+        );
+        assert_eq!(
+            check_grace("grace", Some(&grace(90, 500_000_000)), server).ok(),
+            Some(90_500)
+        );
+        assert_eq!(
+            check_grace("grace", Some(&grace(43_200, 0)), server).ok(),
+            Some(43_200_000)
+        );
+        let over = refusal(check_grace("grace", Some(&grace(43_200, 1)), server));
+        assert_eq!(over, "must be at most 43200s, the server's reset grace");
+        let far = refusal(check_grace("grace", Some(&grace(i64::MAX, 0)), server));
+        assert!(far.contains("43200s"), "{far}");
+        for (s, n) in [(-1, 0), (0, -1), (-5, -500)] {
+            let neg = refusal(check_grace("grace", Some(&grace(s, n)), server));
+            assert_eq!(neg, "must not be negative", "{s} {n}");
+        }
+        for (s, n) in [(0, 1_000_000_000), (0, -1_000_000_000), (1, -1), (-1, 1)] {
+            let bad = refusal(check_grace("grace", Some(&grace(s, n)), server));
+            assert!(bad.starts_with("nanos must be"), "{s} {n}: {bad}");
+        }
+        // A server with no grace at all allows only "0s".
+        assert_eq!(
+            check_grace("grace", Some(&grace(0, 0)), Duration::ZERO).ok(),
+            Some(0)
+        );
+        let none = refusal(check_grace("grace", Some(&grace(0, 1)), Duration::ZERO));
+        assert_eq!(none, "must be at most 0s, the server's reset grace");
+    }
+
+    #[test]
+    fn durations_are_written_as_json_durations() {
+        assert_eq!(duration_json(Duration::from_secs(43_200)), "43200s");
+        assert_eq!(duration_json(Duration::from_millis(1_500)), "1.5s");
+        assert_eq!(duration_json(Duration::new(0, 1)), "0.000000001s");
+        assert_eq!(duration_json(Duration::ZERO), "0s");
+    }
 
     /// The largest account the input limits allow: 100 four-byte characters.
     fn widest_account(id: u64) -> pb::Account {

@@ -72,6 +72,7 @@ async fn every_mutation_is_audited_and_only_admins_read_it() {
                 account_id: a,
                 token_id: tid,
                 expires_at: None,
+                grace: None,
             },
             &admin,
         ))

@@ -77,6 +77,7 @@ async fn reset(
                 account_id,
                 token_id,
                 expires_at: None,
+                grace: None,
             },
             caller,
         ))

@@ -149,6 +149,7 @@ async fn every_change_on_the_primary_shows_on_every_follower() {
                 account_id: acct,
                 token_id: id,
                 expires_at: None,
+                grace: None,
             },
             &admin,
         ))

@@ -326,6 +326,7 @@ fn structured_requests_round_trip_and_validate_like_the_reference() {
             grants,
             scopes,
             update_mask: Some(prost_types::FieldMask { paths }),
+            expires_at: None,
         });
     let register = (resource_ref(), resource_ref()).prop_map(|(resource, parent)| {
         pb::RegisterResourceRequest {
@@ -361,6 +362,7 @@ fn structured_requests_round_trip_and_validate_like_the_reference() {
                     account_id: 1,
                     token_id: 2,
                     expires_at: reset,
+                    grace: None,
                 },
             ),
         ];

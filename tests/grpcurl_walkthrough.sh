@@ -341,6 +341,61 @@ expect_code Unauthenticated
 grep -q "Message: invalid token" <<<"$ERR" || fail "message: $ERR"
 ok
 
+step "ResetToken with a grace above the server's 12 h: InvalidArgument, nothing changes"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI2_ID\", \"grace\": \"43201s\"}" \
+  "$GRPC" keyward.v1.Tokens/ResetToken
+expect_code InvalidArgument
+grep -q "grace: must be at most 43200s, the server's reset grace" <<<"$ERR" || fail "no limit in: $ERR"
+authorize "$CI2" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
+expect_decision true DENY_REASON_UNSPECIFIED
+ok
+
+step "UpdateToken expires_at: the new token now expires in an hour"
+EXPIRES=$("$PY" -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))')
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI2_ID\", \"expiresAt\": \"$EXPIRES\", \"updateMask\": {\"paths\": [\"expires_at\"]}}" \
+  "$GRPC" keyward.v1.Tokens/UpdateToken
+expect_ok
+expect_eq "$(field expiresAt)" "$EXPIRES" "expiresAt"
+expect_eq "$(field name)" "ci sender token $CI2_ID" "name unchanged"
+ok
+
+step "UpdateToken expires_at in the past: InvalidArgument"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI2_ID\", \"expiresAt\": \"2001-01-01T00:00:00Z\", \"updateMask\": {\"paths\": [\"expires_at\"]}}" \
+  "$GRPC" keyward.v1.Tokens/UpdateToken
+expect_code InvalidArgument
+grep -q "expires_at: must be in the future" <<<"$ERR" || fail "no reason in: $ERR"
+ok
+
+step "UpdateToken with expires_at in the mask and no value: the expiry is cleared"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI2_ID\", \"updateMask\": {\"paths\": [\"expires_at\"]}}" \
+  "$GRPC" keyward.v1.Tokens/UpdateToken
+expect_ok
+expect_eq "$(field expiresAt NEVER)" NEVER "expiresAt"
+ok
+
+step "ResetToken with \"grace\": \"0s\" (a leak): the old token is refused at once"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" -d "{
+  \"accountId\": \"$ACCOUNT_ID\", \"name\": \"leaky\",
+  \"grants\": [{\"resource\": {\"type\": \"RESOURCE_TYPE_PROJECT\", \"id\": \"p1\"}, \"level\": \"ACCESS_LEVEL_VIEWER\"}]}" \
+  "$GRPC" keyward.v1.Tokens/CreateToken
+expect_ok
+LEAKY=$(field secret)
+LEAKY_ID=$(field token.id)
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$LEAKY_ID\", \"grace\": \"0s\"}" \
+  "$GRPC" keyward.v1.Tokens/ResetToken
+expect_ok
+LEAKY2=$(field secret)
+authorize "$LEAKY" RESOURCE_TYPE_PROJECT p1 ACCESS_LEVEL_VIEWER
+expect_decision false DENY_REASON_EXPIRED
+authorize "$LEAKY2" RESOURCE_TYPE_PROJECT p1 ACCESS_LEVEL_VIEWER
+expect_decision true DENY_REASON_UNSPECIFIED
+ok
+
 step "ResetToken the old token again: FailedPrecondition"
 call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
   -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI_ID\"}" \

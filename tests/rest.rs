@@ -127,6 +127,28 @@ async fn mailtrap_tokens_lifecycle() {
     let new_secret = reset["token"].as_str().expect("token");
     assert!(s.check(new_secret, PROJECT, "7", VIEWER).await.allowed);
     assert!(s.check(&secret, PROJECT, "7", VIEWER).await.allowed);
+    // Mailtrap's reset has no grace: the server's (12 h), which ends
+    // before the 48 h the old token had.
+    let r = http(
+        h,
+        "GET",
+        &format!("/api/api_tokens/{id}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(r.json()["expires_at"], Value::String(at(&s, 12 * HOUR_MS)));
+    // ... and a body naming one is refused, changing nothing.
+    let r = http(
+        h,
+        "POST",
+        &format!("/api/api_tokens/{}/reset", reset["id"]),
+        Some(&admin),
+        Some(&json!({"grace": "0s"})),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{:?}", r.json());
+    assert!(s.check(new_secret, PROJECT, "7", VIEWER).await.allowed);
     let r = http(
         h,
         "POST",

@@ -503,6 +503,7 @@ async fn domain_registration_creates_its_token_and_keeps_one() {
                 account_id: a,
                 token_id: ci.token.unwrap().id,
                 expires_at: None,
+                grace: None,
             },
             &admin,
         ))
@@ -572,6 +573,7 @@ async fn reset_keeps_the_old_token_for_the_grace_period() {
                 account_id: a,
                 token_id: old_id,
                 expires_at: None,
+                grace: None,
             },
             &admin,
         ))
@@ -610,6 +612,7 @@ async fn reset_keeps_the_old_token_for_the_grace_period() {
                 account_id: a,
                 token_id: old_id,
                 expires_at: None,
+                grace: None,
             },
             &admin,
         ))
@@ -634,6 +637,7 @@ async fn reset_keeps_the_old_token_for_the_grace_period() {
                 account_id: a,
                 token_id: old_id,
                 expires_at: None,
+                grace: None,
             },
             &admin,
         ))

@@ -337,6 +337,7 @@ async fn lifecycle(
                 account_id: a,
                 token_id: id,
                 expires_at: None,
+                grace: None,
             },
             &admin,
         ))

@@ -269,6 +269,7 @@ async fn admin_loop(
                         account_id: account,
                         token_id: k.id,
                         expires_at: None,
+                        grace: None,
                     };
                     match tokens.reset_token(auth(req, &admin)).await {
                         Ok(r) => {

@@ -154,6 +154,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                         "paused".into(),
                     ],
                 }),
+                expires_at: None,
             },
         ),
         request_input(
@@ -162,6 +163,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 account_id: 1,
                 token_id: 2,
                 expires_at: ts(NOW_MS / 1000 + 6 * 365 * 24 * 3600),
+                grace: None,
             },
         ),
         request_input(

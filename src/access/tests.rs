@@ -2,7 +2,7 @@
 //! no store, no clock. The end-to-end answers (over gRPC and the REST
 //! facades) are in tests/rules.rs and tests/containment.rs.
 
-use super::{derived_name, keeps_every_domain, Access};
+use super::{derived_name, keeps_every_domain, may_change_expiry, Access};
 use crate::error::Error;
 use crate::index::{Change, Index, TokenState};
 use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant, SCOPE_NAMES};
@@ -246,4 +246,36 @@ fn derived_names_do_not_grow_with_resets() {
     );
     assert_eq!(derived_name("ci token", 9), "ci token token 9");
     assert_eq!(derived_name("a token b", 9), "a token b token 9");
+}
+
+#[test]
+fn an_expiry_edit_never_brings_a_token_back() {
+    let mut idx = world();
+    put(&mut idx, 2, ACCOUNT, |_| {});
+    put(&mut idx, 3, ACCOUNT, |t| t.expires_at_ms = Some(NOW));
+    put(&mut idx, 4, ACCOUNT, |t| {
+        t.expires_at_ms = Some(NOW + 100);
+        t.replaced_by = 5;
+    });
+    let token = |id| idx.tokens.get(&id).expect("token");
+    // A live token: set, move or clear freely.
+    for e in [Some(NOW + 1), Some(NOW + 10_000), None] {
+        assert!(may_change_expiry(token(2), e, NOW).is_ok());
+    }
+    // An expired one stays expired.
+    let refused = may_change_expiry(token(3), None, NOW).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "token 3 has expired; its expiry cannot change"
+    );
+    // A reset one: earlier (or the same) only.
+    assert!(may_change_expiry(token(4), Some(NOW + 1), NOW).is_ok());
+    assert!(may_change_expiry(token(4), Some(NOW + 100), NOW).is_ok());
+    for e in [Some(NOW + 101), None] {
+        let refused = may_change_expiry(token(4), e, NOW).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "token 4 was reset (replaced by token 5); its expiry can only move earlier"
+        );
+    }
 }

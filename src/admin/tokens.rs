@@ -3,13 +3,13 @@
 //! grace period, paused, deleted; a domain always keeps a live ADMIN token.
 
 use super::AuditSubject;
-use crate::access::{derived_name, keeps_every_domain};
+use crate::access::{derived_name, keeps_every_domain, may_change_expiry};
 use crate::engine::{Engine, Mint, NewToken};
 use crate::error::{Error, Result};
 use crate::index::{Change, TokenState};
 use crate::model;
 use crate::pb::v1 as pb;
-use crate::wire::{check_expiry, page_bounds, token_to_wire, Page};
+use crate::wire::{check_expiry, check_grace, page_bounds, token_to_wire, Page};
 
 impl Engine {
     /// CreateToken.
@@ -94,7 +94,8 @@ impl Engine {
         })
     }
 
-    /// UpdateToken: rename, replace grants, replace scopes (FieldMask).
+    /// UpdateToken: rename, replace grants, replace scopes, set or clear
+    /// the expiry (FieldMask).
     pub async fn update_token(
         &self,
         caller: u64,
@@ -119,10 +120,13 @@ impl Engine {
         if paths.is_empty() {
             return Err(Error::invalid(
                 "update_mask",
-                "name at least one of: name, grants, scopes",
+                "name at least one of: name, grants, scopes, expires_at",
             ));
         }
         let (mut name, mut grants, mut scopes) = (None, None, None);
+        // Some(None): the path is given and the field unset, so the expiry
+        // is cleared.
+        let mut expiry: Option<Option<i64>> = None;
         for (i, p) in paths.iter().enumerate() {
             match p.as_str() {
                 "name" => {
@@ -131,10 +135,14 @@ impl Engine {
                 }
                 "grants" => grants = Some(model::grants_from_wire("grants", &req.grants)?),
                 "scopes" => scopes = Some(model::scopes_from_wire("scopes", &req.scopes)?),
+                "expires_at" => {
+                    let now = self.now_ms();
+                    expiry = Some(check_expiry("expires_at", req.expires_at.as_ref(), now)?);
+                }
                 _ => {
                     return Err(Error::invalid(
                         format!("update_mask.paths[{i}]"),
-                        "must be name, grants or scopes",
+                        "must be name, grants, scopes or expires_at",
                     ))
                 }
             }
@@ -148,6 +156,9 @@ impl Engine {
             p.access
                 .check_grantable(p.idx, account, new_grants, new_scopes)?;
             keeps_every_domain(p.idx, account, target, new_grants, p.now)?;
+            if let Some(e) = expiry {
+                may_change_expiry(target, e, p.now)?;
+            }
             let key = p.idx.key();
             let mut next = TokenState::from_record(&target.to_record(key), key);
             if let Some(n) = &name {
@@ -155,6 +166,9 @@ impl Engine {
             }
             next.grants = new_grants.to_vec();
             next.scopes = new_scopes.to_vec();
+            if let Some(e) = expiry {
+                next.expires_at_ms = e;
+            }
             Ok((vec![Change::PutToken(next.to_record(key))], ()))
         })
         .await?;
@@ -164,8 +178,9 @@ impl Engine {
         self.token_view(req.token_id)
     }
 
-    /// ResetToken: the old token expires after the grace period; a new one
-    /// with the same grants and scopes is returned once.
+    /// ResetToken: the old token expires after the grace period (the
+    /// request's, never above the server's; the server's when unset); a new
+    /// one with the same grants and scopes is returned once.
     pub async fn reset_token(
         &self,
         caller: u64,
@@ -183,7 +198,7 @@ impl Engine {
         req: &pb::ResetTokenRequest,
     ) -> Result<pb::TokenWithSecret> {
         let expires_at_ms = check_expiry("expires_at", req.expires_at.as_ref(), self.now_ms())?;
-        let grace = crate::clock::duration_ms(self.settings().reset_grace);
+        let grace = check_grace("grace", req.grace.as_ref(), self.settings().reset_grace)?;
         let done = self
             .mutate(caller, Mint::Token, |p| {
                 let (account, old) =

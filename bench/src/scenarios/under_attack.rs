@@ -275,6 +275,7 @@ async fn refused_call(
                         account_id,
                         token_id: victim,
                         expires_at: None,
+                        grace: None,
                     },
                     viewer,
                 )
