@@ -24,6 +24,7 @@ mod revocations;
 mod sequential;
 mod tls;
 mod under_attack;
+mod versus_authorize;
 mod warm_closed_loop;
 mod wrong_secret_flood;
 
