@@ -13,9 +13,10 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Denial, Error, Result};
 use crate::index::{Index, TokenState};
 use crate::model::limits;
+use crate::pb::v1::DenyReason;
 use crate::token::{self, Digest, ParsedToken, Secret};
 
 /// Why a token is not accepted as authentic.
@@ -27,6 +28,22 @@ pub enum AuthnFailure {
     Unknown,
     /// argon2 capacity exhausted: shed (fail closed).
     Overloaded,
+}
+
+impl From<AuthnFailure> for Error {
+    /// A failed proof as a caller sees it: "invalid token" (UNAUTHENTICATED,
+    /// the same words for a malformed and an unknown token), or UNAVAILABLE
+    /// when argon2 capacity is exhausted (fail closed).
+    fn from(failure: AuthnFailure) -> Error {
+        match failure {
+            AuthnFailure::Malformed | AuthnFailure::Unknown => {
+                Denial::of(DenyReason::UnknownToken).error()
+            }
+            AuthnFailure::Overloaded => {
+                Error::Unavailable("token verification is overloaded; retry shortly".into())
+            }
+        }
+    }
 }
 
 /// The outcome of the cheap proof.

@@ -8,7 +8,7 @@
 use super::authn::{parse_bounded, Proof};
 use super::{AuthnFailure, Engine};
 use crate::authz::{self, Check};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::index::{Index, TokenState};
 use crate::model::{self, Kind};
 use crate::pb::v1::DenyReason;
@@ -75,11 +75,7 @@ impl Engine {
         };
         match self.verify_slow(parsed, digest, phc).await {
             Ok(_) => {}
-            Err(AuthnFailure::Overloaded) => {
-                return Err(Error::Unavailable(
-                    "token verification is overloaded; retry shortly".into(),
-                ))
-            }
+            Err(AuthnFailure::Overloaded) => return Err(AuthnFailure::Overloaded.into()),
             Err(_) => return Ok(Decision::deny(DenyReason::UnknownToken)),
         }
         // Live state after the (slow) proof: a delete that landed while

@@ -4,8 +4,7 @@
 
 use super::{AuthnFailure, Engine};
 use crate::access::Access;
-use crate::error::{Denial, Error, Result};
-use crate::pb::v1::DenyReason;
+use crate::error::{Error, Result};
 
 impl Engine {
     /// Authenticates an admin caller's credential; returns its token id.
@@ -33,17 +32,7 @@ impl Engine {
             }
             other => other,
         };
-        let id = match id {
-            Ok(id) => id,
-            Err(AuthnFailure::Malformed | AuthnFailure::Unknown) => {
-                return Err(Denial::of(DenyReason::UnknownToken).error())
-            }
-            Err(AuthnFailure::Overloaded) => {
-                return Err(Error::Unavailable(
-                    "token verification is overloaded; retry shortly".into(),
-                ))
-            }
-        };
+        let id = id?;
         let now = self.now_ms();
         let idx = self.index.read();
         Access::of(&idx, id, now)?.caller().touch(now);

@@ -11,81 +11,29 @@
 //! Part of the engine (layer L4): imports the vocabulary, `index` and
 //! `wire` (the token as served).
 
-use super::authn::{parse_bounded, Proof};
-use super::{AuthnFailure, Engine};
-use crate::error::{Denial, Error, Result};
+use super::Engine;
+use crate::error::{Denial, Result};
 use crate::index::TokenState;
 use crate::pb::v1::{self as pb, DenyReason};
-use crate::token::{Digest, ParsedToken};
 use crate::wire::token_to_wire;
-
-/// The outcome of the in-memory part of Introspect.
-enum Looked<'t> {
-    /// Answered from memory.
-    Done(Result<pb::Token>),
-    /// No verified digest is known: argon2 must check the secret.
-    NeedsArgon2 {
-        /// The parsed token.
-        parsed: ParsedToken<'t>,
-        /// Its keyed digest, to fill in on success.
-        digest: Digest,
-        /// The PHC hash to verify against.
-        phc: String,
-    },
-}
 
 impl Engine {
     /// Describes `token` to its holder: its metadata as served, with
     /// `last_used_at` the last use before this call (which counts as one).
     /// Fails UNAUTHENTICATED for a malformed, unknown, paused or expired
     /// token, UNAVAILABLE when argon2 capacity is exhausted and the token
-    /// needs it (fail closed).
+    /// needs it (fail closed). The proof is the admin caller's
+    /// ([`Engine::authenticate`]): the verified digest under the read lock,
+    /// argon2 only when no digest is known.
     pub async fn introspect(&self, token: &str) -> Result<pb::Token> {
-        let (parsed, digest, phc) = match self.introspect_cached(token) {
-            Looked::Done(answer) => return answer,
-            Looked::NeedsArgon2 {
-                parsed,
-                digest,
-                phc,
-            } => (parsed, digest, phc),
-        };
-        let id = parsed.id;
-        match self.verify_slow(parsed, digest, phc).await {
-            Ok(_) => {}
-            Err(AuthnFailure::Overloaded) => {
-                return Err(Error::Unavailable(
-                    "token verification is overloaded; retry shortly".into(),
-                ))
-            }
-            Err(_) => return Err(refusal(DenyReason::UnknownToken)),
-        }
-        // Live state after the (slow) proof: a delete, pause or reset that
-        // landed while argon2 ran is seen here.
+        let id = self.authenticate(token).await?;
+        // Live state after the proof: a delete, pause or reset that landed
+        // while argon2 ran is seen here.
         let now = self.now_ms();
         let idx = self.index.read();
         match idx.tokens.get(&id) {
             Some(state) => describe(state, now),
             None => Err(refusal(DenyReason::UnknownToken)),
-        }
-    }
-
-    /// Parse, checksum, digest and lookup under one read lock; hands back
-    /// what argon2 needs when no verified digest is known.
-    fn introspect_cached<'t>(&self, token: &'t str) -> Looked<'t> {
-        let Some(parsed) = parse_bounded(token) else {
-            return Looked::Done(Err(refusal(DenyReason::Malformed)));
-        };
-        let digest = self.key.digest(parsed.full());
-        let now = self.now_ms();
-        let idx = self.index.read();
-        match self.prove(&idx, &parsed, &digest) {
-            Ok(Proof::Verified(state)) => Looked::Done(describe(state, now)),
-            Ok(Proof::NeedsArgon2(phc)) => Looked::NeedsArgon2 {
-                parsed,
-                digest,
-                phc,
-            },
-            Err(_) => Looked::Done(Err(refusal(DenyReason::UnknownToken))),
         }
     }
 }
@@ -107,6 +55,6 @@ fn describe(state: &TokenState, now: i64) -> Result<pb::Token> {
 
 /// A refusal with the deny table's message: UNAUTHENTICATED for every
 /// reason Introspect refuses (malformed, unknown, expired, paused).
-fn refusal(reason: DenyReason) -> Error {
+fn refusal(reason: DenyReason) -> crate::error::Error {
     Denial::of(reason).error()
 }
