@@ -1,7 +1,8 @@
 //! Introspect: what a presented token is, told to its holder (Vault's
-//! `lookup-self`). The same cost as Authorize: parse, checksum, keyed
-//! digest and lookup under one read lock, argon2 only when no verified
-//! digest is known (under Authorize's budget, shed alike); and the same
+//! `lookup-self`). About Authorize's cost: the admin caller's proof
+//! (parse, checksum, keyed digest and lookup under the read lock, argon2
+//! only when no verified digest is known, under Authorize's budget, shed
+//! alike), then the token read under the read lock again; and the same
 //! refusals for a token that will not do, as the admin plane answers them:
 //! malformed or unknown "invalid token", "token is paused", "token has
 //! expired", each UNAUTHENTICATED with the deny table's message. A token in
