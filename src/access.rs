@@ -368,14 +368,33 @@ impl<'a> Access<'a> {
     /// account unrestricted by scopes (the log spans every feature, so no
     /// feature scope covers it).
     pub fn may_read_audit(&self, idx: &'a Index, account_id: u64) -> Result<()> {
-        self.require_unrestricted("the audit log")?;
+        self.account_admin(idx, account_id, "the audit log")
+            .map(|_| ())
+    }
+
+    /// Who may rename an account or set its token policy: root, or an
+    /// ADMIN of the account unrestricted by scopes (no feature scope covers
+    /// the account's own settings).
+    pub fn may_update_account(&self, idx: &'a Index, account_id: u64) -> Result<&'a AccountState> {
+        self.account_admin(idx, account_id, "changing the account")
+    }
+
+    /// The account, if the caller is root or an ADMIN of it unrestricted by
+    /// scopes; `what` names the thing refused.
+    fn account_admin(
+        &self,
+        idx: &'a Index,
+        account_id: u64,
+        what: &str,
+    ) -> Result<&'a AccountState> {
+        self.require_unrestricted(what)?;
         let account = self.account(idx, account_id)?;
         if self.level_on(idx, account, &ResourceKey::account(account.id)) != Some(Level::Admin) {
-            return Err(Error::PermissionDenied(
-                "the audit log is for account admins".into(),
-            ));
+            return Err(Error::PermissionDenied(format!(
+                "{what} is for account admins"
+            )));
         }
-        Ok(())
+        Ok(account)
     }
 }
 

@@ -2,7 +2,7 @@
 //! store at start and updated by every committed [`Change`]. Authorize reads
 //! only this.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -11,35 +11,12 @@ use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant};
 use crate::pb::store::{GrantRecord, ScopeRecord, TokenRecord};
 use crate::token::{Digest, DigestKey};
 
+mod account;
 pub mod change;
 
+pub use account::{AccountState, ResourceNode};
+
 pub use change::Change;
-
-/// A registered resource's place in the tree.
-#[derive(Debug, Clone)]
-pub struct ResourceNode {
-    /// The parent project of a sandbox; `None` when the parent is the account.
-    pub parent: Option<Box<str>>,
-}
-
-/// An account and what it owns.
-#[derive(Debug)]
-pub struct AccountState {
-    /// Account id.
-    pub id: u64,
-    /// The id in decimal: the id of its ACCOUNT resource, kept to compare
-    /// grants without formatting on the hot path.
-    pub id_str: Box<str>,
-    /// Display name.
-    pub name: String,
-    /// Creation time, unix ms.
-    pub created_at_ms: i64,
-    /// Registered resources per kind (slot = `Kind::slot`); the account
-    /// resource itself is implicit.
-    pub resources: [HashMap<Box<str>, ResourceNode>; 4],
-    /// Ids of the account's tokens, ordered for paging.
-    pub tokens: BTreeSet<u64>,
-}
 
 /// A token as the hot path needs it. Never holds the plaintext.
 ///
@@ -362,16 +339,10 @@ impl Index {
     pub fn apply(&mut self, change: &Change) {
         match change {
             Change::PutAccount(a) => {
-                let entry = self.accounts.entry(a.id).or_insert_with(|| AccountState {
-                    id: a.id,
-                    id_str: a.id.to_string().into(),
-                    name: String::new(),
-                    created_at_ms: 0,
-                    resources: Default::default(),
-                    tokens: BTreeSet::new(),
-                });
-                entry.name.clone_from(&a.name);
-                entry.created_at_ms = a.created_at_ms;
+                self.accounts
+                    .entry(a.id)
+                    .or_insert_with(|| AccountState::new(a.id))
+                    .set(a);
             }
             Change::PutResource(r) => {
                 let (Some(kind), Some(acct)) = (

@@ -308,6 +308,8 @@ pub fn scope_index(name: &str) -> Option<u8> {
 }
 
 pub mod limits;
+mod policy;
+pub use policy::Policy;
 
 /// Checks a display name: 1..=100 characters, no control characters,
 /// not only whitespace.

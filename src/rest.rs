@@ -243,6 +243,7 @@ pub fn visible_tokens(
                 account_id,
                 page_size: crate::model::limits::PAGE_MAX,
                 page_token,
+                expiring_before: None,
             },
         )?;
         out.extend(page.tokens);

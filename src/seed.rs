@@ -79,6 +79,7 @@ impl Chunks {
                     id: ACCOUNT_ID,
                     name: "bench".into(),
                     created_at_ms: 0,
+                    ..AccountRecord::default()
                 }),
                 Change::PutResource(ResourceRecord {
                     account_id: ACCOUNT_ID,

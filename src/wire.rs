@@ -11,7 +11,7 @@ use prost_types::Timestamp;
 
 use crate::error::{Error, Result};
 use crate::index::{AccountState, TokenState};
-use crate::model::{limits, Grant, Kind, ScopeGrant};
+use crate::model::{limits, Grant, Kind, Policy, ScopeGrant};
 use crate::pb::v1 as pb;
 
 /// Converts unix ms to a wire timestamp.
@@ -64,6 +64,21 @@ pub fn check_grace(
     let Some(d) = grace else {
         return Ok(crate::clock::duration_ms(server));
     };
+    let asked = duration_from(field, d)?;
+    if asked > server {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "must be at most {}, the server's reset grace",
+                duration_json(server)
+            ),
+        ));
+    }
+    Ok(crate::clock::duration_ms(asked))
+}
+
+/// A wire duration, well formed and not negative.
+pub fn duration_from(field: &str, d: &prost_types::Duration) -> Result<std::time::Duration> {
     let nanos_ok = (-999_999_999..=999_999_999).contains(&d.nanos)
         && !(d.seconds > 0 && d.nanos < 0 || d.seconds < 0 && d.nanos > 0);
     if !nanos_ok {
@@ -76,17 +91,43 @@ pub fn check_grace(
         return Err(Error::invalid(field, "must not be negative"));
     }
     // Both are now >= 0, and nanos < 1e9.
-    let asked = std::time::Duration::new(d.seconds.unsigned_abs(), d.nanos.unsigned_abs());
-    if asked > server {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "must be at most {}, the server's reset grace",
-                duration_json(server)
-            ),
-        ));
+    Ok(std::time::Duration::new(
+        d.seconds.unsigned_abs(),
+        d.nanos.unsigned_abs(),
+    ))
+}
+
+/// An account policy from the wire: `max_token_lifetime` at most 5 years,
+/// "0s" or unset meaning no limit. `field` prefixes the field names.
+pub fn policy_from_wire(field: &str, p: &pb::AccountPolicy) -> Result<Policy> {
+    let max_token_lifetime_ms = match &p.max_token_lifetime {
+        None => None,
+        Some(d) => {
+            let name = format!("{field}.max_token_lifetime");
+            let d = duration_from(&name, d)?;
+            if d > std::time::Duration::from_millis(limits::EXPIRY_MAX_MS.unsigned_abs()) {
+                return Err(Error::invalid(name, "must be at most 5 years"));
+            }
+            // Sub-millisecond lifetimes round up: "0.0001s" is a limit, not none.
+            let ms = crate::clock::duration_ms(d) + i64::from(d.subsec_nanos() % 1_000_000 != 0);
+            (ms > 0).then_some(ms)
+        }
+    };
+    Ok(Policy {
+        max_token_lifetime_ms,
+        require_expiry: p.require_expiry,
+    })
+}
+
+/// An account policy as served (unset fields for no limit).
+pub fn policy_to_wire(p: Policy) -> pb::AccountPolicy {
+    pb::AccountPolicy {
+        max_token_lifetime: p.max_token_lifetime_ms.map(|ms| prost_types::Duration {
+            seconds: ms / 1000,
+            nanos: i32::try_from(ms % 1000).unwrap_or(0) * 1_000_000,
+        }),
+        require_expiry: p.require_expiry,
     }
-    Ok(crate::clock::duration_ms(asked))
 }
 
 /// A duration as the JSON mapping of `google.protobuf.Duration` writes it:
@@ -126,6 +167,7 @@ pub fn account_to_wire(a: &AccountState) -> pb::Account {
         id: a.id,
         name: a.name.clone(),
         created_at: Some(ts(a.created_at_ms)),
+        policy: Some(policy_to_wire(a.policy)),
     }
 }
 
@@ -307,6 +349,13 @@ mod tests {
             created_at: Some(prost_types::Timestamp {
                 seconds: i64::MAX,
                 nanos: 999_999_999,
+            }),
+            policy: Some(pb::AccountPolicy {
+                max_token_lifetime: Some(prost_types::Duration {
+                    seconds: i64::MAX,
+                    nanos: 999_999_999,
+                }),
+                require_expiry: true,
             }),
         }
     }

@@ -353,6 +353,7 @@ fn structured_requests_round_trip_and_validate_like_the_reference() {
                     account_id: 1,
                     page_size: page.0,
                     page_token: page.1.clone(),
+                    ..Default::default()
                 },
             ),
             checks::request_input(15, &batch),
@@ -612,17 +613,26 @@ fn record_frame(kind: u8, body: &[u8]) -> Vec<u8> {
 /// Sequences of well-formed store records with arbitrary field values.
 #[test]
 fn store_record_sequences_load_without_panic() {
-    let account = (0..4u64, "\\PC{0,10}", any::<i64>()).prop_map(|(id, name, at)| {
-        record_frame(
-            0,
-            &rec::AccountRecord {
-                id,
-                name,
-                created_at_ms: at,
-            }
-            .encode_to_vec(),
-        )
-    });
+    let account = (
+        0..4u64,
+        "\\PC{0,10}",
+        any::<i64>(),
+        any::<i64>(),
+        any::<bool>(),
+    )
+        .prop_map(|(id, name, at, lifetime, require)| {
+            record_frame(
+                0,
+                &rec::AccountRecord {
+                    id,
+                    name,
+                    created_at_ms: at,
+                    max_token_lifetime_ms: lifetime,
+                    require_expiry: require,
+                }
+                .encode_to_vec(),
+            )
+        });
     let resource = (
         0..4u64,
         -1..6i32,

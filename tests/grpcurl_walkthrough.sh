@@ -377,6 +377,44 @@ expect_ok
 expect_eq "$(field expiresAt NEVER)" NEVER "expiresAt"
 ok
 
+step "UpdateAccount policy: tokens must expire, within 30 days"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"policy\": {\"maxTokenLifetime\": \"2592000s\", \"requireExpiry\": true}, \"updateMask\": {\"paths\": [\"policy\"]}}" \
+  "$GRPC" keyward.v1.Accounts/UpdateAccount
+expect_ok
+expect_eq "$(field policy.maxTokenLifetime)" "2592000s" "policy.maxTokenLifetime"
+expect_eq "$(field policy.requireExpiry false)" "true" "policy.requireExpiry"
+expect_eq "$(field name)" "acme" "name unchanged"
+ok
+
+step "CreateToken with no expiry under the policy: InvalidArgument naming it"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" -d "{
+  \"accountId\": \"$ACCOUNT_ID\", \"name\": \"forever\",
+  \"grants\": [{\"resource\": {\"type\": \"RESOURCE_TYPE_PROJECT\", \"id\": \"p1\"}, \"level\": \"ACCESS_LEVEL_VIEWER\"}]}" \
+  "$GRPC" keyward.v1.Tokens/CreateToken
+expect_code InvalidArgument
+grep -q "expires_at: is required: the account's policy max_token_lifetime (2592000s) needs an expiry" <<<"$ERR" || fail "no policy in: $ERR"
+ok
+
+step "ListTokens expiringBefore 13 h from now: only the old token in its grace"
+BEFORE=$("$PY" -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(hours=13)).strftime("%Y-%m-%dT%H:%M:%SZ"))')
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"expiringBefore\": \"$BEFORE\"}" \
+  "$GRPC" keyward.v1.Tokens/ListTokens
+expect_ok
+IDS=$("$PY" -c 'import json, sys; print("|".join(t["id"] for t in json.loads(sys.argv[1]).get("tokens", [])))' "$OUT")
+expect_eq "$IDS" "$CI_ID" "ids expiring before $BEFORE"
+ok
+
+step "UpdateAccount with an empty policy: no policy again"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"accountId\": \"$ACCOUNT_ID\", \"updateMask\": {\"paths\": [\"policy\"]}}" \
+  "$GRPC" keyward.v1.Accounts/UpdateAccount
+expect_ok
+expect_eq "$(field policy.maxTokenLifetime NONE)" "NONE" "policy.maxTokenLifetime"
+expect_eq "$(field policy.requireExpiry false)" "false" "policy.requireExpiry"
+ok
+
 step "ResetToken with \"grace\": \"0s\" (a leak): the old token is refused at once"
 call grpcurl -plaintext -H "authorization: Bearer $ADMIN" -d "{
   \"accountId\": \"$ACCOUNT_ID\", \"name\": \"leaky\",

@@ -261,6 +261,7 @@ fn changes(w: &World, key: &DigestKey) -> Vec<Change> {
             id: a.id,
             name: format!("a{}", a.id),
             created_at_ms: 1,
+            ..AccountRecord::default()
         }));
         let acct = a.id.to_string();
         let mut put = |kind: Kind, id: &str, parent: (Kind, &str)| {

@@ -87,6 +87,7 @@ async fn listed(s: &TestServer, root: &str, account: u64) -> BTreeSet<u64> {
                     account_id: account,
                     page_size: 1000,
                     page_token: page_token.clone(),
+                    ..Default::default()
                 },
                 root,
             ))

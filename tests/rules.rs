@@ -921,6 +921,7 @@ async fn list_tokens_pages() {
                     account_id: a,
                     page_size: 2,
                     page_token: page_token.clone(),
+                    ..Default::default()
                 },
                 &admin,
             ))
@@ -943,6 +944,7 @@ async fn list_tokens_pages() {
                 account_id: a,
                 page_size: 5000,
                 page_token: String::new(),
+                ..Default::default()
             },
             &admin,
         ))
@@ -955,6 +957,7 @@ async fn list_tokens_pages() {
                 account_id: a,
                 page_size: 0,
                 page_token: "garbage".into(),
+                ..Default::default()
             },
             &admin,
         ))

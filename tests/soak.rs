@@ -460,6 +460,7 @@ async fn soak_mixed_load_keeps_memory_and_disk_flat() {
                 account_id: account,
                 page_size: 1000,
                 page_token: String::new(),
+                ..Default::default()
             },
             &admin,
         ))

@@ -6,7 +6,7 @@
 use keyward::model::{self, limits, ResourceKey, SCOPE_NAMES};
 use keyward::pb::v1 as pb;
 use keyward::service::authorizer::check_of;
-use keyward::wire::{check_expiry, page_bounds};
+use keyward::wire::{check_expiry, page_bounds, policy_from_wire};
 use prost::Message;
 
 use super::common::{agree, decode_round_trip, NOW_MS};
@@ -14,7 +14,7 @@ use super::token_parse::check_token_str;
 
 /// The request messages of `keyward.v1`, in the order the first byte of a
 /// [`grpc_request`] input picks them.
-pub const REQUESTS: [&str; 18] = [
+pub const REQUESTS: [&str; 19] = [
     "CreateAccountRequest",
     "GetAccountRequest",
     "ListAccountsRequest",
@@ -34,6 +34,7 @@ pub const REQUESTS: [&str; 18] = [
     "ListAuditEventsRequest",
     // The health check request tonic-health decodes on the same port.
     "HealthCheckRequest",
+    "UpdateAccountRequest",
 ];
 
 fn reference_name_ok(name: &str) -> bool {
@@ -378,9 +379,43 @@ pub fn grpc_request(data: &[u8]) {
                 check_page(r.page_size, &r.page_token);
             }
         }
-        _ => {
+        17 => {
             decode_round_trip::<tonic_health_check::HealthCheckRequest>(body);
         }
+        _ => {
+            if let Some(r) = decode_round_trip::<pb::UpdateAccountRequest>(body) {
+                if r.update_mask
+                    .iter()
+                    .flat_map(|m| &m.paths)
+                    .any(|p| p == "name")
+                {
+                    check_name(&r.name);
+                }
+                check_policy(&r.policy.unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// An account policy: a lifetime well formed (nanos in range, with the
+/// sign of seconds), not negative, at most 5 years; kept in whole ms
+/// rounded up, "0s" meaning none.
+fn check_policy(p: &pb::AccountPolicy) {
+    let expected = p.max_token_lifetime.as_ref().map(|d| {
+        let signs_agree = !(d.seconds > 0 && d.nanos < 0 || d.seconds < 0 && d.nanos > 0);
+        let total = i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos);
+        let ok = (-999_999_999..=999_999_999).contains(&d.nanos)
+            && signs_agree
+            && total >= 0
+            && total <= i128::from(limits::EXPIRY_MAX_MS) * 1_000_000;
+        ok.then(|| i64::try_from((total + 999_999) / 1_000_000).expect("<= 5 years of ms"))
+    });
+    let result = policy_from_wire("policy", p);
+    let expected_ok = expected.is_none_or(|e| e.is_some());
+    if let Some(got) = agree(result, expected_ok, "policy", "policy_from_wire") {
+        let ms = expected.flatten().filter(|ms| *ms > 0);
+        assert_eq!(got.max_token_lifetime_ms, ms, "lifetime in ms, rounded up");
+        assert_eq!(got.require_expiry, p.require_expiry);
     }
 }
 

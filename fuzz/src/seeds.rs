@@ -136,6 +136,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 account_id: 1,
                 page_size: 1001,
                 page_token: "x".into(),
+                ..Default::default()
             },
         ),
         request_input(
@@ -209,6 +210,23 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             17,
             &tonic_health_check::HealthCheckRequest {
                 service: "keyward.v1.Authorizer".into(),
+            },
+        ),
+        request_input(
+            18,
+            &pb::UpdateAccountRequest {
+                account_id: 1,
+                name: String::new(),
+                policy: Some(pb::AccountPolicy {
+                    max_token_lifetime: Some(prost_types::Duration {
+                        seconds: 0,
+                        nanos: 1,
+                    }),
+                    require_expiry: true,
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["name".into(), "policy".into()],
+                }),
             },
         ),
     ];
@@ -291,6 +309,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             id: 1,
             name: "acme".into(),
             created_at_ms: NOW_MS,
+            ..Default::default()
         }
         .encode_to_vec(),
     ));

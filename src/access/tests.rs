@@ -42,6 +42,7 @@ fn world() -> Index {
             id,
             name: format!("account {id}"),
             created_at_ms: 1,
+            ..AccountRecord::default()
         }));
     }
     for (kind, id) in [
@@ -191,6 +192,7 @@ fn the_root_token_cannot_be_changed() {
         id: 0,
         name: "root's".into(),
         created_at_ms: 1,
+        ..AccountRecord::default()
     }));
     let root = Access::of(&idx, 1, NOW).expect("root");
     for verb in ["edited", "paused", "deleted"] {
@@ -278,4 +280,32 @@ fn an_expiry_edit_never_brings_a_token_back() {
             "token 4 was reset (replaced by token 5); its expiry can only move earlier"
         );
     }
+}
+
+#[test]
+fn only_an_unrestricted_account_admin_or_root_changes_an_account() {
+    let mut idx = world();
+    put(&mut idx, 2, ACCOUNT, |t| {
+        t.grants = vec![grant(Kind::Account, "1", Level::Admin)];
+    });
+    put(&mut idx, 3, ACCOUNT, |t| {
+        t.grants = vec![grant(Kind::Account, "1", Level::Admin)];
+        t.scopes = vec![scope("tokens", Level::Admin)];
+    });
+    put(&mut idx, 4, ACCOUNT, |t| {
+        t.grants = vec![grant(Kind::Account, "1", Level::Viewer)];
+    });
+    put(&mut idx, 5, ACCOUNT, |t| {
+        t.grants = vec![grant(Kind::Domain, "a.example", Level::Admin)];
+    });
+    let may = |caller, account| {
+        let a = Access::of(&idx, caller, NOW).expect("live");
+        a.may_update_account(&idx, account).map(|acct| acct.id)
+    };
+    assert_eq!(may(2, ACCOUNT).expect("account admin"), ACCOUNT);
+    assert_eq!(may(1, OTHER).expect("root"), OTHER);
+    assert!(denied(may(3, ACCOUNT).unwrap_err()).contains("unrestricted by scopes"));
+    assert!(denied(may(4, ACCOUNT).unwrap_err()).contains("account admins"));
+    assert!(denied(may(5, ACCOUNT).unwrap_err()).contains("account admins"));
+    assert!(denied(may(2, OTHER).unwrap_err()).contains("no access to account"));
 }

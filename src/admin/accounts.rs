@@ -3,12 +3,12 @@
 
 use super::AuditSubject;
 use crate::engine::{Engine, Mint, NewToken};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::Change;
 use crate::model::{self, Grant, Level, ResourceKey};
 use crate::pb::store::AccountRecord;
 use crate::pb::v1 as pb;
-use crate::wire::{account_to_wire, page_bounds, Page};
+use crate::wire::{account_to_wire, page_bounds, policy_from_wire, Page};
 
 impl Engine {
     /// CreateAccount: root only; the account and an ADMIN token on it.
@@ -44,6 +44,7 @@ impl Engine {
                             id: account_id,
                             name: req.name.clone(),
                             created_at_ms: p.now,
+                            ..AccountRecord::default()
                         }),
                         Change::PutToken(token),
                     ];
@@ -116,5 +117,84 @@ impl Engine {
             accounts: page.items,
             next_page_token,
         })
+    }
+
+    /// UpdateAccount: rename, or set the token policy (FieldMask); root or
+    /// an unrestricted ADMIN of the account.
+    pub async fn update_account(
+        &self,
+        caller: u64,
+        req: pb::UpdateAccountRequest,
+    ) -> Result<pb::Account> {
+        let subject = AuditSubject::token(req.account_id, 0);
+        let result = self.update_account_now(caller, &req).await;
+        self.audit(caller, "UpdateAccount", subject, result, |_| (0, 0))
+            .await
+    }
+
+    async fn update_account_now(
+        &self,
+        caller: u64,
+        req: &pb::UpdateAccountRequest,
+    ) -> Result<pb::Account> {
+        let paths = req
+            .update_mask
+            .as_ref()
+            .map(|m| m.paths.as_slice())
+            .unwrap_or_default();
+        if paths.is_empty() {
+            return Err(Error::invalid(
+                "update_mask",
+                "name at least one of: name, policy, policy.max_token_lifetime, policy.require_expiry",
+            ));
+        }
+        let asked = policy_from_wire("policy", &req.policy.unwrap_or_default())?;
+        let (mut name, mut lifetime, mut require) = (None, None, None);
+        for (i, p) in paths.iter().enumerate() {
+            match p.as_str() {
+                "name" => {
+                    model::validate_name("name", &req.name)?;
+                    name = Some(req.name.clone());
+                }
+                "policy" => {
+                    lifetime = Some(asked.max_token_lifetime_ms);
+                    require = Some(asked.require_expiry);
+                }
+                "policy.max_token_lifetime" => lifetime = Some(asked.max_token_lifetime_ms),
+                "policy.require_expiry" => require = Some(asked.require_expiry),
+                _ => {
+                    return Err(Error::invalid(
+                        format!("update_mask.paths[{i}]"),
+                        "must be name, policy, policy.max_token_lifetime or policy.require_expiry",
+                    ))
+                }
+            }
+        }
+        self.mutate(caller, Mint::No, |p| {
+            let account = p.access.may_update_account(p.idx, req.account_id)?;
+            let mut next = account.to_record();
+            if let Some(n) = &name {
+                next.name.clone_from(n);
+            }
+            let mut policy = account.policy;
+            if let Some(l) = lifetime {
+                policy.max_token_lifetime_ms = l;
+            }
+            if let Some(r) = require {
+                policy.require_expiry = r;
+            }
+            policy.store(&mut next);
+            Ok((vec![Change::PutAccount(next)], ()))
+        })
+        .await?;
+        if crate::logs::ADMIN_CHANGES.admit() {
+            tracing::info!(account.id = req.account_id, fields = ?paths, "account updated");
+        }
+        self.get_account(
+            caller,
+            &pb::GetAccountRequest {
+                account_id: req.account_id,
+            },
+        )
     }
 }

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::index::{Change, TokenState};
 use crate::model;
 use crate::pb::v1 as pb;
-use crate::wire::{check_expiry, check_grace, page_bounds, token_to_wire, Page};
+use crate::wire::{check_expiry, check_grace, ms_from, page_bounds, token_to_wire, Page};
 
 impl Engine {
     /// CreateToken.
@@ -38,6 +38,7 @@ impl Engine {
             .mutate(caller, Mint::Token, |p| {
                 let account = p.access.token_account(p.idx, req.account_id)?;
                 p.access.check_grantable(p.idx, account, &grants, &scopes)?;
+                account.policy.check("expires_at", expires_at_ms, p.now)?;
                 let token = p.mint(NewToken {
                     account_id: account.id,
                     name: req.name.clone(),
@@ -76,11 +77,16 @@ impl Engine {
         let idx = self.view();
         let access = self.access(&idx, caller)?;
         let account = access.token_account(&idx, req.account_id)?;
+        let before = match &req.expiring_before {
+            Some(t) => Some(ms_from("expiring_before", t)?),
+            None => None,
+        };
         let mut page = Page::new(size);
         let visible = account
             .tokens
             .range(after.saturating_add(1)..)
             .filter_map(|id| idx.tokens.get(id))
+            .filter(|t| before.is_none_or(|b| t.expires_at_ms.is_some_and(|e| e < b)))
             .filter(|t| access.can_manage(&idx, account, t));
         for t in visible {
             if !page.push(token_to_wire(t)) {
@@ -158,6 +164,7 @@ impl Engine {
             keeps_every_domain(p.idx, account, target, new_grants, p.now)?;
             if let Some(e) = expiry {
                 may_change_expiry(target, e, p.now)?;
+                account.policy.check("expires_at", e, p.now)?;
             }
             let key = p.idx.key();
             let mut next = TokenState::from_record(&target.to_record(key), key);
@@ -204,6 +211,7 @@ impl Engine {
                 let (account, old) =
                     p.access
                         .may_reset(p.idx, req.account_id, req.token_id, p.now)?;
+                account.policy.check("expires_at", expires_at_ms, p.now)?;
                 let id = p.idx.next_token_id;
                 let mut record = p.mint(NewToken {
                     account_id: account.id,

@@ -94,6 +94,7 @@ mod tests {
                 id: 2,
                 name: "a".into(),
                 created_at_ms: 5,
+                ..AccountRecord::default()
             }),
             Change::DeleteResource {
                 account_id: 2,

@@ -21,7 +21,7 @@ use crate::model::Kind;
 use crate::pb::replication::{
     self as rpb, replication_server::Replication, watch_event::Kind as Ev, WatchEvent, WatchRequest,
 };
-use crate::pb::store::{AccountRecord, ResourceRecord};
+use crate::pb::store::ResourceRecord;
 
 /// Snapshot records per message.
 pub const CHUNK: usize = 2048;
@@ -42,11 +42,7 @@ fn snapshot(engine: &Engine) -> Vec<Vec<rpb::Change>> {
             next_token_id: idx.next_token_id,
         }));
         for a in idx.accounts.values() {
-            head.push(to_wire(&Change::PutAccount(AccountRecord {
-                id: a.id,
-                name: a.name.clone(),
-                created_at_ms: a.created_at_ms,
-            })));
+            head.push(to_wire(&Change::PutAccount(a.to_record())));
             for kind in Kind::ALL {
                 for (id, node) in &a.resources[kind.slot()] {
                     let (parent_type, parent_id) = match &node.parent {

@@ -45,4 +45,13 @@ impl Accounts for AccountsService {
             self.engine.list_accounts(caller, req.get_ref())?,
         ))
     }
+
+    async fn update_account(
+        &self,
+        req: Request<pb::UpdateAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let caller = caller(&self.engine, &req).await?;
+        let account = self.engine.update_account(caller, req.into_inner()).await?;
+        Ok(Response::new(account))
+    }
 }

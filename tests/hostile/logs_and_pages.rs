@@ -807,6 +807,7 @@ async fn listings_page_within_the_message_limit() {
                     account_id: account,
                     page_size: 0,
                     page_token,
+                    ..Default::default()
                 },
                 &admin,
             ))
