@@ -568,6 +568,13 @@ expect_http 200
 MAILER_ID=$(field data.id)
 MAILER=$(field data.accessToken)
 expect_eq "$(field data.status)" unpause "status"
+expect_eq "$(field data.domain_ids.0)" example.com "domain_ids"
+ok
+
+step "MailerSend API: no domain_id, a token for every domain of the account"
+hcall POST /v1/token '{"name": "every domain", "scopes": ["email_full"]}'
+expect_http 200
+expect_eq "$(field data.domain_ids.0)|$(field data.domain_ids.1 NONE)" "example.com|NONE" "domain_ids"
 ok
 
 step "MailerSend API: list, rename, pause (Authorize: PAUSED), delete"

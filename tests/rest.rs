@@ -446,6 +446,7 @@ async fn mailersend_tokens_lifecycle_and_errors() {
         [
             "accessToken",
             "created_at",
+            "domain_ids",
             "expires_at",
             "id",
             "name",
@@ -453,6 +454,7 @@ async fn mailersend_tokens_lifecycle_and_errors() {
             "status"
         ]
     );
+    assert_eq!(data["domain_ids"], json!(["example.com"]));
     assert_eq!(data["status"], "unpause");
     assert_eq!(
         data["scopes"],
@@ -487,7 +489,15 @@ async fn mailersend_tokens_lifecycle_and_errors() {
     assert_eq!(r.status, 200);
     assert_eq!(
         keys(&r.json()["data"]),
-        ["created_at", "expires_at", "id", "name", "scopes", "status"]
+        [
+            "created_at",
+            "domain_ids",
+            "expires_at",
+            "id",
+            "name",
+            "scopes",
+            "status"
+        ]
     );
     assert!(!String::from_utf8_lossy(&r.body).contains(&secret));
     let r = http(
@@ -602,7 +612,26 @@ async fn mailersend_tokens_lifecycle_and_errors() {
             json!({"name": "x".repeat(51), "domain_id": "example.com", "scopes": ["email_full"]}),
             "name",
         ),
-        (json!({"name": "x", "scopes": ["email_full"]}), "domain_id"),
+        (
+            json!({"name": "x", "domain_id": [], "scopes": ["email_full"]}),
+            "domain_id",
+        ),
+        (
+            json!({"name": "x", "domain_id": ["example.com", true], "scopes": ["email_full"]}),
+            "domain_id.1",
+        ),
+        (
+            json!({"name": "x", "domain_id": {"id": "example.com"}, "scopes": ["email_full"]}),
+            "domain_id",
+        ),
+        (
+            json!({"name": "x", "domain_id": ["example.com", "EXAMPLE.com."], "scopes": ["email_full"]}),
+            "domain_id",
+        ),
+        (
+            json!({"name": "x", "domain_id": vec!["example.com"; 101], "scopes": ["email_full"]}),
+            "domain_id",
+        ),
         (
             json!({"name": "x", "domain_id": "nope.example", "scopes": ["email_full"]}),
             "domain_id",
@@ -646,6 +675,124 @@ async fn mailersend_tokens_lifecycle_and_errors() {
     .await;
     assert_eq!(r.status, 404);
     assert_eq!(s.list(&admin, acct).await.tokens.len(), total);
+}
+
+/// MailerSend tokens cover "all or multiple domains": `domain_id` may be an
+/// array, or left out for every domain the account has; each is a grant,
+/// and responses list them as `domain_ids`.
+#[tokio::test]
+async fn mailersend_tokens_cover_several_or_all_domains() {
+    let dir = temp();
+    let s = TestServer::start(dir.path()).await;
+    let (acct, admin) = s.account("Acme").await;
+    let h = s.http;
+    let all = json!({"name": "all", "scopes": ["email_full"]});
+    // No domains yet: "all of them" is none, refused naming the field.
+    let r = http(h, "POST", "/v1/token", Some(&admin), Some(&all)).await;
+    assert_eq!(r.status, 422, "{:?}", r.json());
+    assert!(r.json()["errors"]["domain_id"][0]
+        .as_str()
+        .unwrap()
+        .contains("no domains"));
+    for d in ["a.example", "b.example", "c.example"] {
+        s.register(&admin, acct, DOMAIN, d, None).await;
+    }
+    s.register(&admin, acct, PROJECT, "p1", None).await;
+
+    // Several, in any spelling: one grant each, listed canonically.
+    let two =
+        json!({"name": "two", "domain_id": ["A.example", "c.example."], "scopes": ["email_full"]});
+    let r = http(h, "POST", "/v1/token", Some(&admin), Some(&two)).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let data = r.json()["data"].clone();
+    assert_eq!(data["domain_ids"], json!(["a.example", "c.example"]));
+    let secret = data["accessToken"].as_str().unwrap().to_string();
+    for (d, allowed) in [
+        ("a.example", true),
+        ("b.example", false),
+        ("c.example", true),
+    ] {
+        let got = s.check_scope(&secret, DOMAIN, d, ADMIN, "email").await;
+        assert_eq!(got.allowed, allowed, "{d}: {got:?}");
+    }
+
+    // None: every domain the account has now (not its project).
+    let r = http(h, "POST", "/v1/token", Some(&admin), Some(&all)).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let data = r.json()["data"].clone();
+    assert_eq!(
+        data["domain_ids"],
+        json!(["a.example", "b.example", "c.example"])
+    );
+    let id = data["id"].as_str().unwrap().to_string();
+    let secret = data["accessToken"].as_str().unwrap().to_string();
+    for d in ["a.example", "b.example", "c.example"] {
+        assert!(
+            s.check_scope(&secret, DOMAIN, d, ADMIN, "email")
+                .await
+                .allowed,
+            "{d}"
+        );
+    }
+    assert!(!s.check(&secret, PROJECT, "p1", VIEWER).await.allowed);
+    // Stored as grants: gRPC shows the same, and show/list list them.
+    let t = s
+        .tokens()
+        .get_token(auth(
+            pb::GetTokenRequest {
+                account_id: acct,
+                token_id: id.parse().unwrap(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        t.grants,
+        ["a.example", "b.example", "c.example"].map(|d| grant(DOMAIN, d, ADMIN))
+    );
+    let r = http(h, "GET", &format!("/v1/token/{id}"), Some(&admin), None).await;
+    assert_eq!(r.json()["data"]["domain_ids"], data["domain_ids"]);
+    let r = http(h, "GET", "/v1/token", Some(&admin), None).await;
+    let listed = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == data["id"])
+        .cloned()
+        .expect("listed");
+    assert_eq!(listed["domain_ids"], data["domain_ids"]);
+
+    // "All" is every domain the caller can see: a caller holding one domain
+    // gets that one (other domains' names are not its to learn, not even
+    // from a refusal).
+    let one = s
+        .create_scoped(
+            &admin,
+            acct,
+            "a only",
+            vec![grant(DOMAIN, "a.example", ADMIN)],
+            vec![scope("tokens", ADMIN), scope("email", ADMIN)],
+        )
+        .await
+        .unwrap()
+        .secret;
+    let before = s.list(&admin, acct).await.tokens.len();
+    let r = http(h, "POST", "/v1/token", Some(&one), Some(&all)).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json()["data"]["domain_ids"], json!(["a.example"]));
+    let r = http(
+        h,
+        "POST",
+        "/v1/token",
+        Some(&one),
+        Some(&json!({"name": "b", "domain_id": ["a.example", "b.example"], "scopes": ["email_full"]})),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{:?}", r.json());
+    assert_eq!(s.list(&admin, acct).await.tokens.len(), before + 1);
+    s.stop().await.unwrap();
 }
 
 #[tokio::test]

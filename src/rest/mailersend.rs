@@ -2,9 +2,11 @@
 //! create, show, rename, pause/unpause and delete under `/v1/token`, in the
 //! caller's own account.
 //!
-//! A MailerSend token is made for one sending domain with per-feature
-//! scopes. In keyward that is a grant on the domain (ADMIN if any scope is
-//! `_full`, else VIEWER) and the matching feature scopes ([`SCOPES`]).
+//! A MailerSend token covers one, several or all of an account's sending
+//! domains, with per-feature scopes. In keyward that is a grant on each
+//! domain (ADMIN if any scope is `_full`, else VIEWER; `domain_id` left out
+//! means every domain of the account the caller can see, as they are then) and the matching feature scopes
+//! ([`SCOPES`]). Tokens list their domains as `domain_ids`.
 
 use std::sync::Arc;
 
@@ -22,7 +24,7 @@ use super::{
     req_str, visible_tokens, Dialect, Problem,
 };
 use crate::engine::Engine;
-use crate::model::{Kind, Level};
+use crate::model::{limits, Kind, Level};
 use crate::pb::v1 as pb;
 
 type St = State<Arc<Engine>>;
@@ -137,6 +139,14 @@ fn token_json(t: &pb::Token) -> serde_json::Map<String, Value> {
         json!(t.expires_at.as_ref().map(super::time::format_micros)),
     );
     m.insert("scopes".into(), json!(scope_names(t)));
+    let domains: Vec<&str> = t
+        .grants
+        .iter()
+        .filter_map(|g| g.resource.as_ref())
+        .filter(|r| r.r#type == Kind::Domain.to_wire())
+        .map(|r| r.id.as_str())
+        .collect();
+    m.insert("domain_ids".into(), json!(domains));
     m
 }
 
@@ -209,17 +219,97 @@ fn check_name(name: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// One `domain_id`: a string, or a number (MailerSend's ids are strings,
+/// but a JSON client may send a numeric one).
+fn domain_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `domain_id` as an array: 1..=100 domain ids (a repeat is refused by the
+/// grant rules, in any spelling).
+fn domain_list(items: &[Value]) -> Result<Vec<String>, Problem> {
+    if items.is_empty() {
+        return Err(invalid(
+            "domain_id",
+            "must name at least one domain (leave it out for all of the account's domains)",
+        ));
+    }
+    if items.len() > limits::GRANTS_MAX {
+        return Err(invalid(
+            "domain_id",
+            &format!("must name at most {} domains", limits::GRANTS_MAX),
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            domain_of(v).ok_or_else(|| invalid(&format!("domain_id.{i}"), "must be a domain id"))
+        })
+        .collect()
+}
+
+/// No `domain_id`: every domain of the account the caller can see (as
+/// MailerSend's tokens cover all of an account's domains), as they are now.
+/// Domains the caller cannot see are left out rather than refused: a
+/// refusal naming them would tell it they exist.
+fn every_domain(engine: &Engine, caller: u64, account_id: u64) -> Result<Vec<String>, Problem> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = engine.list_resources(
+            caller,
+            &pb::ListResourcesRequest {
+                account_id,
+                page_size: limits::PAGE_MAX,
+                page_token,
+            },
+        )?;
+        out.extend(
+            page.resources
+                .into_iter()
+                .filter_map(|r| r.resource)
+                .filter(|r| r.r#type == Kind::Domain.to_wire())
+                .map(|r| r.id),
+        );
+        if out.len() > limits::GRANTS_MAX {
+            return Err(invalid(
+                "domain_id",
+                &format!(
+                    "the account has more than {} domains: name the ones the token is for",
+                    limits::GRANTS_MAX
+                ),
+            ));
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if out.is_empty() {
+        return Err(invalid(
+            "domain_id",
+            "the account has no domains yet: register one first",
+        ));
+    }
+    Ok(out)
+}
+
 async fn do_create(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
     let (caller, account_id) = scope(engine, headers).await?;
     let m = read_object(headers, body, true).await?.unwrap_or_default();
     deny_unknown(&m, &["name", "domain_id", "scopes", "expires_at"])?;
     let name = req_str(&m, "name")?;
     check_name(name)?;
-    let domain_id = match m.get("domain_id") {
-        None | Some(Value::Null) => return Err(invalid("domain_id", "is required")),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
-        Some(_) => return Err(invalid("domain_id", "must be a string")),
+    let domains = match m.get("domain_id") {
+        None | Some(Value::Null) => every_domain(engine, caller, account_id)?,
+        Some(Value::Array(items)) => domain_list(items)?,
+        Some(one) => vec![domain_of(one)
+            .ok_or_else(|| invalid("domain_id", "must be a domain id or an array of them"))?],
     };
     let Some(Value::Array(names)) = m.get("scopes") else {
         return Err(invalid("scopes", "is required: an array of scope names"));
@@ -243,13 +333,16 @@ async fn do_create(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<R
     let req = pb::CreateTokenRequest {
         account_id,
         name: name.to_string(),
-        grants: vec![pb::Grant {
-            resource: Some(pb::ResourceRef {
-                r#type: Kind::Domain.to_wire(),
-                id: domain_id,
-            }),
-            level,
-        }],
+        grants: domains
+            .into_iter()
+            .map(|id| pb::Grant {
+                resource: Some(pb::ResourceRef {
+                    r#type: Kind::Domain.to_wire(),
+                    id,
+                }),
+                level,
+            })
+            .collect(),
         scopes,
         expires_at: opt_expiry(&m, "expires_at")?,
     };
