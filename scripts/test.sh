@@ -91,7 +91,7 @@ export KEYWARD_TEST_PG
 echo "shared test server: $KEYWARD_TEST_PG"
 cargo test --locked --test rules --test bad_input --test revocation --test audit \
   --test rest --test ext_authz --test followers --test secrets --test oracle --test restart \
-  --test domains --test containment \
+  --test domains --test containment --test policy --test lifecycle --test introspect \
   -- --skip a_damaged_store_refuses_to_serve
 unset KEYWARD_TEST_PG
 cleanup_pg
