@@ -324,3 +324,104 @@ async fn use_reports_are_checked_clamped_and_merged() {
         .await;
     assert_code(r, Code::FailedPrecondition);
 }
+
+/// Waits (≤ 10 s) until GetToken on `s` shows the token's last use as
+/// `want` (unix ms, node).
+async fn shows(s: &TestServer, admin: &str, acct: u64, id: u64, want: (i64, &str)) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = s
+            .tokens()
+            .get_token(auth(
+                pb::GetTokenRequest {
+                    account_id: acct,
+                    token_id: id,
+                },
+                admin,
+            ))
+            .await
+            .map(|t| t.into_inner())
+            .map(|t| (ms(&t.last_used_at), t.last_used_by));
+        if got.as_ref().is_ok_and(|g| (g.0, g.1.as_str()) == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} shows {got:?}, want {want:?}",
+            s.grpc
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// PostgreSQL nodes on one database each record their own name with the
+/// uses they see and persist it; where their records meet, the newer use
+/// wins with its node, whichever record arrives last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_nodes_keep_the_newer_use_with_its_node() {
+    let cluster = tokio::task::spawn_blocking(common::pg::PgCluster::start)
+        .await
+        .unwrap();
+    cluster.create_database("kw");
+    let keys = temp();
+    let clock = Arc::new(ManualClock::new());
+    let pg_node = |name: &'static str| {
+        let (clock, base, keys) = (clock.clone(), cluster.base_url(), keys.path());
+        async move {
+            let data = temp();
+            let mut opts = options(data.path(), clock.clone());
+            opts.digest_key_file = keys.join("digest.key");
+            opts.postgres = Some(postgres_at(&base, "kw"));
+            opts.settings.node_name = name.into();
+            let s = TestServer::start_with(opts, clock)
+                .await
+                .expect("node starts");
+            std::mem::forget(data);
+            s
+        }
+    };
+    let a = pg_node("pg-a").await;
+    let b = pg_node("pg-b").await;
+    let (acct, admin) = a.account("Acme").await;
+    a.register(&admin, acct, PROJECT, "p1", None).await;
+    let t = a
+        .create(&admin, acct, "ci", vec![grant(PROJECT, "p1", VIEWER)])
+        .await
+        .unwrap();
+    let (secret, id) = (t.secret.clone(), t.token.as_ref().unwrap().id);
+    let shows = |s, want| shows(s, &admin, acct, id, want);
+    let t0 = clock.now_ms();
+
+    // Used on A, persisted: B learns it with A's name.
+    assert!(a.check(&secret, PROJECT, "p1", VIEWER).await.allowed);
+    a.engine.persist_usage(0, usize::MAX).await.unwrap();
+    shows(&b, (t0, "pg-a")).await;
+
+    // A newer use on B, persisted, meets an older unsaved use on A: B's
+    // wins on both nodes.
+    clock.advance_ms(2_000);
+    assert!(a.check(&secret, PROJECT, "p1", VIEWER).await.allowed);
+    clock.advance_ms(3_000);
+    assert!(b.check(&secret, PROJECT, "p1", VIEWER).await.allowed);
+    b.engine.persist_usage(0, usize::MAX).await.unwrap();
+    shows(&a, (t0 + 5_000, "pg-b")).await;
+
+    // An older use persisted by B does not undo a newer one on A.
+    clock.advance_ms(2_000);
+    assert!(b.check(&secret, PROJECT, "p1", VIEWER).await.allowed);
+    clock.advance_ms(3_000);
+    assert!(a.check(&secret, PROJECT, "p1", VIEWER).await.allowed);
+    b.engine.persist_usage(0, usize::MAX).await.unwrap();
+    shows(&b, (t0 + 7_000, "pg-b")).await;
+    // A has applied B's record by the time its own write is built (the
+    // write catches up first), and keeps its newer use.
+    a.engine.persist_usage(0, usize::MAX).await.unwrap();
+    shows(&a, (t0 + 10_000, "pg-a")).await;
+    shows(&b, (t0 + 10_000, "pg-a")).await;
+    let stored = stored_tokens_in(Path::new("/nonexistent"), Some(&cluster.url("kw"))).await;
+    let rec = stored.iter().find(|r| r.id == id).expect("stored");
+    assert_eq!(
+        (rec.last_used_at_ms, rec.last_used_by.as_str()),
+        (t0 + 10_000, "pg-a")
+    );
+}

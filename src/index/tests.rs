@@ -87,3 +87,20 @@ fn node_names_are_checked_and_interned() {
     assert_eq!(nodes::name(0), "");
     assert_eq!(nodes::name(u32::MAX), "");
 }
+
+/// The node id sits in the padding after the flags: a token costs no more
+/// memory for knowing where it was last used.
+#[test]
+fn the_node_id_fits_in_the_padding() {
+    use super::TokenState;
+    use std::mem::offset_of;
+    assert_eq!(
+        offset_of!(TokenState, root),
+        offset_of!(TokenState, paused) + 1
+    );
+    assert_eq!(
+        offset_of!(TokenState, name) - offset_of!(TokenState, paused),
+        8,
+        "three flags and the node id in one word"
+    );
+}
