@@ -70,6 +70,18 @@ pub struct Config {
     #[arg(long, env = "KEYWARD_FOLLOW")]
     pub follow: Option<String>,
 
+    /// Follower: how often the tokens used through this follower since its
+    /// last report are reported to the primary (with this node's name), so
+    /// that the primary's `last_used_at` sees use anywhere.
+    #[arg(long, env = "KEYWARD_USE_REPORT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub use_report_interval: Duration,
+
+    /// This node's name, recorded as `last_used_by` with the uses it sees
+    /// (a follower reports it to the primary): 1 to 64 of A-Z a-z 0-9 . _ -
+    /// [default: the host name]
+    #[arg(long, env = "KEYWARD_NODE_NAME")]
+    pub node_name: Option<String>,
+
     /// File holding the replication secret (one line, at least 32
     /// characters). On a primary it enables Replication/Watch for followers
     /// that present it; a follower presents it.
@@ -246,7 +258,34 @@ impl Config {
         if self.request_timeout.is_zero() || self.usage_flush_interval.is_zero() {
             return Err("--request-timeout and --usage-flush-interval must be positive".into());
         }
+        if self.use_report_interval.is_zero() {
+            return Err("--use-report-interval must be positive".into());
+        }
+        self.node_name()?;
         Ok(())
+    }
+
+    /// The node name in effect: `--node-name`, or the host name; Err says
+    /// what is wrong with it.
+    pub fn node_name(&self) -> Result<String, String> {
+        let (name, from) = match &self.node_name {
+            Some(n) => (n.clone(), "--node-name"),
+            None => (
+                host_name().ok_or(
+                    "--node-name: the host name could not be read; give a node name \
+                     (1 to 64 of A-Z a-z 0-9 . _ -)",
+                )?,
+                "the host name (the default of --node-name)",
+            ),
+        };
+        if !crate::index::nodes::is_valid(&name) {
+            return Err(format!(
+                "{from} `{}` will not do as a node name: 1 to 64 of A-Z a-z 0-9 . _ - \
+                 (set --node-name)",
+                name.escape_debug()
+            ));
+        }
+        Ok(name)
     }
 
     /// The TLS files of both ports, when --tls-cert and --tls-key are given
@@ -265,6 +304,19 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("digest.key"))
     }
+}
+
+/// This machine's host name, if it can be read and is UTF-8.
+#[allow(unsafe_code)]
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for writes of its length; gethostname
+    // writes at most that many bytes.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..len].to_vec()).ok()
 }
 
 /// Reads a replication secret file: its first line, trimmed; at least 32

@@ -5,186 +5,22 @@
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
-use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant};
-use crate::pb::store::{GrantRecord, ScopeRecord, TokenRecord};
-use crate::token::{Digest, DigestKey};
+use crate::model::{Grant, Kind, Level, ResourceKey};
+use crate::token::DigestKey;
 
 mod account;
 pub mod change;
+pub mod nodes;
+mod state;
+#[cfg(test)]
+mod tests;
 
 pub use account::{AccountState, ResourceNode};
 
 pub use change::Change;
-
-/// A token as the hot path needs it. Never holds the plaintext.
-///
-/// `repr(C)` keeps the fields Authorize reads first and together, so that a
-/// lookup among a million tokens touches as few cache lines as possible.
-#[repr(C)]
-pub struct TokenState {
-    /// Keyed digest of the whole token, valid under the current key; `None`
-    /// until known (then a verify costs one argon2).
-    pub digest: Option<Digest>,
-    /// Token id.
-    pub id: u64,
-    /// Owning account (0 for root).
-    pub account_id: u64,
-    /// Expiry, unix ms.
-    pub expires_at_ms: Option<i64>,
-    /// What it may access.
-    pub grants: Vec<Grant>,
-    /// Feature scopes; empty = unrestricted.
-    pub scopes: Vec<ScopeGrant>,
-    /// Last use, unix ms; written by the hot path without a lock.
-    pub last_used_ms: AtomicI64,
-    /// Paused tokens are denied.
-    pub paused: bool,
-    /// The root token manages accounts; it has no grants.
-    pub root: bool,
-    /// Set when `digest` was learnt by an argon2 verify and is not stored yet.
-    pub digest_unsaved: AtomicBool,
-    /// Display name.
-    pub name: String,
-    /// argon2id PHC hash of the secret part.
-    pub phc_hash: String,
-    /// Last 4 characters of the token string.
-    pub last_4: String,
-    /// Name of the creating token.
-    pub created_by: String,
-    /// Creation time, unix ms.
-    pub created_at_ms: i64,
-    /// Successor by reset (0 = none).
-    pub replaced_by: u64,
-    /// Predecessor by reset (0 = none).
-    pub replaces: u64,
-    /// Last use as stored, to know what the batch writer must persist.
-    pub last_used_saved_ms: AtomicI64,
-}
-
-impl std::fmt::Debug for TokenState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenState")
-            .field("id", &self.id)
-            .field("account_id", &self.account_id)
-            .field("name", &self.name)
-            .field("phc_hash", &"REDACTED")
-            .field("digest", &self.digest.map(|_| "REDACTED"))
-            .field("paused", &self.paused)
-            .field("expires_at_ms", &self.expires_at_ms)
-            .field("grants", &self.grants)
-            .field("scopes", &self.scopes)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TokenState {
-    /// From a stored record; the digest is kept only if `key` made it.
-    pub fn from_record(r: &TokenRecord, key: &DigestKey) -> Self {
-        let digest = if r.digest_key_id.as_slice() == key.id() {
-            <[u8; 32]>::try_from(r.verified_digest.as_slice()).ok()
-        } else {
-            None
-        };
-        Self {
-            id: r.id,
-            account_id: r.account_id,
-            name: r.name.clone(),
-            phc_hash: r.phc_hash.clone(),
-            last_4: r.last_4_digits.clone(),
-            created_by: r.created_by.clone(),
-            created_at_ms: r.created_at_ms,
-            expires_at_ms: (r.expires_at_ms != 0).then_some(r.expires_at_ms),
-            paused: r.paused,
-            grants: r
-                .grants
-                .iter()
-                .filter_map(|g| {
-                    Some(Grant {
-                        resource: ResourceKey::new(
-                            Kind::from_wire(g.resource_type)?,
-                            g.resource_id.as_str(),
-                        ),
-                        level: Level::from_wire(g.level)?,
-                    })
-                })
-                .collect(),
-            scopes: r
-                .scopes
-                .iter()
-                .filter_map(|s| {
-                    Some(ScopeGrant {
-                        name: crate::model::scope_index(&s.name)?,
-                        level: Level::from_wire(s.level)?,
-                    })
-                })
-                .collect(),
-            replaced_by: r.replaced_by,
-            replaces: r.replaces,
-            root: r.root,
-            digest,
-            digest_unsaved: AtomicBool::new(false),
-            last_used_ms: AtomicI64::new(r.last_used_at_ms),
-            last_used_saved_ms: AtomicI64::new(r.last_used_at_ms),
-        }
-    }
-
-    /// To a record for the store, with the current last use and digest.
-    pub fn to_record(&self, key: &DigestKey) -> TokenRecord {
-        TokenRecord {
-            id: self.id,
-            account_id: self.account_id,
-            name: self.name.clone(),
-            phc_hash: self.phc_hash.clone(),
-            last_4_digits: self.last_4.clone(),
-            created_by: self.created_by.clone(),
-            created_at_ms: self.created_at_ms,
-            expires_at_ms: self.expires_at_ms.unwrap_or(0),
-            paused: self.paused,
-            grants: self
-                .grants
-                .iter()
-                .map(|g| GrantRecord {
-                    resource_type: g.resource.kind.to_wire(),
-                    resource_id: g.resource.id.to_string(),
-                    level: g.level.to_wire(),
-                })
-                .collect(),
-            scopes: self
-                .scopes
-                .iter()
-                .map(|s| ScopeRecord {
-                    name: s.name().to_string(),
-                    level: s.level.to_wire(),
-                })
-                .collect(),
-            replaced_by: self.replaced_by,
-            replaces: self.replaces,
-            last_used_at_ms: self.last_used_ms.load(Ordering::Relaxed),
-            root: self.root,
-            verified_digest: self.digest.map(|d| d.to_vec()).unwrap_or_default(),
-            digest_key_id: if self.digest.is_some() {
-                key.id().to_vec()
-            } else {
-                Vec::new()
-            },
-        }
-    }
-
-    /// Whether the token is past its expiry at `now_ms`.
-    pub fn is_expired(&self, now_ms: i64) -> bool {
-        self.expires_at_ms.is_some_and(|e| e <= now_ms)
-    }
-
-    /// Records a use at `now_ms`; at most one store per second per token so
-    /// that hot tokens do not bounce a cache line between cores.
-    pub fn touch(&self, now_ms: i64) {
-        if now_ms - self.last_used_ms.load(Ordering::Relaxed) >= 1000 {
-            self.last_used_ms.store(now_ms, Ordering::Relaxed);
-        }
-    }
-}
+pub use state::{newer_use, TokenState};
 
 /// The chain from a resource up to its account: at most 3 links.
 #[derive(Debug, Clone, Copy)]
@@ -382,12 +218,17 @@ impl Index {
             Change::PutToken(r) => {
                 let mut state = TokenState::from_record(r, &self.key);
                 if let Some(old) = self.tokens.get(&r.id) {
-                    // Keep what the hot path learnt since the record was read.
-                    let used = old
-                        .last_used_ms
-                        .load(Ordering::Relaxed)
-                        .max(r.last_used_at_ms);
+                    // Keep what the hot path learnt since the record was
+                    // read: the newer use wins, with the node that saw it.
+                    let (used, by) = newer_use(
+                        old.last_use(),
+                        (
+                            r.last_used_at_ms,
+                            state.last_used_by.load(Ordering::Relaxed),
+                        ),
+                    );
                     state.last_used_ms = AtomicI64::new(used);
+                    state.last_used_by = AtomicU32::new(by);
                     state.last_used_saved_ms = AtomicI64::new(
                         old.last_used_saved_ms
                             .load(Ordering::Relaxed)

@@ -16,7 +16,8 @@
 //!   cause; the subscriber), [`metrics`] (handles, registered once),
 //!   [`net`] (what both ports' accept loops share).
 //! - L1 State: [`index`] (everything in memory, rebuilt from an ordered
-//!   stream of [`index::Change`]s, whose wire codec it owns) and [`store`]
+//!   stream of [`index::Change`]s, whose wire codec it owns; node names
+//!   interned for `last_used_by`) and [`store`]
 //!   (the narrow storage trait; sled and PostgreSQL).
 //! - L2 Shapes: [`wire`] (timestamps, pages, records as served), [`feed`]
 //!   (every commit, for followers), [`upstream`] (a follower's primary or
@@ -29,7 +30,7 @@
 //!   authorize, mutate (lock, live caller, commit), upkeep, catch-up.
 //! - L5 Operations: [`admin`] (accounts, resources, tokens, audit: each a
 //!   plan for `Engine::mutate`, audited by itself), [`replication`] (the
-//!   primary's feed served, a follower following), [`tls`] (certificate
+//!   primary's feed served, a follower following and reporting its uses), [`tls`] (certificate
 //!   files loaded, checked, reloaded; TLS accept loops).
 //! - L6 Surfaces: [`service`] (one thin file per gRPC service), [`rest`] (the
 //!   Mailtrap and MailerSend facades), [`http`] (the HTTP port: probes,

@@ -158,6 +158,7 @@ pub fn token_to_wire(t: &TokenState) -> pb::Token {
         replaces: t.replaces,
         last_used_at: ts_opt(t.last_used_ms.load(Ordering::Relaxed)),
         root: t.root,
+        last_used_by: crate::index::nodes::name(t.last_used_by.load(Ordering::Relaxed)),
     }
 }
 

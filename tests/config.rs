@@ -30,6 +30,7 @@ fn bad_flags_exit_64_with_a_message() {
     )
     .unwrap();
     let missing = dir.path().join("missing.secret");
+    let long_name = "n".repeat(65);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--follow", "127.0.0.1:1"],
@@ -48,6 +49,16 @@ fn bad_flags_exit_64_with_a_message() {
             "--stale-after must be positive",
         ),
         (vec!["--routes", routes.to_str().unwrap()], "routes.toml:3:"),
+        (
+            vec!["--use-report-interval", "0s"],
+            "--use-report-interval must be positive",
+        ),
+        (vec!["--node-name", "a b"], "--node-name `a b` will not do"),
+        (vec!["--node-name", ""], "--node-name `` will not do"),
+        (
+            vec!["--node-name", &long_name],
+            "1 to 64 of A-Z a-z 0-9 . _ -",
+        ),
     ];
     for (args, want) in cases {
         let (code, stderr) = keyward(&args);
@@ -251,4 +262,25 @@ fn tls_files_are_checked_at_start() {
     ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(!stderr.contains("readable by"), "{stderr}");
+}
+
+/// The node name and the report interval are in --help with their
+/// environment variables and defaults.
+#[test]
+fn help_shows_the_node_name_and_the_report_interval() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("--help")
+        .output()
+        .expect("run keyward");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "--node-name",
+        "KEYWARD_NODE_NAME",
+        "default: the host name",
+        "--use-report-interval",
+        "KEYWARD_USE_REPORT_INTERVAL",
+        "[default: 15s]",
+    ] {
+        assert!(help.contains(want), "{want} missing from --help:\n{help}");
+    }
 }

@@ -126,6 +126,7 @@ GRPC=127.0.0.1:$GRPC_PORT
 
 # NO_COLOR: plain server log (it is shown if a step fails).
 NO_COLOR=1 "$BIN" --data-dir "$WORK/data" \
+  --node-name walkthrough-node \
   --grpc-addr "127.0.0.1:$GRPC_PORT" \
   --http-addr "127.0.0.1:$HTTP_PORT" \
   >"$WORK/keyward.out" 2>"$WORK/keyward.log" &
@@ -315,7 +316,7 @@ introspect() {
     "$GRPC" keyward.v1.Authorizer/Introspect
 }
 
-step "Introspect the old secret in its grace: replacedBy and expiresAt, no secret"
+step "Introspect the old secret in its grace: replacedBy, expiresAt, last use, no secret"
 introspect "$CI"
 expect_ok
 expect_eq "$(field token.id)" "$CI_ID" "token.id"
@@ -323,6 +324,8 @@ expect_eq "$(field token.name)" "ci sender" "token.name"
 expect_eq "$(field token.replacedBy)" "$CI2_ID" "token.replacedBy"
 expect_eq "$(field token.grants.0.resource.id)" example.com "token.grants[0]"
 expect_in_12h "$(field token.expiresAt)"
+[[ -n "$(field token.lastUsedAt)" ]] || fail "no lastUsedAt after its Authorize calls: $OUT"
+expect_eq "$(field token.lastUsedBy)" walkthrough-node "token.lastUsedBy (the server's --node-name)"
 grep -q "${CI#kw_}" <<<"$OUT" && fail "the answer holds the secret"
 grep -q 'argon2' <<<"$OUT" && fail "the answer holds a hash"
 ok

@@ -113,7 +113,9 @@ async fn a_holder_sees_its_own_token_and_no_secret() {
     assert_eq!(t.scopes, vec![scope("domains", VIEWER)]);
     assert_eq!((t.replaced_by, t.replaces), (0, 0));
     assert_eq!(t.last_used_at, None, "never used before this call");
-    // The whole token as the admin plane shows it: the same message.
+    assert_eq!(t.last_used_by, "", "never used before this call");
+    // The whole token as the admin plane shows it: the same message, but
+    // for the use the introspect was.
     let got = s
         .tokens()
         .get_token(auth(
@@ -129,6 +131,7 @@ async fn a_holder_sees_its_own_token_and_no_secret() {
     assert_eq!(
         pb::Token {
             last_used_at: None,
+            last_used_by: String::new(),
             ..got
         },
         t
@@ -149,6 +152,10 @@ async fn a_holder_sees_its_own_token_and_no_secret() {
     s.clock.advance_ms(5_000);
     let t = described(&s, &secret).await;
     assert_eq!(t.last_used_at.as_ref().map(ms_of), Some(first_use));
+    assert_eq!(
+        t.last_used_by, "keyward",
+        "the node's name (Settings' default)"
+    );
 
     // The root token describes itself.
     let root = described(&s, &s.root()).await;

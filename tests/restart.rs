@@ -92,7 +92,7 @@ async fn everything_survives_a_restart() {
 }
 
 /// Last-use times are persisted in batches (and at shutdown), not on the
-/// hot path, and survive a restart.
+/// hot path, and survive a restart with the node that saw them.
 #[tokio::test]
 async fn last_used_is_persisted_in_batches() {
     let dir = temp();
@@ -124,6 +124,7 @@ async fn last_used_is_persisted_in_batches() {
         .into_inner();
     let at = got.last_used_at.expect("last_used_at");
     assert_eq!(at.seconds * 1000 + i64::from(at.nanos / 1_000_000), used);
+    assert_eq!(got.last_used_by, "keyward", "the node that saw it, stored");
     s.stop().await.unwrap();
 }
 

@@ -543,14 +543,9 @@ async fn an_mtls_primary_takes_the_followers_certificate() {
         &["localhost", "127.0.0.1"],
     );
     let dir = temp();
-    let mut f = Node::spawn(follower(
-        dir.path(),
-        &p,
-        url.clone(),
-        Some(&real.file),
-        Some(&good),
-    ))
-    .await;
+    let mut opts = follower(dir.path(), &p, url.clone(), Some(&real.file), Some(&good));
+    opts.settings.node_name = "mtls-follower".into();
+    let mut f = Node::spawn(opts).await;
     assert!(
         f.ready_within(Duration::from_secs(30)).await,
         "a follower with a good client certificate never followed"
@@ -606,6 +601,21 @@ async fn an_mtls_primary_takes_the_followers_certificate() {
 
     r.stop().await.expect("follower stops");
     f.stop().await.expect("follower stops");
+    // Its use reached the primary over the same mTLS connection (the
+    // report a follower sends when it stops).
+    let listed = pb::tokens_client::TokensClient::new(p.channel.clone())
+        .list_tokens(auth(
+            pb::ListTokensRequest {
+                account_id: p.account,
+                ..Default::default()
+            },
+            &p.admin,
+        ))
+        .await
+        .expect("list tokens")
+        .into_inner();
+    let ci = listed.tokens.iter().find(|t| t.name == "ci").expect("ci");
+    assert_eq!(ci.last_used_by, "mtls-follower");
     p.node.stop().await.expect("primary stops");
 }
 

@@ -298,6 +298,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         root: false,
         verified_digest: key.digest("kw_x").to_vec(),
         digest_key_id: key.id().to_vec(),
+        last_used_by: "primary-0".into(),
     };
     let mut counters = 2u64.to_be_bytes().to_vec();
     counters.extend(4u64.to_be_bytes());

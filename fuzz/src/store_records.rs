@@ -108,6 +108,14 @@ fn check_token_record(r: &rec::TokenRecord, key: &DigestKey) {
     assert_eq!(back.replaced_by, r.replaced_by);
     assert_eq!(back.replaces, r.replaces);
     assert_eq!(back.last_used_at_ms, r.last_used_at_ms);
+    // The node comes back as stored, or as unknown: a name keyward never
+    // writes (invalid), or one past the interning table's bound.
+    assert!(
+        back.last_used_by == r.last_used_by || back.last_used_by.is_empty(),
+        "last_used_by {:?} came back as {:?}",
+        r.last_used_by,
+        back.last_used_by
+    );
     assert_eq!(back.root, r.root);
     let valid_grants: Vec<&rec::GrantRecord> = r
         .grants

@@ -83,7 +83,7 @@ impl Engine {
         let now = self.now_ms();
         let idx = self.index.read();
         Ok(match idx.tokens.get(&parsed.id) {
-            Some(state) => decide_for(&idx, state, check, now),
+            Some(state) => decide_for(&idx, state, check, now, self.node),
             None => Decision::deny(DenyReason::UnknownToken),
         })
     }
@@ -99,7 +99,9 @@ impl Engine {
         let now = self.now_ms();
         let idx = self.index.read();
         match self.prove(&idx, &parsed, &digest) {
-            Ok(Proof::Verified(state)) => Cached::Decided(decide_for(&idx, state, check, now)),
+            Ok(Proof::Verified(state)) => {
+                Cached::Decided(decide_for(&idx, state, check, now, self.node))
+            }
             Ok(Proof::NeedsArgon2(phc)) => Cached::NeedsArgon2 {
                 parsed,
                 digest,
@@ -110,12 +112,13 @@ impl Engine {
     }
 }
 
-/// Decides for an authentic token and records its use. A DOMAIN id is
+/// Decides for an authentic token and records its use, by `node` (this
+/// node's name id). A DOMAIN id is
 /// looked up in its canonical spelling (borrowed, with no allocation, when
 /// it is one already): every spelling of a domain gets the same decision.
 /// One that is not a host name is looked up as an id nothing is registered
 /// under: UNKNOWN_RESOURCE, after the token's own checks.
-fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64) -> Decision {
+fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64, node: u32) -> Decision {
     let canonical;
     let domain_check;
     let check = if check.kind == Kind::Domain {
@@ -130,7 +133,7 @@ fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64) -> D
     };
     let result = authz::decide(idx, state, check, now);
     if result.is_ok() {
-        state.touch(now);
+        state.touch(now, node);
     }
     Decision {
         allowed: result.is_ok(),

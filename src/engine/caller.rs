@@ -35,7 +35,7 @@ impl Engine {
         let id = id?;
         let now = self.now_ms();
         let idx = self.index.read();
-        Access::of(&idx, id, now)?.caller().touch(now);
+        Access::of(&idx, id, now)?.caller().touch(now, self.node);
         Ok(id)
     }
 

@@ -33,7 +33,7 @@ impl Engine {
         let now = self.now_ms();
         let idx = self.index.read();
         match idx.tokens.get(&id) {
-            Some(state) => describe(state, now),
+            Some(state) => describe(state, now, self.node),
             None => Err(refusal(DenyReason::UnknownToken)),
         }
     }
@@ -41,8 +41,8 @@ impl Engine {
 
 /// An authentic token's answer: refused as Authorize denies it when paused
 /// or expired (in that order, as Authorize checks them); otherwise its
-/// metadata, and the use recorded.
-fn describe(state: &TokenState, now: i64) -> Result<pb::Token> {
+/// metadata, and the use recorded (by `node`, this node's name id).
+fn describe(state: &TokenState, now: i64, node: u32) -> Result<pb::Token> {
     if state.paused {
         return Err(refusal(DenyReason::Paused));
     }
@@ -50,7 +50,7 @@ fn describe(state: &TokenState, now: i64) -> Result<pb::Token> {
         return Err(refusal(DenyReason::Expired));
     }
     let token = token_to_wire(state);
-    state.touch(now);
+    state.touch(now, node);
     Ok(token)
 }
 

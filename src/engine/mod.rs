@@ -85,6 +85,9 @@ pub struct Settings {
     /// On a shared store: at most one catch-up for callers whose token is
     /// newer than this node's index, per this interval.
     pub unseen_catch_up_interval: Duration,
+    /// This node's name (`--node-name`), recorded with every use it sees
+    /// so that `last_used_by` says where a token is still used.
+    pub node_name: Arc<str>,
 }
 
 impl Default for Settings {
@@ -104,6 +107,7 @@ impl Default for Settings {
             argon2_failures_per_token: 4,
             argon2_failure_window: Duration::from_secs(10),
             unseen_catch_up_interval: Duration::from_millis(100),
+            node_name: Arc::from("keyward"),
         }
     }
 }
@@ -159,6 +163,9 @@ pub struct Engine {
     /// the primary it follows, or the database it shares (and when each
     /// was last reached).
     upstream: Upstream,
+    /// This node's name id ([`crate::index::nodes`]), which its own uses
+    /// record as `last_used_by`.
+    node: u32,
 }
 
 /// The right to mutate: this node's writer lock and, on a shared store,
@@ -225,6 +232,7 @@ impl Engine {
             Some(id) => crate::feed::Feed::with_epoch(id),
             None => crate::feed::Feed::new(),
         };
+        let node = crate::index::nodes::intern(&settings.node_name);
         let permits = settings.verify_concurrency.max(1);
         let hash_permits = settings.hash_concurrency.max(1);
         Arc::new(Engine {
@@ -248,6 +256,7 @@ impl Engine {
             feed: Arc::new(feed),
             applied: Arc::new(AtomicU64::new(0)),
             upstream,
+            node,
         })
     }
 
@@ -358,6 +367,11 @@ impl Engine {
     /// The tunables.
     pub(crate) fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// This node's name (`--node-name`).
+    pub fn node_name(&self) -> &str {
+        &self.settings.node_name
     }
 
     /// The metric handles.

@@ -2,7 +2,9 @@
 //! (over TLS for an `https://` primary, verified against `--tls-ca` or the
 //! system roots, presenting `--tls-cert`/`--tls-key` when given, all
 //! re-read at every connect), applies its snapshot and commits to the
-//! in-memory index, and reconnects with backoff.
+//! in-memory index, and reconnects with backoff. Over the same channel it
+//! reports the tokens used here ([`super::report`]), every
+//! `--use-report-interval` and once more when it stops.
 //!
 //! Part of replication (layer L5, with `tls`): imports `engine`, `index`
 //! and `pb`, and `tls::read_ca` for the CA file.
@@ -12,13 +14,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
 use crate::engine::Engine;
 use crate::index::change::from_wire;
 use crate::index::Index;
 use crate::pb::replication::{self as rpb, watch_event::Kind as Ev, WatchRequest};
+
+use super::report;
 
 /// How a follower connects.
 #[derive(Clone)]
@@ -36,6 +40,8 @@ pub struct FollowOptions {
     /// an https primary (one that requires mTLS refuses a follower
     /// without). Re-read at every connect, like the CA.
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// How often the tokens used here are reported to the primary.
+    pub use_report_interval: Duration,
 }
 
 impl std::fmt::Debug for FollowOptions {
@@ -45,6 +51,7 @@ impl std::fmt::Debug for FollowOptions {
             .field("secret", &"REDACTED")
             .field("tls_ca", &self.tls_ca)
             .field("client_cert", &self.client_cert)
+            .field("use_report_interval", &self.use_report_interval)
             .finish()
     }
 }
@@ -124,7 +131,9 @@ fn causes(mut text: String, mut source: Option<&(dyn std::error::Error + 'static
 
 /// Follows the primary until `stop` resolves: connect, sync, apply, and on
 /// any failure reconnect with backoff (100 ms doubling to 5 s), resuming
-/// from the last revision when the primary still has it.
+/// from the last revision when the primary still has it. Once `stop`
+/// resolves, the uses not reported yet go to the primary on the last
+/// connection (at most [`report::REPORT_TIMEOUT`] per batch).
 pub async fn follow(
     engine: Arc<Engine>,
     opts: FollowOptions,
@@ -139,10 +148,12 @@ pub async fn follow(
         );
     }
     let mut backoff = Duration::from_millis(100);
+    // The last connection to the primary, for the report at shutdown.
+    let mut last: Option<Channel> = None;
     loop {
-        let run = follow_once(&engine, &opts);
+        let run = follow_once(&engine, &opts, &mut last);
         let outcome = tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stop => return report_at_stop(&engine, &opts, last).await,
             r = run => r,
         };
         let m = &engine.metrics().replication;
@@ -156,7 +167,7 @@ pub async fn follow(
             }
         }
         tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stop => return report_at_stop(&engine, &opts, last).await,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -171,8 +182,23 @@ pub async fn follow(
     }
 }
 
-async fn follow_once(engine: &Arc<Engine>, opts: &FollowOptions) -> Result<(), String> {
-    let f = engine.follower().ok_or("not a follower")?;
+/// The report of a follower that stops: what was used since the last
+/// round, on the last connection (none if it never connected).
+async fn report_at_stop(engine: &Engine, opts: &FollowOptions, last: Option<Channel>) {
+    let Some(channel) = last else { return };
+    match report::report_uses(engine, &channel, &opts.secret).await {
+        Ok(n) => tracing::info!(uses = n, "last uses reported to the primary at shutdown"),
+        Err(e) => tracing::warn!(error = %e, "could not report last uses at shutdown"),
+    }
+}
+
+/// One connection: watch the primary's stream and apply it, reporting uses
+/// on the same channel meanwhile, until the stream ends or fails.
+async fn follow_once(
+    engine: &Arc<Engine>,
+    opts: &FollowOptions,
+    last: &mut Option<Channel>,
+) -> Result<(), String> {
     let mut primary = Endpoint::from_shared(endpoint(&opts.primary))
         .map_err(|e| format!("bad primary address: {e}"))?
         .connect_timeout(Duration::from_secs(3))
@@ -198,6 +224,23 @@ async fn follow_once(engine: &Arc<Engine>, opts: &FollowOptions) -> Result<(), S
         .connect()
         .await
         .map_err(|e| format!("connect: {}", with_causes(&e)))?;
+    *last = Some(channel.clone());
+    let reports = report::report_every(
+        engine,
+        channel.clone(),
+        &opts.secret,
+        opts.use_report_interval,
+    );
+    tokio::select! {
+        r = watch(engine, opts, channel) => r,
+        never = reports => match never {},
+    }
+}
+
+/// Watches the primary on `channel`: applies its snapshot and commits to
+/// the index until the stream ends (Ok) or fails.
+async fn watch(engine: &Arc<Engine>, opts: &FollowOptions, channel: Channel) -> Result<(), String> {
+    let f = engine.follower().ok_or("not a follower")?;
     let mut client = rpb::replication_client::ReplicationClient::new(channel)
         .max_decoding_message_size(64 << 20);
     let mut req = Request::new(WatchRequest {

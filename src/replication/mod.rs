@@ -22,16 +22,25 @@
 //! connect. A plaintext primary gets one warning at start: the secret and
 //! every record travel in clear.
 //!
-//! `serve` holds the primary's side (the `Replication` service, the
-//! snapshot), `follow` the follower's (connect, TLS, apply).
+//! **Last use.** A follower reports the tokens used through it (token id,
+//! time) with its node name every `--use-report-interval`, on the same
+//! channel, and once more when it stops (`report`); the primary keeps the
+//! newer use, clamped to its own clock, as the token's `last_used_at` and
+//! `last_used_by` (`Replication/ReportUse`, same secret as Watch).
 //!
-//! Layer L5 (with `tls`): imports `engine`, `feed`, `index`, `credential`,
-//! `model` and `pb`, and `tls::read_ca` for a follower's CA file.
+//! `serve` holds the primary's side (the `Replication` service, the
+//! snapshot, the reports taken), `follow` the follower's (connect, TLS,
+//! apply), `report` the follower's reports.
+//!
+//! Layer L5 (with `tls`): imports `engine`, `error`, `feed`, `index`,
+//! `credential`, `model` and `pb`, and `tls::read_ca` for a follower's CA
+//! file.
 
 mod follow;
+mod report;
 mod serve;
 #[cfg(test)]
 mod tests;
 
 pub use follow::{follow, follows_over_tls, FollowOptions};
-pub use serve::{ReplicationService, CHUNK, HEARTBEAT};
+pub use serve::{ReplicationService, CHUNK, HEARTBEAT, USES_MAX};

@@ -1,10 +1,12 @@
 //! The primary's side of replication: `Replication/Watch`, which checks
 //! the replication secret, then sends a consistent snapshot (or, within
 //! the epoch, only the commits a follower missed) and every commit after
-//! it, with a heartbeat every [`HEARTBEAT`].
+//! it, with a heartbeat every [`HEARTBEAT`]; and `Replication/ReportUse`,
+//! the uses a follower saw, checked the same way and bounded
+//! ([`USES_MAX`]).
 //!
-//! Part of replication (layer L5): imports `engine`, `feed`, `index`,
-//! `credential`, `model` and `pb`.
+//! Part of replication (layer L5): imports `engine`, `error`, `feed`,
+//! `index`, `credential`, `model` and `pb`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,11 +17,13 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
+use crate::error::Error;
 use crate::index::change::to_wire;
 use crate::index::Change;
 use crate::model::Kind;
 use crate::pb::replication::{
-    self as rpb, replication_server::Replication, watch_event::Kind as Ev, WatchEvent, WatchRequest,
+    self as rpb, replication_server::Replication, watch_event::Kind as Ev, UseReport, UseReportAck,
+    WatchEvent, WatchRequest,
 };
 use crate::pb::store::ResourceRecord;
 
@@ -27,6 +31,10 @@ use crate::pb::store::ResourceRecord;
 pub const CHUNK: usize = 2048;
 /// Heartbeat period.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Most uses in one `ReportUse` (more: INVALID_ARGUMENT). Within the
+/// service's 64 KiB message limit with room to spare (≤ 16 bytes a use);
+/// followers send half as many per report.
+pub const USES_MAX: usize = 4096;
 
 /// Everything in `idx` as changes that rebuild it (counters, accounts,
 /// resources, then tokens in id order). Tokens come in slices of
@@ -110,6 +118,28 @@ fn event(kind: Ev, epoch: u64, revision: u64, changes: Vec<rpb::Change>, now: i6
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
 
+impl ReplicationService {
+    /// Whether the caller presented the replication secret (compared in
+    /// constant time). FAILED_PRECONDITION when replication is off (no
+    /// secret configured, or a follower), UNAUTHENTICATED for a missing or
+    /// wrong one.
+    fn check_secret(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let Some(secret) = &self.secret else {
+            return Err(Status::failed_precondition(
+                "replication is off on this keyward (start it with --replication-secret-file)",
+            ));
+        };
+        let given = crate::credential::credential(metadata).unwrap_or_default();
+        let same: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), secret.as_bytes()).into();
+        if !same {
+            return Err(Status::unauthenticated(
+                "wrong or missing replication secret",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl Replication for ReplicationService {
     type WatchStream = EventStream;
@@ -118,18 +148,7 @@ impl Replication for ReplicationService {
         &self,
         req: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let Some(secret) = &self.secret else {
-            return Err(Status::failed_precondition(
-                "replication is off on this keyward (start it with --replication-secret-file)",
-            ));
-        };
-        let given = crate::credential::credential(req.metadata()).unwrap_or_default();
-        let same: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), secret.as_bytes()).into();
-        if !same {
-            return Err(Status::unauthenticated(
-                "wrong or missing replication secret",
-            ));
-        }
+        self.check_secret(req.metadata())?;
         self.engine.ensure_ready()?;
         let engine = self.engine.clone();
         let want = req.into_inner();
@@ -218,6 +237,25 @@ impl Replication for ReplicationService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(out),
         )))
+    }
+
+    async fn report_use(&self, req: Request<UseReport>) -> Result<Response<UseReportAck>, Status> {
+        self.check_secret(req.metadata())?;
+        self.engine.ensure_ready()?;
+        let report = req.into_inner();
+        if !crate::index::nodes::is_valid(&report.node) {
+            return Err(Error::invalid("node", "must be 1 to 64 of A-Z a-z 0-9 . _ -").into());
+        }
+        if report.uses.len() > USES_MAX {
+            return Err(
+                Error::invalid("uses", format!("at most {USES_MAX} uses per report")).into(),
+            );
+        }
+        let applied = self.engine.record_uses(
+            &report.node,
+            report.uses.iter().map(|u| (u.token_id, u.at_ms)),
+        );
+        Ok(Response::new(UseReportAck { applied }))
     }
 }
 

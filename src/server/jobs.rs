@@ -64,6 +64,7 @@ impl Jobs {
             secret: follow.secret.clone(),
             tls_ca: opts.tls_ca.clone(),
             client_cert: opts.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
+            use_report_interval: follow.use_report_interval,
         };
         let stop = wait_for_stop(self.stop.clone());
         self.set

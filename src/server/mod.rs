@@ -112,6 +112,8 @@ pub struct Follow {
     pub stale_after: Duration,
     /// Keep answering from the last state instead of failing closed.
     pub serve_stale: bool,
+    /// How often the tokens used here are reported to the primary.
+    pub use_report_interval: Duration,
 }
 
 impl std::fmt::Debug for Follow {
@@ -121,6 +123,7 @@ impl std::fmt::Debug for Follow {
             .field("secret", &"REDACTED")
             .field("stale_after", &self.stale_after)
             .field("serve_stale", &self.serve_stale)
+            .field("use_report_interval", &self.use_report_interval)
             .finish()
     }
 }
@@ -138,9 +141,11 @@ pub struct Postgres {
 
 impl Options {
     /// The options of a `keyward` process: `config` (already validated)
-    /// and the system clock. Reads `--replication-secret-file`; Err is the
-    /// message for a secret file that will not do (exit 64).
+    /// and the system clock. Reads `--replication-secret-file` and the host
+    /// name; Err is the message for a secret file or node name that will
+    /// not do (exit 64).
     pub fn from_config(config: &Config) -> Result<Options, String> {
+        let node_name = config.node_name()?;
         let secret = config
             .replication_secret_file
             .as_deref()
@@ -153,6 +158,7 @@ impl Options {
             settings: Settings {
                 reset_grace: config.reset_grace,
                 purge_after: config.purge_after,
+                node_name: node_name.into(),
                 ..Settings::default()
             },
             clock: Arc::new(SystemClock),
@@ -177,6 +183,7 @@ impl Options {
                 secret: secret.unwrap_or_default().into(),
                 stale_after: config.stale_after,
                 serve_stale,
+                use_report_interval: config.use_report_interval,
             }),
             tls: config.tls_files(),
             tls_ca: config.tls_ca.clone(),

@@ -528,6 +528,7 @@ pub fn follower_options(
         secret: REPLICATION_SECRET.into(),
         stale_after: Duration::from_secs(30),
         serve_stale,
+        use_report_interval: Duration::from_secs(15),
     });
     opts
 }
