@@ -20,6 +20,20 @@ pub(crate) struct Proc {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
     pub(crate) http: Option<SocketAddr>,
+    /// keyward's routes file and replication secret, kept outside its data
+    /// dir (keyward refuses to initialise a data dir holding other files).
+    pub(crate) files: Option<tempfile::TempDir>,
+}
+
+impl Proc {
+    /// The replication secret file this keyward was started with.
+    pub(crate) fn secret_file(&self) -> PathBuf {
+        self.files
+            .as_ref()
+            .expect("a keyward started by spawn_keyward")
+            .path()
+            .join("bench-replication.secret")
+    }
 }
 
 impl Drop for Proc {
@@ -108,6 +122,7 @@ pub(crate) fn start_noop_with(layout: &Layout, extra: &[std::ffi::OsString]) -> 
         child,
         addr,
         http: None,
+        files: None,
     }
 }
 
@@ -165,9 +180,10 @@ pub(crate) fn spawn_keyward(
 ) -> (Proc, Instant) {
     let addr = free_addr();
     let http = free_addr();
-    let routes = dir.join("bench-routes.toml");
+    let files = tempfile::tempdir().expect("tempdir for keyward's files");
+    let routes = files.path().join("bench-routes.toml");
     std::fs::write(&routes, BENCH_ROUTES).expect("write the routes file");
-    let secret = dir.join("bench-replication.secret");
+    let secret = files.path().join("bench-replication.secret");
     std::fs::write(&secret, BENCH_SECRET).expect("write the replication secret");
     let mut cmd = layout.command(bin);
     cmd.arg("--routes")
@@ -190,6 +206,7 @@ pub(crate) fn spawn_keyward(
         child,
         addr,
         http: Some(http),
+        files: Some(files),
     };
     (proc, started)
 }
@@ -198,7 +215,7 @@ pub(crate) fn spawn_keyward(
 pub(crate) const BENCH_SECRET: &str = "keyward-bench-replication-secret-0123456789";
 
 /// A follower of `primary` (whose data dir is `primary_dir`: its digest
-/// key and secret are reused), ready (first snapshot applied) or panics.
+/// key is reused, and its secret), ready (first snapshot applied) or panics.
 pub(crate) fn start_follower(
     layout: &Layout,
     bin: &Path,
@@ -211,7 +228,7 @@ pub(crate) fn start_follower(
     cmd.arg("--follow")
         .arg(primary.addr.to_string())
         .arg("--replication-secret-file")
-        .arg(primary_dir.join("bench-replication.secret"))
+        .arg(primary.secret_file())
         .arg("--digest-key-file")
         .arg(primary_dir.join("digest.key"))
         .arg("--grpc-addr")
@@ -227,6 +244,7 @@ pub(crate) fn start_follower(
         child,
         addr,
         http: Some(http),
+        files: None,
     };
     let deadline = started + Duration::from_secs(300);
     while Instant::now() < deadline {

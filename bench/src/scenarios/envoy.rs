@@ -153,6 +153,7 @@ pub(crate) fn start_envoy(
         child,
         addr: listen,
         http: Some(admin),
+        files: None,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
