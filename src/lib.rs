@@ -14,7 +14,8 @@
 //!   canonical domains), [`token`] (format, redacted secrets, argon2id, the
 //!   verified digest), [`logs`] (the budget of log lines callers can
 //!   cause; the subscriber), [`metrics`] (handles, registered once),
-//!   [`net`] (what both ports' accept loops share).
+//!   [`net`] (what both ports' accept loops share), [`ratelimit`] (a
+//!   token's sending-limit budget: GCRA, exact, all or nothing).
 //! - L1 State: [`index`] (everything in memory, rebuilt from an ordered
 //!   stream of [`index::Change`]s, whose wire codec it owns; node names
 //!   interned for `last_used_by`) and [`store`]
@@ -57,6 +58,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod pb;
+pub mod ratelimit;
 pub mod replication;
 pub mod rest;
 pub mod routes;

@@ -15,7 +15,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "vocabulary",
         &[
-            "pb", "clock", "error", "model", "token", "logs", "metrics", "net",
+            "pb",
+            "clock",
+            "error",
+            "model",
+            "token",
+            "logs",
+            "metrics",
+            "net",
+            "ratelimit",
         ],
     ),
     ("state", &["index", "store"]),

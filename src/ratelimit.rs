@@ -1,0 +1,227 @@
+//! Sending limits: the budget of one token, as GCRA (the generic cell rate
+//! algorithm, a token bucket kept as one "theoretical arrival time" per
+//! limit).
+//!
+//! A limit of `limit` per `period` is a bucket of `limit` units refilled
+//! continuously at `limit / period`: a burst of `limit` is allowed at once,
+//! then one unit every `period / limit`. Over any interval of length `t`,
+//! at most `limit + t * limit / period` units pass. The arithmetic is exact:
+//! each limit's time is kept in "milliseconds × limit" (an u128), so one
+//! unit costs exactly `period_ms` and nothing is rounded.
+//!
+//! A token's limits are taken all or nothing (every limit has the cost, or
+//! none is charged). The state of one token sits behind its own small
+//! mutex: no lock is shared by two tokens.
+//!
+//! Layer L0: imports nothing of keyward.
+
+use parking_lot::Mutex;
+
+/// Most limits on one token.
+pub const LIMITS_MAX: usize = 8;
+/// Shortest period, in ms.
+pub const PERIOD_MIN_MS: i64 = 1000;
+/// Longest period (31 days), in ms.
+pub const PERIOD_MAX_MS: i64 = 31 * 24 * 3600 * 1000;
+/// Largest limit.
+pub const LIMIT_MAX: u64 = 1_000_000_000_000;
+
+/// One limit: `limit` units per `period_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    /// Units per period, 1..=[`LIMIT_MAX`].
+    pub limit: u64,
+    /// The period, [`PERIOD_MIN_MS`]..=[`PERIOD_MAX_MS`].
+    pub period_ms: i64,
+}
+
+impl Spec {
+    /// One unit, in scaled time (ms × limit).
+    fn unit(self) -> u128 {
+        u128::from(self.period_ms.unsigned_abs())
+    }
+    /// The whole bucket, in scaled time.
+    fn capacity(self) -> u128 {
+        self.unit() * u128::from(self.limit)
+    }
+    /// `ms` in scaled time.
+    fn scaled(self, ms: i64) -> u128 {
+        u128::from(ms.max(0).unsigned_abs()) * u128::from(self.limit)
+    }
+}
+
+/// What a take decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Every limit had the cost (and was charged, unless it was a peek).
+    pub allowed: bool,
+    /// Units left in the tightest limit after this take (before it, when
+    /// refused).
+    pub remaining: u64,
+    /// Refused: ms until the cost fits every limit (`None`: never, the cost
+    /// is above a limit). Allowed: `Some(0)`.
+    pub retry_after_ms: Option<i64>,
+    /// The tightest limit (the one with the fewest units left): its index.
+    pub tightest: usize,
+    /// ms until the tightest limit is full again.
+    pub reset_ms: i64,
+}
+
+/// The budget of one token (and of the token that replaced it by a reset,
+/// which shares it during the grace period).
+#[derive(Debug)]
+pub struct Budget {
+    specs: Box<[Spec]>,
+    /// Per limit: the theoretical arrival time, in scaled time.
+    tat: Mutex<Box<[u128]>>,
+}
+
+impl Budget {
+    /// A full budget for `specs` (1..=[`LIMITS_MAX`], each within bounds:
+    /// the caller validated them).
+    pub fn new(specs: &[Spec]) -> Self {
+        Budget {
+            specs: specs.into(),
+            tat: Mutex::new(vec![0; specs.len()].into()),
+        }
+    }
+
+    /// The limits.
+    pub fn specs(&self) -> &[Spec] {
+        &self.specs
+    }
+
+    /// Takes `cost` units from every limit at `now_ms`, all or nothing.
+    /// A cost of 0 is a peek: allowed when one unit would be, nothing
+    /// charged.
+    pub fn take(&self, now_ms: i64, cost: u64) -> Outcome {
+        let peek = cost == 0;
+        let cost = cost.max(1);
+        let mut tat = self.tat.lock();
+        let mut allowed = true;
+        let mut wait: u128 = 0;
+        let mut never = false;
+        for (spec, t) in self.specs.iter().zip(tat.iter()) {
+            let now = spec.scaled(now_ms);
+            let next = (*t).max(now) + spec.unit() * u128::from(cost);
+            let over = (next - now).saturating_sub(spec.capacity());
+            if over > 0 {
+                allowed = false;
+                if cost > spec.limit {
+                    never = true;
+                }
+                // Scaled time back to ms, rounded up.
+                wait = wait.max(over.div_ceil(u128::from(spec.limit)));
+            }
+        }
+        if allowed && !peek {
+            for (spec, t) in self.specs.iter().zip(tat.iter_mut()) {
+                let now = spec.scaled(now_ms);
+                *t = (*t).max(now) + spec.unit() * u128::from(cost);
+            }
+        }
+        let (tightest, remaining, reset_ms) = Self::tightest(&self.specs, &tat, now_ms);
+        Outcome {
+            allowed,
+            remaining,
+            retry_after_ms: if allowed {
+                Some(0)
+            } else if never {
+                None
+            } else {
+                Some(i64::try_from(wait).unwrap_or(i64::MAX))
+            },
+            tightest,
+            reset_ms,
+        }
+    }
+
+    /// Takes up to `want` units (as many as every limit has, maybe 0): a
+    /// lease for a node that spends them locally. Returns how many.
+    pub fn lease(&self, now_ms: i64, want: u64) -> u64 {
+        let mut tat = self.tat.lock();
+        let mut grant = want;
+        for (spec, t) in self.specs.iter().zip(tat.iter()) {
+            let now = spec.scaled(now_ms);
+            let used = (*t).max(now) - now;
+            let left = spec.capacity().saturating_sub(used) / spec.unit();
+            grant = grant.min(u64::try_from(left).unwrap_or(u64::MAX));
+        }
+        if grant > 0 {
+            for (spec, t) in self.specs.iter().zip(tat.iter_mut()) {
+                let now = spec.scaled(now_ms);
+                *t = (*t).max(now) + spec.unit() * u128::from(grant);
+            }
+        }
+        grant
+    }
+
+    /// Gives back `units` taken by [`Budget::lease`] and not spent.
+    pub fn give_back(&self, units: u64) {
+        let mut tat = self.tat.lock();
+        for (spec, t) in self.specs.iter().zip(tat.iter_mut()) {
+            *t = t.saturating_sub(spec.unit() * u128::from(units));
+        }
+    }
+
+    /// Units left in the tightest limit at `now_ms`.
+    pub fn remaining(&self, now_ms: i64) -> u64 {
+        let tat = self.tat.lock();
+        Self::tightest(&self.specs, &tat, now_ms).1
+    }
+
+    /// Per limit, when its bucket is full again, in unix ms rounded up (0:
+    /// full now): what is persisted, so a restart never refills a budget.
+    pub fn save(&self) -> Vec<i64> {
+        let tat = self.tat.lock();
+        self.specs
+            .iter()
+            .zip(tat.iter())
+            .map(|(spec, t)| i64::try_from(t.div_ceil(u128::from(spec.limit))).unwrap_or(i64::MAX))
+            .collect()
+    }
+
+    /// Restores what [`Budget::save`] gave (a shorter or longer list is
+    /// matched by position; extra values are ignored). Never makes the
+    /// budget fuller than it is.
+    pub fn restore(&self, saved: &[i64]) {
+        let mut tat = self.tat.lock();
+        for ((spec, t), ms) in self.specs.iter().zip(tat.iter_mut()).zip(saved) {
+            *t = (*t).max(spec.scaled(*ms));
+        }
+    }
+
+    /// A budget for `specs` that keeps the state of the limits `self` has
+    /// with the same spec (by position of equal specs), e.g. after an
+    /// update that added a limit.
+    pub fn carried(&self, specs: &[Spec]) -> Self {
+        let old = self.tat.lock();
+        let tat = specs
+            .iter()
+            .map(|s| self.specs.iter().position(|o| o == s).map_or(0, |i| old[i]))
+            .collect();
+        Budget {
+            specs: specs.into(),
+            tat: Mutex::new(tat),
+        }
+    }
+
+    fn tightest(specs: &[Spec], tat: &[u128], now_ms: i64) -> (usize, u64, i64) {
+        let mut best = (0, u64::MAX, 0);
+        for (i, (spec, t)) in specs.iter().zip(tat).enumerate() {
+            let now = spec.scaled(now_ms);
+            let used = (*t).max(now) - now;
+            let left = u64::try_from(spec.capacity().saturating_sub(used) / spec.unit())
+                .unwrap_or(u64::MAX);
+            if left < best.1 {
+                let reset =
+                    i64::try_from(used.div_ceil(u128::from(spec.limit))).unwrap_or(i64::MAX);
+                best = (i, left, reset);
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests;
