@@ -65,6 +65,21 @@ fn a_body_verifies_only_with_its_own_key_and_signature() {
 }
 
 #[test]
+fn the_other_form_of_a_signature_verifies_too() {
+    // Why the replay window is keyed on the body: (r, n - s) is as valid
+    // as (r, s), so a replayer could pass a guard keyed on the signature.
+    let k = key();
+    let set = KeySet::parse(&keys_json(&[("k", &k)])).expect("parses");
+    let body = b"[]";
+    let sig: Signature = k.sign(body);
+    let (r, s) = sig.split_scalars();
+    let flipped = Signature::from_scalars(r.to_bytes(), (-*s).to_bytes()).expect("signature");
+    assert_ne!(flipped, sig);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(flipped.to_der().as_bytes());
+    assert_eq!(set.verify(Some("k"), Some(&b64), body), Ok(()));
+}
+
+#[test]
 fn a_bad_keys_file_names_the_entry() {
     let a = key();
     let good = pem(&a);
