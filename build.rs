@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "keyward.v1.TokenWithSecret",
             "keyward.v1.AuthorizeRequest",
             "keyward.v1.IntrospectRequest",
+            "keyward.v1.ReportLeakRequest",
         ])
         .compile_protos(
             &[PathBuf::from("proto/keyward/v1/keyward.proto")],

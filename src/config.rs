@@ -142,6 +142,13 @@ pub struct Config {
     /// (default: the system roots).
     #[arg(long, env = "KEYWARD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+
+    /// GitHub secret-scanning reports: GitHub's public keys file (JSON
+    /// `{"public_keys": [...]}`, PEM ECDSA P-256 keys). Enables POST
+    /// /v1/secret-scanning/reports on the HTTP port, whose reports must be
+    /// signed by one of them; re-read when it changes. Not on a follower.
+    #[arg(long, env = "KEYWARD_LEAK_REPORT_KEYS")]
+    pub leak_report_keys: Option<PathBuf>,
 }
 
 /// What a follower or a PostgreSQL node does once it is stale
@@ -246,6 +253,13 @@ impl Config {
             return Err(
                 "--tls-client-ca needs --tls-cert and --tls-key: client certificates \
                  are verified only on a TLS port"
+                    .into(),
+            );
+        }
+        if self.follow.is_some() && self.leak_report_keys.is_some() {
+            return Err(
+                "--leak-report-keys is for the primary (or a PostgreSQL node): a follower \
+                 cannot pause the tokens reported; point GitHub at the primary"
                     .into(),
             );
         }

@@ -6,6 +6,8 @@
 //! - [`rest_limit`]: the REST facades' own concurrency limit (503 beyond a
 //!   short wait) and body deadline (408). Probes and `/metrics` are outside
 //!   it: no REST caller can queue them.
+//! - [`leak_reports`]: GitHub's secret-scanning reports, signed instead of
+//!   authenticated by a caller token, with a limit of their own.
 
 use std::sync::{Arc, OnceLock};
 
@@ -17,6 +19,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::engine::Engine;
 
+pub mod leak_reports;
 pub mod rest_limit;
 pub mod serve;
 
@@ -51,9 +54,14 @@ struct HttpState {
 }
 
 /// The HTTP routes. Only the REST facades are limited
-/// ([`rest_limit`]); the probes and `/metrics` answer from memory, at most
-/// one request per connection at a time, under the connection cap.
-pub fn router(engine: &Arc<Engine>) -> Router {
+/// ([`rest_limit`]) and the leak reports (their own limit); the probes and
+/// `/metrics` answer from memory, at most one request per connection at a
+/// time, under the connection cap. `leak_keys`: the keys GitHub's leak
+/// reports are signed with (none: that route answers 404).
+pub fn router(
+    engine: &Arc<Engine>,
+    leak_keys: Option<Arc<crate::leak_report::KeysFile>>,
+) -> Router {
     let rest = crate::rest::router(engine.clone()).layer(middleware::from_fn_with_state(
         rest_limit::RestLimit::new(),
         rest_limit::admit,
@@ -67,6 +75,7 @@ pub fn router(engine: &Arc<Engine>) -> Router {
             metrics: metrics_handle(),
         })
         .merge(rest)
+        .merge(leak_reports::router(engine.clone(), leak_keys))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             json_error(

@@ -24,7 +24,9 @@
 //!   (every commit, for followers), [`upstream`] (a follower's primary or
 //!   a node's database, and how fresh it is), [`credential`] (the caller's
 //!   token from metadata or headers), [`routes`] (the ext_authz route
-//!   file and its strict path rules).
+//!   file and its strict path rules), [`leak_report`] (GitHub's
+//!   secret-scanning reports: the keys file, the signature, the items, the
+//!   replay window).
 //! - L3 Rules: [`authz`] (the pure decision for one Authorize question) and
 //!   [`access`] (the admin rules: who may see, grant, change, delete).
 //! - L4 [`engine`]: the shared state behind every surface: authenticate,
@@ -53,6 +55,7 @@ pub mod error;
 pub mod feed;
 pub mod http;
 pub mod index;
+pub mod leak_report;
 pub mod logs;
 pub mod metrics;
 pub mod model;

@@ -46,7 +46,11 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(serve(&config, options)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ (server::ServeError::Routes(_) | server::ServeError::Tls(_))) => {
+        Err(
+            e @ (server::ServeError::Routes(_)
+            | server::ServeError::Tls(_)
+            | server::ServeError::LeakReportKeys(_)),
+        ) => {
             eprintln!("keyward: {e}");
             ExitCode::from(EXIT_USAGE)
         }

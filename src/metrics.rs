@@ -32,6 +32,11 @@
 //!   `keyward_store_silence_seconds` (since the database last answered),
 //!   `keyward_store_unseen_catch_ups_total` (catch-ups for callers whose
 //!   token id is newer than the index: at most one per 100 ms)
+//! - `keyward_leak_reports_total{label="true_positive|false_positive"}`:
+//!   reported strings judged (GitHub's reports and `Tokens/ReportLeak`);
+//!   `keyward_leak_reports_refused_total{why}`: GitHub reports refused
+//!   whole ([`crate::leak_report::Refusal`] labels, `too_large`,
+//!   `malformed`, `no_keys`, `overloaded`)
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
@@ -77,6 +82,17 @@ pub struct Metrics {
     pub replication: ReplicationMetrics,
     /// A node on a shared store (PostgreSQL).
     pub store: StoreMetrics,
+    /// Leak reports.
+    pub leaks: LeakMetrics,
+}
+
+/// Leak-report handles: each reported string, by its answer.
+#[derive(Clone)]
+pub struct LeakMetrics {
+    /// A live keyward token (paused).
+    pub true_positive: Counter,
+    /// Anything else.
+    pub false_positive: Counter,
 }
 
 /// Shared-store handles.
@@ -183,6 +199,10 @@ impl Metrics {
                 reloads: counter!("keyward_store_reloads_total"),
                 silence_seconds: gauge!("keyward_store_silence_seconds"),
                 unseen_catch_ups: counter!("keyward_store_unseen_catch_ups_total"),
+            },
+            leaks: LeakMetrics {
+                true_positive: counter!("keyward_leak_reports_total", "label" => "true_positive"),
+                false_positive: counter!("keyward_leak_reports_total", "label" => "false_positive"),
             },
         }
     }

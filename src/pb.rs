@@ -50,6 +50,15 @@ impl std::fmt::Debug for v1::IntrospectRequest {
     }
 }
 
+impl std::fmt::Debug for v1::ReportLeakRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportLeakRequest")
+            .field("secret", &"REDACTED")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for store::TokenRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenRecord")

@@ -28,6 +28,12 @@ const CRC_LEN: usize = 6;
 /// Length of every keyward token string.
 pub const TOKEN_LEN: usize = PREFIX.len() + ID_LEN + SECRET_LEN + CRC_LEN;
 
+/// The regular expression secret scanners (GitHub's partner program) match
+/// keyward tokens with: the prefix, then the id, the secret and the
+/// checksum, all base62, between word boundaries. Candidates it finds are
+/// checked by [`parse`] (the checksum) before anything is looked up.
+pub const SCANNER_REGEX: &str = r"\bkw_[0-9A-Za-z]{60}\b";
+
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// A plaintext secret (a whole token, or its random part). Its `Debug` and
@@ -326,6 +332,17 @@ mod tests {
             b[i] ^= 1;
             assert!(!digests_equal(&a, &b), "difference at byte {i} missed");
         }
+    }
+
+    #[test]
+    fn the_scanner_regex_counts_what_the_format_holds() {
+        let body = ID_LEN + SECRET_LEN + CRC_LEN;
+        assert_eq!(
+            SCANNER_REGEX,
+            format!(r"\b{PREFIX}[0-9A-Za-z]{{{body}}}\b"),
+            "the published regex must follow the token format"
+        );
+        assert!(ALPHABET.iter().all(u8::is_ascii_alphanumeric));
     }
 
     #[test]

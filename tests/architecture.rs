@@ -29,7 +29,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("state", &["index", "store"]),
     (
         "shapes",
-        &["wire", "feed", "upstream", "credential", "routes"],
+        &[
+            "wire",
+            "feed",
+            "upstream",
+            "credential",
+            "routes",
+            "leak_report",
+        ],
     ),
     ("rules", &["authz", "access"]),
     ("engine", &["engine"]),

@@ -476,6 +476,33 @@ authorize "$CI2" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
 expect_decision true DENY_REASON_UNSPECIFIED
 ok
 
+# A leak found by a scanner of one's own: any authenticated caller reports a
+# secret it came across; a live keyward token is paused at once (and never
+# described in the answer); anything else is a false positive.
+step "ReportLeak a string that is no token: not a true positive"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d '{"secret": "kw_not_a_token", "url": "https://ci.example/job/7"}' \
+  "$GRPC" keyward.v1.Tokens/ReportLeak
+expect_ok
+expect_eq "$(field truePositive false)" false "truePositive"
+ok
+
+step "ReportLeak the new token: a true positive, paused at once"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
+  -d "{\"secret\": \"$CI2\", \"url\": \"https://ci.example/job/7\"}" \
+  "$GRPC" keyward.v1.Tokens/ReportLeak
+expect_ok
+expect_eq "$(field truePositive false)" true "truePositive"
+authorize "$CI2" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
+expect_decision false DENY_REASON_PAUSED
+ok
+
+step "ReportLeak without a credential: Unauthenticated"
+call grpcurl -plaintext -d "{\"secret\": \"$CI2\"}" \
+  "$GRPC" keyward.v1.Tokens/ReportLeak
+expect_code Unauthenticated
+ok
+
 step "DeleteToken the new token"
 call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
   -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI2_ID\"}" \

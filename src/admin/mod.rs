@@ -10,10 +10,12 @@
 
 mod accounts;
 mod audit;
+mod leaks;
 mod resources;
 mod tokens;
 
 pub use audit::AuditSubject;
+pub use leaks::{LeakReporter, REPORT_LEAK};
 
 use crate::access::Access;
 use crate::engine::Engine;

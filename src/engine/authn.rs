@@ -140,6 +140,19 @@ impl Engine {
     /// Cheap when the verified digest is known (one keyed BLAKE3 and a
     /// constant-time compare); otherwise one argon2 verify, bounded and shed.
     pub async fn authenticate(&self, token: &str) -> Result<u64, AuthnFailure> {
+        let mut unbounded = usize::MAX;
+        self.authenticate_within(token, &mut unbounded).await
+    }
+
+    /// [`Engine::authenticate`] with an argon2 budget of the caller's (a
+    /// leak report's items share one): a secret whose digest is unknown
+    /// takes one of `argon2_left`'s verifies; with none left it is not
+    /// judged ([`AuthnFailure::Overloaded`]).
+    pub async fn authenticate_within(
+        &self,
+        token: &str,
+        argon2_left: &mut usize,
+    ) -> Result<u64, AuthnFailure> {
         let parsed = parse_bounded(token).ok_or(AuthnFailure::Malformed)?;
         let digest = self.key.digest(parsed.full());
         let phc = {
@@ -149,6 +162,7 @@ impl Engine {
                 Proof::NeedsArgon2(phc) => phc,
             }
         };
+        *argon2_left = argon2_left.checked_sub(1).ok_or(AuthnFailure::Overloaded)?;
         self.verify_slow(parsed, digest, phc).await
     }
 

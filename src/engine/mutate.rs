@@ -165,6 +165,26 @@ impl Engine {
         })
     }
 
+    /// Runs one mutation that no caller's access decides (a leak report:
+    /// whoever reports a token proves only that they hold its secret):
+    /// `plan` sees the index under the writer lock and returns the changes
+    /// and the answer; no changes, no commit. Durable before visible, and
+    /// published to followers and the other nodes, as every commit.
+    pub(crate) async fn mutate_unattended<T>(
+        &self,
+        plan: impl FnOnce(&Index, i64) -> (Vec<Change>, T),
+    ) -> Result<T> {
+        let w = self.write_lock().await?;
+        let (changes, answer) = {
+            let idx = self.index.read();
+            plan(&idx, self.now_ms())
+        };
+        if !changes.is_empty() {
+            self.commit(w, changes).await?;
+        }
+        Ok(answer)
+    }
+
     /// One pass of a plan against the index as it stands.
     #[allow(clippy::type_complexity)]
     fn plan_once<T>(

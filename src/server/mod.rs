@@ -65,6 +65,10 @@ pub enum ServeError {
     /// certificate's (the message names the flag and the file).
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The leak report keys file is missing or bad (the message names the
+    /// flag, the file and the entry).
+    #[error("{0}")]
+    LeakReportKeys(String),
 }
 
 /// Everything `run` needs besides its listeners.
@@ -99,6 +103,8 @@ pub struct Options {
     /// Follower with an https primary: the CA file its certificate must
     /// chain to (none: the system roots).
     pub tls_ca: Option<std::path::PathBuf>,
+    /// GitHub's secret-scanning keys file (none: leak reports are off).
+    pub leak_report_keys: Option<std::path::PathBuf>,
 }
 
 /// Follower mode settings.
@@ -187,6 +193,7 @@ impl Options {
             }),
             tls: config.tls_files(),
             tls_ca: config.tls_ca.clone(),
+            leak_report_keys: config.leak_report_keys.clone(),
         })
     }
 }
@@ -303,7 +310,7 @@ fn serve_http(
     files: &open::Files,
     stop: &watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>> {
-    let app = crate::http::router(engine);
+    let app = crate::http::router(engine, files.leak_keys.clone());
     // Descriptor headroom: the open-files limit raised, the HTTP port
     // capped to a share of it so the gRPC port keeps the rest.
     let cap = crate::http::serve::fd_headroom();

@@ -49,10 +49,13 @@ pub(super) struct Files {
     /// TLS on both ports and the SIGHUP stream that reloads it (none:
     /// plaintext).
     pub tls: Option<(Arc<Tls>, Hangup)>,
+    /// GitHub's secret-scanning keys (none: leak reports are off).
+    pub leak_keys: Option<Arc<crate::leak_report::KeysFile>>,
 }
 
-/// Loads the routes file and the TLS files: a bad one refuses the start,
-/// before the store is opened. SIGHUP is listened to from here on.
+/// Loads the routes file, the TLS files and the leak report keys: a bad
+/// one refuses the start, before the store is opened. SIGHUP is listened
+/// to from here on.
 pub(super) fn load_files(opts: &Options) -> Result<Files, ServeError> {
     let routes = match &opts.routes_file {
         Some(path) => crate::routes::load(path)?,
@@ -67,10 +70,17 @@ pub(super) fn load_files(opts: &Options) -> Result<Files, ServeError> {
     if let (Some(_), Some(ca)) = (&opts.follow, &opts.tls_ca) {
         crate::tls::read_ca("--tls-ca", ca)?;
     }
+    let leak_keys = match &opts.leak_report_keys {
+        Some(path) => Some(Arc::new(
+            crate::leak_report::KeysFile::open(path).map_err(ServeError::LeakReportKeys)?,
+        )),
+        None => None,
+    };
     Ok(Files {
         routes: Arc::new(SharedRoutes::new(routes)),
         route_count,
         tls,
+        leak_keys,
     })
 }
 

@@ -97,4 +97,13 @@ impl Tokens for TokensService {
         let deleted = self.engine.delete_token(caller, req.get_ref()).await?;
         Ok(Response::new(deleted))
     }
+
+    async fn report_leak(
+        &self,
+        req: Request<pb::ReportLeakRequest>,
+    ) -> Result<Response<pb::ReportLeakResponse>, Status> {
+        let caller = caller(&self.engine, &req).await?;
+        let answer = self.engine.report_leak(caller, req.get_ref()).await?;
+        Ok(Response::new(answer))
+    }
 }

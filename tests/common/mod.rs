@@ -57,6 +57,7 @@ pub fn options(dir: &Path, clock: Arc<ManualClock>) -> Options {
         postgres: test_postgres(dir),
         tls: None,
         tls_ca: None,
+        leak_report_keys: None,
     }
 }
 
