@@ -124,9 +124,17 @@ HTTP_PORT=$(free_port)
 while [[ "$HTTP_PORT" == "$GRPC_PORT" ]]; do HTTP_PORT=$(free_port); done
 GRPC=127.0.0.1:$GRPC_PORT
 
+# A P-256 key standing in for GitHub's, and its keys file (GitHub's
+# format), for the leak report steps (README, "Leak reports", "Try it").
+openssl ecparam -name prime256v1 -genkey -noout -out "$WORK/leak.pem" 2>/dev/null
+openssl ec -in "$WORK/leak.pem" -pubout -out "$WORK/leak.pub" 2>/dev/null
+"$PY" -c 'import json, sys; print(json.dumps({"public_keys": [{"key_identifier": "test-key", "key": open(sys.argv[1]).read(), "is_current": True}]}))' \
+  "$WORK/leak.pub" >"$WORK/leak-keys.json"
+
 # NO_COLOR: plain server log (it is shown if a step fails).
 NO_COLOR=1 "$BIN" --data-dir "$WORK/data" \
   --node-name walkthrough-node \
+  --leak-report-keys "$WORK/leak-keys.json" \
   --grpc-addr "127.0.0.1:$GRPC_PORT" \
   --http-addr "127.0.0.1:$HTTP_PORT" \
   >"$WORK/keyward.out" 2>"$WORK/keyward.log" &
@@ -619,6 +627,30 @@ authorize "$MAILER" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
 expect_eq "$(field reason)" DENY_REASON_PAUSED "reason"
 hcall DELETE "/v1/token/$MAILER_ID"
 expect_http 204
+ok
+
+step "a signed leak report (openssl + curl) pauses a live token: true_positive"
+hcall POST /api/api_tokens '{"name": "leaked", "resources": [{"resource_type": "project", "resource_id": "p1", "access_level": 10}]}'
+expect_http 200
+LEAKED=$(field token)
+BODY="[{\"token\": \"$LEAKED\", \"type\": \"keyward_api_token\", \"url\": \"https://github.com/octo/leaky/blob/main/.env\", \"source\": \"content\"}, {\"token\": \"kw_not_a_token\", \"type\": \"keyward_api_token\", \"url\": \"https://github.com/octo/leaky\", \"source\": \"content\"}]"
+SIG=$(printf %s "$BODY" | openssl dgst -sha256 -sign "$WORK/leak.pem" | base64 -w0)
+CODE=$(curl -s -o "$WORK/body" -w '%{http_code}' "$HTTP/v1/secret-scanning/reports" \
+  -H "Github-Public-Key-Identifier: test-key" -H "Github-Public-Key-Signature: $SIG" \
+  -H 'Content-Type: application/json' -d "$BODY") || fail "curl failed"
+OUT=$(cat "$WORK/body")
+expect_http 200
+expect_eq "$(field 0.label)|$(field 1.label)" "true_positive|false_positive" "labels"
+authorize "$LEAKED" RESOURCE_TYPE_PROJECT p1 ACCESS_LEVEL_VIEWER
+expect_decision false DENY_REASON_PAUSED
+ok
+
+step "the same report again (a replay): 401"
+CODE=$(curl -s -o "$WORK/body" -w '%{http_code}' "$HTTP/v1/secret-scanning/reports" \
+  -H "Github-Public-Key-Identifier: test-key" -H "Github-Public-Key-Signature: $SIG" \
+  -H 'Content-Type: application/json' -d "$BODY") || fail "curl failed"
+OUT=$(cat "$WORK/body")
+expect_http 401
 ok
 
 step "GET /openapi.json describes both facades"
