@@ -37,6 +37,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )],
             &[PathBuf::from("proto"), include],
         )?;
+    // Envoy's ext_authz service, for reflection only (the code comes from
+    // envoy-types): its proto and imports are vendored under
+    // proto/third_party (see the README there).
+    let status = std::process::Command::new(protoc_bin_vendored::protoc_bin_path()?)
+        .arg("--include_imports")
+        .arg(format!(
+            "--descriptor_set_out={}",
+            out.join("envoy_authz_descriptor.bin").display()
+        ))
+        .arg("-Iproto/third_party")
+        .arg(format!(
+            "-I{}",
+            protoc_bin_vendored::include_path()?.display()
+        ))
+        .arg("envoy/service/auth/v3/external_auth.proto")
+        .status()?;
+    if !status.success() {
+        return Err(format!(
+            "protoc failed on envoy/service/auth/v3/external_auth.proto: {status}"
+        )
+        .into());
+    }
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

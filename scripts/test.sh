@@ -5,7 +5,8 @@
 #   ./scripts/test.sh
 #
 # Installs what the suites need (grpcurl, schemathesis, envoy, curl, the
-# PostgreSQL server) if missing, then runs fmt, clippy, the Rust tests (the
+# PostgreSQL server; buf from npm) if missing, then runs fmt, clippy, buf
+# lint and buf breaking on the protos, the Rust tests (the
 # core suite a second time against PostgreSQL), the release build, a
 # harness smoke run, schemathesis against the REST facades, the Envoy
 # end-to-end test, the deploy/ checks and the grpcurl walkthrough.
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib.sh
 source scripts/lib.sh
 
-STEPS=11
+STEPS=12
 N=0
 header() {
   N=$((N + 1))
@@ -71,6 +72,9 @@ cargo fmt --all -- --check
 
 header "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+
+header "buf lint and buf breaking (scripts/buf_check.sh)"
+bash scripts/buf_check.sh
 
 header "cargo test --locked"
 # tests/postgres.rs and tests/pg_harness.rs start PostgreSQL servers of

@@ -10,6 +10,12 @@ pub mod v1 {
         tonic::include_file_descriptor_set!("keyward_descriptor");
 }
 
+/// Encoded descriptor set of Envoy's `envoy.service.auth.v3` (ext_authz
+/// `Check`, served on the gRPC port from envoy-types' code), so that
+/// reflection lists it and grpcurl can call `Check` without Envoy's protos.
+pub const ENVOY_AUTHZ_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("envoy_authz_descriptor");
+
 /// The records kept in the store, `keyward.store.v1`. Never served.
 pub mod store {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -166,9 +166,17 @@ ok
 step "reflection lists the keyward services"
 call grpcurl -plaintext "$GRPC" list
 expect_ok
-for svc in keyward.v1.Accounts keyward.v1.Resources keyward.v1.Tokens keyward.v1.Authorizer; do
+for svc in keyward.v1.Accounts keyward.v1.Resources keyward.v1.Tokens keyward.v1.Authorizer \
+  keyward.v1.Audit envoy.service.auth.v3.Authorization grpc.health.v1.Health; do
   grep -qx "$svc" <<<"$OUT" || fail "$svc not listed: $OUT"
 done
+ok
+
+step "Envoy's Check through reflection alone (no Envoy protos): no routes file, denied 403"
+call grpcurl -plaintext -d '{"attributes": {"request": {"http": {"method": "GET", "path": "/v1/email", "headers": {"authorization": "Bearer kw_not_a_token"}}}}}' \
+  "$GRPC" envoy.service.auth.v3.Authorization/Check
+expect_ok
+expect_eq "$(field deniedResponse.status.code)" Forbidden "deniedResponse.status.code"
 ok
 
 step "reflection lists Authorizer's methods, Introspect among them"

@@ -65,12 +65,13 @@ pub(super) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Reflection over keyward's, health's and the error details' protos.
+/// Reflection over keyward's, health's, the error details' and Envoy's ext_authz protos.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::pb::ENVOY_AUTHZ_DESCRIPTOR_SET)
 }
 
 /// Serves every gRPC service on `listener` until `stop` turns true, health
