@@ -18,7 +18,10 @@ use crate::store::archive::{self, ArchiveError, ArchiveExport, Header};
 use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::records::{Export, Import, Record, Tally};
 use crate::store::{SledStore, StoreError};
-use crate::token::DigestKey;
+
+mod key;
+
+use key::{hex, place_key, read_key, set_private};
 
 /// Where a store lives: a sled data dir, or a PostgreSQL database.
 #[derive(Clone, PartialEq, Eq)]
@@ -237,10 +240,7 @@ fn pg_options(url: &str, ca_file: Option<&PathBuf>) -> PgOptions {
 }
 
 /// Opens `from` to read it whole.
-async fn open_source(
-    from: &Location,
-    ca: Option<&PathBuf>,
-) -> Result<Box<dyn Export>, MoveError> {
+async fn open_source(from: &Location, ca: Option<&PathBuf>) -> Result<Box<dyn Export>, MoveError> {
     Ok(match from {
         Location::Sled(dir) => Box::new(SledStore::open_source(dir)?.export()?),
         Location::Postgres(url) => {
@@ -300,102 +300,6 @@ async fn pump(
     Ok(tally)
 }
 
-/// The key file's key, if the file exists.
-fn read_key(path: &Path) -> Result<Option<DigestKey>, MoveError> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    DigestKey::load_or_create(path, false)
-        .map(Some)
-        .map_err(|source| MoveError::Io {
-            what: format!("digest key file {}", path.display()),
-            source,
-        })
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::new(), |mut s, x| {
-        use std::fmt::Write as _;
-        let _ = write!(s, "{x:02x}");
-        s
-    })
-}
-
-/// Puts the key into a sled destination (or checks the one there), and
-/// says what the operator must do.
-fn place_key(
-    to: &Location,
-    key_file: Option<&Path>,
-    key: Option<&DigestKey>,
-    digests: &[(Vec<u8>, u64)],
-) -> Result<String, MoveError> {
-    let with: u64 = digests.iter().map(|(_, n)| n).sum();
-    let ids: Vec<String> = digests.iter().map(|(k, n)| format!("{} ({n} tokens)", hex(k))).collect();
-    let made = if digests.is_empty() {
-        "no token carries a verified digest yet".to_string()
-    } else {
-        format!("{with} tokens carry verified digests made with key id {}", ids.join(", "))
-    };
-    let (Some(key), Some(file)) = (key, key_file) else {
-        return Ok(format!(
-            "digest key: {made}; the source's key file was not found (give --digest-key-file): \
-             nodes on the destination must use that same key (--digest-key-file), or each token \
-             costs one argon2 verify at its first use"
-        ));
-    };
-    let id = hex(&key.id());
-    match to {
-        Location::Sled(dir) => {
-            let dest = dir.join("digest.key");
-            if let Some(there) = read_key(&dest)? {
-                if there.id() != key.id() {
-                    return Ok(format!(
-                        "digest key: WARNING: {} holds another key (id {}) than {} (id {id}); \
-                         {made}. Replace it with {} or start the node with --digest-key-file {}",
-                        dest.display(),
-                        hex(&there.id()),
-                        file.display(),
-                        file.display(),
-                        file.display()
-                    ));
-                }
-            } else {
-                std::fs::copy(file, &dest).map_err(|source| MoveError::Io {
-                    what: format!("copy the digest key to {}", dest.display()),
-                    source,
-                })?;
-                set_private(&dest)?;
-            }
-            Ok(format!(
-                "digest key: {} (id {id}) is in place as {}; {made}",
-                file.display(),
-                dest.display()
-            ))
-        }
-        Location::Postgres(_) => Ok(format!(
-            "digest key: start every node on the database with --digest-key-file pointing to a \
-             copy of {} (id {id}, recorded in the database); {made}",
-            file.display()
-        )),
-    }
-}
-
-#[cfg(unix)]
-fn set_private(path: &Path) -> Result<(), MoveError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        MoveError::Io {
-            what: format!("chmod 0600 {}", path.display()),
-            source,
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn set_private(_: &Path) -> Result<(), MoveError> {
-    Ok(())
-}
-
 /// Copies every record of `opts.from` into `opts.to` in one streaming
 /// pass, then verifies the destination; progress goes to `progress`.
 ///
@@ -426,8 +330,13 @@ pub async fn copy(
     };
     let ca = opts.pg_ca_file.as_ref();
     let mut export = open_source(&opts.from, ca).await?;
-    let import = open_destination(&opts.to, opts.force, key.as_ref().map(|k| k.id().to_vec()), ca)
-        .await?;
+    let import = open_destination(
+        &opts.to,
+        opts.force,
+        key.as_ref().map(|k| k.id().to_vec()),
+        ca,
+    )
+    .await?;
     let mut p = Progress::new(progress, "copy", export.total());
     let mut digests = Vec::new();
     let tally = pump(export.as_mut(), import, &mut p, &mut digests).await?;
@@ -531,7 +440,10 @@ async fn write_backup(
                     let _ = writeln!(progress, "backup: {bytes} bytes received");
                 }
             }
-            let _ = writeln!(progress, "backup: {bytes} bytes received; verifying the file");
+            let _ = writeln!(
+                progress,
+                "backup: {bytes} bytes received; verifying the file"
+            );
         }
         BackupSource::Store(from) => {
             let key = match &opts.digest_key_file {

@@ -18,8 +18,10 @@ impl Engine {
     /// returns what it holds.
     pub async fn backup<W: Write + Send>(&self, caller: u64, out: W) -> Result<(W, Tally)> {
         let result = self.backup_unaudited(caller, out).await;
-        self.audit(caller, "Backup", AuditSubject::default(), result, |_| (0, 0))
-            .await
+        self.audit(caller, "Backup", AuditSubject::default(), result, |_| {
+            (0, 0)
+        })
+        .await
     }
 
     /// Whether `caller` may take a backup here (root, and a node with a
@@ -28,8 +30,10 @@ impl Engine {
         match self.backup_allowed(caller) {
             Ok(()) => Ok(()),
             refused => {
-                self.audit(caller, "Backup", AuditSubject::default(), refused, |()| (0, 0))
-                    .await
+                self.audit(caller, "Backup", AuditSubject::default(), refused, |()| {
+                    (0, 0)
+                })
+                .await
             }
         }
     }

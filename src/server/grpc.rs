@@ -27,8 +27,8 @@ use crate::pb::v1::{
 use crate::replication::ReplicationService;
 use crate::service::ext_authz::ExtAuthzService;
 use crate::service::{
-    accounts::AccountsService, admin::AdminService, audit::AuditService, authorizer::AuthorizerService,
-    resources::ResourcesService, tokens::TokensService,
+    accounts::AccountsService, admin::AdminService, audit::AuditService,
+    authorizer::AuthorizerService, resources::ResourcesService, tokens::TokensService,
 };
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 

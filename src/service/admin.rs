@@ -78,9 +78,7 @@ impl Admin for AdminService {
 async fn snapshot(engine: &Engine, caller: u64) -> Result<tokio::fs::File, Status> {
     let temp = |e: std::io::Error| Error::Unavailable(format!("backup temp file: {e}"));
     let file = tempfile::tempfile().map_err(temp)?;
-    let (file, _) = engine
-        .backup(caller, std::io::BufWriter::new(file))
-        .await?;
+    let (file, _) = engine.backup(caller, std::io::BufWriter::new(file)).await?;
     let mut file = file.into_inner().map_err(|e| temp(e.into_error()))?;
     std::io::Seek::rewind(&mut file).map_err(temp)?;
     Ok(tokio::fs::File::from_std(file))

@@ -204,7 +204,9 @@ impl<R: Read> ArchiveReader<R> {
             return self.trailer().map(|()| None);
         }
         let kind = RecordKind::from_tag(tag).ok_or_else(|| {
-            damaged(format!("record #{n} at offset {at}: unknown kind tag {tag}"))
+            damaged(format!(
+                "record #{n} at offset {at}: unknown kind tag {tag}"
+            ))
         })?;
         let inside = format!("record #{n} ({})", kind.name());
         let len = u32::from_be_bytes(self.array(&inside)?);

@@ -85,7 +85,9 @@ impl RecordKind {
 
     /// The kind of a backup file tag.
     pub fn from_tag(tag: u8) -> Option<RecordKind> {
-        RecordKind::ALL.get(usize::from(tag).checked_sub(1)?).copied()
+        RecordKind::ALL
+            .get(usize::from(tag).checked_sub(1)?)
+            .copied()
     }
 }
 
@@ -106,7 +108,10 @@ impl Record {
         match self {
             Record::Counters { .. } => String::new(),
             Record::Account(a) => format!("id {}", a.id),
-            Record::Resource(r) => format!("account {} type {} id {}", r.account_id, r.resource_type, r.id),
+            Record::Resource(r) => format!(
+                "account {} type {} id {}",
+                r.account_id, r.resource_type, r.id
+            ),
             Record::Token(t) => format!("id {}", t.id),
             Record::Audit(e) => format!("id {}", e.id),
         }

@@ -242,7 +242,8 @@ async fn insert(
     let w = |e| db("import", e);
     let mut counters = None;
     let (mut a_id, mut a_rec) = (Vec::new(), Vec::new());
-    let (mut r_acc, mut r_kind, mut r_id, mut r_rec) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut r_acc, mut r_kind, mut r_id, mut r_rec) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut t_id, mut t_acc, mut t_rec) = (Vec::new(), Vec::new(), Vec::new());
     let (mut e_id, mut e_acc, mut e_rec) = (Vec::new(), Vec::new(), Vec::new());
     for r in records {

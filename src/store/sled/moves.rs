@@ -60,9 +60,7 @@ fn decode_value(kind: RecordKind, v: &[u8]) -> Result<Record, StoreError> {
         }
         RecordKind::Token => Record::Token(TokenRecord::decode(v).map_err(|e| bad("tokens", e))?),
         RecordKind::Audit => Record::Audit(AuditRecord::decode(v).map_err(|e| bad("audit", e))?),
-        RecordKind::Counters => {
-            Record::decode(kind, v).map_err(|e| corrupt("meta/counters", e))?
-        }
+        RecordKind::Counters => Record::decode(kind, v).map_err(|e| corrupt("meta/counters", e))?,
     })
 }
 
@@ -182,7 +180,12 @@ impl SledStore {
             if !force {
                 return Err(StoreError::Incomplete(dir.display().to_string()));
             }
-            for tree in [&store.accounts, &store.resources, &store.tokens, &store.audit] {
+            for tree in [
+                &store.accounts,
+                &store.resources,
+                &store.tokens,
+                &store.audit,
+            ] {
                 tree.clear()?;
             }
             store.meta.remove(META_COUNTERS)?;
@@ -239,7 +242,8 @@ fn put_sync(store: &SledStore, records: &[Record]) -> Result<u64, StoreError> {
             Record::Resource(res) => {
                 let kind = Kind::from_wire(res.resource_type)
                     .ok_or_else(|| corrupt("resources", "invalid resource type"))?;
-                let key = super::resource_key(res.account_id, &ResourceKey::new(kind, res.id.as_str()));
+                let key =
+                    super::resource_key(res.account_id, &ResourceKey::new(kind, res.id.as_str()));
                 resources.insert(key, r.encode());
             }
             Record::Token(t) => tokens.insert(&t.id.to_be_bytes(), r.encode()),
@@ -278,7 +282,9 @@ impl Import for SledImport {
                     max_audit,
                 } = me;
                 if max_audit > 0 {
-                    store.meta.insert(META_AUDIT_SEQ, &max_audit.to_be_bytes())?;
+                    store
+                        .meta
+                        .insert(META_AUDIT_SEQ, &max_audit.to_be_bytes())?;
                 }
                 store.db.flush()?;
                 let tally = store.export()?.tally_sync()?;
