@@ -330,6 +330,12 @@ pub async fn copy(
     };
     let ca = opts.pg_ca_file.as_ref();
     let mut export = open_source(&opts.from, ca).await?;
+    if export.total() == 0 {
+        return Err(MoveError::Usage(format!(
+            "{} holds no keyward records: nothing to copy",
+            opts.from
+        )));
+    }
     let import = open_destination(
         &opts.to,
         opts.force,

@@ -294,6 +294,36 @@ async fn sled_to_postgres_to_sled_round_trip() {
         count(&restored.tally, RecordKind::Token),
         count(&t, RecordKind::Token) + 1
     );
+
+    // A PostgreSQL node backs up through Admin/Backup too (its snapshot,
+    // no lock): a fresh database, its root token, one account.
+    let d = temp();
+    let clock = Arc::new(ManualClock::new());
+    let mut opts = options(d.path(), clock.clone());
+    opts.postgres = Some(postgres_at(&base, &format!("{db}_rpc")));
+    let node = TestServer::start_with(opts, clock).await.expect("PG node");
+    node.account("acme").await;
+    let file = d.path().join("rpc.backup");
+    let over_grpc = storemove::backup(
+        &BackupOptions {
+            from: BackupSource::Server {
+                channel: node.channel.clone(),
+                token: node.root(),
+            },
+            to: file.clone(),
+            digest_key_file: None,
+            pg_ca_file: None,
+        },
+        &mut std::io::sink(),
+    )
+    .await
+    .expect("backup of a PostgreSQL node");
+    assert_eq!(count(&over_grpc.tally, RecordKind::Account), 1);
+    assert_eq!(count(&over_grpc.tally, RecordKind::Token), 2);
+    let (header, _) = keyward::store::archive::verify(std::fs::File::open(&file).expect("open"))
+        .expect("verifies");
+    assert_eq!(header.source, "postgres");
+    node.stop().await.expect("stop");
     drop(cluster);
 }
 
@@ -457,9 +487,21 @@ async fn a_backup_during_writes_restores_one_instant() {
         "{refused}"
     );
     assert!(!file.exists() && !out.path().join("keyward.backup.partial").exists());
-    let report = storemove::backup(&backup(root), &mut std::io::sink())
+    let report = storemove::backup(&backup(root.clone()), &mut std::io::sink())
         .await
         .expect("backup");
+    let bytes = std::fs::read(&file).expect("read the backup");
+    for secret in [
+        root.as_str(),
+        seeded.tokens[0].expose(),
+        seeded.tokens[19_999].expose(),
+    ] {
+        let part = &secret[secret.len() - 49..secret.len() - 6];
+        assert!(
+            !bytes.windows(part.len()).any(|w| w == part.as_bytes()),
+            "a secret in the backup file"
+        );
+    }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let mut written = 0;
