@@ -7,6 +7,8 @@
 //! once a second, and verifies the destination (counts per kind and the
 //! checksum of [`Tally`]) before it is usable.
 //!
+//! [`cli`] holds the subcommand's flags and its `run`.
+//!
 //! Layer L7 (wiring): opens stores like `server` does.
 
 use std::io::Write;
@@ -19,6 +21,7 @@ use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::records::{Export, Import, Record, Tally};
 use crate::store::{SledStore, StoreError};
 
+pub mod cli;
 mod key;
 
 use key::{hex, place_key, read_key, set_private};

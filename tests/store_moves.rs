@@ -404,15 +404,19 @@ async fn an_interrupted_copy_leaves_the_destination_unusable() {
             .expect("half a copy");
         // Dropped without finish: the process died here.
     }
-    let e = SledStore::open(&dest).err().expect("refused");
+    // (sled lets go of a dropped handle's lock a moment later: retry.)
+    let e = retry_locked(|| async { SledStore::open(&dest).err().expect("refused") }).await;
     assert!(matches!(e, StoreError::Incomplete(_)), "{e}");
-    let clock = Arc::new(ManualClock::new());
-    let mut opts = options(&dest, clock.clone());
-    opts.postgres = None;
-    let refused = TestServer::start_with(opts, clock)
-        .await
-        .err()
-        .expect("no start");
+    let refused = retry_locked(|| async {
+        let clock = Arc::new(ManualClock::new());
+        let mut opts = options(&dest, clock.clone());
+        opts.postgres = None;
+        TestServer::start_with(opts, clock)
+            .await
+            .err()
+            .expect("no start")
+    })
+    .await;
     assert!(refused.to_string().contains("did not finish"), "{refused}");
 
     let mut o = copy_opts(
@@ -428,6 +432,21 @@ async fn an_interrupted_copy_leaves_the_destination_unusable() {
         .await
         .expect("forced copy");
     assert!(records_of(&dest).await == records, "the copy is whole");
+}
+
+/// `attempt`'s error, retried for up to 5 s while it is sled's lock of a
+/// handle this process just dropped.
+async fn retry_locked<E: std::fmt::Display, F: std::future::Future<Output = E>>(
+    attempt: impl Fn() -> F,
+) -> E {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let e = attempt().await;
+        if !e.to_string().contains("acquire lock") || std::time::Instant::now() > deadline {
+            return e;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Backup of a running node over gRPC while two writers create tokens
@@ -796,4 +815,66 @@ async fn a_backup_needs_the_root_token() {
     assert_eq!(header.source, "sled");
     assert_eq!(count(&t, RecordKind::Account), 1);
     server.stop().await.expect("stop");
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(subcommand)]
+    store: keyward::storemove::cli::StoreCommand,
+}
+
+async fn cli(args: &[&str]) -> (i32, String, String) {
+    use clap::Parser;
+    let cmd = Cli::try_parse_from(["keyward-store"].iter().chain(args))
+        .expect("flags parse")
+        .store;
+    let server = None;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = keyward::storemove::cli::run(&cmd, server, &mut out, &mut err).await;
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+/// The subcommand's flags and exit codes: a copy prints its summary and
+/// the key's whereabouts on stdout (progress on stderr) and exits 0; the
+/// same copy again exits 73 naming what the destination holds; a backup
+/// with neither a server nor --from exits 64; a damaged file exits 65.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subcommand_flags_and_exit_codes() {
+    let (a, b) = (temp(), temp());
+    keyward::seed::seed(a.path(), 10, true).await.expect("seed");
+    let (from, to) = (
+        a.path().display().to_string(),
+        b.path().join("copy").display().to_string(),
+    );
+    let (code, out, err) = cli(&["copy", "--from", &from, "--to", &to]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("records: 1 counters, 1 accounts, 2 resources, 10 tokens"),
+        "{out}"
+    );
+    assert!(
+        out.contains("digest key:") && out.contains("is in place"),
+        "{out}"
+    );
+    assert!(err.contains("copy: 14 / 14 records (100%)"), "{err}");
+    let (code, _, err) = cli(&["copy", "--from", &from, "--to", &to]).await;
+    assert_eq!(code, 73, "{err}");
+    assert!(err.contains("already holds a keyward store"), "{err}");
+    let file = b.path().join("f.backup").display().to_string();
+    let (code, _, err) = cli(&["backup", "--to", &file]).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--server"), "{err}");
+    let (code, _, err) = cli(&["backup", "--to", &file, "--from", &to]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut bytes = std::fs::read(&file).expect("read");
+    bytes.truncate(bytes.len() - 1);
+    std::fs::write(&file, bytes).expect("write");
+    let restored = b.path().join("r").display().to_string();
+    let (code, _, err) = cli(&["restore", "--from", &file, "--to", &restored]).await;
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("truncated"), "{err}");
 }

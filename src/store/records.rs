@@ -209,9 +209,16 @@ impl Tally {
 
     /// "1 counters, 3 accounts, ..." for messages.
     pub fn describe(&self) -> String {
+        let plural = |k: RecordKind| match k {
+            RecordKind::Counters => "counters",
+            RecordKind::Account => "accounts",
+            RecordKind::Resource => "resources",
+            RecordKind::Token => "tokens",
+            RecordKind::Audit => "audit events",
+        };
         RecordKind::ALL
             .iter()
-            .map(|k| format!("{} {}", self.counts[*k as usize], k.name()))
+            .map(|k| format!("{} {}", self.counts[*k as usize], plural(*k)))
             .collect::<Vec<_>>()
             .join(", ")
     }

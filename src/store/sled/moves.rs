@@ -108,6 +108,31 @@ impl Export for SledExport {
     }
 }
 
+/// Whether `e` is sled's "could not acquire lock" (another handle holds
+/// the dir).
+fn is_locked(e: &StoreError) -> bool {
+    matches!(e, StoreError::Engine(sled::Error::Io(io)) if io.to_string().contains("acquire lock"))
+}
+
+/// Opens `dir` with `open`, waiting up to 2 s for sled's lock: a handle
+/// this process dropped a moment ago releases it only once sled's
+/// background threads let go. A dir held by another process stays locked,
+/// and is refused after the wait.
+fn open_waiting(
+    dir: &Path,
+    open: impl Fn(&Path) -> Result<SledStore, StoreError>,
+) -> Result<SledStore, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match open(dir) {
+            Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl SledStore {
     /// Opens the store in `dir` to read it whole (a copy's source): it must
     /// be an initialised keyward store, not open in another process.
@@ -118,15 +143,13 @@ impl SledStore {
                 dir.display()
             )));
         }
-        let store = Self::open(dir).map_err(|e| match e {
-            StoreError::Engine(sled::Error::Io(io)) if io.to_string().contains("lock") => {
-                StoreError::NotEmpty(format!(
-                    "{} is in use by another process (a keyward serving it?): sled allows one \
+        let store = open_waiting(dir, Self::open).map_err(|e| match e {
+            e if is_locked(&e) => StoreError::NotEmpty(format!(
+                "{} is in use by another process (a keyward serving it?): sled allows one \
                      process per data dir. Stop it first, or back the running node up with \
                      `keyward store backup`",
-                    dir.display()
-                ))
-            }
+                dir.display()
+            )),
             e => e,
         })?;
         if store.is_new()? {
@@ -167,13 +190,11 @@ impl SledStore {
     /// it.
     pub fn begin_import(dir: &Path, force: bool) -> Result<SledImport, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| corrupt("data dir", e))?;
-        let store = Self::open_any(dir).map_err(|e| match e {
-            StoreError::Engine(sled::Error::Io(io)) if io.to_string().contains("lock") => {
-                StoreError::NotEmpty(format!(
-                    "{} is in use by another process (a keyward serving it?)",
-                    dir.display()
-                ))
-            }
+        let store = open_waiting(dir, Self::open_any).map_err(|e| match e {
+            e if is_locked(&e) => StoreError::NotEmpty(format!(
+                "{} is in use by another process (a keyward serving it?)",
+                dir.display()
+            )),
             e => e,
         })?;
         if store.meta.get(META_INCOMPLETE)?.is_some() {
