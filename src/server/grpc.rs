@@ -118,6 +118,7 @@ pub(super) async fn serve(
     // Backup streams 64 KiB chunks.
     let admin = AdminServer::new(AdminService {
         engine: engine.clone(),
+        temp_dir: opts.data_dir.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(4 * MAX_MESSAGE_BYTES);

@@ -1,7 +1,10 @@
 //! `keyward.v1.Admin`: Backup, the store's snapshot streamed as the bytes
 //! of a backup file. The snapshot is written to an unnamed temp file
-//! first (mode 0600, gone when closed), so the writer lock is held only for
-//! as long as the store takes to read, never for a slow client.
+//! first (mode 0600, never linked in a directory, gone when closed), so the
+//! writer lock is held only for as long as the store takes to read, never
+//! for a slow client. The file goes into the data dir (writable wherever
+//! keyward runs: the root file system may be read-only, as in `deploy/`),
+//! else the system's temp dir.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,6 +26,8 @@ pub const BACKUP_CHUNK: usize = 64 * 1024;
 pub struct AdminService {
     /// Shared engine.
     pub engine: Arc<Engine>,
+    /// Where the snapshot's temp file goes first (`--data-dir`).
+    pub temp_dir: std::path::PathBuf,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
@@ -41,9 +46,10 @@ impl Admin for AdminService {
         // the per-request deadline.
         self.engine.may_back_up(caller).await?;
         let engine = self.engine.clone();
+        let temp_dir = self.temp_dir.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let mut file = match snapshot(&engine, caller).await {
+            let mut file = match snapshot(&engine, caller, &temp_dir).await {
                 Ok(f) => f,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -75,9 +81,15 @@ impl Admin for AdminService {
 }
 
 /// The snapshot, written to an unnamed temp file and rewound.
-async fn snapshot(engine: &Engine, caller: u64) -> Result<tokio::fs::File, Status> {
+async fn snapshot(
+    engine: &Engine,
+    caller: u64,
+    dir: &std::path::Path,
+) -> Result<tokio::fs::File, Status> {
     let temp = |e: std::io::Error| Error::Unavailable(format!("backup temp file: {e}"));
-    let file = tempfile::tempfile().map_err(temp)?;
+    let file = tempfile::tempfile_in(dir)
+        .or_else(|_| tempfile::tempfile())
+        .map_err(temp)?;
     let (file, _) = engine.backup(caller, std::io::BufWriter::new(file)).await?;
     let mut file = file.into_inner().map_err(|e| temp(e.into_error()))?;
     std::io::Seek::rewind(&mut file).map_err(temp)?;
