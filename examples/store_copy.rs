@@ -5,6 +5,8 @@
 //! ```sh
 //! cargo run --example store_copy -- seed /tmp/kw-src 100000
 //! cargo run --example store_copy -- copy /tmp/kw-src postgres://keyward@127.0.0.1:55432/kw
+//! cargo run --example store_copy -- backup /tmp/kw-src /tmp/kw.backup
+//! cargo run --example store_copy -- restore /tmp/kw.backup postgres://...
 //! ```
 //!
 //! The same library call `keyward store copy` makes (`keyward::storemove::copy`).
@@ -51,7 +53,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("checksum {}", report.tally.checksum());
             println!("{}", report.key_advice);
         }
-        _ => return Err("usage: store_copy seed DIR N | copy FROM TO".into()),
+        ["backup", from, file] => {
+            let report = keyward::storemove::backup(
+                &keyward::storemove::BackupOptions {
+                    from: keyward::storemove::BackupSource::Store(
+                        keyward::storemove::Location::parse(from),
+                    ),
+                    to: PathBuf::from(file),
+                    digest_key_file: None,
+                    pg_ca_file: None,
+                },
+                &mut std::io::stderr(),
+            )
+            .await?;
+            println!("{}", report.tally.describe());
+        }
+        ["restore", file, to] => {
+            let report = keyward::storemove::restore(
+                &keyward::storemove::RestoreOptions {
+                    from: PathBuf::from(file),
+                    to: keyward::storemove::Location::parse(to),
+                    digest_key_file: None,
+                    force: false,
+                    pg_ca_file: None,
+                },
+                &mut std::io::stderr(),
+            )
+            .await?;
+            println!("{}", report.tally.describe());
+        }
+        _ => {
+            return Err(
+                "usage: store_copy seed DIR N | copy FROM TO | backup FROM FILE | restore FILE TO"
+                    .into(),
+            )
+        }
     }
     println!(
         "{}: {:.2} s, peak RSS {} MiB",
