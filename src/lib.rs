@@ -41,7 +41,8 @@
 //!   slot only once its message has arrived).
 //! - L7 Wiring: [`config`] (flags and `KEYWARD_*`, validated once),
 //!   [`server`] (open the store, serve, wait, drain, flush), [`seed`] (bulk
-//!   seeding for benchmarks).
+//!   seeding for benchmarks), [`storemove`] (copy a store between sled and
+//!   PostgreSQL, back up and restore: the library behind `keyward store`).
 
 pub mod access;
 pub mod admin;
@@ -69,6 +70,7 @@ pub mod seed;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod storemove;
 pub mod tls;
 pub mod token;
 pub mod upstream;

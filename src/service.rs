@@ -3,6 +3,7 @@
 //! admin operations audit themselves), and encode the answer.
 
 pub mod accounts;
+pub mod admin;
 pub mod audit;
 pub mod authorizer;
 pub mod ext_authz;

@@ -167,7 +167,7 @@ step "reflection lists the keyward services"
 call grpcurl -plaintext "$GRPC" list
 expect_ok
 for svc in keyward.v1.Accounts keyward.v1.Resources keyward.v1.Tokens keyward.v1.Authorizer \
-  keyward.v1.Audit envoy.service.auth.v3.Authorization grpc.health.v1.Health; do
+  keyward.v1.Audit keyward.v1.Admin envoy.service.auth.v3.Authorization grpc.health.v1.Health; do
   grep -qx "$svc" <<<"$OUT" || fail "$svc not listed: $OUT"
 done
 ok

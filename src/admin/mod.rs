@@ -10,6 +10,7 @@
 
 mod accounts;
 mod audit;
+mod backup;
 mod leaks;
 mod resources;
 mod tokens;

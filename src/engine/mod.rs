@@ -384,6 +384,18 @@ impl Engine {
         &self.key
     }
 
+    /// Holds this node's writer lock: no mutation (nor usage flush)
+    /// commits until the guard is dropped. A backup of sled reads the store
+    /// under it.
+    pub(crate) async fn hold_writes(&self) -> OwnedMutexGuard<()> {
+        self.writer.clone().lock_owned().await
+    }
+
+    /// The store.
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
     /// Makes everything committed durable (shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.store.flush().await

@@ -20,15 +20,15 @@ use tonic_health::ServingStatus;
 use crate::engine::Engine;
 use crate::pb::replication::replication_server::ReplicationServer;
 use crate::pb::v1::{
-    accounts_server::AccountsServer, audit_server::AuditServer,
+    accounts_server::AccountsServer, admin_server::AdminServer, audit_server::AuditServer,
     authorizer_server::AuthorizerServer, resources_server::ResourcesServer,
     tokens_server::TokensServer, FILE_DESCRIPTOR_SET,
 };
 use crate::replication::ReplicationService;
 use crate::service::ext_authz::ExtAuthzService;
 use crate::service::{
-    accounts::AccountsService, audit::AuditService, authorizer::AuthorizerService,
-    resources::ResourcesService, tokens::TokensService,
+    accounts::AccountsService, admin::AdminService, audit::AuditService,
+    authorizer::AuthorizerService, resources::ResourcesService, tokens::TokensService,
 };
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 
@@ -58,6 +58,7 @@ pub(super) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
         <TokensServer<TokensService> as NamedService>::NAME,
         <AuthorizerServer<AuthorizerService> as NamedService>::NAME,
         <AuditServer<AuditService> as NamedService>::NAME,
+        <AdminServer<AdminService> as NamedService>::NAME,
         <AuthorizationServer<ExtAuthzService> as NamedService>::NAME,
         <ReplicationServer<ReplicationService> as NamedService>::NAME,
     ] {
@@ -114,6 +115,13 @@ pub(super) async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(16 * MAX_MESSAGE_BYTES);
+    // Backup streams 64 KiB chunks.
+    let admin = AdminServer::new(AdminService {
+        engine: engine.clone(),
+        temp_dir: opts.data_dir.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(4 * MAX_MESSAGE_BYTES);
 
     let ext_authz = AuthorizationServer::new(ExtAuthzService {
         engine: engine.clone(),
@@ -174,7 +182,8 @@ pub(super) async fn serve(
         .add_service(authorizer)
         .add_service(ext_authz)
         .add_service(replication)
-        .add_service(audit);
+        .add_service(audit)
+        .add_service(admin);
     let shutdown = wait_for_stop(stop.clone());
     let task = match &files.tls {
         // No Nagle: a response split over several writes must not wait for

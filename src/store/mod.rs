@@ -11,7 +11,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod archive;
 pub mod postgres;
+pub mod records;
 pub mod sled;
 
 pub use self::sled::SledStore;
@@ -54,6 +56,16 @@ pub enum StoreError {
          missing"
     )]
     DomainIds(String),
+    /// A store copy or restore into this store did not finish (or did
+    /// not verify): its records are incomplete.
+    #[error(
+        "{0} holds a store copy or restore that did not finish: its records are incomplete; \
+         run the copy or restore again with --force (it starts over), or remove it"
+    )]
+    Incomplete(String),
+    /// A store copy or restore was pointed at a store that holds records.
+    #[error("{0}")]
+    NotEmpty(String),
     /// The data dir was written by a newer keyward.
     #[error("store schema version {found} is newer than this keyward supports ({supported})")]
     Version {
@@ -138,6 +150,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>>;
     /// The highest audit event id stored (0 if none).
     fn last_audit_id(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Every record, read from now on (a backup). Consistent at one
+    /// instant on PostgreSQL (one snapshot); on sled only while the caller
+    /// keeps writers out (the engine's writer lock).
+    fn export_all(&self) -> BoxFuture<'_, Result<Box<dyn records::Export>, StoreError>> {
+        Box::pin(async {
+            Err(StoreError::Corrupt(
+                "this node keeps no store (a follower): back up its primary".into(),
+            ))
+        })
+    }
 }
 
 /// Checks what a load yields, whatever the backend: token ids index a

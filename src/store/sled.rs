@@ -12,6 +12,10 @@ use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+mod moves;
+
+pub use moves::{SledExport, SledImport};
+
 use super::{corrupt, Begun, BoxFuture, LoadCheck, Loaded, Store, StoreError, WriteTxn};
 use crate::index::{Change, Index};
 use crate::model::{Kind, ResourceKey};
@@ -22,6 +26,9 @@ const SCHEMA_VERSION: u64 = 1;
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_COUNTERS: &[u8] = b"counters";
 const META_AUDIT_SEQ: &[u8] = b"audit_seq";
+/// Set while a store copy or restore writes into the store, removed once
+/// it is verified: keyward refuses to start on a store that holds it.
+const META_INCOMPLETE: &[u8] = b"import_incomplete";
 /// Written in the data dir when keyward initialises it.
 const MARKER_FILE: &str = "keyward.store";
 
@@ -97,6 +104,15 @@ impl SledStore {
     /// must hold a schema version, and a dir without it must be empty (but
     /// for the digest key) before keyward initialises it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let store = Self::open_any(dir)?;
+        if store.meta.get(META_INCOMPLETE)?.is_some() {
+            return Err(StoreError::Incomplete(dir.display().to_string()));
+        }
+        Ok(store)
+    }
+
+    /// [`SledStore::open`], also on a store an unfinished copy left.
+    fn open_any(dir: &Path) -> Result<Self, StoreError> {
         let marker = dir.join(MARKER_FILE);
         let initialised = marker.exists();
         if !initialised {
@@ -367,6 +383,13 @@ impl Store for SledStore {
 
     fn last_audit_id(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move { self.last_audit_id_sync() })
+    }
+
+    fn export_all(&self) -> BoxFuture<'_, Result<Box<dyn super::records::Export>, StoreError>> {
+        Box::pin(async move {
+            let e: Box<dyn super::records::Export> = Box::new(self.export()?);
+            Ok(e)
+        })
     }
 }
 

@@ -28,11 +28,13 @@ use crate::token::DigestKey;
 
 mod listen;
 mod load;
+mod moves;
 mod schema;
 mod tls;
 mod txn;
 
 pub use listen::listen;
+pub use moves::{PgExport, PgImport};
 pub use schema::SCHEMA_VERSION;
 pub use tls::{tls_for, Tls};
 
@@ -306,6 +308,15 @@ impl Store for PgStore {
                 .await
                 .map_err(|e| db("audit", e))?;
             unbig(row.get(0), "audit id")
+        })
+    }
+
+    fn export_all(
+        &self,
+    ) -> BoxFuture<'_, Result<Box<dyn crate::store::records::Export>, StoreError>> {
+        Box::pin(async move {
+            let e: Box<dyn crate::store::records::Export> = Box::new(self.export().await?);
+            Ok(e)
         })
     }
 }
