@@ -8,7 +8,8 @@
 # PostgreSQL server) if missing, then runs fmt, clippy, the Rust tests (the
 # core suite a second time against PostgreSQL), the release build, a
 # harness smoke run, schemathesis against the REST facades, the Envoy
-# end-to-end test, the deploy/ checks and the grpcurl walkthrough.
+# end-to-end test, the deploy/ checks, the grpcurl walkthrough and the CLI
+# walkthrough.
 # Stops at the first failure.
 set -euo pipefail
 
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib.sh
 source scripts/lib.sh
 
-STEPS=11
+STEPS=12
 N=0
 header() {
   N=$((N + 1))
@@ -115,5 +116,8 @@ header "deploy/: offline checks of the Dockerfile and manifests (deploy/validate
 bash deploy/validate.sh
 
 header "grpcurl walkthrough (tests/grpcurl_walkthrough.sh)"
-# Its last line, "N passed, 0 failed", is the last line of this script.
 bash tests/grpcurl_walkthrough.sh
+
+header "CLI walkthrough (tests/cli_walkthrough.sh)"
+# Its last line, "N passed, 0 failed", is the last line of this script.
+bash tests/cli_walkthrough.sh

@@ -41,12 +41,14 @@
 //!   slot only once its message has arrived).
 //! - L7 Wiring: [`config`] (flags and `KEYWARD_*`, validated once),
 //!   [`server`] (open the store, serve, wait, drain, flush), [`seed`] (bulk
-//!   seeding for benchmarks).
+//!   seeding for benchmarks), [`cli`] (the command line: `serve`, and the
+//!   operator subcommands, gRPC clients of a running keyward).
 
 pub mod access;
 pub mod admin;
 pub mod admission;
 pub mod authz;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credential;
