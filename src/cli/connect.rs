@@ -11,7 +11,7 @@ use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::exit::CliError;
+use super::exit::{with_causes, CliError};
 use super::ClientArgs;
 use crate::model::limits;
 
@@ -136,20 +136,4 @@ pub fn with_token<T>(message: T, token: &Token) -> Result<tonic::Request<T>, Cli
     value.set_sensitive(true);
     request.metadata_mut().insert("authorization", value);
     Ok(request)
-}
-
-/// An error with its causes (tonic's "transport error" alone does not say
-/// a certificate failed to verify).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -24,8 +24,9 @@ pub const PERMISSION_DENIED: u8 = 5;
 pub const NOT_FOUND: u8 = 6;
 /// Exit code: FAILED_PRECONDITION, ALREADY_EXISTS, ABORTED.
 pub const REFUSED: u8 = 7;
-/// Exit code: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, or the
-/// server cannot be reached: worth retrying.
+/// Exit code: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+/// CANCELLED (the connection broke), or the server cannot be reached:
+/// worth retrying.
 pub const UNAVAILABLE: u8 = 8;
 
 /// Why a client subcommand failed.
@@ -47,9 +48,40 @@ pub enum CliError {
 }
 
 impl From<tonic::Status> for CliError {
+    /// A status the server sent; or, for one made on this side from a
+    /// broken connection (UNKNOWN "transport error" with a cause, or
+    /// CANCELLED: this client never cancels; e.g. a TLS 1.3 server refusing
+    /// the client certificate after the handshake), the server could not
+    /// be reached, with its causes.
     fn from(status: tonic::Status) -> Self {
+        if status.code() == Code::Cancelled || std::error::Error::source(&status).is_some() {
+            let said = causes(
+                status.message().to_string(),
+                std::error::Error::source(&status),
+            );
+            return CliError::Unreachable(said);
+        }
         CliError::Status(status)
     }
+}
+
+/// An error with its causes, each said once (tonic's "transport error"
+/// alone does not say a certificate was refused).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    causes(e.to_string(), e.source())
+}
+
+/// `text`, then each cause not said yet.
+fn causes(mut text: String, mut source: Option<&dyn std::error::Error>) -> String {
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The exit code of a gRPC status code.
@@ -61,10 +93,10 @@ pub fn code_of(code: Code) -> u8 {
         Code::PermissionDenied => PERMISSION_DENIED,
         Code::NotFound => NOT_FOUND,
         Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => REFUSED,
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => UNAVAILABLE,
-        Code::Cancelled | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss => {
-            OTHER
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
+            UNAVAILABLE
         }
+        Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss => OTHER,
     }
 }
 

@@ -130,7 +130,7 @@ fn exit_codes_per_status_class() {
         (Code::Internal, 1),
         (Code::Unknown, 1),
         (Code::Unimplemented, 1),
-        (Code::Cancelled, 1),
+        (Code::Cancelled, 8),
         (Code::DataLoss, 1),
     ];
     for (code, exit) in table {
