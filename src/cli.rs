@@ -364,9 +364,15 @@ impl ExpiryArgs {
 /// on stdout, an error on stderr.
 pub fn run(command: Command) -> ExitCode {
     if let Command::Completions { shell } = command {
+        // Into a buffer first: clap_complete panics when its writer fails
+        // (stdout closed early).
         let mut cmd = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(shell, &mut cmd, "keyward", &mut std::io::stdout());
-        return ExitCode::SUCCESS;
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "keyward", &mut script);
+        return match render::emit_bytes(&script) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => exit::report(&e),
+        };
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

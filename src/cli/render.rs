@@ -22,6 +22,14 @@ pub fn emit(text: &str) -> Result<(), CliError> {
         .map_err(|e| CliError::Other(format!("stdout: {e}")))
 }
 
+/// Writes `bytes` as they are to stdout.
+pub fn emit_bytes(bytes: &[u8]) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::Other(format!("stdout: {e}")))
+}
+
 /// Writes one JSON document to stdout.
 pub fn emit_json(value: &Value) -> Result<(), CliError> {
     let text =

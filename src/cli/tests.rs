@@ -246,3 +246,73 @@ fn client_command_line() {
 fn command_line_is_well_formed() {
     <Cli as clap::CommandFactory>::command().debug_assert();
 }
+
+/// Tables: columns aligned two spaces apart, no trailing blanks.
+#[test]
+fn tables_align() {
+    let t = super::render::table(
+        &["ID", "NAME", "X"],
+        vec![
+            vec!["1".into(), "ci sender".into(), String::new()],
+            vec!["12".into(), "a".into(), "b".into()],
+        ],
+    );
+    assert_eq!(t, "ID  NAME       X\n1   ci sender\n12  a          b");
+}
+
+/// The JSON names the README documents, and only those: scripts rely on
+/// them. No secret field in a token.
+#[test]
+fn json_names_are_the_documented_ones() {
+    use crate::pb::v1 as pb;
+    let token = pb::Token {
+        id: 5,
+        account_id: 1,
+        name: "ci".into(),
+        grants: vec![pb::Grant {
+            resource: Some(pb::ResourceRef {
+                r#type: Kind::Domain.to_wire(),
+                id: "example.com".into(),
+            }),
+            level: Level::Admin.to_wire(),
+        }],
+        ..pb::Token::default()
+    };
+    let v = super::render::token_json(&token);
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut want = vec![
+        "id",
+        "account_id",
+        "name",
+        "last_4_digits",
+        "created_by",
+        "created_at",
+        "expires_at",
+        "paused",
+        "grants",
+        "scopes",
+        "replaced_by",
+        "replaces",
+        "last_used_at",
+        "last_used_by",
+        "root",
+    ];
+    want.sort_unstable();
+    let mut keys = keys;
+    keys.sort_unstable();
+    assert_eq!(keys, want);
+    assert_eq!(
+        v["grants"][0],
+        serde_json::json!({"type": "domain", "id": "example.com", "level": "admin"})
+    );
+    assert_eq!(v["expires_at"], serde_json::Value::Null);
+    assert_eq!(v["replaced_by"], serde_json::Value::Null);
+
+    let decision = super::render::decision_json(&pb::AuthorizeResponse {
+        allowed: false,
+        reason: pb::DenyReason::NoGrant as i32,
+        ..Default::default()
+    });
+    assert_eq!(decision["reason"], "NO_GRANT");
+    assert_eq!(decision["token_id"], serde_json::Value::Null);
+}
