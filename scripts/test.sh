@@ -9,7 +9,8 @@
 # lint and buf breaking on the protos, the Rust tests (the
 # core suite a second time against PostgreSQL), the release build, a
 # harness smoke run, schemathesis against the REST facades, the Envoy
-# end-to-end test, the deploy/ checks and the grpcurl walkthrough.
+# end-to-end test, the deploy/ checks, the grpcurl walkthrough and the CLI
+# walkthrough.
 # Stops at the first failure.
 set -euo pipefail
 
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib.sh
 source scripts/lib.sh
 
-STEPS=12
+STEPS=13
 N=0
 header() {
   N=$((N + 1))
@@ -120,5 +121,8 @@ header "deploy/: offline checks of the Dockerfile and manifests (deploy/validate
 bash deploy/validate.sh
 
 header "grpcurl walkthrough (tests/grpcurl_walkthrough.sh)"
-# Its last line, "N passed, 0 failed", is the last line of this script.
 bash tests/grpcurl_walkthrough.sh
+
+header "CLI walkthrough (tests/cli_walkthrough.sh)"
+# Its last line, "N passed, 0 failed", is the last line of this script.
+bash tests/cli_walkthrough.sh

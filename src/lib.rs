@@ -42,12 +42,15 @@
 //! - L7 Wiring: [`config`] (flags and `KEYWARD_*`, validated once),
 //!   [`server`] (open the store, serve, wait, drain, flush), [`seed`] (bulk
 //!   seeding for benchmarks), [`storemove`] (copy a store between sled and
-//!   PostgreSQL, back up and restore: the library behind `keyward store`).
+//!   PostgreSQL, back up and restore: the library behind `keyward store`),
+//!   [`cli`] (the command line: `serve`, and the operator subcommands,
+//!   gRPC clients of a running keyward).
 
 pub mod access;
 pub mod admin;
 pub mod admission;
 pub mod authz;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credential;

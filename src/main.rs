@@ -1,8 +1,10 @@
-//! The `keyward` binary: flags → tracing → `server::run`.
+//! The `keyward` binary: flags → tracing → `server::run`; or, with a
+//! client subcommand, the operator CLI (`cli::run`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use keyward::cli::{Cli, Command};
 use keyward::config::Config;
 use keyward::server::{self, Options};
 use tokio::net::TcpListener;
@@ -12,7 +14,16 @@ use tracing_subscriber::util::SubscriberInitExt;
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve_main(&cli.serve),
+        Some(Command::Serve(config)) => serve_main(&config),
+        Some(command) => keyward::cli::run(command),
+    }
+}
+
+/// `keyward [serve] [flags]`: validate, then serve until SIGTERM/SIGINT.
+fn serve_main(config: &Config) -> ExitCode {
     // RUST_LOG decides, below the caps on sled and tokio-postgres
     // (logs::CAPPED): their verbose records print stored token hashes.
     let directives = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV).ok();
@@ -27,7 +38,7 @@ fn main() -> ExitCode {
         eprintln!("keyward: {msg}");
         return ExitCode::from(EXIT_USAGE);
     }
-    let options = match Options::from_config(&config) {
+    let options = match Options::from_config(config) {
         Ok(options) => options,
         Err(msg) => {
             eprintln!("keyward: {msg}");
@@ -44,7 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(&config, options)) {
+    match runtime.block_on(serve(config, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(
             e @ (server::ServeError::Routes(_)
