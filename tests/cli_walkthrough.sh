@@ -15,48 +15,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-TARGET=${CARGO_TARGET_DIR:-target}
-[[ "$TARGET" == /* ]] || TARGET=$PWD/$TARGET
-BIN=$TARGET/release/keyward
-if [[ ! -x "$BIN" ]]; then
-  echo "# $BIN is missing: cargo build --release"
-  cargo build --release
-fi
-command -v python3 >/dev/null || { echo "cli walkthrough: python3 is not installed" >&2; exit 1; }
-PY=$(python3 -c 'import sys; print(sys.executable)')
-
-# ------------------------------------------------------------------ harness
-
-WORK=$(mktemp -d)
-SERVER_PID=
-PASSED=0
-STEP="start-up"
-
-cleanup() {
-  local rc=$?
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -f "$WORK/keyward.log" ]]; then
-    echo "# last lines of the server log:" >&2
-    tail -n 20 "$WORK/keyward.log" | sed 's/^/#   /' >&2
-  fi
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-step() { STEP=$1; }
-ok() { PASSED=$((PASSED + 1)); echo "ok - $STEP"; }
-fail() {
-  echo "not ok - $STEP: $*" >&2
-  echo "$PASSED passed, 1 failed"
-  exit 1
-}
+# shellcheck source=walkthrough_harness.sh
+source tests/walkthrough_harness.sh
 
 # The CLI as the README runs it.
 keyward() { "$BIN" "$@"; }
@@ -111,9 +71,6 @@ sys.exit(0 if abs(left - 12 * 3600) < 60 else 1)
 # last_line: the last line of the last stdout (where a secret goes).
 last_line() { tail -n 1 <<<"$OUT"; }
 
-free_port() {
-  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # ------------------------------------------------------------------ server
 

@@ -12,52 +12,11 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-BIN=target/release/keyward
-if [[ ! -x "$BIN" ]]; then
-  echo "# $BIN is missing: cargo build --release"
-  cargo build --release
-fi
-for tool in grpcurl curl python3; do
+# shellcheck source=walkthrough_harness.sh
+source tests/walkthrough_harness.sh
+for tool in grpcurl curl; do
   command -v "$tool" >/dev/null || { echo "walkthrough: $tool is not installed" >&2; exit 1; }
 done
-# The interpreter itself, not a pyenv shim: it runs several times per step.
-PY=$(python3 -c 'import sys; print(sys.executable)')
-
-# ------------------------------------------------------------------ harness
-
-WORK=$(mktemp -d)
-SERVER_PID=
-PASSED=0
-STEP="start-up"
-
-cleanup() {
-  local rc=$?
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -f "$WORK/keyward.log" ]]; then
-    echo "# last lines of the server log:" >&2
-    tail -n 20 "$WORK/keyward.log" | sed 's/^/#   /' >&2
-  fi
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# step NAME: starts a step.
-step() { STEP=$1; }
-# ok: the current step passed.
-ok() { PASSED=$((PASSED + 1)); echo "ok - $STEP"; }
-# fail MESSAGE: the current step failed; stops the walkthrough.
-fail() {
-  echo "not ok - $STEP: $*" >&2
-  echo "$PASSED passed, 1 failed"
-  exit 1
-}
 
 # call CMD...: runs CMD; its stdout goes to $OUT, its stderr to $ERR and its
 # exit status to $RC (never aborts the script).
@@ -113,9 +72,6 @@ sys.exit(0 if abs(left - 12 * 3600) < 60 else 1)
 ' "$1" || fail "expected a time 12 h from now, got '$1' (answer: $OUT)"
 }
 
-free_port() {
-  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # ------------------------------------------------------------------ server
 
