@@ -209,7 +209,7 @@ impl Metrics {
 
     /// Counts a denial (the unspecified reason is none: not counted).
     pub fn deny(&self, reason: DenyReason) {
-        if let Some(c) = (reason as usize)
+        if let Some(c) = Denial::slot(reason)
             .checked_sub(1)
             .and_then(|i| self.deny.get(i))
         {

@@ -15,6 +15,8 @@
 //!
 //! Layer L0: imports nothing of keyward.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use parking_lot::Mutex;
 
 /// Most limits on one token.
@@ -72,8 +74,13 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Budget {
     specs: Box<[Spec]>,
+    /// The limits' names, by position (empty when not named).
+    names: Box<[Box<str>]>,
     /// Per limit: the theoretical arrival time, in scaled time.
     tat: Mutex<Box<[u128]>>,
+    /// Charged (or given back) since the last [`Budget::take_dirty`]: the
+    /// persisted state is behind.
+    dirty: AtomicBool,
 }
 
 impl Budget {
@@ -82,13 +89,49 @@ impl Budget {
     pub fn new(specs: &[Spec]) -> Self {
         Budget {
             specs: specs.into(),
+            names: Box::default(),
             tat: Mutex::new(vec![0; specs.len()].into()),
+            dirty: AtomicBool::new(false),
         }
+    }
+
+    /// The same budget with its limits named (by position).
+    pub fn with_names(mut self, names: Vec<Box<str>>) -> Self {
+        self.names = names.into();
+        self
     }
 
     /// The limits.
     pub fn specs(&self) -> &[Spec] {
         &self.specs
+    }
+
+    /// The limits' names, by position (empty when not named).
+    pub fn names(&self) -> &[Box<str>] {
+        &self.names
+    }
+
+    /// Whether `specs` named `names` are exactly this budget's limits.
+    pub fn same_limits(&self, specs: &[Spec], names: &[Box<str>]) -> bool {
+        *self.specs == *specs && *self.names == *names
+    }
+
+    /// Whether it was charged since the last call (and clears the mark):
+    /// a persister calls it before [`Budget::save`], so that a charge
+    /// racing the save marks it again.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether it was charged since the last [`Budget::take_dirty`].
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Relaxed)
+    }
+
+    fn mark(&self) {
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Takes `cost` units from every limit at `now_ms`, all or nothing.
@@ -119,6 +162,7 @@ impl Budget {
                 let now = spec.scaled(now_ms);
                 *t = (*t).max(now) + spec.unit() * u128::from(cost);
             }
+            self.mark();
         }
         let (tightest, remaining, reset_ms) = Self::tightest(&self.specs, &tat, now_ms);
         Outcome {
@@ -152,6 +196,7 @@ impl Budget {
                 let now = spec.scaled(now_ms);
                 *t = (*t).max(now) + spec.unit() * u128::from(grant);
             }
+            self.mark();
         }
         grant
     }
@@ -162,6 +207,7 @@ impl Budget {
         for (spec, t) in self.specs.iter().zip(tat.iter_mut()) {
             *t = t.saturating_sub(spec.unit() * u128::from(units));
         }
+        self.mark();
     }
 
     /// Units left in the tightest limit at `now_ms`.
@@ -202,7 +248,9 @@ impl Budget {
             .collect();
         Budget {
             specs: specs.into(),
+            names: Box::default(),
             tat: Mutex::new(tat),
+            dirty: AtomicBool::new(true),
         }
     }
 

@@ -31,6 +31,22 @@ pub struct Decision {
     /// Its successor by reset (0 if none): a holder in a reset's grace
     /// period learns that it must switch.
     pub replaced_by: u64,
+    /// The token's sending limits after the decision: set when the token
+    /// has limits and was otherwise allowed.
+    pub rate: Option<Rate>,
+}
+
+/// Where a limited token's budget stands after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Units left in the tightest limit.
+    pub remaining: u64,
+    /// Refused: ms until the cost fits (`None`: never). Allowed: 0.
+    pub retry_after_ms: Option<i64>,
+    /// The tightest limit's `limit`.
+    pub limit: u64,
+    /// ms until the tightest limit is full again.
+    pub reset_ms: i64,
 }
 
 impl Decision {
@@ -42,6 +58,7 @@ impl Decision {
             account_id: 0,
             expires_at_ms: None,
             replaced_by: 0,
+            rate: None,
         }
     }
 }
@@ -88,6 +105,19 @@ impl Engine {
         })
     }
 
+    /// Gives back `cost` units that an allowed decision for `token_id`
+    /// took, when the caller denies after all (ext_authz's route names
+    /// another account): only allowed requests spend.
+    pub fn refund(&self, token_id: u64, cost: u64) {
+        if cost == 0 {
+            return;
+        }
+        let idx = self.index.read();
+        if let Some(b) = idx.tokens.get(&token_id).and_then(|t| t.budget.as_ref()) {
+            b.give_back(cost);
+        }
+    }
+
     /// The in-memory part of Authorize: parse, checksum, digest, lookup and
     /// decision under one read lock, with no allocation; hands back what
     /// argon2 needs when no verified digest is known.
@@ -131,7 +161,22 @@ fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64, node
     } else {
         check
     };
-    let result = authz::decide(idx, state, check, now);
+    let mut result = authz::decide(idx, state, check, now);
+    // Only a decision allowed on every other ground takes from the budget;
+    // an unlimited token costs one branch.
+    let mut rate = None;
+    if let (Ok(()), Some(budget)) = (&result, &state.budget) {
+        let o = budget.take(now, check.cost);
+        if !o.allowed {
+            result = Err(DenyReason::RateLimited);
+        }
+        rate = Some(Rate {
+            remaining: o.remaining,
+            retry_after_ms: o.retry_after_ms,
+            limit: budget.specs().get(o.tightest).map_or(0, |s| s.limit),
+            reset_ms: o.reset_ms,
+        });
+    }
     if result.is_ok() {
         state.touch(now, node);
     }
@@ -142,5 +187,6 @@ fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64, node
         account_id: state.account_id,
         expires_at_ms: state.expires_at_ms,
         replaced_by: state.replaced_by,
+        rate,
     }
 }

@@ -43,7 +43,7 @@ mod replica;
 mod upkeep;
 
 pub use authn::AuthnFailure;
-pub use authorize::{Cached, Decision};
+pub use authorize::{Cached, Decision, Rate};
 pub use catch_up::sync;
 pub use mutate::{Done, Mint, NewToken, Plan};
 pub use upkeep::Work;
