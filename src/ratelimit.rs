@@ -15,7 +15,7 @@
 //!
 //! Layer L0: imports nothing of keyward.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -81,7 +81,17 @@ pub struct Budget {
     /// Charged (or given back) since the last [`Budget::take_dirty`]: the
     /// persisted state is behind.
     dirty: AtomicBool,
+    /// A follower: units leased from the primary and not spent yet
+    /// (already charged to every limit there).
+    leased: AtomicU64,
+    /// A follower: a refill of the lease was asked for and not served yet.
+    wanted: AtomicBool,
+    /// A follower: units spent from leases, ever (tells an idle lease).
+    spent: AtomicU64,
 }
+
+/// Largest lease chunk.
+pub const CHUNK_MAX: u64 = 1024;
 
 impl Budget {
     /// A full budget for `specs` (1..=[`LIMITS_MAX`], each within bounds:
@@ -92,6 +102,9 @@ impl Budget {
             names: Box::default(),
             tat: Mutex::new(vec![0; specs.len()].into()),
             dirty: AtomicBool::new(false),
+            leased: AtomicU64::new(0),
+            wanted: AtomicBool::new(false),
+            spent: AtomicU64::new(0),
         }
     }
 
@@ -251,7 +264,77 @@ impl Budget {
             names: Box::default(),
             tat: Mutex::new(tat),
             dirty: AtomicBool::new(true),
+            leased: AtomicU64::new(0),
+            wanted: AtomicBool::new(false),
+            spent: AtomicU64::new(0),
         }
+    }
+
+    /// The lease chunk of a node that spends this budget away from its
+    /// source: a sixteenth of the smallest limit, 1..=[`CHUNK_MAX`]. A
+    /// node never holds more than one chunk.
+    pub fn chunk(&self) -> u64 {
+        let smallest = self.specs.iter().map(|s| s.limit).min().unwrap_or(1);
+        (smallest / 16).clamp(1, CHUNK_MAX)
+    }
+
+    /// Spends `cost` units of the lease (0: whether one unit is there,
+    /// spending nothing), with no lock: Ok(units left) or Err(units held,
+    /// too few).
+    pub fn spend_lease(&self, cost: u64) -> Result<u64, u64> {
+        let need = cost.max(1);
+        let mut cur = self.leased.load(Ordering::Acquire);
+        loop {
+            if cur < need {
+                return Err(cur);
+            }
+            if cost == 0 {
+                return Ok(cur);
+            }
+            match self.leased.compare_exchange_weak(
+                cur,
+                cur - cost,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.spent.fetch_add(cost, Ordering::Relaxed);
+                    return Ok(cur - cost);
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Adds `units` granted by the source to the lease.
+    pub fn add_lease(&self, units: u64) {
+        self.leased.fetch_add(units, Ordering::AcqRel);
+    }
+
+    /// Takes every unspent leased unit (to give them back).
+    pub fn take_unspent(&self) -> u64 {
+        self.leased.swap(0, Ordering::AcqRel)
+    }
+
+    /// Units leased and not spent.
+    pub fn leased(&self) -> u64 {
+        self.leased.load(Ordering::Acquire)
+    }
+
+    /// Units spent from leases, ever.
+    pub fn spent_from_leases(&self) -> u64 {
+        self.spent.load(Ordering::Relaxed)
+    }
+
+    /// Marks a refill as wanted; true when it was not yet (the caller
+    /// then queues the token, once).
+    pub fn want(&self) -> bool {
+        !self.wanted.load(Ordering::Relaxed) && !self.wanted.swap(true, Ordering::AcqRel)
+    }
+
+    /// The refill was served (or given up): a later need asks again.
+    pub fn served(&self) {
+        self.wanted.store(false, Ordering::Release);
     }
 
     fn tightest(specs: &[Spec], tat: &[u128], now_ms: i64) -> (usize, u64, i64) {

@@ -47,6 +47,8 @@ pub struct Rate {
     pub limit: u64,
     /// ms until the tightest limit is full again.
     pub reset_ms: i64,
+    /// A follower whose lease was too short: a refill is asked for.
+    pub short_lease: bool,
 }
 
 impl Decision {
@@ -82,6 +84,17 @@ impl Engine {
     /// Decides one Authorize request. Fails (closed) only when argon2
     /// capacity is exhausted and the token needs it.
     pub async fn authorize(&self, token: &str, check: &Check<'_>) -> Result<Decision> {
+        let d = self.authorize_slow(token, check).await?;
+        if d.rate.is_some_and(|r| r.short_lease) {
+            // A follower whose lease ran short: one bounded wait for the
+            // refill, then the same question again.
+            self.wait_for_lease().await;
+            return self.authorize_slow(token, check).await;
+        }
+        Ok(d)
+    }
+
+    async fn authorize_slow(&self, token: &str, check: &Check<'_>) -> Result<Decision> {
         let (parsed, digest, phc) = match self.authorize_cached(token, check) {
             Cached::Decided(d) => return Ok(d),
             Cached::NeedsArgon2 {
@@ -100,7 +113,7 @@ impl Engine {
         let now = self.now_ms();
         let idx = self.index.read();
         Ok(match idx.tokens.get(&parsed.id) {
-            Some(state) => decide_for(&idx, state, check, now, self.node),
+            Some(state) => decide_for(self, &idx, state, check, now),
             None => Decision::deny(DenyReason::UnknownToken),
         })
     }
@@ -130,7 +143,7 @@ impl Engine {
         let idx = self.index.read();
         match self.prove(&idx, &parsed, &digest) {
             Ok(Proof::Verified(state)) => {
-                Cached::Decided(decide_for(&idx, state, check, now, self.node))
+                Cached::Decided(decide_for(self, &idx, state, check, now))
             }
             Ok(Proof::NeedsArgon2(phc)) => Cached::NeedsArgon2 {
                 parsed,
@@ -148,7 +161,13 @@ impl Engine {
 /// it is one already): every spelling of a domain gets the same decision.
 /// One that is not a host name is looked up as an id nothing is registered
 /// under: UNKNOWN_RESOURCE, after the token's own checks.
-fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64, node: u32) -> Decision {
+fn decide_for(
+    engine: &Engine,
+    idx: &Index,
+    state: &TokenState,
+    check: &Check<'_>,
+    now: i64,
+) -> Decision {
     let canonical;
     let domain_check;
     let check = if check.kind == Kind::Domain {
@@ -166,11 +185,12 @@ fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64, node
     // an unlimited token costs one branch.
     let mut rate = None;
     if let (Ok(()), Some(budget)) = (&result, &state.budget) {
-        let o = budget.take(now, check.cost);
+        let (o, short) = engine.spend(state.id, budget, now, check.cost);
         if !o.allowed {
             result = Err(DenyReason::RateLimited);
         }
         rate = Some(Rate {
+            short_lease: short,
             remaining: o.remaining,
             retry_after_ms: o.retry_after_ms,
             limit: budget.specs().get(o.tightest).map_or(0, |s| s.limit),
@@ -178,7 +198,7 @@ fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64, node
         });
     }
     if result.is_ok() {
-        state.touch(now, node);
+        state.touch(now, engine.node);
     }
     Decision {
         allowed: result.is_ok(),
