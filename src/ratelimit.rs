@@ -76,11 +76,15 @@ pub struct Budget {
     specs: Box<[Spec]>,
     /// The limits' names, by position (empty when not named).
     names: Box<[Box<str>]>,
-    /// Per limit: the theoretical arrival time, in scaled time.
+    /// Per limit: the theoretical arrival time, in scaled time; then, per
+    /// limit, what it was when last saved (the second half).
     tat: Mutex<Box<[u128]>>,
     /// Charged (or given back) since the last [`Budget::take_dirty`]: the
     /// persisted state is behind.
     dirty: AtomicBool,
+    /// Spent a sixteenth of some limit since the last save: a crash now
+    /// would lose more than that, so the persister writes it at once.
+    due: AtomicBool,
     /// A follower: units leased from the primary and not spent yet
     /// (already charged to every limit there).
     leased: AtomicU64,
@@ -100,8 +104,9 @@ impl Budget {
         Budget {
             specs: specs.into(),
             names: Box::default(),
-            tat: Mutex::new(vec![0; specs.len()].into()),
+            tat: Mutex::new(vec![0; 2 * specs.len()].into()),
             dirty: AtomicBool::new(false),
+            due: AtomicBool::new(false),
             leased: AtomicU64::new(0),
             wanted: AtomicBool::new(false),
             spent: AtomicU64::new(0),
@@ -133,7 +138,30 @@ impl Budget {
     /// a persister calls it before [`Budget::save`], so that a charge
     /// racing the save marks it again.
     pub fn take_dirty(&self) -> bool {
+        self.due.store(false, Ordering::Relaxed);
         self.dirty.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether a sixteenth of some limit was spent since the last save.
+    pub fn is_due(&self) -> bool {
+        self.due.load(Ordering::Relaxed)
+    }
+
+    /// After a charge (under the lock): due when a limit moved by a
+    /// sixteenth of its capacity since saved.
+    fn check_due(&self, tat: &[u128]) {
+        if self.due.load(Ordering::Relaxed) {
+            return;
+        }
+        let n = self.specs.len();
+        if self
+            .specs
+            .iter()
+            .enumerate()
+            .any(|(i, spec)| tat[i] >= tat[n + i] + spec.capacity() / 16)
+        {
+            self.due.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether it was charged since the last [`Budget::take_dirty`].
@@ -176,6 +204,7 @@ impl Budget {
                 *t = (*t).max(now) + spec.unit() * u128::from(cost);
             }
             self.mark();
+            self.check_due(&tat);
         }
         let (tightest, remaining, reset_ms) = Self::tightest(&self.specs, &tat, now_ms);
         Outcome {
@@ -210,6 +239,7 @@ impl Budget {
                 *t = (*t).max(now) + spec.unit() * u128::from(grant);
             }
             self.mark();
+            self.check_due(&tat);
         }
         grant
     }
@@ -232,10 +262,13 @@ impl Budget {
     /// Per limit, when its bucket is full again, in unix ms rounded up (0:
     /// full now): what is persisted, so a restart never refills a budget.
     pub fn save(&self) -> Vec<i64> {
-        let tat = self.tat.lock();
+        let mut tat = self.tat.lock();
+        let n = self.specs.len();
+        let (now, saved) = tat.split_at_mut(n);
+        saved.copy_from_slice(now);
         self.specs
             .iter()
-            .zip(tat.iter())
+            .zip(now.iter())
             .map(|(spec, t)| i64::try_from(t.div_ceil(u128::from(spec.limit))).unwrap_or(i64::MAX))
             .collect()
     }
@@ -258,12 +291,14 @@ impl Budget {
         let tat = specs
             .iter()
             .map(|s| self.specs.iter().position(|o| o == s).map_or(0, |i| old[i]))
+            .chain(specs.iter().map(|_| 0))
             .collect();
         Budget {
             specs: specs.into(),
             names: Box::default(),
             tat: Mutex::new(tat),
             dirty: AtomicBool::new(true),
+            due: AtomicBool::new(true),
             leased: AtomicU64::new(0),
             wanted: AtomicBool::new(false),
             spent: AtomicU64::new(0),

@@ -61,7 +61,13 @@ impl Engine {
                 .values()
                 .filter(|t| {
                     t.digest_unsaved.load(Ordering::Relaxed)
-                        || t.budget.as_ref().is_some_and(|b| b.is_dirty())
+                        // A budget is written when a sixteenth of a limit
+                        // was spent since saved; otherwise with its
+                        // token's last use (a charge is a use), and all at
+                        // shutdown.
+                        || t.budget.as_ref().is_some_and(|b| {
+                            b.is_due() || (granularity_ms <= 0 && b.is_dirty())
+                        })
                         || t.last_used_ms.load(Ordering::Relaxed)
                             > t.last_used_saved_ms.load(Ordering::Relaxed) + granularity_ms.max(0)
                 })
