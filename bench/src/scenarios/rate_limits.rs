@@ -118,6 +118,6 @@ impl Bench {
             verdict(allowed as f64 <= bound),
             verdict(other == 0)
         ));
-        self.report.print_last(7);
+        self.report.print_last(14);
     }
 }
