@@ -3,7 +3,8 @@
 //! concurrent load never allow more than the stated bound, counted over
 //! the whole run (limit + elapsed × limit / period + one chunk per
 //! follower); a follower cut off from its primary spends only its lease,
-//! then refuses.
+//! then refuses; past the staleness bound it fails closed, or (told to
+//! serve stale) decides from its own copy of the budget.
 
 mod common;
 
@@ -25,7 +26,23 @@ async fn follower(
     dir: &Path,
     clock: Arc<ManualClock>,
 ) -> TestServer {
-    let opts = follower_options(dir, clock.clone(), primary, &pdir.join("digest.key"), false);
+    follower_with(primary, pdir, dir, clock, false).await
+}
+
+async fn follower_with(
+    primary: SocketAddr,
+    pdir: &Path,
+    dir: &Path,
+    clock: Arc<ManualClock>,
+    serve_stale: bool,
+) -> TestServer {
+    let opts = follower_options(
+        dir,
+        clock.clone(),
+        primary,
+        &pdir.join("digest.key"),
+        serve_stale,
+    );
     TestServer::start_with(opts, clock)
         .await
         .expect("follower starts")
@@ -246,4 +263,44 @@ async fn a_cut_off_follower_spends_only_its_lease() {
     r.cost = Some(0);
     let d = p.authorizer().authorize(r).await.unwrap().into_inner();
     assert_eq!(d.remaining, Some(150));
+}
+
+/// Past `--stale-after` with `--stale-mode serve`, a cut-off follower
+/// spends its lease, then decides from its own copy of the budget: the
+/// limit again, on its own (documented); with `closed` it fails closed.
+#[tokio::test]
+async fn a_stale_follower_told_to_serve_falls_back_on_its_own_budget() {
+    let (pdir, fdir, cdir) = (temp(), temp(), temp());
+    let p = TestServer::start(pdir.path()).await;
+    let secret = token(&p, 160).await; // chunk: 10
+    let proxy = Proxy::start(p.grpc).await;
+    let f = follower_with(proxy.addr, pdir.path(), fdir.path(), p.clock.clone(), true).await;
+    let closed = follower_with(proxy.addr, pdir.path(), cdir.path(), p.clock.clone(), false).await;
+    knows(&f, &secret).await;
+    knows(&closed, &secret).await;
+    assert!(
+        f.authorizer()
+            .authorize(req(&secret))
+            .await
+            .unwrap()
+            .get_ref()
+            .allowed
+    );
+    drop(proxy);
+    p.clock.advance_ms(31_000);
+    let mut allowed = 0;
+    for _ in 0..200 {
+        if f.authorizer()
+            .authorize(req(&secret))
+            .await
+            .unwrap()
+            .get_ref()
+            .allowed
+        {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 9 + 160, "the lease's 9, then its own full budget");
+    let r = closed.authorizer().authorize(req(&secret)).await;
+    assert_eq!(r.unwrap_err().code(), tonic::Code::Unavailable);
 }
