@@ -127,7 +127,14 @@ impl Engine {
         }
         let idx = self.index.read();
         if let Some(b) = idx.tokens.get(&token_id).and_then(|t| t.budget.as_ref()) {
-            b.give_back(cost);
+            // A follower spent its lease (or, stale and serving, its own
+            // copy of the budget: the lease then gets units it never
+            // had, at most one cost).
+            if self.follower().is_some() {
+                b.add_lease(cost);
+            } else {
+                b.give_back(cost);
+            }
         }
     }
 
