@@ -38,6 +38,7 @@ fn decision(c: &mut Criterion) {
         id: &project,
         level: Level::Admin,
         scope: "",
+        cost: 1,
     };
     // Tokens in a scattered order (every 7919th), laid out one after the
     // other: each call looks up a different token among the n (index access

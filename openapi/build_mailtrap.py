@@ -16,6 +16,9 @@ The fragments are merged as published; then, in `keyward_changes` below:
      413 (body too large), 415 (not JSON), 403 on list/get (a token without
      the tokens scope), 422 on delete (the root token, the last token of a
      domain), 503 (loading or overloaded), 404 for an unknown account.
+  6. Tokens show keyward's sending limits, `rate_limits` (an extra field,
+     always present, empty for an unlimited token); create takes them as an
+     optional field.
 """
 import copy
 import json
@@ -147,6 +150,32 @@ def keyward_changes(doc):
         ops[scoped] = item
     comp["parameters"]["api_token_id"]["schema"]["minimum"] = 1
 
+    # 6. sending limits
+    schemas["RateLimit"] = RATE_LIMIT
+    limits = {
+        "type": "array",
+        "maxItems": 8,
+        "description": "keyward sending limits: each allowed check takes its cost from every limit",
+        "items": {"$ref": "#/components/schemas/RateLimit"},
+    }
+    for name in ("ApiToken", "ApiTokenWithToken"):
+        schemas[name]["properties"]["rate_limits"] = limits
+        schemas[name]["required"].append("rate_limits")
+    schemas["CreateApiTokenRequest"]["properties"]["rate_limits"] = limits
+
+
+# One sending limit, in both facades' JSON.
+RATE_LIMIT = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "limit", "period_seconds"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9_-]{1,32}$", "description": "Unique on the token"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 1000000000000, "description": "Units per period"},
+        "period_seconds": {"type": "number", "minimum": 1, "maximum": 2678400,
+                           "description": "The period, 1 s .. 31 days (milliseconds as a fraction)"},
+    },
+}
 
 keyward_changes(doc)
 out = "openapi/mailtrap-api-tokens.json"

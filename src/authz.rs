@@ -17,6 +17,9 @@ pub struct Check<'a> {
     pub level: Level,
     /// Feature scope the request names (empty = none).
     pub scope: &'a str,
+    /// Units an allowed decision takes from each of the token's sending
+    /// limits (0: check without taking); unlimited tokens ignore it.
+    pub cost: u64,
 }
 
 /// Decides `check` for an authentic `token` at `now_ms`.

@@ -33,7 +33,7 @@ mod tokens;
 mod tests;
 
 pub use exit::CliError;
-use parse::{Expiry, GrantArg, ResourceArg, ScopeArg};
+use parse::{Expiry, GrantArg, RateLimitArg, ResourceArg, ScopeArg};
 
 /// keyward: issues and manages API tokens, and answers "may this token do
 /// this, on this resource, at this level?" over gRPC. Without a subcommand
@@ -104,6 +104,10 @@ pub enum Command {
         /// The feature scope of the request (for scope-restricted tokens).
         #[arg(long)]
         scope: Option<String>,
+        /// Units taken from the token's sending limits (default 1; 0 checks
+        /// without spending).
+        #[arg(long)]
+        cost: Option<u64>,
         /// Where (no credential is sent). Last: its help heading would
         /// otherwise cover the fields after it.
         #[command(flatten)]
@@ -273,8 +277,10 @@ pub enum TokensCmd {
         /// When it stops working.
         #[command(flatten)]
         expiry: ExpiryArgs,
-        // Sending limits (issue 19, Token.rate_limits) get their flag here
-        // and in Update (mask path `rate_limits`), once the proto has them.
+        /// A sending limit, NAME=LIMIT/PERIOD (e.g. send=1000/1d: 1,000
+        /// per day, as a bucket refilled continuously); repeat, up to 8.
+        #[arg(long = "rate-limit", value_name = "NAME=LIMIT/PERIOD")]
+        rate_limits: Vec<RateLimitArg>,
     },
     /// The account's tokens the credential may manage.
     List {
@@ -314,6 +320,13 @@ pub enum TokensCmd {
         /// Clear the expiry: the token never expires.
         #[arg(long, conflicts_with_all = ["expires_in", "expires_at"])]
         no_expiry: bool,
+        /// New sending limits (replace all), NAME=LIMIT/PERIOD; repeat.
+        /// Unchanged limits keep what they have spent.
+        #[arg(long = "rate-limit", value_name = "NAME=LIMIT/PERIOD")]
+        rate_limits: Vec<RateLimitArg>,
+        /// Drop every sending limit.
+        #[arg(long, conflicts_with = "rate_limits")]
+        no_rate_limits: bool,
     },
     /// Replace a token by a new one with the same grants (printed once, on
     /// the last line); the old one works for the grace period.
@@ -411,7 +424,8 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
             token,
             check,
             scope,
-        } => tokens::authorize(&client, &token, &check, scope).await,
+            cost,
+        } => tokens::authorize(&client, &token, &check, scope, cost).await,
         Command::Introspect { client, stdin } => tokens::introspect(&client, stdin.is_some()).await,
         Command::Audit { client, limit } => admin::audit(&client, limit).await,
         Command::Store { action, client } => {

@@ -118,10 +118,12 @@ pub struct Denial {
     pub unauthenticated: bool,
 }
 
-/// Every deny reason in wire order (a reason's number is its index). The
-/// unspecified reason is on allowed decisions; it is never counted, and a
-/// denial carrying it (none does) would be a 403 "denied".
-pub const DENIALS: [Denial; 9] = [
+/// Every deny reason in wire order (a reason's number is its index, but
+/// for the reserved number 9: RATE_LIMITED, 10, is at 9; see
+/// [`Denial::slot`]). The unspecified reason is on allowed decisions; it is
+/// never counted, and a denial carrying it (none does) would be a 403
+/// "denied".
+pub const DENIALS: [Denial; 10] = [
     denial(DenyReason::Unspecified, "none", "denied", false),
     denial(DenyReason::Malformed, "malformed", "invalid token", true),
     denial(
@@ -156,6 +158,12 @@ pub const DENIALS: [Denial; 9] = [
         "no such resource",
         false,
     ),
+    denial(
+        DenyReason::RateLimited,
+        "rate_limited",
+        "this token's rate limit is spent",
+        false,
+    ),
 ];
 
 const fn denial(
@@ -173,9 +181,20 @@ const fn denial(
 }
 
 impl Denial {
+    /// The index of `reason` in [`DENIALS`]: its wire number, less one
+    /// above the reserved number 9.
+    pub const fn slot(reason: DenyReason) -> usize {
+        let n = reason as usize;
+        if n > 9 {
+            n - 1
+        } else {
+            n
+        }
+    }
+
     /// The row of `reason`.
     pub fn of(reason: DenyReason) -> &'static Denial {
-        DENIALS.get(reason as usize).unwrap_or(&DENIALS[0])
+        DENIALS.get(Self::slot(reason)).unwrap_or(&DENIALS[0])
     }
 
     /// 401 or 403.
@@ -231,14 +250,18 @@ mod tests {
     #[test]
     fn denials_are_in_wire_order_and_complete() {
         for (i, d) in DENIALS.iter().enumerate() {
-            assert_eq!(d.reason as usize, i, "{d:?}");
+            assert_eq!(Denial::slot(d.reason), i, "{d:?}");
             assert_eq!(Denial::of(d.reason), d);
+            let number = if i >= 9 { i + 1 } else { i };
             assert_eq!(
-                DenyReason::try_from(i32::try_from(i).expect("few reasons")),
+                DenyReason::try_from(i32::try_from(number).expect("few reasons")),
                 Ok(d.reason)
             );
         }
-        assert!(DenyReason::try_from(i32::try_from(DENIALS.len()).expect("few reasons")).is_err());
+        assert!(DenyReason::try_from(9).is_err(), "9 is reserved");
+        assert!(
+            DenyReason::try_from(i32::try_from(DENIALS.len() + 1).expect("few reasons")).is_err()
+        );
     }
 
     /// 401 for a credential that will not do, 403 for a token that may

@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use crate::pb::store::TokenRecord;
+use crate::ratelimit::Budget;
 
 use crate::model::{Grant, Kind, Level, ResourceKey};
 use crate::token::DigestKey;
@@ -244,6 +248,7 @@ impl Index {
                             AtomicBool::new(old.digest.is_some() && r.verified_digest.is_empty());
                     }
                 }
+                state.budget = self.budget_for(r, state.budget.take());
                 if let Some(acct) = self.accounts.get_mut(&r.account_id) {
                     acct.tokens.insert(r.id);
                 }
@@ -264,6 +269,48 @@ impl Index {
                 self.next_token_id = *next_token_id;
             }
         }
+    }
+
+    /// The budget a token written as `r` holds, given `fresh` (built from
+    /// the record alone): the budget it already had when its limits are
+    /// unchanged (so what the hot path spent since the record was read
+    /// stays spent), a budget carrying the unchanged limits' state when
+    /// they changed, or, for a new token replacing another by a reset with
+    /// the same limits, the old token's budget: the two share ONE budget
+    /// during the grace period, so a reset cannot double it. The record's
+    /// saved state never makes a budget fuller.
+    fn budget_for(&self, r: &TokenRecord, fresh: Option<Arc<Budget>>) -> Option<Arc<Budget>> {
+        let fresh = fresh?;
+        let same = |t: &TokenState| {
+            t.budget
+                .as_ref()
+                .filter(|b| b.same_limits(fresh.specs(), fresh.names()))
+                .cloned()
+        };
+        let restore = |b: &Budget| {
+            if r.rate_full_at_ms.len() == b.specs().len() {
+                b.restore(&r.rate_full_at_ms);
+            }
+        };
+        if let Some(old) = self.tokens.get(&r.id) {
+            if let Some(b) = same(old) {
+                restore(&b);
+                return Some(b);
+            }
+            if let Some(b) = &old.budget {
+                let carried = b.carried(fresh.specs()).with_names(fresh.names().to_vec());
+                restore(&carried);
+                return Some(Arc::new(carried));
+            }
+            return Some(fresh);
+        }
+        if r.replaces != 0 {
+            if let Some(b) = self.tokens.get(&r.replaces).and_then(same) {
+                restore(&b);
+                return Some(b);
+            }
+        }
+        Some(fresh)
     }
 
     /// Finds a resource from the point of view of `account`.

@@ -37,6 +37,9 @@
 //!   `keyward_leak_reports_refused_total{why}`: GitHub reports refused
 //!   whole ([`crate::leak_report::Refusal`] labels, `too_large`,
 //!   `malformed`, `no_keys`, `overloaded`)
+//! - `keyward_lease_units_total{dir="taken|returned"}`: sending-limit
+//!   budget leased in chunks (a primary: granted to followers, and given
+//!   back by them; a follower: received)
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
@@ -84,6 +87,17 @@ pub struct Metrics {
     pub store: StoreMetrics,
     /// Leak reports.
     pub leaks: LeakMetrics,
+    /// Leases of sending-limit budget.
+    pub leases: LeaseMetrics,
+}
+
+/// Lease handles, in units of budget.
+#[derive(Clone)]
+pub struct LeaseMetrics {
+    /// Units leased (granted by a primary, received by a follower).
+    pub taken: Counter,
+    /// Units given back unspent (to a primary).
+    pub returned: Counter,
 }
 
 /// Leak-report handles: each reported string, by its answer.
@@ -204,12 +218,16 @@ impl Metrics {
                 true_positive: counter!("keyward_leak_reports_total", "label" => "true_positive"),
                 false_positive: counter!("keyward_leak_reports_total", "label" => "false_positive"),
             },
+            leases: LeaseMetrics {
+                taken: counter!("keyward_lease_units_total", "dir" => "taken"),
+                returned: counter!("keyward_lease_units_total", "dir" => "returned"),
+            },
         }
     }
 
     /// Counts a denial (the unspecified reason is none: not counted).
     pub fn deny(&self, reason: DenyReason) {
-        if let Some(c) = (reason as usize)
+        if let Some(c) = Denial::slot(reason)
             .checked_sub(1)
             .and_then(|i| self.deny.get(i))
         {

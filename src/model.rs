@@ -310,6 +310,10 @@ pub fn scope_index(name: &str) -> Option<u8> {
 pub mod limits;
 mod policy;
 pub use policy::Policy;
+mod rate;
+pub use rate::{
+    rate_limits_from_wire, rate_limits_to_wire, valid_rate_name, Limits, RATE_NAME_MAX,
+};
 
 /// Checks a display name: 1..=100 characters, no control characters,
 /// not only whitespace.

@@ -15,6 +15,8 @@
 //!
 //! Layer L0: imports nothing of keyward.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use parking_lot::Mutex;
 
 /// Most limits on one token.
@@ -72,9 +74,28 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Budget {
     specs: Box<[Spec]>,
-    /// Per limit: the theoretical arrival time, in scaled time.
+    /// The limits' names, by position (empty when not named).
+    names: Box<[Box<str>]>,
+    /// Per limit: the theoretical arrival time, in scaled time; then, per
+    /// limit, what it was when last saved (the second half).
     tat: Mutex<Box<[u128]>>,
+    /// Charged (or given back) since the last [`Budget::take_dirty`]: the
+    /// persisted state is behind.
+    dirty: AtomicBool,
+    /// Spent a sixteenth of some limit since the last save: a crash now
+    /// would lose more than that, so the persister writes it at once.
+    due: AtomicBool,
+    /// A follower: units leased from the primary and not spent yet
+    /// (already charged to every limit there).
+    leased: AtomicU64,
+    /// A follower: a refill of the lease was asked for and not served yet.
+    wanted: AtomicBool,
+    /// A follower: units spent from leases, ever (tells an idle lease).
+    spent: AtomicU64,
 }
+
+/// Largest lease chunk.
+pub const CHUNK_MAX: u64 = 1024;
 
 impl Budget {
     /// A full budget for `specs` (1..=[`LIMITS_MAX`], each within bounds:
@@ -82,13 +103,76 @@ impl Budget {
     pub fn new(specs: &[Spec]) -> Self {
         Budget {
             specs: specs.into(),
-            tat: Mutex::new(vec![0; specs.len()].into()),
+            names: Box::default(),
+            tat: Mutex::new(vec![0; 2 * specs.len()].into()),
+            dirty: AtomicBool::new(false),
+            due: AtomicBool::new(false),
+            leased: AtomicU64::new(0),
+            wanted: AtomicBool::new(false),
+            spent: AtomicU64::new(0),
         }
+    }
+
+    /// The same budget with its limits named (by position).
+    pub fn with_names(mut self, names: Vec<Box<str>>) -> Self {
+        self.names = names.into();
+        self
     }
 
     /// The limits.
     pub fn specs(&self) -> &[Spec] {
         &self.specs
+    }
+
+    /// The limits' names, by position (empty when not named).
+    pub fn names(&self) -> &[Box<str>] {
+        &self.names
+    }
+
+    /// Whether `specs` named `names` are exactly this budget's limits.
+    pub fn same_limits(&self, specs: &[Spec], names: &[Box<str>]) -> bool {
+        *self.specs == *specs && *self.names == *names
+    }
+
+    /// Whether it was charged since the last call (and clears the mark):
+    /// a persister calls it before [`Budget::save`], so that a charge
+    /// racing the save marks it again.
+    pub fn take_dirty(&self) -> bool {
+        self.due.store(false, Ordering::Relaxed);
+        self.dirty.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether a sixteenth of some limit was spent since the last save.
+    pub fn is_due(&self) -> bool {
+        self.due.load(Ordering::Relaxed)
+    }
+
+    /// After a charge (under the lock): due when a limit moved by a
+    /// sixteenth of its capacity since saved.
+    fn check_due(&self, tat: &[u128]) {
+        if self.due.load(Ordering::Relaxed) {
+            return;
+        }
+        let n = self.specs.len();
+        if self
+            .specs
+            .iter()
+            .enumerate()
+            .any(|(i, spec)| tat[i] >= tat[n + i] + spec.capacity() / 16)
+        {
+            self.due.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether it was charged since the last [`Budget::take_dirty`].
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Relaxed)
+    }
+
+    fn mark(&self) {
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Takes `cost` units from every limit at `now_ms`, all or nothing.
@@ -119,6 +203,8 @@ impl Budget {
                 let now = spec.scaled(now_ms);
                 *t = (*t).max(now) + spec.unit() * u128::from(cost);
             }
+            self.mark();
+            self.check_due(&tat);
         }
         let (tightest, remaining, reset_ms) = Self::tightest(&self.specs, &tat, now_ms);
         Outcome {
@@ -152,6 +238,8 @@ impl Budget {
                 let now = spec.scaled(now_ms);
                 *t = (*t).max(now) + spec.unit() * u128::from(grant);
             }
+            self.mark();
+            self.check_due(&tat);
         }
         grant
     }
@@ -162,6 +250,7 @@ impl Budget {
         for (spec, t) in self.specs.iter().zip(tat.iter_mut()) {
             *t = t.saturating_sub(spec.unit() * u128::from(units));
         }
+        self.mark();
     }
 
     /// Units left in the tightest limit at `now_ms`.
@@ -173,10 +262,13 @@ impl Budget {
     /// Per limit, when its bucket is full again, in unix ms rounded up (0:
     /// full now): what is persisted, so a restart never refills a budget.
     pub fn save(&self) -> Vec<i64> {
-        let tat = self.tat.lock();
+        let mut tat = self.tat.lock();
+        let n = self.specs.len();
+        let (now, saved) = tat.split_at_mut(n);
+        saved.copy_from_slice(now);
         self.specs
             .iter()
-            .zip(tat.iter())
+            .zip(now.iter())
             .map(|(spec, t)| i64::try_from(t.div_ceil(u128::from(spec.limit))).unwrap_or(i64::MAX))
             .collect()
     }
@@ -199,11 +291,85 @@ impl Budget {
         let tat = specs
             .iter()
             .map(|s| self.specs.iter().position(|o| o == s).map_or(0, |i| old[i]))
+            .chain(specs.iter().map(|_| 0))
             .collect();
         Budget {
             specs: specs.into(),
+            names: Box::default(),
             tat: Mutex::new(tat),
+            dirty: AtomicBool::new(true),
+            due: AtomicBool::new(true),
+            leased: AtomicU64::new(0),
+            wanted: AtomicBool::new(false),
+            spent: AtomicU64::new(0),
         }
+    }
+
+    /// The lease chunk of a node that spends this budget away from its
+    /// source: a sixteenth of the smallest limit, 1..=[`CHUNK_MAX`]. A
+    /// node never holds more than one chunk.
+    pub fn chunk(&self) -> u64 {
+        let smallest = self.specs.iter().map(|s| s.limit).min().unwrap_or(1);
+        (smallest / 16).clamp(1, CHUNK_MAX)
+    }
+
+    /// Spends `cost` units of the lease (0: whether one unit is there,
+    /// spending nothing), with no lock: Ok(units left) or Err(units held,
+    /// too few).
+    pub fn spend_lease(&self, cost: u64) -> Result<u64, u64> {
+        let need = cost.max(1);
+        let mut cur = self.leased.load(Ordering::Acquire);
+        loop {
+            if cur < need {
+                return Err(cur);
+            }
+            if cost == 0 {
+                return Ok(cur);
+            }
+            match self.leased.compare_exchange_weak(
+                cur,
+                cur - cost,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.spent.fetch_add(cost, Ordering::Relaxed);
+                    return Ok(cur - cost);
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Adds `units` granted by the source to the lease.
+    pub fn add_lease(&self, units: u64) {
+        self.leased.fetch_add(units, Ordering::AcqRel);
+    }
+
+    /// Takes every unspent leased unit (to give them back).
+    pub fn take_unspent(&self) -> u64 {
+        self.leased.swap(0, Ordering::AcqRel)
+    }
+
+    /// Units leased and not spent.
+    pub fn leased(&self) -> u64 {
+        self.leased.load(Ordering::Acquire)
+    }
+
+    /// Units spent from leases, ever.
+    pub fn spent_from_leases(&self) -> u64 {
+        self.spent.load(Ordering::Relaxed)
+    }
+
+    /// Marks a refill as wanted; true when it was not yet (the caller
+    /// then queues the token, once).
+    pub fn want(&self) -> bool {
+        !self.wanted.load(Ordering::Relaxed) && !self.wanted.swap(true, Ordering::AcqRel)
+    }
+
+    /// The refill was served (or given up): a later need asks again.
+    pub fn served(&self) {
+        self.wanted.store(false, Ordering::Release);
     }
 
     fn tightest(specs: &[Spec], tat: &[u128], now_ms: i64) -> (usize, u64, i64) {

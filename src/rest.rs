@@ -7,6 +7,7 @@
 //! and checked field by field: every bad input gets a 4xx JSON answer that
 //! names the field, and no error message repeats a value the client sent.
 
+mod limits;
 pub mod mailersend;
 pub mod mailtrap;
 pub mod time;

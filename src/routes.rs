@@ -12,6 +12,8 @@
 //! level = "viewer"            # default: viewer for GET/HEAD/OPTIONS, else admin
 //! account = "account_id"      # optional: must be the token's account
 //! scope = "email"             # optional feature scope
+//! cost = 1                    # optional: units taken from the token's
+//!                             # rate limits (default 1, 0 = none)
 //! ```
 //!
 //! Path templates are `/`-separated segments: a literal, a `{name}`
@@ -89,6 +91,8 @@ pub struct Route {
     level: Option<Level>,
     /// Feature scope to name, if any.
     pub scope: String,
+    /// Units an allowed request takes from the token's rate limits.
+    pub cost: u64,
 }
 
 /// A loaded, validated routes file.
@@ -126,6 +130,8 @@ pub struct Needed<'r, 'p> {
     pub level: Level,
     /// The scope to name (empty = none).
     pub scope: &'r str,
+    /// Units an allowed request takes from the token's rate limits.
+    pub cost: u64,
     /// The account the path names, if the route checks it (decoded as
     /// `id`).
     pub account: Option<Cow<'p, str>>,
@@ -176,6 +182,7 @@ struct RawRoute {
     level: Option<Spanned<String>>,
     account: Option<Spanned<String>>,
     scope: Option<Spanned<String>>,
+    cost: Option<Spanned<i64>>,
 }
 
 /// HTTP methods a route may name.
@@ -316,6 +323,13 @@ fn route(
             ))
         }
     };
+    let cost = match &r.cost {
+        None => 1,
+        Some(c) => u64::try_from(*c.get_ref())
+            .ok()
+            .filter(|c| *c <= crate::ratelimit::LIMIT_MAX)
+            .ok_or_else(|| at(c.span(), "cost must be 0..=1000000000000".into()))?,
+    };
     let _ = span;
     Ok(Route {
         methods,
@@ -326,6 +340,7 @@ fn route(
         account_segment,
         level,
         scope,
+        cost,
     })
 }
 
@@ -421,6 +436,7 @@ impl Routes {
                     id: part_of(&path, id),
                     level,
                     scope: &route.scope,
+                    cost: route.cost,
                     account: account.map(|a| part_of(&path, a)),
                 });
             }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::index::{Change, TokenState};
 use crate::model::{Grant, Kind, Level, ResourceKey};
-use crate::pb::store::{AccountRecord, ResourceRecord, TokenRecord};
+use crate::pb::store::{AccountRecord, RateLimitRecord, ResourceRecord, TokenRecord};
 use crate::store::{SledStore, Store, StoreError};
 use crate::token::{self, DigestKey, Secret};
 
@@ -40,6 +40,8 @@ struct Chunks {
     next: u64,
     started: bool,
     tokens: Vec<Secret>,
+    /// Sending limits on every token: (limit, period ms).
+    limits: Vec<(u64, i64)>,
 }
 
 const ACCOUNT_ID: u64 = 1;
@@ -59,6 +61,7 @@ impl Chunks {
             next: 0,
             started: false,
             tokens: Vec::with_capacity(n),
+            limits: Vec::new(),
         })
     }
 
@@ -110,6 +113,16 @@ impl Chunks {
                     last_4_digits: token::last_4(&full),
                     created_by: "keyward-bench".into(),
                     created_at_ms: 1,
+                    rate_limits: self
+                        .limits
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &(limit, period_ms))| RateLimitRecord {
+                            name: format!("l{i}"),
+                            limit,
+                            period_ms,
+                        })
+                        .collect(),
                     ..Default::default()
                 },
                 &self.key,
@@ -141,11 +154,23 @@ impl Chunks {
 /// digest key (warm restart); without, every first use needs argon2 (the
 /// storm after a key change).
 pub async fn seed(dir: &Path, n: usize, digests: bool) -> Result<Seeded, StoreError> {
+    seed_limited(dir, n, digests, &[]).await
+}
+
+/// [`seed`], every token with the sending limits `limits` (limit, period
+/// ms; each within the bounds of [`crate::ratelimit`]).
+pub async fn seed_limited(
+    dir: &Path,
+    n: usize,
+    digests: bool,
+    limits: &[(u64, i64)],
+) -> Result<Seeded, StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let key = DigestKey::load_or_create(&dir.join("digest.key"), true)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let store = SledStore::open(dir)?;
     let mut chunks = Chunks::new(&key, n, digests)?;
+    chunks.limits = limits.to_vec();
     while let Some(changes) = chunks.next_chunk() {
         store.commit_batch(&changes).await?;
     }

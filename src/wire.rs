@@ -159,6 +159,7 @@ pub fn token_to_wire(t: &TokenState) -> pb::Token {
         last_used_at: ts_opt(t.last_used_ms.load(Ordering::Relaxed)),
         root: t.root,
         last_used_by: crate::index::nodes::name(t.last_used_by.load(Ordering::Relaxed)),
+        rate_limits: crate::model::rate_limits_to_wire(t.budget.as_deref()),
     }
 }
 

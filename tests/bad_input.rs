@@ -203,18 +203,21 @@ async fn authorize_rejects_bad_requests_and_denies_bad_tokens() {
     let acct = a.to_string();
     let bad_requests = [
         pb::AuthorizeRequest {
+            cost: Default::default(),
             token: admin.clone(),
             resource: None,
             level: VIEWER,
             scope: String::new(),
         },
         pb::AuthorizeRequest {
+            cost: Default::default(),
             token: admin.clone(),
             resource: Some(rref(ACCOUNT, &acct)),
             level: 0,
             scope: String::new(),
         },
         pb::AuthorizeRequest {
+            cost: Default::default(),
             token: admin.clone(),
             resource: Some(pb::ResourceRef {
                 r#type: 0,
@@ -224,12 +227,14 @@ async fn authorize_rejects_bad_requests_and_denies_bad_tokens() {
             scope: String::new(),
         },
         pb::AuthorizeRequest {
+            cost: Default::default(),
             token: admin.clone(),
             resource: Some(rref(PROJECT, "")),
             level: VIEWER,
             scope: String::new(),
         },
         pb::AuthorizeRequest {
+            cost: Default::default(),
             token: admin.clone(),
             resource: Some(rref(ACCOUNT, &acct)),
             level: VIEWER,

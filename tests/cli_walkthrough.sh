@@ -234,6 +234,26 @@ expect_rc 5
 expect_eq "$(field reason)" MALFORMED "reason"
 ok
 
+step "tokens create --rate-limit send=2/1m: two allowed, the third RATE_LIMITED with retry_after (exit 5)"
+call keyward tokens create "limited" --grant project:p1=viewer --rate-limit send=2/1m --json
+expect_ok
+field secret >limited.token
+expect_eq "$(field token.rate_limits.0.name)|$(field token.rate_limits.0.limit)|$(field token.rate_limits.0.period_seconds)" \
+  "send|2|60" "rate_limits"
+call keyward authorize - project:p1=viewer --cost 0 --json <limited.token
+expect_ok
+expect_eq "$(field remaining)" 2 "remaining after a check that spends nothing"
+for left in 1 0; do
+  call keyward authorize - project:p1=viewer --json <limited.token
+  expect_ok
+  expect_eq "$(field remaining)" "$left" "remaining"
+done
+call keyward authorize - project:p1=viewer --json <limited.token
+expect_rc 5
+expect_eq "$(field reason)" RATE_LIMITED "reason"
+[[ "$(field retry_after_seconds)" -ge 29 ]] || fail "retry_after_seconds: $OUT"
+ok
+
 step "tokens reset ci sender: a new secret, the same grants; the old one in its grace"
 call keyward tokens reset "$CI_ID" --json
 expect_ok

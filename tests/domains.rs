@@ -244,12 +244,14 @@ async fn authorize_decides_every_spelling_as_the_canonical_one() {
     let checks: Vec<pb::AuthorizeRequest> = SAME
         .iter()
         .map(|id| pb::AuthorizeRequest {
+            cost: Default::default(),
             token: a_domain.clone(),
             resource: Some(rref(DOMAIN, id)),
             level: ADMIN,
             scope: String::new(),
         })
         .chain(std::iter::once(pb::AuthorizeRequest {
+            cost: Default::default(),
             token: b_admin.clone(),
             resource: Some(rref(DOMAIN, "EXAMPLE.com")),
             level: ADMIN,

@@ -64,6 +64,8 @@ struct Outcome {
     /// 200 = let through; else the status Envoy sends back.
     status: u16,
     headers: HashMap<String, String>,
+    /// Headers added to the response to the client (allowed requests).
+    response: HashMap<String, String>,
     removed: Vec<String>,
     body: String,
     metadata: HashMap<String, String>,
@@ -124,6 +126,7 @@ async fn check(
             Outcome {
                 status: 200,
                 headers: pairs(ok.headers),
+                response: pairs(ok.response_headers_to_add),
                 removed: ok.headers_to_remove,
                 body: String::new(),
                 metadata,
@@ -134,6 +137,7 @@ async fn check(
             Outcome {
                 status: d.status.map_or(0, |s| u16::try_from(s.code).unwrap_or(0)),
                 headers: pairs(d.headers),
+                response: HashMap::new(),
                 removed: Vec::new(),
                 body: d.body,
                 metadata,
@@ -252,6 +256,7 @@ async fn check_allows_and_denies_like_authorize() {
         .tokens()
         .create_token(auth(
             pb::CreateTokenRequest {
+                rate_limits: Default::default(),
                 account_id: acct,
                 name: "expiring".into(),
                 grants: vec![grant(PROJECT, "p1", VIEWER)],
@@ -400,6 +405,7 @@ async fn an_allow_carries_the_expiry_and_the_successor() {
         .tokens()
         .create_token(auth(
             pb::CreateTokenRequest {
+                rate_limits: Default::default(),
                 account_id: acct,
                 name: "expiring".into(),
                 grants: vec![grant(PROJECT, "p1", VIEWER)],
@@ -1056,4 +1062,139 @@ async fn a_refused_request_is_logged_with_its_reason_within_a_budget() {
         "{lines} log lines for 300 refusals in {windows} windows"
     );
     println!("ext_authz: 300 refused requests, {lines} log lines");
+}
+
+/// A route's `cost` is taken from a limited token's budget; allows carry
+/// `ratelimit-remaining`, a spent budget is a 429 with `retry-after` and
+/// the `ratelimit-*` headers of the tightest limit; a denial for another
+/// reason (here: the path names another account) spends nothing.
+#[tokio::test]
+async fn rate_limits_answer_429_with_headers() {
+    let routes = r#"
+[[routes]]
+methods = ["POST"]
+path = "/api/accounts/{account_id}/projects/{project_id}/send"
+resource = "project"
+id = "project_id"
+account = "account_id"
+cost = 2
+
+[[routes]]
+path = "/api/accounts/{account_id}/projects/{project_id}/**"
+resource = "project"
+id = "project_id"
+account = "account_id"
+"#;
+    let dir = temp();
+    let s = start(dir.path(), routes).await.expect("starts");
+    let (acct, admin) = s.account("Acme").await;
+    let (other, _) = s.account("Other").await;
+    s.register(&admin, acct, PROJECT, "p1", None).await;
+    let t = s
+        .tokens()
+        .create_token(auth(
+            pb::CreateTokenRequest {
+                account_id: acct,
+                name: "limited".into(),
+                grants: vec![grant(PROJECT, "p1", ADMIN)],
+                scopes: vec![],
+                expires_at: None,
+                rate_limits: vec![pb::RateLimit {
+                    name: "per_min".into(),
+                    limit: 5,
+                    period: Some(prost_types::Duration {
+                        seconds: 60,
+                        nanos: 0,
+                    }),
+                }],
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = bearer(&t.secret);
+    let h = [("authorization", b.as_str())];
+    let send = format!("/api/accounts/{acct}/projects/p1/send");
+    // Another account in the path: 403, nothing spent.
+    for _ in 0..3 {
+        let o = check(
+            &s,
+            "POST",
+            &format!("/api/accounts/{other}/projects/p1/send"),
+            &h,
+        )
+        .await
+        .unwrap();
+        assert_eq!(o.status, 403, "{o:?}");
+    }
+    let o = check(&s, "POST", &send, &h).await.unwrap();
+    assert_eq!(o.status, 200);
+    assert_eq!(
+        o.response.get("ratelimit-remaining").map(String::as_str),
+        Some("3")
+    );
+    assert!(
+        !o.headers.contains_key("ratelimit-remaining"),
+        "not upstream"
+    );
+    let o = check(
+        &s,
+        "GET",
+        &format!("/api/accounts/{acct}/projects/p1/x"),
+        &h,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        o.response.get("ratelimit-remaining").map(String::as_str),
+        Some("2")
+    );
+    let o = check(&s, "POST", &send, &h).await.unwrap();
+    assert_eq!(o.status, 200);
+    let o = check(&s, "POST", &send, &h).await.unwrap();
+    assert_eq!(o.status, 429, "{o:?}");
+    let hv = |n: &str| o.headers.get(n).map(String::as_str);
+    // 0 left, 2 needed: 24 s (one unit per 12 s).
+    assert_eq!(hv("retry-after"), Some("24"));
+    assert_eq!(hv("ratelimit-limit"), Some("5"));
+    assert_eq!(hv("ratelimit-remaining"), Some("0"));
+    assert_eq!(hv("ratelimit-reset"), Some("60"));
+    assert!(o.body.contains("rate limit"), "{}", o.body);
+    s.clock.advance_ms(24_000);
+    assert_eq!(check(&s, "POST", &send, &h).await.unwrap().status, 200);
+    // An unlimited token gets no ratelimit header.
+    let free = s
+        .create(&admin, acct, "free", vec![grant(PROJECT, "p1", ADMIN)])
+        .await
+        .unwrap();
+    let b = bearer(&free.secret);
+    let o = check(&s, "POST", &send, &[("authorization", b.as_str())])
+        .await
+        .unwrap();
+    assert_eq!(o.status, 200);
+    assert!(o.response.is_empty(), "{:?}", o.response);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_route_cost_is_validated() {
+    let dir = temp();
+    for (cost, ok) in [
+        ("-1", false),
+        ("1000000000001", false),
+        ("0", true),
+        ("\"1\"", false),
+    ] {
+        let routes = format!(
+            "[[routes]]\npath = \"/p/{{id}}\"\nresource = \"project\"\nid = \"id\"\ncost = {cost}\n"
+        );
+        let sub = dir.path().join(format!("c{}", cost.len()));
+        std::fs::create_dir_all(&sub).unwrap();
+        let r = start(&sub, &routes).await;
+        assert_eq!(r.is_ok(), ok, "cost = {cost}");
+        if let Ok(s) = r {
+            s.stop().await.unwrap();
+        }
+    }
 }

@@ -366,6 +366,7 @@ async fn followers_resync_after_a_primary_restart() {
     let created = pb::tokens_client::TokensClient::new(ch)
         .create_token(auth(
             pb::CreateTokenRequest {
+                rate_limits: Default::default(),
                 account_id: acct,
                 name: "after restart".into(),
                 grants: vec![grant(PROJECT, "p1", ADMIN)],
@@ -427,6 +428,7 @@ async fn a_cut_off_follower_fails_closed_past_the_bound() {
     let r = f
         .authorizer()
         .authorize(pb::AuthorizeRequest {
+            cost: Default::default(),
             token: t.secret.clone(),
             resource: Some(rref(PROJECT, "p1")),
             level: VIEWER,

@@ -134,6 +134,7 @@ fn the_checks_catch_what_they_are_meant_to() {
         id: "p1",
         level: keyward::model::Level::Admin,
         scope: "",
+        cost: 1,
     };
     assert_eq!(checks::reference_decision(w, admin, &p1), Ok(()));
     let other = keyward::authz::Check { id: "p2", ..p1 };
@@ -284,6 +285,7 @@ fn authorize_request() -> impl Strategy<Value = pb::AuthorizeRequest> {
         ],
     )
         .prop_map(|(token, resource, level, scope)| pb::AuthorizeRequest {
+            cost: Default::default(),
             token,
             resource,
             level,
@@ -298,6 +300,7 @@ fn structured_requests_round_trip_and_validate_like_the_reference() {
     let n = cases();
     let create = (name(), grants(), scopes(), timestamp()).prop_map(|(name, grants, scopes, t)| {
         pb::CreateTokenRequest {
+            rate_limits: Default::default(),
             account_id: 1,
             name,
             grants,
@@ -320,6 +323,7 @@ fn structured_requests_round_trip_and_validate_like_the_reference() {
         ),
     )
         .prop_map(|(name, grants, scopes, paths)| pb::UpdateTokenRequest {
+            rate_limits: Default::default(),
             account_id: 1,
             token_id: 2,
             name,
@@ -416,6 +420,7 @@ fn authorize_decisions_match_the_reference_world() {
         prop::sample::select(vec!["", "email", "domains", "sms"]),
     )
         .prop_map(|(n, (kind, id), level, scope)| pb::AuthorizeRequest {
+            cost: Default::default(),
             token: format!("@{n}"),
             resource: Some(pb::ResourceRef {
                 r#type: kind,

@@ -254,6 +254,40 @@ authorize "kw_not-a-token" RESOURCE_TYPE_DOMAIN example.com ACCESS_LEVEL_ADMIN
 expect_decision false DENY_REASON_MALFORMED
 ok
 
+step "CreateToken with rate_limits: 2 per minute"
+call grpcurl -plaintext -H "authorization: Bearer $ADMIN" -d @ \
+  "$GRPC" keyward.v1.Tokens/CreateToken <<EOF
+{
+  "accountId": "$ACCOUNT_ID",
+  "name": "limited sender",
+  "grants": [{"resource": {"type": "RESOURCE_TYPE_PROJECT", "id": "p1"}, "level": "ACCESS_LEVEL_VIEWER"}],
+  "rateLimits": [{"name": "per_minute", "limit": "2", "period": "60s"}]
+}
+EOF
+expect_ok
+LIMITED=$(field secret)
+expect_eq "$(field token.rateLimits.0.name)" "per_minute" "rateLimits.0.name"
+expect_eq "$(field token.rateLimits.0.limit)" "2" "rateLimits.0.limit"
+expect_eq "$(field token.rateLimits.0.period)" "60s" "rateLimits.0.period"
+ok
+
+step "Authorize the limited token twice: allowed, remaining 1 then 0"
+authorize "$LIMITED" RESOURCE_TYPE_PROJECT p1 ACCESS_LEVEL_VIEWER
+expect_decision true DENY_REASON_UNSPECIFIED
+expect_eq "$(field remaining)" "1" "remaining"
+authorize "$LIMITED" RESOURCE_TYPE_PROJECT p1 ACCESS_LEVEL_VIEWER
+expect_decision true DENY_REASON_UNSPECIFIED
+expect_eq "$(field remaining 0)" "0" "remaining"
+ok
+
+step "Authorize the limited token a third time: RATE_LIMITED, retryAfter up to 30s"
+authorize "$LIMITED" RESOURCE_TYPE_PROJECT p1 ACCESS_LEVEL_VIEWER
+expect_decision false DENY_REASON_RATE_LIMITED
+RETRY=$(field retryAfter)
+"$PY" -c 'import sys; s = float(sys.argv[1].rstrip("s")); sys.exit(0 if 20 <= s <= 30 else 1)' "$RETRY" \
+  || fail "retryAfter: expected up to 30s, got '$RETRY'"
+ok
+
 step "ResetToken ci sender returns a new token with the same grants"
 call grpcurl -plaintext -H "authorization: Bearer $ADMIN" \
   -d "{\"accountId\": \"$ACCOUNT_ID\", \"tokenId\": \"$CI_ID\"}" \

@@ -260,6 +260,7 @@ impl Raw {
 
 fn authorize_msg(token: &str) -> Vec<u8> {
     pb::AuthorizeRequest {
+        cost: Default::default(),
         token: token.into(),
         resource: Some(rref(DOMAIN, "example.com")),
         level: ADMIN,
@@ -295,6 +296,7 @@ async fn valid_client(addr: SocketAddr, token: String, load: Arc<Load>) {
         .expect("connect");
     let mut client = pb::authorizer_client::AuthorizerClient::new(channel);
     let req = pb::AuthorizeRequest {
+        cost: Default::default(),
         token,
         resource: Some(rref(DOMAIN, "example.com")),
         level: ADMIN,
@@ -406,6 +408,7 @@ async fn oversized_and_metadata(s: &TestServer, token: &str, log: &mut Vec<Strin
     // AuthorizeBatch too), so a 70 KiB Authorize is read and denied as
     // MALFORMED (its token is over 128 bytes); 130 KiB is refused unread.
     let with_token = |len: usize| pb::AuthorizeRequest {
+        cost: Default::default(),
         token: "k".repeat(len),
         resource: Some(rref(DOMAIN, "example.com")),
         level: ADMIN,
@@ -427,6 +430,7 @@ async fn oversized_and_metadata(s: &TestServer, token: &str, log: &mut Vec<Strin
     ));
 
     let check = pb::AuthorizeRequest {
+        cost: Default::default(),
         token: token.into(),
         resource: Some(rref(DOMAIN, "example.com")),
         level: ADMIN,
@@ -486,6 +490,7 @@ async fn oversized_and_metadata(s: &TestServer, token: &str, log: &mut Vec<Strin
 
     // 20 KiB of metadata (limit 16 KiB): a stream error for this call only.
     let mut req = tonic::Request::new(pb::AuthorizeRequest {
+        cost: Default::default(),
         token: token.into(),
         resource: Some(rref(DOMAIN, "example.com")),
         level: ADMIN,
@@ -504,6 +509,7 @@ async fn oversized_and_metadata(s: &TestServer, token: &str, log: &mut Vec<Strin
     // The same connection still answers.
     let r = authz
         .authorize(pb::AuthorizeRequest {
+            cost: Default::default(),
             token: token.into(),
             resource: Some(rref(DOMAIN, "example.com")),
             level: ADMIN,

@@ -84,6 +84,7 @@ async fn a_holder_sees_its_own_token_and_no_secret() {
         .tokens()
         .create_token(auth(
             pb::CreateTokenRequest {
+                rate_limits: Default::default(),
                 account_id: acct,
                 name: "reader".into(),
                 grants: vec![grant(PROJECT, "p1", VIEWER)],
@@ -202,6 +203,7 @@ async fn introspect_refuses_what_authorize_denies_with_the_same_messages() {
         .tokens()
         .create_token(auth(
             pb::CreateTokenRequest {
+                rate_limits: Default::default(),
                 account_id: acct,
                 name: "expiring".into(),
                 grants: vec![grant(PROJECT, "p1", VIEWER)],
@@ -317,6 +319,7 @@ async fn a_reset_token_in_grace_shows_its_successor_and_expiry() {
     assert_eq!((d.expires_at, d.replaced_by), (None, 0));
     // AuthorizeBatch answers the same; an unknown token gets neither.
     let one = |token: &str| pb::AuthorizeRequest {
+        cost: Default::default(),
         token: token.into(),
         resource: Some(rref(PROJECT, "p1")),
         level: VIEWER,

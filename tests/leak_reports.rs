@@ -462,6 +462,7 @@ async fn tokens_paused_expired_or_in_their_grace_are_judged_as_they_live() {
         .tokens()
         .create_token(auth(
             pb::CreateTokenRequest {
+                rate_limits: Default::default(),
                 account_id: acct,
                 name: "expiring".into(),
                 grants: vec![grant(DOMAIN, "d.example", ADMIN)],

@@ -162,6 +162,7 @@ async fn a_reset_grace_within_the_servers_keeps_the_old_token_that_long() {
         .tokens()
         .create_token(auth(
             pb::CreateTokenRequest {
+                rate_limits: Default::default(),
                 account_id: a,
                 name: "soon".into(),
                 grants: vec![grant(PROJECT, "p", VIEWER)],
@@ -335,8 +336,9 @@ async fn update_token_refuses_a_past_or_too_far_expiry() {
         Code::InvalidArgument,
     );
     assert!(
-        st.message()
-            .contains("update_mask: name at least one of: name, grants, scopes, expires_at"),
+        st.message().contains(
+            "update_mask: name at least one of: name, grants, scopes, expires_at, rate_limits"
+        ),
         "{}",
         st.message()
     );
@@ -347,8 +349,9 @@ async fn update_token_refuses_a_past_or_too_far_expiry() {
         Code::InvalidArgument,
     );
     assert!(
-        st.message()
-            .contains("update_mask.paths[0]: must be name, grants, scopes or expires_at"),
+        st.message().contains(
+            "update_mask.paths[0]: must be name, grants, scopes, expires_at or rate_limits"
+        ),
         "{}",
         st.message()
     );

@@ -22,7 +22,9 @@ use keyward::clock::{Clock, ManualClock};
 use keyward::engine::{Cached, Engine, Settings};
 use keyward::index::Change;
 use keyward::model::{Kind, Level};
-use keyward::pb::store::{AccountRecord, GrantRecord, ResourceRecord, ScopeRecord, TokenRecord};
+use keyward::pb::store::{
+    AccountRecord, GrantRecord, RateLimitRecord, ResourceRecord, ScopeRecord, TokenRecord,
+};
 use keyward::pb::v1 as pb;
 use keyward::store::{SledStore, Store};
 use keyward::token::{self, DigestKey};
@@ -55,6 +57,59 @@ struct RefToken {
     expires_at: Option<i64>,
     /// The token that replaced it (a reset in its grace period), or 0.
     replaced_by: u64,
+    /// Sending limits: (limit, period ms).
+    limits: Vec<(u64, i64)>,
+    /// The reference's budget, a plain token bucket per limit written
+    /// apart from keyward's GCRA: (units left × period ms, as of ms).
+    bucket: std::cell::RefCell<Vec<(u128, i64)>>,
+}
+
+impl RefToken {
+    /// Takes `cost` (0: a check of one unit, taking nothing) from every
+    /// limit at `now`, all or nothing: whether it fit, and the fewest
+    /// whole units left in any limit afterwards (`None`: no limits).
+    fn spend(&self, cost: u64, now: i64) -> (bool, Option<u64>) {
+        if self.limits.is_empty() {
+            return (true, None);
+        }
+        let mut b = self.bucket.borrow_mut();
+        for ((limit, period), (left, at)) in self.limits.iter().zip(b.iter_mut()) {
+            let cap = u128::from(*limit) * u128::from(period.unsigned_abs());
+            let since = u128::from((now - *at).max(0).unsigned_abs());
+            *left = (*left + since * u128::from(*limit)).min(cap);
+            *at = now.max(*at);
+        }
+        let need = |period: i64| u128::from(cost.max(1)) * u128::from(period.unsigned_abs());
+        let fits = self
+            .limits
+            .iter()
+            .zip(b.iter())
+            .all(|((_, period), (left, _))| *left >= need(*period));
+        if fits && cost > 0 {
+            for ((_, period), (left, _)) in self.limits.iter().zip(b.iter_mut()) {
+                *left -= need(*period);
+            }
+        }
+        let fewest = self
+            .limits
+            .iter()
+            .zip(b.iter())
+            .map(|((_, period), (left, _))| {
+                u64::try_from(*left / u128::from(period.unsigned_abs())).unwrap_or(u64::MAX)
+            })
+            .min();
+        (fits, fewest)
+    }
+}
+
+/// A fresh reference budget for `limits` at `now`.
+fn full(limits: &[(u64, i64)], now: i64) -> std::cell::RefCell<Vec<(u128, i64)>> {
+    std::cell::RefCell::new(
+        limits
+            .iter()
+            .map(|(l, p)| (u128::from(*l) * u128::from(p.unsigned_abs()), now))
+            .collect(),
+    )
 }
 
 struct World {
@@ -226,6 +281,15 @@ fn random_world(rng: &mut StdRng, now: i64, first_account: u64, first_token: u64
                 1 => Some(now + rng.gen_range(1..10_000)),
                 _ => None,
             };
+            // Half the tokens have 1..3 sending limits, small enough to
+            // be spent by the decisions below.
+            let limits: Vec<(u64, i64)> = if rng.gen_bool(0.5) {
+                (0..rng.gen_range(1..=3))
+                    .map(|_| (rng.gen_range(1..=8), rng.gen_range(1_000..=5_000)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             // A reset token: in its grace period until `expires_at`.
             let reset = rng.gen_bool(0.15);
             let expires_at = if reset {
@@ -244,6 +308,8 @@ fn random_world(rng: &mut StdRng, now: i64, first_account: u64, first_token: u64
                 paused: rng.gen_bool(0.15),
                 expires_at,
                 replaced_by: if reset { 1_000_000 + next } else { 0 },
+                bucket: full(&limits, now),
+                limits,
             });
             next += 1;
         }
@@ -314,6 +380,16 @@ fn changes(w: &World, key: &DigestKey) -> Vec<Change> {
                 .collect(),
             verified_digest: key.digest(&t.secret).to_vec(),
             digest_key_id: key.id().to_vec(),
+            rate_limits: t
+                .limits
+                .iter()
+                .enumerate()
+                .map(|(i, (limit, period_ms))| RateLimitRecord {
+                    name: format!("l{i}"),
+                    limit: *limit,
+                    period_ms: *period_ms,
+                })
+                .collect(),
             ..Default::default()
         }));
     }
@@ -549,6 +625,8 @@ impl World {
                 paused: false,
                 expires_at: None,
                 replaced_by: 0,
+                limits: Vec::new(),
+                bucket: full(&[], 0),
             }
         });
         let own = self
@@ -726,6 +804,7 @@ async fn run_mutation(
             .create_token(
                 id,
                 pb::CreateTokenRequest {
+                    rate_limits: Default::default(),
                     account_id: *account,
                     name: "made by the oracle".into(),
                     grants: vec![pb::Grant {
@@ -781,24 +860,40 @@ fn decide(
     engine: &Engine,
     world: &World,
     rng: &mut StdRng,
-    now: i64,
+    clock: &ManualClock,
     seed: u64,
     n: u32,
 ) -> Result<(u64, u64), TestCaseError> {
     let (mut decisions, mut cross_allows) = (0u64, 0u64);
     for _ in 0..n {
+        // Time moves on now and then, so budgets refill (and tokens
+        // expire) while the decisions go.
+        if rng.gen_bool(0.05) {
+            clock.advance_ms(rng.gen_range(1..1_500));
+        }
+        let now = clock.now_ms();
         let (tok, kind, id, lvl, scope, meant) = random_request(rng, world);
+        let cost = [0, 1, 1, 1, 2, 3][rng.gen_range(0..6)];
         let check = Check {
             kind,
             id: &id,
             level: lvl,
             scope: &scope,
+            cost,
         };
         let real = match engine.authorize_cached(&tok, &check) {
-            Cached::Decided(d) => (d.allowed, d.reason),
+            Cached::Decided(d) => (d.allowed, d.reason, d.rate.map(|r| r.remaining)),
             Cached::NeedsArgon2 { .. } => panic!("a world token without its digest"),
         };
-        let want = reference(world, &tok, kind, &meant, lvl, &scope, now);
+        let (allowed, reason) = reference(world, &tok, kind, &meant, lvl, &scope, now);
+        // Only what is allowed on every other ground meets the budget.
+        let want = match world.tokens.iter().find(|t| t.secret == tok) {
+            Some(t) if allowed => match t.spend(cost, now) {
+                (true, left) => (true, reason, left),
+                (false, left) => (false, pb::DenyReason::RateLimited, left),
+            },
+            _ => (allowed, reason, None),
+        };
         prop_assert_eq!(
             real,
             want,
@@ -853,7 +948,9 @@ fn authorize_matches_the_reference_and_nothing_escalates() {
         let mut world = random_world(&mut rng, now, 1, 1);
         let engine = rt.block_on(engine_for(&world, dir.path(), clock.clone()));
         let (mut decisions, mut cross_allows) =
-            decide(&engine, &world, &mut rng, now, seed, per_world)?;
+            decide(&engine, &world, &mut rng, &clock, seed, per_world)?;
+        // The admin calls below are judged at one time.
+        let now = clock.now_ms();
         // Escalation attempts through the real admin path: a live caller
         // edits a token of its account to hold something it does not hold
         // at ADMIN itself (or scopes beyond its own).
@@ -945,7 +1042,7 @@ fn authorize_matches_the_reference_and_nothing_escalates() {
                 world.apply(&caller, &mutation, made);
             }
         }
-        let (after, cross_after) = decide(&engine, &world, &mut rng, now, seed, per_world / 3)?;
+        let (after, cross_after) = decide(&engine, &world, &mut rng, &clock, seed, per_world / 3)?;
         decisions += after;
         cross_allows += cross_after;
         prop_assert_eq!(cross_allows, 0);

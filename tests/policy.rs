@@ -79,6 +79,7 @@ async fn create_expiring(
     s.tokens()
         .create_token(auth(
             pb::CreateTokenRequest {
+                rate_limits: Default::default(),
                 account_id,
                 name: "ci".into(),
                 grants: vec![grant(PROJECT, "p", VIEWER)],

@@ -386,6 +386,7 @@ async fn a_node_out_of_reach_of_its_database_fails_closed() {
     // Past the bound.
     clock.advance_ms(31_000);
     let req = || pb::AuthorizeRequest {
+        cost: Default::default(),
         token: admin.clone(),
         resource: Some(rref(ACCOUNT, &id)),
         level: ADMIN,
@@ -599,6 +600,7 @@ async fn a_follower_of_one_node_sees_the_writes_of_another() {
             loop {
                 let r = pb::authorizer_client::AuthorizerClient::new(channel.clone())
                     .authorize(pb::AuthorizeRequest {
+                        cost: Default::default(),
                         token: secret.clone(),
                         resource: Some(rref(ACCOUNT, &acct.to_string())),
                         level: ADMIN,

@@ -22,12 +22,13 @@ fn keys(v: &Value) -> Vec<&str> {
     k
 }
 
-const API_TOKEN_KEYS: [&str; 6] = [
+const API_TOKEN_KEYS: [&str; 7] = [
     "created_by",
     "expires_at",
     "id",
     "last_4_digits",
     "name",
+    "rate_limits",
     "resources",
 ];
 
@@ -450,6 +451,7 @@ async fn mailersend_tokens_lifecycle_and_errors() {
             "expires_at",
             "id",
             "name",
+            "rate_limits",
             "scopes",
             "status"
         ]
@@ -495,6 +497,7 @@ async fn mailersend_tokens_lifecycle_and_errors() {
             "expires_at",
             "id",
             "name",
+            "rate_limits",
             "scopes",
             "status"
         ]

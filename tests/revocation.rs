@@ -99,6 +99,7 @@ async fn race(
 
 fn authorize_req(token: &str, kind: pb::ResourceType, id: &str) -> pb::AuthorizeRequest {
     pb::AuthorizeRequest {
+        cost: Default::default(),
         token: token.into(),
         resource: Some(rref(kind, id)),
         level: ADMIN,

@@ -671,6 +671,7 @@ async fn expiry_is_validated_and_enforced() {
     let (a, admin) = s.account("A").await;
     let acct = a.to_string();
     let mk = |expires_at| pb::CreateTokenRequest {
+        rate_limits: Default::default(),
         account_id: a,
         name: "e".into(),
         grants: vec![grant(ACCOUNT, &acct, ADMIN)],
@@ -980,18 +981,21 @@ async fn authorize_batch_matches_single_calls() {
         .secret;
     let checks = vec![
         pb::AuthorizeRequest {
+            cost: Default::default(),
             token: t.clone(),
             resource: Some(rref(PROJECT, "p")),
             level: VIEWER,
             scope: String::new(),
         },
         pb::AuthorizeRequest {
+            cost: Default::default(),
             token: t.clone(),
             resource: Some(rref(PROJECT, "p")),
             level: ADMIN,
             scope: String::new(),
         },
         pb::AuthorizeRequest {
+            cost: Default::default(),
             token: "kw_nope".into(),
             resource: Some(rref(PROJECT, "p")),
             level: VIEWER,

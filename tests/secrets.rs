@@ -408,6 +408,7 @@ async fn lifecycle(
         reset,
         t,
         pb::AuthorizeRequest {
+            cost: Default::default(),
             token: t.secret.clone(),
             resource: None,
             level: ADMIN,

@@ -166,6 +166,7 @@ async fn authorize_loop(
             }
         };
         let req = pb::AuthorizeRequest {
+            cost: Default::default(),
             token: k.secret.clone(),
             resource: Some(rref(DOMAIN, &domain(k.domain))),
             level: ADMIN,
@@ -226,6 +227,7 @@ async fn admin_loop(
                 // expiry computed from "now" is still ahead when checked.
                 let _still = time.read().await;
                 let req = pb::CreateTokenRequest {
+                    rate_limits: Default::default(),
                     account_id: account,
                     name: format!("soak {n}"),
                     grants: vec![grant(DOMAIN, &domain(d), ADMIN)],

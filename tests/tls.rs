@@ -386,6 +386,7 @@ async fn every_service_answers_over_tls_and_plaintext_is_refused() {
     // Authorizer.
     let decision = pb::authorizer_client::AuthorizerClient::new(channel.clone())
         .authorize(pb::AuthorizeRequest {
+            cost: Default::default(),
             token: domain_token,
             resource: Some(rref(pb::ResourceType::Domain, "tls.example")),
             level: VIEWER,

@@ -288,6 +288,7 @@ async fn create_token(channel: &Channel, admin: &str, account: u64, name: &str) 
     pb::tokens_client::TokensClient::new(channel.clone())
         .create_token(auth(
             pb::CreateTokenRequest {
+                rate_limits: Default::default(),
                 account_id: account,
                 name: name.into(),
                 grants: vec![grant(DOMAIN, VICTIM, ADMIN)],
@@ -334,6 +335,7 @@ fn follower(
 async fn authorize(channel: &Channel, token: &str) -> Option<bool> {
     pb::authorizer_client::AuthorizerClient::new(channel.clone())
         .authorize(pb::AuthorizeRequest {
+            cost: Default::default(),
             token: token.into(),
             resource: Some(rref(DOMAIN, VICTIM)),
             level: ADMIN,

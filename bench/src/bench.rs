@@ -34,6 +34,7 @@ pub(crate) struct Bench {
 
 pub(crate) fn request(token: &str, project: &str) -> AuthorizeRequest {
     AuthorizeRequest {
+        cost: Default::default(),
         token: token.into(),
         resource: Some(pb::ResourceRef {
             r#type: pb::ResourceType::Project as i32,

@@ -20,6 +20,7 @@ mod followers;
 mod introspect;
 mod malformed_tokens;
 mod postgres;
+mod rate_limits;
 mod revocations;
 mod sequential;
 mod tls;
@@ -44,7 +45,7 @@ pub(crate) struct Scenario {
 }
 
 /// Every scenario, by number.
-pub(crate) const SCENARIOS: [Scenario; 15] = [
+pub(crate) const SCENARIOS: [Scenario; 16] = [
     Scenario {
         number: 1,
         name: "warm_closed_loop",
@@ -120,6 +121,11 @@ pub(crate) const SCENARIOS: [Scenario; 15] = [
         name: "introspect",
         run: Some(|b| Box::pin(b.introspect())),
     },
+    Scenario {
+        number: 16,
+        name: "rate_limits",
+        run: Some(|b| Box::pin(b.rate_limits())),
+    },
 ];
 
 /// `--scenarios`' parser: a number (any, as before: an unknown one is
@@ -134,7 +140,7 @@ pub(crate) fn parse(s: &str) -> Result<u32, String> {
         .map(|sc| sc.number)
         .ok_or_else(|| {
             let names: Vec<&str> = SCENARIOS.iter().map(|sc| sc.name).collect();
-            format!("no scenario {s:?} (numbers 1-15, or {})", names.join(", "))
+            format!("no scenario {s:?} (numbers 1-16, or {})", names.join(", "))
         })
 }
 
@@ -153,7 +159,7 @@ pub(crate) async fn run(bench: &mut Bench, number: u32) {
 mod tests {
     use super::{parse, SCENARIOS};
 
-    /// Numbers 1-15 in order, names unique, each name parses to its number.
+    /// Numbers 1-16 in order, names unique, each name parses to its number.
     #[test]
     fn the_table_is_complete_and_names_parse() {
         for (i, sc) in SCENARIOS.iter().enumerate() {

@@ -110,6 +110,7 @@ pub fn ext_authz_decision(data: &[u8]) -> Option<bool> {
                 id,
                 level: *level,
                 scope,
+                cost: 1,
             };
             reference_decision(w, t, &check).is_ok()
                 && account

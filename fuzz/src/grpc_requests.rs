@@ -221,6 +221,49 @@ fn check_scopes(scopes: &[pb::Scope]) {
     }
 }
 
+/// Sending limits: the reference rules, written out again (at most 8;
+/// names 1..32 of [a-z0-9_-], unique; limit 1..=1e12; period 1 s .. 31
+/// days in whole ms), against `rate_limits_from_wire`, and the accepted
+/// ones round trip to the wire.
+fn check_rate_limits(limits: &[pb::RateLimit]) {
+    let period_ms = |d: &prost_types::Duration| -> Option<i64> {
+        if d.seconds < 0 || !(0..1_000_000_000).contains(&d.nanos) || d.nanos % 1_000_000 != 0 {
+            return None;
+        }
+        let ms = i128::from(d.seconds) * 1000 + i128::from(d.nanos / 1_000_000);
+        i64::try_from(ms)
+            .ok()
+            .filter(|ms| (1000..=31 * 24 * 3600 * 1000).contains(ms))
+    };
+    let each_ok = limits.iter().enumerate().all(|(i, l)| {
+        (1..=32).contains(&l.name.len())
+            && l.name
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+            && limits[..i].iter().all(|o| o.name != l.name)
+            && (1..=1_000_000_000_000).contains(&l.limit)
+            && l.period.as_ref().and_then(period_ms).is_some()
+    });
+    let expected = limits.len() <= 8 && each_ok;
+    if let Some(out) = agree(
+        model::rate_limits_from_wire("rate_limits", limits),
+        expected,
+        "rate_limits",
+        "rate_limits_from_wire",
+    ) {
+        let budget = out.budget();
+        let wire = model::rate_limits_to_wire(budget.as_deref());
+        assert_eq!(wire.len(), limits.len(), "rate limits round trip");
+        for (w, l) in wire.iter().zip(limits) {
+            assert_eq!((&w.name, w.limit), (&l.name, l.limit));
+            assert_eq!(
+                w.period.as_ref().and_then(period_ms),
+                l.period.as_ref().and_then(period_ms)
+            );
+        }
+    }
+}
+
 fn check_expires_at(t: Option<&prost_types::Timestamp>) {
     let expected_ms = t.map(|t| {
         if !(0..1_000_000_000).contains(&t.nanos) {
@@ -276,6 +319,7 @@ fn check_authorize(field: &str, req: &pb::AuthorizeRequest) {
         assert_eq!(check.id, r.id);
         assert_eq!(check.level.to_wire(), req.level);
         assert_eq!(check.scope, req.scope);
+        assert_eq!(check.cost, req.cost.unwrap_or(1), "cost: unset is 1");
     }
     if req.token.len() <= limits::TOKEN_MAX {
         check_token_str(&req.token);
@@ -325,6 +369,7 @@ pub fn grpc_request(data: &[u8]) {
                 check_grants(&r.grants);
                 check_scopes(&r.scopes);
                 check_expires_at(r.expires_at.as_ref());
+                check_rate_limits(&r.rate_limits);
             }
         }
         7 => {
@@ -343,6 +388,7 @@ pub fn grpc_request(data: &[u8]) {
                         "name" => check_name(&r.name),
                         "grants" => check_grants(&r.grants),
                         "scopes" => check_scopes(&r.scopes),
+                        "rate_limits" => check_rate_limits(&r.rate_limits),
                         _ => {}
                     }
                 }

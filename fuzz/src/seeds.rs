@@ -58,6 +58,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         level,
     };
     let check = |token: &str, kind, id: &str, level: i32, scope: &str| pb::AuthorizeRequest {
+        cost: Default::default(),
         token: token.into(),
         resource: rref(kind, id),
         level,
@@ -106,6 +107,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         request_input(
             6,
             &pb::CreateTokenRequest {
+                rate_limits: Default::default(),
                 account_id: 1,
                 name: "ci sender".into(),
                 grants: vec![grant(Domain, "example.com", 100), grant(Project, "p1", 10)],
@@ -116,6 +118,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         request_input(
             6,
             &pb::CreateTokenRequest {
+                rate_limits: Default::default(),
                 account_id: 1,
                 name: "dup".into(),
                 grants: vec![grant(Project, "p1", 10), grant(Project, "p1", 100)],
@@ -142,6 +145,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         request_input(
             9,
             &pb::UpdateTokenRequest {
+                rate_limits: Default::default(),
                 account_id: 1,
                 token_id: 2,
                 name: "renamed".into(),
@@ -267,6 +271,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     let key = DigestKey::from_bytes([7; 32]);
     let token = rec::TokenRecord {
+        rate_full_at_ms: Default::default(),
+        rate_limits: Default::default(),
         id: 3,
         account_id: 1,
         name: "ci".into(),

@@ -179,6 +179,7 @@ fn check_index(index: &Index) {
                     id,
                     level,
                     scope: "email",
+                    cost: 1,
                 };
                 let _ = authz::decide(index, t, &check, NOW_MS);
             }

@@ -223,6 +223,7 @@ fn build_world() -> World {
                 engine.create_token(
                     admin_id,
                     pb::CreateTokenRequest {
+                        rate_limits: Default::default(),
                         account_id: account,
                         name: name.into(),
                         grants,

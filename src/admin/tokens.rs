@@ -34,12 +34,13 @@ impl Engine {
         let grants = model::grants_from_wire("grants", &req.grants)?;
         let scopes = model::scopes_from_wire("scopes", &req.scopes)?;
         let expires_at_ms = check_expiry("expires_at", req.expires_at.as_ref(), self.now_ms())?;
+        let limits = model::rate_limits_from_wire("rate_limits", &req.rate_limits)?;
         let done = self
             .mutate(caller, Mint::Token, |p| {
                 let account = p.access.token_account(p.idx, req.account_id)?;
                 p.access.check_grantable(p.idx, account, &grants, &scopes)?;
                 account.policy.check("expires_at", expires_at_ms, p.now)?;
-                let token = p.mint(NewToken {
+                let mut token = p.mint(NewToken {
                     account_id: account.id,
                     name: req.name.clone(),
                     created_by: p.access.caller().name.clone(),
@@ -48,6 +49,7 @@ impl Engine {
                     expires_at_ms,
                     replaces: 0,
                 });
+                token.rate_limits = limits.to_records();
                 Ok((vec![p.counters(0, 1), Change::PutToken(token)], ()))
             })
             .await?;
@@ -126,10 +128,10 @@ impl Engine {
         if paths.is_empty() {
             return Err(Error::invalid(
                 "update_mask",
-                "name at least one of: name, grants, scopes, expires_at",
+                "name at least one of: name, grants, scopes, expires_at, rate_limits",
             ));
         }
-        let (mut name, mut grants, mut scopes) = (None, None, None);
+        let (mut name, mut grants, mut scopes, mut limits) = (None, None, None, None);
         // Some(None): the path is given and the field unset, so the expiry
         // is cleared.
         let mut expiry: Option<Option<i64>> = None;
@@ -145,10 +147,16 @@ impl Engine {
                     let now = self.now_ms();
                     expiry = Some(check_expiry("expires_at", req.expires_at.as_ref(), now)?);
                 }
+                "rate_limits" => {
+                    limits = Some(model::rate_limits_from_wire(
+                        "rate_limits",
+                        &req.rate_limits,
+                    )?);
+                }
                 _ => {
                     return Err(Error::invalid(
                         format!("update_mask.paths[{i}]"),
-                        "must be name, grants, scopes or expires_at",
+                        "must be name, grants, scopes, expires_at or rate_limits",
                     ))
                 }
             }
@@ -176,7 +184,17 @@ impl Engine {
             if let Some(e) = expiry {
                 next.expires_at_ms = e;
             }
-            Ok((vec![Change::PutToken(next.to_record(key))], ()))
+            let mut record = next.to_record(key);
+            if let Some(l) = &limits {
+                // Unchanged limits keep what was spent (the index carries
+                // the live state; the record says the same).
+                record.rate_limits = l.to_records();
+                record.rate_full_at_ms = match (&target.budget, l.is_empty()) {
+                    (Some(b), false) => b.carried(&l.specs).save(),
+                    _ => Vec::new(),
+                };
+            }
+            Ok((vec![Change::PutToken(record)], ()))
         })
         .await?;
         if crate::logs::ADMIN_CHANGES.admit() {
@@ -225,6 +243,12 @@ impl Engine {
                 // A reset never resumes: a paused token's replacement is paused.
                 record.paused = old.paused;
                 let mut old_record = old.to_record(p.idx.key());
+                // The new token inherits the limits and, in the index, the
+                // old token's very budget (shared during the grace).
+                record.rate_limits.clone_from(&old_record.rate_limits);
+                record
+                    .rate_full_at_ms
+                    .clone_from(&old_record.rate_full_at_ms);
                 let grace_end = p.now.saturating_add(grace);
                 old_record.expires_at_ms = if old_record.expires_at_ms == 0 {
                     grace_end

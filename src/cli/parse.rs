@@ -48,6 +48,51 @@ pub struct ScopeArg {
     pub level: Level,
 }
 
+/// A sending limit, `NAME=LIMIT/PERIOD` (e.g. `send=1000/1d`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitArg {
+    /// The limit's name.
+    pub name: String,
+    /// Units per period.
+    pub limit: u64,
+    /// The period.
+    pub period: Duration,
+}
+
+impl std::str::FromStr for RateLimitArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let hint = "expected NAME=LIMIT/PERIOD, e.g. send=1000/1d";
+        let (name, rest) = s.split_once('=').ok_or_else(|| format!("`{s}`: {hint}"))?;
+        let (limit, period) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}`: {hint}"))?;
+        if name.is_empty() {
+            return Err(format!("`{s}`: the limit's name is empty ({hint})"));
+        }
+        let limit = limit
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: `{limit}` is not a whole number of units ({hint})"))?;
+        Ok(RateLimitArg {
+            name: name.to_string(),
+            limit,
+            period: duration(period).map_err(|e| format!("`{s}`: {e}"))?,
+        })
+    }
+}
+
+impl RateLimitArg {
+    /// On the wire.
+    pub fn to_wire(&self) -> crate::pb::v1::RateLimit {
+        crate::pb::v1::RateLimit {
+            name: self.name.clone(),
+            limit: self.limit,
+            period: Some(wire_duration(self.period)),
+        }
+    }
+}
+
 /// When a token stops working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {

@@ -101,6 +101,11 @@ pub fn token_json(t: &pb::Token) -> Value {
         "last_used_at": time(t.last_used_at.as_ref()),
         "last_used_by": (!t.last_used_by.is_empty()).then_some(&t.last_used_by),
         "root": t.root,
+        "rate_limits": t.rate_limits.iter().map(|r| json!({
+            "name": r.name,
+            "limit": r.limit,
+            "period_seconds": r.period.as_ref().map_or(0, |p| p.seconds),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -172,7 +177,23 @@ pub fn token_fields(t: &pb::Token) -> String {
                 None => "never".into(),
             },
         ),
+        ("rate limits", rate_limits_text(t)),
     ])
+}
+
+/// `send=1000/86400s, burst=10/1s`, or `none`.
+fn rate_limits_text(t: &pb::Token) -> String {
+    if t.rate_limits.is_empty() {
+        return "none".into();
+    }
+    t.rate_limits
+        .iter()
+        .map(|r| {
+            let secs = r.period.as_ref().map_or(0, |p| p.seconds);
+            format!("{}={}/{secs}s", r.name, r.limit)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Tokens, as a table.
@@ -336,6 +357,8 @@ pub fn decision_json(d: &pb::AuthorizeResponse) -> Value {
         "account_id": id_or_null(d.account_id),
         "expires_at": time(d.expires_at.as_ref()),
         "replaced_by": id_or_null(d.replaced_by),
+        "remaining": d.remaining,
+        "retry_after_seconds": d.retry_after.as_ref().map(|r| r.seconds + i64::from(r.nanos > 0)),
     })
 }
 
@@ -369,6 +392,15 @@ pub fn decision_fields(d: &pb::AuthorizeResponse) -> String {
     }
     if d.replaced_by != 0 {
         rows.push(("replaced by", d.replaced_by.to_string()));
+    }
+    if let Some(left) = d.remaining {
+        rows.push(("remaining", left.to_string()));
+    }
+    if let Some(r) = &d.retry_after {
+        rows.push((
+            "retry after",
+            format!("{}s", r.seconds + i64::from(r.nanos > 0)),
+        ));
     }
     fields(&rows)
 }

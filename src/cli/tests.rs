@@ -296,6 +296,7 @@ fn json_names_are_the_documented_ones() {
         "last_used_at",
         "last_used_by",
         "root",
+        "rate_limits",
     ];
     want.sort_unstable();
     let mut keys = keys;
@@ -315,4 +316,41 @@ fn json_names_are_the_documented_ones() {
     });
     assert_eq!(decision["reason"], "NO_GRANT");
     assert_eq!(decision["token_id"], serde_json::Value::Null);
+    assert_eq!(decision["remaining"], serde_json::Value::Null);
+    let limited = super::render::decision_json(&pb::AuthorizeResponse {
+        allowed: false,
+        reason: pb::DenyReason::RateLimited as i32,
+        remaining: Some(0),
+        retry_after: Some(prost_types::Duration {
+            seconds: 5,
+            nanos: 1,
+        }),
+        ..Default::default()
+    });
+    assert_eq!(limited["reason"], "RATE_LIMITED");
+    assert_eq!(limited["remaining"], 0);
+    assert_eq!(limited["retry_after_seconds"], 6, "rounded up");
+}
+
+#[test]
+fn rate_limits_parse() {
+    use super::parse::RateLimitArg;
+    let r: RateLimitArg = "send=1000/1d".parse().unwrap();
+    assert_eq!(
+        (r.name.as_str(), r.limit, r.period.as_secs()),
+        ("send", 1000, 86_400)
+    );
+    let w = r.to_wire();
+    assert_eq!(w.period.map(|p| p.seconds), Some(86_400));
+    for bad in [
+        "send",
+        "send=1000",
+        "=5/1s",
+        "send=x/1s",
+        "send=5/soon",
+        "send=-1/1s",
+    ] {
+        let e = bad.parse::<RateLimitArg>().unwrap_err();
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::admin::Session;
 use super::connect::{channel, Token};
 use super::exit::{self, CliError};
-use super::parse::{timestamp, wire_duration, GrantArg, ScopeArg};
+use super::parse::{timestamp, wire_duration, GrantArg, RateLimitArg, ScopeArg};
 use super::render::{self, emit, emit_json};
 use super::{grant_to_wire, ClientArgs, TokensCmd};
 use crate::model::limits;
@@ -68,6 +68,7 @@ pub async fn run(args: &ClientArgs, action: TokensCmd) -> Result<ExitCode, CliEr
             grants: g,
             scopes,
             expiry,
+            rate_limits,
         } => {
             let out = client
                 .create_token(s.request(pb::CreateTokenRequest {
@@ -76,6 +77,7 @@ pub async fn run(args: &ClientArgs, action: TokensCmd) -> Result<ExitCode, CliEr
                     grants: grants(&g),
                     scopes: scopes.iter().map(scope_to_wire).collect(),
                     expires_at: expiry.get().map(|e| timestamp(e.at(now))),
+                    rate_limits: rate_limits.iter().map(RateLimitArg::to_wire).collect(),
                 })?)
                 .await?
                 .into_inner();
@@ -125,6 +127,8 @@ pub async fn run(args: &ClientArgs, action: TokensCmd) -> Result<ExitCode, CliEr
             all_scopes,
             expiry,
             no_expiry,
+            rate_limits,
+            no_rate_limits,
         } => {
             let mut paths = Vec::new();
             if name.is_some() {
@@ -140,10 +144,13 @@ pub async fn run(args: &ClientArgs, action: TokensCmd) -> Result<ExitCode, CliEr
             if expires.is_some() || no_expiry {
                 paths.push("expires_at");
             }
+            if !rate_limits.is_empty() || no_rate_limits {
+                paths.push("rate_limits");
+            }
             if paths.is_empty() {
                 return Err(CliError::Usage(
                     "nothing to change: give --name, --grant, --scope, --all-scopes, \
-                     --expires-in, --expires-at or --no-expiry"
+                     --expires-in, --expires-at, --no-expiry, --rate-limit or --no-rate-limits"
                         .into(),
                 ));
             }
@@ -158,6 +165,7 @@ pub async fn run(args: &ClientArgs, action: TokensCmd) -> Result<ExitCode, CliEr
                         paths: paths.into_iter().map(String::from).collect(),
                     }),
                     expires_at: expires.map(|e| timestamp(e.at(now))),
+                    rate_limits: rate_limits.iter().map(RateLimitArg::to_wire).collect(),
                 })?)
                 .await?
                 .into_inner();
@@ -241,6 +249,7 @@ pub async fn authorize(
     token: &str,
     check: &GrantArg,
     scope: Option<String>,
+    cost: Option<u64>,
 ) -> Result<ExitCode, CliError> {
     let token = if token == "-" {
         Token::from_stdin(limits::TOKEN_MAX)?.expose().to_string()
@@ -254,6 +263,7 @@ pub async fn authorize(
             resource: Some(check.resource.to_wire()),
             level: check.level.to_wire(),
             scope: scope.unwrap_or_default(),
+            cost,
         })
         .await?
         .into_inner();

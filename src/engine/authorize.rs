@@ -31,6 +31,24 @@ pub struct Decision {
     /// Its successor by reset (0 if none): a holder in a reset's grace
     /// period learns that it must switch.
     pub replaced_by: u64,
+    /// The token's sending limits after the decision: set when the token
+    /// has limits and was otherwise allowed.
+    pub rate: Option<Rate>,
+}
+
+/// Where a limited token's budget stands after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Units left in the tightest limit.
+    pub remaining: u64,
+    /// Refused: ms until the cost fits (`None`: never). Allowed: 0.
+    pub retry_after_ms: Option<i64>,
+    /// The tightest limit's `limit`.
+    pub limit: u64,
+    /// ms until the tightest limit is full again.
+    pub reset_ms: i64,
+    /// A follower whose lease was too short: a refill is asked for.
+    pub short_lease: bool,
 }
 
 impl Decision {
@@ -42,6 +60,7 @@ impl Decision {
             account_id: 0,
             expires_at_ms: None,
             replaced_by: 0,
+            rate: None,
         }
     }
 }
@@ -65,6 +84,17 @@ impl Engine {
     /// Decides one Authorize request. Fails (closed) only when argon2
     /// capacity is exhausted and the token needs it.
     pub async fn authorize(&self, token: &str, check: &Check<'_>) -> Result<Decision> {
+        let d = self.authorize_slow(token, check).await?;
+        if d.rate.is_some_and(|r| r.short_lease) {
+            // A follower whose lease ran short: one bounded wait for the
+            // refill, then the same question again.
+            self.wait_for_lease().await;
+            return self.authorize_slow(token, check).await;
+        }
+        Ok(d)
+    }
+
+    async fn authorize_slow(&self, token: &str, check: &Check<'_>) -> Result<Decision> {
         let (parsed, digest, phc) = match self.authorize_cached(token, check) {
             Cached::Decided(d) => return Ok(d),
             Cached::NeedsArgon2 {
@@ -83,9 +113,29 @@ impl Engine {
         let now = self.now_ms();
         let idx = self.index.read();
         Ok(match idx.tokens.get(&parsed.id) {
-            Some(state) => decide_for(&idx, state, check, now, self.node),
+            Some(state) => decide_for(self, &idx, state, check, now),
             None => Decision::deny(DenyReason::UnknownToken),
         })
+    }
+
+    /// Gives back `cost` units that an allowed decision for `token_id`
+    /// took, when the caller denies after all (ext_authz's route names
+    /// another account): only allowed requests spend.
+    pub fn refund(&self, token_id: u64, cost: u64) {
+        if cost == 0 {
+            return;
+        }
+        let idx = self.index.read();
+        if let Some(b) = idx.tokens.get(&token_id).and_then(|t| t.budget.as_ref()) {
+            // A follower spent its lease (or, stale and serving, its own
+            // copy of the budget: the lease then gets units it never
+            // had, at most one cost).
+            if self.follower().is_some() {
+                b.add_lease(cost);
+            } else {
+                b.give_back(cost);
+            }
+        }
     }
 
     /// The in-memory part of Authorize: parse, checksum, digest, lookup and
@@ -100,7 +150,7 @@ impl Engine {
         let idx = self.index.read();
         match self.prove(&idx, &parsed, &digest) {
             Ok(Proof::Verified(state)) => {
-                Cached::Decided(decide_for(&idx, state, check, now, self.node))
+                Cached::Decided(decide_for(self, &idx, state, check, now))
             }
             Ok(Proof::NeedsArgon2(phc)) => Cached::NeedsArgon2 {
                 parsed,
@@ -118,7 +168,13 @@ impl Engine {
 /// it is one already): every spelling of a domain gets the same decision.
 /// One that is not a host name is looked up as an id nothing is registered
 /// under: UNKNOWN_RESOURCE, after the token's own checks.
-fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64, node: u32) -> Decision {
+fn decide_for(
+    engine: &Engine,
+    idx: &Index,
+    state: &TokenState,
+    check: &Check<'_>,
+    now: i64,
+) -> Decision {
     let canonical;
     let domain_check;
     let check = if check.kind == Kind::Domain {
@@ -131,9 +187,25 @@ fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64, node
     } else {
         check
     };
-    let result = authz::decide(idx, state, check, now);
+    let mut result = authz::decide(idx, state, check, now);
+    // Only a decision allowed on every other ground takes from the budget;
+    // an unlimited token costs one branch.
+    let mut rate = None;
+    if let (Ok(()), Some(budget)) = (&result, &state.budget) {
+        let (o, short) = engine.spend(state.id, budget, now, check.cost);
+        if !o.allowed {
+            result = Err(DenyReason::RateLimited);
+        }
+        rate = Some(Rate {
+            short_lease: short,
+            remaining: o.remaining,
+            retry_after_ms: o.retry_after_ms,
+            limit: budget.specs().get(o.tightest).map_or(0, |s| s.limit),
+            reset_ms: o.reset_ms,
+        });
+    }
     if result.is_ok() {
-        state.touch(now, node);
+        state.touch(now, engine.node);
     }
     Decision {
         allowed: result.is_ok(),
@@ -142,5 +214,6 @@ fn decide_for(idx: &Index, state: &TokenState, check: &Check<'_>, now: i64, node
         account_id: state.account_id,
         expires_at_ms: state.expires_at_ms,
         replaced_by: state.replaced_by,
+        rate,
     }
 }

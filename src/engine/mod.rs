@@ -38,13 +38,15 @@ mod authorize;
 mod caller;
 mod catch_up;
 mod introspect;
+mod lease;
 mod mutate;
 mod replica;
 mod upkeep;
 
 pub use authn::AuthnFailure;
-pub use authorize::{Cached, Decision};
+pub use authorize::{Cached, Decision, Rate};
 pub use catch_up::sync;
+pub use lease::{Held, LeaseAsk, IDLE_ROUNDS, LEASE_WAIT, ROUND_EVERY};
 pub use mutate::{Done, Mint, NewToken, Plan};
 pub use upkeep::Work;
 use upkeep::WorkCounters;
@@ -166,6 +168,8 @@ pub struct Engine {
     /// This node's name id ([`crate::index::nodes`]), which its own uses
     /// record as `last_used_by`.
     node: u32,
+    /// A follower's leases of sending-limit budget.
+    leases: lease::Leases,
 }
 
 /// The right to mutate: this node's writer lock and, on a shared store,
@@ -257,6 +261,7 @@ impl Engine {
             applied: Arc::new(AtomicU64::new(0)),
             upstream,
             node,
+            leases: lease::Leases::new(),
         })
     }
 

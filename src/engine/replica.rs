@@ -45,6 +45,7 @@ impl Engine {
                     t.last_used_by.store(by, Ordering::Relaxed);
                 }
             }
+            self.carry_leases(&old, &idx);
         }
         *self.index.write() = idx;
         self.metrics.tokens.set(tokens as f64);

@@ -44,9 +44,10 @@ impl Engine {
         }
     }
 
-    /// Persists what the hot path learnt: verified digests, and last-use
+    /// Persists what the hot path learnt: verified digests, last-use
     /// times that moved by at least `granularity_ms` since stored (0 at
-    /// shutdown: everything), at most `max` tokens per call (the rest on the
+    /// shutdown: everything), and the state of sending-limit budgets
+    /// charged since their last save (so a restart never refills one), at most `max` tokens per call (the rest on the
     /// next call, so the work comes in small slices). Writes go to the store
     /// in chunks, with no index write lock, so Authorize never waits on
     /// them. Returns tokens written.
@@ -60,6 +61,13 @@ impl Engine {
                 .values()
                 .filter(|t| {
                     t.digest_unsaved.load(Ordering::Relaxed)
+                        // A budget is written when a sixteenth of a limit
+                        // was spent since saved; otherwise with its
+                        // token's last use (a charge is a use), and all at
+                        // shutdown.
+                        || t.budget.as_ref().is_some_and(|b| {
+                            b.is_due() || (granularity_ms <= 0 && b.is_dirty())
+                        })
                         || t.last_used_ms.load(Ordering::Relaxed)
                             > t.last_used_saved_ms.load(Ordering::Relaxed) + granularity_ms.max(0)
                 })
@@ -77,7 +85,16 @@ impl Engine {
                 let idx = self.index.read();
                 ids.iter()
                     .filter_map(|id| idx.tokens.get(id))
-                    .map(|t| Change::PutToken(t.to_record(&self.key)))
+                    .map(|t| {
+                        // Cleared before the save: a charge racing it
+                        // marks the budget again, for the next run. A
+                        // budget shared by a reset's two tokens is saved
+                        // with both (each was chosen above).
+                        if let Some(b) = &t.budget {
+                            b.take_dirty();
+                        }
+                        Change::PutToken(t.to_record(&self.key))
+                    })
                     .collect()
             };
             let n = chunk.len();

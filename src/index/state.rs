@@ -4,9 +4,12 @@
 //! Part of the index (layer L1).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::Arc;
 
+use crate::model::Limits;
 use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant};
 use crate::pb::store::{GrantRecord, ScopeRecord, TokenRecord};
+use crate::ratelimit::Budget;
 use crate::token::{Digest, DigestKey};
 
 use super::nodes;
@@ -30,6 +33,10 @@ pub struct TokenState {
     pub grants: Vec<Grant>,
     /// Feature scopes; empty = unrestricted.
     pub scopes: Vec<ScopeGrant>,
+    /// Sending limits and what is left of them; `None` (one word, no
+    /// allocation) for an unlimited token. Shared with the token it
+    /// replaced by a reset, during the grace period.
+    pub budget: Option<Arc<Budget>>,
     /// Last use, unix ms; written by the hot path without a lock.
     pub last_used_ms: AtomicI64,
     /// Paused tokens are denied.
@@ -119,6 +126,11 @@ impl TokenState {
                     })
                 })
                 .collect(),
+            budget: Limits::from_records(&r.rate_limits).budget().inspect(|b| {
+                if r.rate_full_at_ms.len() == b.specs().len() {
+                    b.restore(&r.rate_full_at_ms);
+                }
+            }),
             replaced_by: r.replaced_by,
             replaces: r.replaces,
             root: r.root,
@@ -170,6 +182,19 @@ impl TokenState {
             } else {
                 Vec::new()
             },
+            rate_limits: self.limits().to_records(),
+            rate_full_at_ms: self.budget.as_ref().map(|b| b.save()).unwrap_or_default(),
+        }
+    }
+
+    /// Its sending limits (empty when unlimited).
+    pub fn limits(&self) -> Limits {
+        match &self.budget {
+            Some(b) => Limits {
+                names: b.names().to_vec(),
+                specs: b.specs().to_vec(),
+            },
+            None => Limits::default(),
         }
     }
 

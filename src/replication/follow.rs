@@ -231,9 +231,11 @@ async fn follow_once(
         &opts.secret,
         opts.use_report_interval,
     );
+    let leases = super::lease::refill_leases(engine, channel.clone(), &opts.secret);
     tokio::select! {
         r = watch(engine, opts, channel) => r,
         never = reports => match never {},
+        never = leases => match never {},
     }
 }
 

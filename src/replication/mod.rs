@@ -37,6 +37,7 @@
 //! file.
 
 mod follow;
+mod lease;
 mod report;
 mod serve;
 #[cfg(test)]

@@ -16,14 +16,14 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, LeaseAsk};
 use crate::error::Error;
 use crate::index::change::to_wire;
 use crate::index::Change;
 use crate::model::Kind;
 use crate::pb::replication::{
-    self as rpb, replication_server::Replication, watch_event::Kind as Ev, UseReport, UseReportAck,
-    WatchEvent, WatchRequest,
+    self as rpb, replication_server::Replication, watch_event::Kind as Ev, LeaseGrant,
+    LeaseRequest, LeaseResponse, UseReport, UseReportAck, WatchEvent, WatchRequest,
 };
 use crate::pb::store::ResourceRecord;
 
@@ -256,6 +256,33 @@ impl Replication for ReplicationService {
             report.uses.iter().map(|u| (u.token_id, u.at_ms)),
         );
         Ok(Response::new(UseReportAck { applied }))
+    }
+
+    async fn lease(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
+        self.check_secret(req.metadata())?;
+        self.engine.ensure_ready()?;
+        let req = req.into_inner();
+        if req.asks.len() > USES_MAX {
+            return Err(
+                Error::invalid("asks", format!("at most {USES_MAX} asks per lease")).into(),
+            );
+        }
+        let asks: Vec<LeaseAsk> = req
+            .asks
+            .iter()
+            .map(|a| LeaseAsk {
+                token_id: a.token_id,
+                want: a.want,
+                give_back: a.give_back,
+            })
+            .collect();
+        let grants = self
+            .engine
+            .grant_leases(&asks)
+            .into_iter()
+            .map(|(token_id, granted)| LeaseGrant { token_id, granted })
+            .collect();
+        Ok(Response::new(LeaseResponse { grants }))
     }
 }
 

@@ -147,6 +147,7 @@ fn token_json(t: &pb::Token) -> serde_json::Map<String, Value> {
         .map(|r| r.id.as_str())
         .collect();
     m.insert("domain_ids".into(), json!(domains));
+    m.insert("rate_limits".into(), super::limits::to_json(&t.rate_limits));
     m
 }
 
@@ -302,7 +303,10 @@ fn every_domain(engine: &Engine, caller: u64, account_id: u64) -> Result<Vec<Str
 async fn do_create(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
     let (caller, account_id) = scope(engine, headers).await?;
     let m = read_object(headers, body, true).await?.unwrap_or_default();
-    deny_unknown(&m, &["name", "domain_id", "scopes", "expires_at"])?;
+    deny_unknown(
+        &m,
+        &["name", "domain_id", "scopes", "expires_at", "rate_limits"],
+    )?;
     let name = req_str(&m, "name")?;
     check_name(name)?;
     let domains = match m.get("domain_id") {
@@ -345,6 +349,7 @@ async fn do_create(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<R
             .collect(),
         scopes,
         expires_at: opt_expiry(&m, "expires_at")?,
+        rate_limits: super::limits::from_json(m.get("rate_limits"))?,
     };
     let created = engine.create_token(caller, req).await?;
     let mut out = created.token.as_ref().map(token_json).unwrap_or_default();

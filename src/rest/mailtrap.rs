@@ -114,6 +114,7 @@ fn api_token(t: &pb::Token) -> Map<String, Value> {
         "resources".into(),
         t.grants.iter().map(permission).collect(),
     );
+    m.insert("rate_limits".into(), super::limits::to_json(&t.rate_limits));
     m
 }
 
@@ -189,7 +190,7 @@ async fn do_create(
 ) -> Result<Response, Problem> {
     let (caller, account_id) = scope(engine, headers, account).await?;
     let m = read_object(headers, body, true).await?.unwrap_or_default();
-    deny_unknown(&m, &["name", "resources", "expires_at"])?;
+    deny_unknown(&m, &["name", "resources", "expires_at", "rate_limits"])?;
     let name = req_str(&m, "name")?.to_string();
     let grants = match m.get("resources") {
         None | Some(Value::Null) => Vec::new(),
@@ -206,6 +207,7 @@ async fn do_create(
         grants,
         scopes: Vec::new(),
         expires_at: opt_expiry(&m, "expires_at")?,
+        rate_limits: super::limits::from_json(m.get("rate_limits"))?,
     };
     Ok(with_secret(engine.create_token(caller, req).await?))
 }

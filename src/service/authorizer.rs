@@ -55,6 +55,7 @@ pub fn check_of<'a>(field: &str, req: &'a pb::AuthorizeRequest) -> Result<Check<
         id: &resource.id,
         level,
         scope: &req.scope,
+        cost: req.cost.unwrap_or(1),
     })
 }
 
@@ -99,6 +100,15 @@ impl AuthorizerService {
             account_id: d.account_id,
             expires_at: d.expires_at_ms.map(ts),
             replaced_by: d.replaced_by,
+            remaining: d.rate.map(|r| r.remaining),
+            retry_after: d
+                .rate
+                .and_then(|r| r.retry_after_ms)
+                .filter(|_| !d.allowed)
+                .map(|ms| prost_types::Duration {
+                    seconds: ms / 1000,
+                    nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+                }),
         })
     }
 }

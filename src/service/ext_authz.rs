@@ -9,6 +9,9 @@
 //! `x-keyward-token-replaced-by` (removed from the request otherwise, so a
 //! client cannot supply them), the credential header removed (by default),
 //! and the ids as dynamic metadata.
+//! A token with rate limits gets `ratelimit-remaining` on the response;
+//! spent, it is denied with `429` and `retry-after` and `ratelimit-*`
+//! headers ([`too_many`]).
 //! Denied: `401 {"error": ..}` for a missing, malformed, unknown, expired
 //! or paused token (with `www-authenticate`), `403 {"errors": ..}` for
 //! insufficient access, a request no route allows, or one keyward does not
@@ -34,7 +37,7 @@ use parking_lot::RwLock;
 use tonic::{Request, Response, Status};
 
 use crate::authz::Check;
-use crate::engine::{Decision, Engine};
+use crate::engine::{Decision, Engine, Rate};
 use crate::error::{Denial, WWW_AUTHENTICATE};
 use crate::logs;
 use crate::pb::v1::DenyReason;
@@ -134,6 +137,36 @@ fn deny(unauthenticated: bool, message: &str) -> CheckResponse {
     resp
 }
 
+/// Whole seconds in `ms`, rounded up.
+fn seconds_up(ms: i64) -> String {
+    (ms.max(0).unsigned_abs().div_ceil(1000)).to_string()
+}
+
+/// A rate-limit denial: `429 {"errors": m}` with `retry-after` (seconds,
+/// rounded up; absent when the cost can never fit) and the tightest
+/// limit's `ratelimit-limit`, `ratelimit-remaining` and `ratelimit-reset`
+/// (seconds until it is full again, rounded up).
+fn too_many(rate: &Rate, message: &str) -> CheckResponse {
+    let mut http = DeniedHttpResponseBuilder::new();
+    http.add_header("content-type", "application/json", None, false);
+    if let Some(ms) = rate.retry_after_ms {
+        http.add_header("retry-after", seconds_up(ms), None, false);
+    }
+    http.add_header("ratelimit-limit", rate.limit.to_string(), None, false);
+    http.add_header(
+        "ratelimit-remaining",
+        rate.remaining.to_string(),
+        None,
+        false,
+    );
+    http.add_header("ratelimit-reset", seconds_up(rate.reset_ms), None, false);
+    http.set_http_status(HttpStatusCode::TooManyRequests)
+        .set_body(serde_json::json!({ "errors": message }).to_string());
+    let mut resp = CheckResponse::with_status(Status::resource_exhausted(message));
+    resp.set_http_response(http);
+    resp
+}
+
 fn number(n: u64) -> Value {
     Value {
         kind: Some(ValueKind::NumberValue(n as f64)),
@@ -166,6 +199,15 @@ fn allow(d: &Decision, template: &str, strip: bool) -> CheckResponse {
         http.add_header(
             REPLACED_BY_HEADER,
             d.replaced_by.to_string(),
+            overwrite,
+            false,
+        );
+    }
+    if let Some(rate) = d.rate {
+        // To the client, on the response (a limited token only).
+        http.add_response_header(
+            "ratelimit-remaining",
+            rate.remaining.to_string(),
             overwrite,
             false,
         );
@@ -250,6 +292,7 @@ impl ExtAuthzService {
             id: &needed.id,
             level: needed.level,
             scope: needed.scope,
+            cost: needed.cost,
         };
         let d = self
             .engine
@@ -264,6 +307,10 @@ impl ExtAuthzService {
             .is_some_and(|a| a != d.account_id.to_string());
         if !d.allowed || wrong_account {
             let reason = if d.allowed {
+                // Only an allowed request spends: give back what this
+                // decision took.
+                self.engine
+                    .refund(d.token_id, d.rate.map_or(0, |_| needed.cost));
                 DenyReason::WrongAccount
             } else {
                 d.reason
@@ -281,6 +328,9 @@ impl ExtAuthzService {
                     reason = denial.label,
                     "check denied"
                 );
+            }
+            if let (DenyReason::RateLimited, Some(rate)) = (reason, d.rate) {
+                return Ok(too_many(&rate, denial.message));
             }
             return Ok(deny(denial.unauthenticated, denial.message));
         }

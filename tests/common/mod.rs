@@ -402,6 +402,7 @@ impl TestServer {
         self.tokens()
             .create_token(auth(
                 pb::CreateTokenRequest {
+                    rate_limits: Default::default(),
                     account_id,
                     name: name.into(),
                     grants,
@@ -502,6 +503,7 @@ impl TestServer {
     ) -> pb::AuthorizeResponse {
         self.authorizer()
             .authorize(pb::AuthorizeRequest {
+                cost: Default::default(),
                 token: token.into(),
                 resource: Some(rref(kind, id)),
                 level,

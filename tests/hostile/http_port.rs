@@ -584,6 +584,7 @@ async fn idle_connections_beyond_the_cap_close_the_oldest() {
                 .map_err(|e| format!("connect: {e}"))?;
             pb::authorizer_client::AuthorizerClient::new(channel)
                 .authorize(pb::AuthorizeRequest {
+                    cost: Default::default(),
                     token: "kw_garbage".into(),
                     resource: Some(rref(DOMAIN, "example.com")),
                     level: ADMIN,

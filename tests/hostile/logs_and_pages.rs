@@ -196,6 +196,7 @@ async fn connect(addr: SocketAddr) -> Channel {
 /// One denied Authorize question.
 fn question(token: String, kind: pb::ResourceType, id: &str) -> pb::AuthorizeRequest {
     pb::AuthorizeRequest {
+        cost: Default::default(),
         token,
         resource: Some(rref(kind, id)),
         level: ADMIN,

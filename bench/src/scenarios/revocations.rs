@@ -32,6 +32,7 @@ pub(crate) async fn time_revocations(
     for trial in 0..n {
         eprint!("\r  {label} revocation {}/{n}   ", trial + 1);
         let mut req = tonic::Request::new(pb::CreateTokenRequest {
+            rate_limits: Default::default(),
             account_id,
             name: format!("victim {trial}"),
             grants: vec![pb::Grant {

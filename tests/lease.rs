@@ -1,0 +1,306 @@
+//! Sending limits on many nodes: followers lease budget from the primary
+//! in chunks (`Replication/Lease`). A primary and 3 followers under
+//! concurrent load never allow more than the stated bound, counted over
+//! the whole run (limit + elapsed × limit / period + one chunk per
+//! follower); a follower cut off from its primary spends only its lease,
+//! then refuses; past the staleness bound it fails closed, or (told to
+//! serve stale) decides from its own copy of the budget.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use keyward::clock::ManualClock;
+use keyward::pb::v1 as pb;
+use pb::DenyReason;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+async fn follower(
+    primary: SocketAddr,
+    pdir: &Path,
+    dir: &Path,
+    clock: Arc<ManualClock>,
+) -> TestServer {
+    follower_with(primary, pdir, dir, clock, false).await
+}
+
+async fn follower_with(
+    primary: SocketAddr,
+    pdir: &Path,
+    dir: &Path,
+    clock: Arc<ManualClock>,
+    serve_stale: bool,
+) -> TestServer {
+    let opts = follower_options(
+        dir,
+        clock.clone(),
+        primary,
+        &pdir.join("digest.key"),
+        serve_stale,
+    );
+    TestServer::start_with(opts, clock)
+        .await
+        .expect("follower starts")
+}
+
+fn req(token: &str) -> pb::AuthorizeRequest {
+    pb::AuthorizeRequest {
+        token: token.into(),
+        resource: Some(rref(PROJECT, "p1")),
+        level: VIEWER,
+        scope: String::new(),
+        cost: None,
+    }
+}
+
+/// A limited token on the primary: `limit` per 1000 s.
+async fn token(p: &TestServer, limit: u64) -> String {
+    let (acct, admin) = p.account("Acme").await;
+    p.register(&admin, acct, PROJECT, "p1", None).await;
+    p.tokens()
+        .create_token(auth(
+            pb::CreateTokenRequest {
+                account_id: acct,
+                name: "sender".into(),
+                grants: vec![grant(PROJECT, "p1", VIEWER)],
+                scopes: vec![],
+                expires_at: None,
+                rate_limits: vec![pb::RateLimit {
+                    name: "slow".into(),
+                    limit,
+                    period: Some(prost_types::Duration {
+                        seconds: 1000,
+                        nanos: 0,
+                    }),
+                }],
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret
+}
+
+/// Waits (≤ 10 s) until `f` knows the token (a check of cost 0).
+async fn knows(f: &TestServer, secret: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut r = req(secret);
+        r.cost = Some(0);
+        if let Ok(d) = f.authorizer().authorize(r).await {
+            if d.get_ref().reason != DenyReason::UnknownToken as i32 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "follower never saw the token");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Load on every node at once, 3 callers each, until each caller saw 10
+/// refusals in a row: allowed decisions per node.
+async fn load(nodes: &[&TestServer], secret: &str) -> Vec<u64> {
+    let mut tasks = Vec::new();
+    for n in nodes {
+        for _ in 0..3 {
+            let mut client = n.authorizer();
+            let secret = secret.to_string();
+            tasks.push(tokio::spawn(async move {
+                let (mut allowed, mut refused) = (0u64, 0);
+                for _ in 0..5_000 {
+                    match client.authorize(req(&secret)).await {
+                        Ok(d) if d.get_ref().allowed => {
+                            allowed += 1;
+                            refused = 0;
+                        }
+                        Ok(d) => {
+                            assert_eq!(d.get_ref().reason, DenyReason::RateLimited as i32);
+                            refused += 1;
+                        }
+                        Err(_) => refused += 1,
+                    }
+                    if refused >= 10 {
+                        break;
+                    }
+                }
+                allowed
+            }));
+        }
+    }
+    let mut per_node = vec![0; nodes.len()];
+    for (i, t) in tasks.into_iter().enumerate() {
+        per_node[i / 3] += t.await.unwrap();
+    }
+    per_node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_and_three_followers_stay_within_the_bound() {
+    let (pdir, d1, d2, d3) = (temp(), temp(), temp(), temp());
+    let p = TestServer::start(pdir.path()).await;
+    let limit = 320; // chunk: 320 / 16 = 20
+    let chunk = 20;
+    let secret = token(&p, limit).await;
+    let mut fs = Vec::new();
+    for d in [&d1, &d2, &d3] {
+        let f = follower(p.grpc, pdir.path(), d.path(), p.clock.clone()).await;
+        knows(&f, &secret).await;
+        fs.push(f);
+    }
+    let nodes = [&p, &fs[0], &fs[1], &fs[2]];
+    let first = load(&nodes, &secret).await;
+    let total: u64 = first.iter().sum();
+    println!("lease: phase 1 allowed per node {first:?}, total {total}");
+    assert!(
+        total <= limit + 3 * chunk,
+        "allowed {total} > limit {limit} + 3 chunks"
+    );
+    assert!(total >= limit - 3 * chunk, "allowed only {total}");
+    assert!(
+        first[1..].iter().all(|&n| n > 0),
+        "every follower allowed some: {first:?}"
+    );
+    // Half a period later: half the limit more, over the whole run.
+    p.clock.advance_ms(500_000);
+    // A heartbeat (every second) so the followers are fresh again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let second = load(&nodes, &secret).await;
+    let whole: u64 = total + second.iter().sum::<u64>();
+    println!("lease: phase 2 allowed per node {second:?}, whole run {whole}");
+    let bound = limit + limit / 2 + 3 * chunk;
+    assert!(
+        whole <= bound,
+        "allowed {whole} over the run > bound {bound}"
+    );
+    assert!(whole > total, "the budget refilled");
+    let m = http(p.http, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(metric(&text, "keyward_lease_units_total{dir=\"taken\"}") > 0.0);
+}
+
+/// A TCP proxy that can be dropped (cutting every connection).
+struct Proxy {
+    addr: SocketAddr,
+    conns: Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(to: SocketAddr) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns: Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let c = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = l.accept().await {
+                c.lock().push(tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                }));
+            }
+        });
+        Proxy {
+            addr,
+            conns,
+            accept,
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for c in self.conns.lock().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cut_off_follower_spends_only_its_lease() {
+    let (pdir, fdir) = (temp(), temp());
+    let p = TestServer::start(pdir.path()).await;
+    let secret = token(&p, 160).await; // chunk: 10
+    let proxy = Proxy::start(p.grpc).await;
+    let f = follower(proxy.addr, pdir.path(), fdir.path(), p.clock.clone()).await;
+    knows(&f, &secret).await;
+    // The first allow takes a lease of one chunk (one bounded wait).
+    let d = f
+        .authorizer()
+        .authorize(req(&secret))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.remaining, Some(9), "one chunk leased, one unit spent");
+    drop(proxy);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut allowed = 0;
+    for _ in 0..15 {
+        let d = f
+            .authorizer()
+            .authorize(req(&secret))
+            .await
+            .unwrap()
+            .into_inner();
+        if d.allowed {
+            allowed += 1;
+        } else {
+            assert_eq!(d.reason, DenyReason::RateLimited as i32);
+            assert!(d.retry_after.is_some());
+        }
+    }
+    assert_eq!(allowed, 9, "the rest of its lease, then refusals");
+    // The primary still has what was not leased: 160 - 10.
+    let mut r = req(&secret);
+    r.cost = Some(0);
+    let d = p.authorizer().authorize(r).await.unwrap().into_inner();
+    assert_eq!(d.remaining, Some(150));
+}
+
+/// Past `--stale-after` with `--stale-mode serve`, a cut-off follower
+/// spends its lease, then decides from its own copy of the budget: the
+/// limit again, on its own (documented); with `closed` it fails closed.
+#[tokio::test]
+async fn a_stale_follower_told_to_serve_falls_back_on_its_own_budget() {
+    let (pdir, fdir, cdir) = (temp(), temp(), temp());
+    let p = TestServer::start(pdir.path()).await;
+    let secret = token(&p, 160).await; // chunk: 10
+    let proxy = Proxy::start(p.grpc).await;
+    let f = follower_with(proxy.addr, pdir.path(), fdir.path(), p.clock.clone(), true).await;
+    let closed = follower_with(proxy.addr, pdir.path(), cdir.path(), p.clock.clone(), false).await;
+    knows(&f, &secret).await;
+    knows(&closed, &secret).await;
+    assert!(
+        f.authorizer()
+            .authorize(req(&secret))
+            .await
+            .unwrap()
+            .get_ref()
+            .allowed
+    );
+    drop(proxy);
+    p.clock.advance_ms(31_000);
+    let mut allowed = 0;
+    for _ in 0..200 {
+        if f.authorizer()
+            .authorize(req(&secret))
+            .await
+            .unwrap()
+            .get_ref()
+            .allowed
+        {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 9 + 160, "the lease's 9, then its own full budget");
+    let r = closed.authorizer().authorize(req(&secret)).await;
+    assert_eq!(r.unwrap_err().code(), tonic::Code::Unavailable);
+}
