@@ -49,7 +49,7 @@ fi
 echo "buf breaking against $WHY"
 "$BUF" breaking --against ".git#ref=$AGAINST,subdir=proto"
 
-echo "buf breaking must refuse a renumbered field (Token.name 3 -> 16)"
+echo "buf breaking must refuse a renumbered field (Token.name 3 -> 1003)"
 COPY=$(mktemp -d)
 trap 'rm -rf "$COPY"' EXIT
 cp -r proto buf.yaml "$COPY/"
@@ -59,7 +59,7 @@ path = sys.argv[1]
 text = open(path).read()
 old = "  // Display name. Pinned.\n  string name = 3;"
 assert old in text, "Token.name = 3 not found: update scripts/buf_check.sh"
-open(path, "w").write(text.replace(old, "  // Display name. Pinned.\n  string name = 16;", 1))
+open(path, "w").write(text.replace(old, "  // Display name. Pinned.\n  string name = 1003;", 1))
 PY
 if OUT=$("$BUF" breaking "$COPY" --against . 2>&1); then
   die "buf breaking accepted a renumbered field"
