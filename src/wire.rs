@@ -39,6 +39,23 @@ pub fn ms_from(field: &str, t: &Timestamp) -> Result<i64> {
         .ok_or_else(|| Error::invalid(field, "out of range"))
 }
 
+/// The paths of an update's FieldMask: at least one, else an error on
+/// `update_mask` listing `known` (the paths the call takes, e.g. "name,
+/// grants"). Each path is then matched by the caller.
+pub fn mask_paths<'a>(
+    mask: Option<&'a prost_types::FieldMask>,
+    known: &str,
+) -> Result<&'a [String]> {
+    let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(Error::invalid(
+            "update_mask",
+            format!("name at least one of: {known}"),
+        ));
+    }
+    Ok(paths)
+}
+
 /// Checks an optional wire expiry against `now` (unix ms): well formed, in
 /// the future, at most 5 years ahead. Pure: the fuzz targets call it.
 pub fn check_expiry(field: &str, expires_at: Option<&Timestamp>, now: i64) -> Result<Option<i64>> {

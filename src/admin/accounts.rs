@@ -8,7 +8,7 @@ use crate::index::Change;
 use crate::model::{self, Grant, Level, ResourceKey};
 use crate::pb::store::AccountRecord;
 use crate::pb::v1 as pb;
-use crate::wire::{account_to_wire, page_bounds, policy_from_wire, Page};
+use crate::wire::{account_to_wire, mask_paths, page_bounds, policy_from_wire, Page};
 
 impl Engine {
     /// CreateAccount: root only; the account and an ADMIN token on it.
@@ -137,17 +137,10 @@ impl Engine {
         caller: u64,
         req: &pb::UpdateAccountRequest,
     ) -> Result<pb::Account> {
-        let paths = req
-            .update_mask
-            .as_ref()
-            .map(|m| m.paths.as_slice())
-            .unwrap_or_default();
-        if paths.is_empty() {
-            return Err(Error::invalid(
-                "update_mask",
-                "name at least one of: name, policy, policy.max_token_lifetime, policy.require_expiry",
-            ));
-        }
+        let paths = mask_paths(
+            req.update_mask.as_ref(),
+            "name, policy, policy.max_token_lifetime, policy.require_expiry",
+        )?;
         let asked = policy_from_wire("policy", &req.policy.unwrap_or_default())?;
         let (mut name, mut lifetime, mut require) = (None, None, None);
         for (i, p) in paths.iter().enumerate() {

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::index::{Change, TokenState};
 use crate::model;
 use crate::pb::v1 as pb;
-use crate::wire::{check_expiry, check_grace, ms_from, page_bounds, token_to_wire, Page};
+use crate::wire::{
+    check_expiry, check_grace, mask_paths, ms_from, page_bounds, token_to_wire, Page,
+};
 
 impl Engine {
     /// CreateToken.
@@ -120,17 +122,10 @@ impl Engine {
         caller: u64,
         req: &pb::UpdateTokenRequest,
     ) -> Result<pb::Token> {
-        let paths = req
-            .update_mask
-            .as_ref()
-            .map(|m| m.paths.as_slice())
-            .unwrap_or_default();
-        if paths.is_empty() {
-            return Err(Error::invalid(
-                "update_mask",
-                "name at least one of: name, grants, scopes, expires_at, rate_limits",
-            ));
-        }
+        let paths = mask_paths(
+            req.update_mask.as_ref(),
+            "name, grants, scopes, expires_at, rate_limits",
+        )?;
         let (mut name, mut grants, mut scopes, mut limits) = (None, None, None, None);
         // Some(None): the path is given and the field unset, so the expiry
         // is cleared.
