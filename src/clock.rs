@@ -9,6 +9,16 @@ pub fn duration_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// `ms` milliseconds as a wire `google.protobuf.Duration` (seconds and
+/// nanos with the sign of `ms`).
+pub fn wire_duration_ms(ms: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: ms / 1000,
+        // |ms % 1000| * 1e6 < 1e9: always an i32.
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
 /// A source of wall-clock time in unix milliseconds.
 pub trait Clock: Send + Sync + 'static {
     /// Now, in milliseconds since the unix epoch.

@@ -139,10 +139,7 @@ pub fn policy_from_wire(field: &str, p: &pb::AccountPolicy) -> Result<Policy> {
 /// An account policy as served (unset fields for no limit).
 pub fn policy_to_wire(p: Policy) -> pb::AccountPolicy {
     pb::AccountPolicy {
-        max_token_lifetime: p.max_token_lifetime_ms.map(|ms| prost_types::Duration {
-            seconds: ms / 1000,
-            nanos: i32::try_from(ms % 1000).unwrap_or(0) * 1_000_000,
-        }),
+        max_token_lifetime: p.max_token_lifetime_ms.map(crate::clock::wire_duration_ms),
         require_expiry: p.require_expiry,
     }
 }

@@ -74,10 +74,7 @@ pub fn rate_limits_to_wire(budget: Option<&Budget>) -> Vec<pb::RateLimit> {
         .map(|(i, s)| pb::RateLimit {
             name: b.names().get(i).map(|n| n.to_string()).unwrap_or_default(),
             limit: s.limit,
-            period: Some(prost_types::Duration {
-                seconds: s.period_ms / 1000,
-                nanos: i32::try_from((s.period_ms % 1000) * 1_000_000).unwrap_or(0),
-            }),
+            period: Some(crate::clock::wire_duration_ms(s.period_ms)),
         })
         .collect()
 }

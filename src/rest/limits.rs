@@ -76,10 +76,7 @@ pub fn from_json(v: Option<&Value>) -> Result<Vec<pb::RateLimit>, Problem> {
             Ok(pb::RateLimit {
                 name: name.to_string(),
                 limit,
-                period: Some(prost_types::Duration {
-                    seconds: ms / 1000,
-                    nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
-                }),
+                period: Some(crate::clock::wire_duration_ms(ms)),
             })
         })
         .collect()

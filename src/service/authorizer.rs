@@ -105,10 +105,7 @@ impl AuthorizerService {
                 .rate
                 .and_then(|r| r.retry_after_ms)
                 .filter(|_| !d.allowed)
-                .map(|ms| prost_types::Duration {
-                    seconds: ms / 1000,
-                    nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
-                }),
+                .map(crate::clock::wire_duration_ms),
         })
     }
 }
