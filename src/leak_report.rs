@@ -365,7 +365,7 @@ impl ReplayGuard {
     /// A guard remembering bodies for `window`, at most `max` of them.
     pub fn new(window: Duration, max: usize) -> ReplayGuard {
         ReplayGuard {
-            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+            window_ms: crate::clock::duration_ms(window),
             max: max.max(1),
             seen: Mutex::new((VecDeque::new(), HashSet::new())),
         }

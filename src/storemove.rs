@@ -430,9 +430,11 @@ async fn write_backup(
     match &opts.from {
         BackupSource::Server { channel, token } => {
             let mut req = tonic::Request::new(BackupRequest {});
-            let value = format!("Bearer {token}")
+            let mut value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
                 .parse()
                 .map_err(|_| MoveError::Usage("the token is not valid ASCII".into()))?;
+            // As cli::connect::with_token does: kept out of debug output.
+            value.set_sensitive(true);
             req.metadata_mut().insert("authorization", value);
             let mut stream = AdminClient::new(channel.clone())
                 .max_decoding_message_size(1 << 20)

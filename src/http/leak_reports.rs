@@ -85,7 +85,7 @@ pub fn router(engine: Arc<Engine>, keys: Option<Arc<KeysFile>>) -> Router {
 fn refuse(status: StatusCode, why: &'static str, message: &str) -> Response {
     counter!("keyward_leak_reports_refused_total", "why" => why).increment(1);
     tracing::debug!(why, status = status.as_u16(), "leak report refused");
-    let mut response = (status, Json(json!({ "error": message }))).into_response();
+    let mut response = super::json_error(status, message).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
