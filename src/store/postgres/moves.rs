@@ -9,7 +9,7 @@ use deadpool_postgres::Object;
 use prost::Message;
 
 use super::{big, db, get, unbig, PgStore};
-use crate::pb::store::{AccountRecord, AuditRecord, ResourceRecord, TokenRecord};
+use crate::pb::store::AuditRecord;
 use crate::store::records::{verify_failed, Export, Import, Record, RecordKind, Tally, CHUNK};
 use crate::store::{corrupt, BoxFuture, StoreError};
 
@@ -78,23 +78,14 @@ async fn fetch(client: &tokio_postgres::Client, stage: usize) -> Result<Vec<Reco
         .map(|row| {
             let bytes: &[u8] = row.get(1);
             let table = name.trim_start_matches("kw_");
-            Ok(match kind {
-                RecordKind::Account => {
-                    Record::Account(AccountRecord::decode(bytes).map_err(|e| corrupt(table, e))?)
-                }
-                RecordKind::Resource => {
-                    Record::Resource(ResourceRecord::decode(bytes).map_err(|e| corrupt(table, e))?)
-                }
-                RecordKind::Token => {
-                    Record::Token(TokenRecord::decode(bytes).map_err(|e| corrupt(table, e))?)
-                }
-                _ => {
-                    // The id is the row's (the record holds 0).
-                    let mut r = AuditRecord::decode(bytes).map_err(|e| corrupt(table, e))?;
+            match Record::decode(kind, bytes).map_err(|e| corrupt(table, e))? {
+                // The id is the row's (the record holds 0).
+                Record::Audit(mut r) => {
                     r.id = unbig(row.get(0), "audit id")?;
-                    Record::Audit(r)
+                    Ok(Record::Audit(r))
                 }
-            })
+                other => Ok(other),
+            }
         })
         .collect()
 }

@@ -6,11 +6,8 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use prost::Message;
-
 use super::{SledStore, MARKER_FILE, META_AUDIT_SEQ, META_COUNTERS, META_INCOMPLETE};
 use crate::model::{Kind, ResourceKey};
-use crate::pb::store::{AccountRecord, AuditRecord, ResourceRecord, TokenRecord};
 use crate::store::records::{verify_failed, Export, Import, Record, RecordKind, Tally, CHUNK};
 use crate::store::{corrupt, BoxFuture, StoreError};
 
@@ -50,18 +47,14 @@ impl Cursor {
 }
 
 fn decode_value(kind: RecordKind, v: &[u8]) -> Result<Record, StoreError> {
-    let bad = |tree: &str, e: prost::DecodeError| corrupt(tree, e);
-    Ok(match kind {
-        RecordKind::Account => {
-            Record::Account(AccountRecord::decode(v).map_err(|e| bad("accounts", e))?)
-        }
-        RecordKind::Resource => {
-            Record::Resource(ResourceRecord::decode(v).map_err(|e| bad("resources", e))?)
-        }
-        RecordKind::Token => Record::Token(TokenRecord::decode(v).map_err(|e| bad("tokens", e))?),
-        RecordKind::Audit => Record::Audit(AuditRecord::decode(v).map_err(|e| bad("audit", e))?),
-        RecordKind::Counters => Record::decode(kind, v).map_err(|e| corrupt("meta/counters", e))?,
-    })
+    let tree = match kind {
+        RecordKind::Account => "accounts",
+        RecordKind::Resource => "resources",
+        RecordKind::Token => "tokens",
+        RecordKind::Audit => "audit",
+        RecordKind::Counters => "meta/counters",
+    };
+    Record::decode(kind, v).map_err(|e| corrupt(tree, e))
 }
 
 /// Every record of a sled store, in tree and key order.
