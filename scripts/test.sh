@@ -78,7 +78,8 @@ header "buf lint and buf breaking (scripts/buf_check.sh)"
 bash scripts/buf_check.sh
 
 header "cargo test --locked"
-# tests/postgres.rs and tests/pg_harness.rs start PostgreSQL servers of
+# tests/postgres.rs, tests/pg_harness.rs and tests/lease_pg.rs (and a test
+# each in last_use, secrets and store_moves) start PostgreSQL servers of
 # their own; everything else runs on sled here.
 cargo test --locked
 
@@ -97,7 +98,7 @@ echo "shared test server: $KEYWARD_TEST_PG"
 cargo test --locked --test rules --test bad_input --test revocation --test audit \
   --test rest --test ext_authz --test followers --test secrets --test oracle --test restart \
   --test domains --test containment --test policy --test lifecycle --test introspect \
-  --test leak_reports --test last_use \
+  --test leak_reports --test last_use --test limits \
   -- --skip a_damaged_store_refuses_to_serve
 unset KEYWARD_TEST_PG
 cleanup_pg

@@ -24,7 +24,7 @@ mod tests;
 pub use account::{AccountState, ResourceNode};
 
 pub use change::Change;
-pub use state::{newer_use, TokenState};
+pub use state::{budget_key, newer_use, TokenState};
 
 /// The chain from a resource up to its account: at most 3 links.
 #[derive(Debug, Clone, Copy)]

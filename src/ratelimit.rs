@@ -15,7 +15,7 @@
 //!
 //! Layer L0: imports nothing of keyward.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -90,8 +90,24 @@ pub struct Budget {
     leased: AtomicU64,
     /// A follower: a refill of the lease was asked for and not served yet.
     wanted: AtomicBool,
+    /// A node that leases: the largest cost that found the lease short
+    /// since the last refill (a cost above a chunk asks for that much).
+    need: AtomicU64,
+    /// A node that leases: when (engine clock, ms) a spend last found the
+    /// lease short, and when the refill in flight was planned: a grant
+    /// planned before a later shortage is asked again (once), so a
+    /// decision never waits on an answer from before its time.
+    short_at: AtomicI64,
+    asked_at: AtomicI64,
     /// A follower: units spent from leases, ever (tells an idle lease).
     spent: AtomicU64,
+    /// A node spending leases: units the source had left (tightest limit)
+    /// when it last granted, for `remaining` (an estimate: other nodes
+    /// spend meanwhile).
+    source_left: AtomicU64,
+    /// Where a shared store keeps this budget: the id of the token it was
+    /// first made for (a reset's new token shares its old token's).
+    key: u64,
 }
 
 /// Largest lease chunk.
@@ -109,8 +125,25 @@ impl Budget {
             due: AtomicBool::new(false),
             leased: AtomicU64::new(0),
             wanted: AtomicBool::new(false),
+            need: AtomicU64::new(0),
+            short_at: AtomicI64::new(0),
+            asked_at: AtomicI64::new(0),
             spent: AtomicU64::new(0),
+            source_left: AtomicU64::new(0),
+            key: 0,
         }
+    }
+
+    /// The same budget, kept under `key` in a shared store.
+    #[must_use]
+    pub fn with_key(mut self, key: u64) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Where a shared store keeps it (see [`Budget::with_key`]).
+    pub fn key(&self) -> u64 {
+        self.key
     }
 
     /// The same budget with its limits named (by position).
@@ -173,6 +206,12 @@ impl Budget {
         if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Marks it charged and due again (a save that did not commit).
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+        self.due.store(true, Ordering::Relaxed);
     }
 
     /// Takes `cost` units from every limit at `now_ms`, all or nothing.
@@ -273,6 +312,16 @@ impl Budget {
             .collect()
     }
 
+    /// What [`Budget::save`] gives, without marking it saved.
+    pub fn full_at_ms(&self) -> Vec<i64> {
+        let tat = self.tat.lock();
+        self.specs
+            .iter()
+            .zip(tat.iter())
+            .map(|(spec, t)| i64::try_from(t.div_ceil(u128::from(spec.limit))).unwrap_or(i64::MAX))
+            .collect()
+    }
+
     /// Restores what [`Budget::save`] gave (a shorter or longer list is
     /// matched by position; extra values are ignored). Never makes the
     /// budget fuller than it is.
@@ -301,7 +350,12 @@ impl Budget {
             due: AtomicBool::new(true),
             leased: AtomicU64::new(0),
             wanted: AtomicBool::new(false),
+            need: AtomicU64::new(0),
+            short_at: AtomicI64::new(0),
+            asked_at: AtomicI64::new(0),
             spent: AtomicU64::new(0),
+            source_left: AtomicU64::new(0),
+            key: self.key,
         }
     }
 
@@ -341,9 +395,23 @@ impl Budget {
         }
     }
 
-    /// Adds `units` granted by the source to the lease.
-    pub fn add_lease(&self, units: u64) {
+    /// Adds `units` granted by the source to the lease; the source had
+    /// `source_left` units left after granting them.
+    pub fn add_lease(&self, units: u64, source_left: u64) {
+        self.source_left.store(source_left, Ordering::Relaxed);
         self.leased.fetch_add(units, Ordering::AcqRel);
+    }
+
+    /// Puts `units` spent from the lease back into it (a refund).
+    pub fn unspend_lease(&self, units: u64) {
+        self.leased.fetch_add(units, Ordering::AcqRel);
+    }
+
+    /// What a node spending leases tells as `remaining` after leaving
+    /// `held` units in its lease: those, and what the source had left
+    /// when it last granted.
+    pub fn estimate(&self, held: u64) -> u64 {
+        held.saturating_add(self.source_left.load(Ordering::Relaxed))
     }
 
     /// Takes every unspent leased unit (to give them back).
@@ -369,7 +437,44 @@ impl Budget {
 
     /// The refill was served (or given up): a later need asks again.
     pub fn served(&self) {
+        self.need.store(0, Ordering::Relaxed);
         self.wanted.store(false, Ordering::Release);
+    }
+
+    /// Whether a refill was asked for and not served yet.
+    pub fn is_wanted(&self) -> bool {
+        self.wanted.load(Ordering::Acquire)
+    }
+
+    /// A cost of `cost` found the lease short at `now_ms`.
+    pub fn need(&self, cost: u64, now_ms: i64) {
+        self.need.fetch_max(cost, Ordering::Relaxed);
+        self.short_at.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    /// A refill is planned at `now_ms`.
+    pub fn asking(&self, now_ms: i64) {
+        self.asked_at.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Whether the lease is still short of what was needed, and worth
+    /// asking again: the source gave something, or the shortage came
+    /// after the refill was planned.
+    pub fn ask_again(&self, granted: u64) -> bool {
+        self.leased() < self.needed()
+            && (granted > 0
+                || self.short_at.load(Ordering::Relaxed) > self.asked_at.load(Ordering::Relaxed))
+    }
+
+    /// The largest cost that found the lease short since the last refill.
+    pub fn needed(&self) -> u64 {
+        self.need.load(Ordering::Relaxed)
+    }
+
+    /// The most a node may lease (or give back) at once: its smallest
+    /// limit (a chunk, or one cost above a chunk, is what nodes ask for).
+    pub fn lease_cap(&self) -> u64 {
+        self.specs.iter().map(|s| s.limit).min().unwrap_or(1)
     }
 
     fn tightest(specs: &[Spec], tat: &[u128], now_ms: i64) -> (usize, u64, i64) {
@@ -388,6 +493,8 @@ impl Budget {
         best
     }
 }
+
+pub mod shared;
 
 #[cfg(test)]
 mod tests;

@@ -120,6 +120,17 @@ impl Upstream {
         }
     }
 
+    /// The source's freshness on a node that does not own its store (a
+    /// follower's primary, a PostgreSQL node's database): such a node
+    /// spends sending limits from leases.
+    pub fn source(&self) -> Option<&Freshness> {
+        match self {
+            Upstream::Own => None,
+            Upstream::Primary(p) => Some(&p.freshness),
+            Upstream::Database(f) => Some(f),
+        }
+    }
+
     /// Why answers may not be given at `now_ms`, if they may not: the
     /// source has not been heard from within the staleness bound (or, for
     /// a primary, no snapshot is in yet) and serving stale answers is off.

@@ -251,7 +251,7 @@ fn check_rate_limits(limits: &[pb::RateLimit]) {
         "rate_limits",
         "rate_limits_from_wire",
     ) {
-        let budget = out.budget();
+        let budget = out.budget(0);
         let wire = model::rate_limits_to_wire(budget.as_deref());
         assert_eq!(wire.len(), limits.len(), "rate limits round trip");
         for (w, l) in wire.iter().zip(limits) {

@@ -272,6 +272,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let key = DigestKey::from_bytes([7; 32]);
     let token = rec::TokenRecord {
         rate_full_at_ms: Default::default(),
+        budget_id: 0,
         rate_limits: Default::default(),
         id: 3,
         account_id: 1,

@@ -244,6 +244,9 @@ impl Engine {
                 record
                     .rate_full_at_ms
                     .clone_from(&old_record.rate_full_at_ms);
+                if !old_record.rate_limits.is_empty() {
+                    record.budget_id = crate::index::budget_key(&old_record);
+                }
                 let grace_end = p.now.saturating_add(grace);
                 old_record.expires_at_ms = if old_record.expires_at_ms == 0 {
                     grace_end

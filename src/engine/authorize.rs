@@ -86,9 +86,9 @@ impl Engine {
     pub async fn authorize(&self, token: &str, check: &Check<'_>) -> Result<Decision> {
         let d = self.authorize_slow(token, check).await?;
         if d.rate.is_some_and(|r| r.short_lease) {
-            // A follower whose lease ran short: one bounded wait for the
+            // A node whose lease ran short: one bounded wait for the
             // refill, then the same question again.
-            self.wait_for_lease().await;
+            self.wait_for_lease(d.token_id).await;
             return self.authorize_slow(token, check).await;
         }
         Ok(d)
@@ -127,11 +127,11 @@ impl Engine {
         }
         let idx = self.index.read();
         if let Some(b) = idx.tokens.get(&token_id).and_then(|t| t.budget.as_ref()) {
-            // A follower spent its lease (or, stale and serving, its own
+            // A node that leases spent its lease (or, stale and serving, its own
             // copy of the budget: the lease then gets units it never
             // had, at most one cost).
-            if self.follower().is_some() {
-                b.add_lease(cost);
+            if self.leasing().is_some() {
+                b.unspend_lease(cost);
             } else {
                 b.give_back(cost);
             }

@@ -95,9 +95,11 @@ impl Engine {
         Ok(n)
     }
 
-    /// A shared store: drops change rows older than the retention.
+    /// A shared store: drops change rows older than the retention, and
+    /// sending-limit budgets full again (an absent budget is full).
     pub async fn prune_changes(&self) -> std::result::Result<u64, StoreError> {
-        self.store.prune().await
+        let budgets = self.store.prune_budgets(self.now_ms()).await?;
+        Ok(self.store.prune().await? + budgets)
     }
 
     /// Replaces the index with a fresh snapshot of the store (a shared

@@ -46,7 +46,9 @@ mod upkeep;
 pub use authn::AuthnFailure;
 pub use authorize::{Cached, Decision, Rate};
 pub use catch_up::sync;
-pub use lease::{Held, LeaseAsk, IDLE_ROUNDS, LEASE_WAIT, ROUND_EVERY};
+pub use lease::{
+    Held, LeaseAsk, LeaseGrant, LeaseSource, StoreLeases, IDLE_ROUNDS, LEASE_WAIT, ROUND_EVERY,
+};
 pub use mutate::{Done, Mint, NewToken, Plan};
 pub use upkeep::Work;
 use upkeep::WorkCounters;
@@ -357,6 +359,12 @@ impl Engine {
     /// The shared store's freshness, on a PostgreSQL node.
     pub fn shared(&self) -> Option<&Freshness> {
         self.upstream.database()
+    }
+
+    /// The freshness of the source of a node that spends sending limits
+    /// from leases (a follower, a PostgreSQL node); None on a primary.
+    pub fn leasing(&self) -> Option<&Freshness> {
+        self.upstream.source()
     }
 
     /// The follower state, if this keyward follows a primary.

@@ -101,6 +101,14 @@ impl Engine {
             if n > 0 {
                 if let Err(e) = self.commit_as(guard, chunk, true).await {
                     tracing::warn!(error = %e, "persisting last-use times failed");
+                    // Not saved after all: the budgets are due again.
+                    let idx = self.index.read();
+                    for b in ids
+                        .iter()
+                        .filter_map(|id| idx.tokens.get(id)?.budget.as_ref())
+                    {
+                        b.mark_dirty();
+                    }
                     return Err(e);
                 }
             }

@@ -126,11 +126,13 @@ impl TokenState {
                     })
                 })
                 .collect(),
-            budget: Limits::from_records(&r.rate_limits).budget().inspect(|b| {
-                if r.rate_full_at_ms.len() == b.specs().len() {
-                    b.restore(&r.rate_full_at_ms);
-                }
-            }),
+            budget: Limits::from_records(&r.rate_limits)
+                .budget(budget_key(r))
+                .inspect(|b| {
+                    if r.rate_full_at_ms.len() == b.specs().len() {
+                        b.restore(&r.rate_full_at_ms);
+                    }
+                }),
             replaced_by: r.replaced_by,
             replaces: r.replaces,
             root: r.root,
@@ -184,6 +186,10 @@ impl TokenState {
             },
             rate_limits: self.limits().to_records(),
             rate_full_at_ms: self.budget.as_ref().map(|b| b.save()).unwrap_or_default(),
+            budget_id: self
+                .budget
+                .as_ref()
+                .map_or(0, |b| if b.key() == self.id { 0 } else { b.key() }),
         }
     }
 
@@ -245,5 +251,14 @@ pub fn newer_use(ours: (i64, u32), theirs: (i64, u32)) -> (i64, u32) {
         theirs
     } else {
         ours
+    }
+}
+
+/// Where a shared store keeps the budget of the token written as `r`.
+pub fn budget_key(r: &TokenRecord) -> u64 {
+    if r.budget_id == 0 {
+        r.id
+    } else {
+        r.budget_id
     }
 }

@@ -26,10 +26,16 @@ impl Limits {
         self.specs.is_empty()
     }
 
-    /// A full budget for them (`None` when there are none).
-    pub fn budget(&self) -> Option<Arc<Budget>> {
-        (!self.is_empty())
-            .then(|| Arc::new(Budget::new(&self.specs).with_names(self.names.clone())))
+    /// A full budget for them (`None` when there are none), kept under
+    /// `key` in a shared store.
+    pub fn budget(&self, key: u64) -> Option<Arc<Budget>> {
+        (!self.is_empty()).then(|| {
+            Arc::new(
+                Budget::new(&self.specs)
+                    .with_names(self.names.clone())
+                    .with_key(key),
+            )
+        })
     }
 
     /// As stored.

@@ -183,9 +183,20 @@ pub async fn follow(
 }
 
 /// The report of a follower that stops: what was used since the last
-/// round, on the last connection (none if it never connected).
+/// round, and its unspent leases back, on the last connection (none if it
+/// never connected).
 async fn report_at_stop(engine: &Engine, opts: &FollowOptions, last: Option<Channel>) {
     let Some(channel) = last else { return };
+    if let Ok(bearer) = super::bearer(&opts.secret) {
+        let mut source = super::lease::PrimaryLeases::new(channel.clone(), bearer);
+        let back = engine.return_leases(&mut source).await;
+        if back > 0 {
+            tracing::info!(
+                units = back,
+                "unspent sending-limit leases given back at shutdown"
+            );
+        }
+    }
     match report::report_uses(engine, &channel, &opts.secret).await {
         Ok(n) => tracing::info!(uses = n, "last uses reported to the primary at shutdown"),
         Err(e) => tracing::warn!(error = %e, "could not report last uses at shutdown"),
@@ -231,7 +242,9 @@ async fn follow_once(
         &opts.secret,
         opts.use_report_interval,
     );
-    let leases = super::lease::refill_leases(engine, channel.clone(), &opts.secret);
+    let mut source =
+        super::lease::PrimaryLeases::new(channel.clone(), super::bearer(&opts.secret)?);
+    let leases = engine.refill_leases(&mut source);
     tokio::select! {
         r = watch(engine, opts, channel) => r,
         never = reports => match never {},
@@ -249,13 +262,8 @@ async fn watch(engine: &Arc<Engine>, opts: &FollowOptions, channel: Channel) -> 
         epoch: f.epoch.load(Ordering::Acquire),
         revision: f.revision.load(Ordering::Acquire),
     });
-    let bearer = format!("Bearer {}", opts.secret);
-    req.metadata_mut().insert(
-        "authorization",
-        bearer
-            .parse()
-            .map_err(|_| "the replication secret is not valid header text")?,
-    );
+    req.metadata_mut()
+        .insert("authorization", super::bearer(&opts.secret)?);
     let mut stream = client
         .watch(req)
         .await

@@ -28,9 +28,14 @@
 //! newer use, clamped to its own clock, as the token's `last_used_at` and
 //! `last_used_by` (`Replication/ReportUse`, same secret as Watch).
 //!
+//! **Sending limits.** A follower spends leases of budget taken from the
+//! primary in chunks (`Replication/Lease`, same secret), and gives its
+//! unspent units back when it stops (`lease`).
+//!
 //! `serve` holds the primary's side (the `Replication` service, the
-//! snapshot, the reports taken), `follow` the follower's (connect, TLS,
-//! apply), `report` the follower's reports.
+//! snapshot, the reports taken, the leases granted), `follow` the
+//! follower's (connect, TLS, apply), `report` the follower's reports,
+//! `lease` its lease source.
 //!
 //! Layer L5 (with `tls`): imports `engine`, `error`, `feed`, `index`,
 //! `credential`, `model` and `pb`, and `tls::read_ca` for a follower's CA
@@ -44,4 +49,15 @@ mod serve;
 mod tests;
 
 pub use follow::{follow, follows_over_tls, FollowOptions};
+
+/// The `authorization` value a follower presents: the replication secret
+/// as a bearer (a secret that is not header text is an error, never an
+/// unauthenticated call). Marked sensitive.
+fn bearer(secret: &str) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+    let mut v: tonic::metadata::MetadataValue<_> = format!("Bearer {secret}")
+        .parse()
+        .map_err(|_| "the replication secret is not valid header text".to_string())?;
+    v.set_sensitive(true);
+    Ok(v)
+}
 pub use serve::{ReplicationService, CHUNK, HEARTBEAT, USES_MAX};

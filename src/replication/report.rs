@@ -39,9 +39,7 @@ pub(super) async fn report_uses(
         return Ok(0);
     }
     let mut client = ReplicationClient::new(channel.clone());
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {secret}")
-        .parse()
-        .map_err(|_| "the replication secret is not valid header text")?;
+    let bearer = super::bearer(secret)?;
     let mut reported = 0;
     for batch in due.chunks(BATCH) {
         let mut req = Request::new(UseReport {

@@ -278,9 +278,14 @@ impl Replication for ReplicationService {
             .collect();
         let grants = self
             .engine
-            .grant_leases(&asks)
+            .grant(&asks)
+            .await?
             .into_iter()
-            .map(|(token_id, granted)| LeaseGrant { token_id, granted })
+            .map(|g| LeaseGrant {
+                token_id: g.token_id,
+                granted: g.granted,
+                remaining: g.remaining,
+            })
             .collect();
         Ok(Response::new(LeaseResponse { grants }))
     }

@@ -103,6 +103,9 @@ impl Jobs {
                 notify,
                 wait_for_stop(self.stop.clone()),
             ));
+            // Sending limits: leases from the budgets the database keeps.
+            self.set
+                .spawn(store_leases(engine.clone(), self.stop.clone()));
         }
         // New certificates for new connections, without a restart.
         if let Some((tls, hangup)) = tls {
@@ -121,6 +124,23 @@ impl Jobs {
     /// Waits until every job has ended (each ends once stop is sent).
     pub(super) async fn drain(mut self) {
         while self.set.join_next().await.is_some() {}
+    }
+}
+
+/// A PostgreSQL node's leases of sending-limit budget from its database,
+/// until told to stop; then every unspent unit goes back.
+async fn store_leases(engine: Arc<Engine>, stop: watch::Receiver<bool>) {
+    let mut source = crate::engine::StoreLeases;
+    tokio::select! {
+        () = wait_for_stop(stop) => {}
+        never = engine.refill_leases(&mut source) => match never {},
+    }
+    let back = engine.return_leases(&mut source).await;
+    if back > 0 {
+        tracing::info!(
+            units = back,
+            "unspent sending-limit leases given back at shutdown"
+        );
     }
 }
 

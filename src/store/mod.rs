@@ -108,6 +108,33 @@ pub trait WriteTxn: Send {
         -> BoxFuture<'a, Result<u64, StoreError>>;
 }
 
+/// One node's lease of a sending-limit budget kept in a shared store
+/// (see [`crate::ratelimit::shared`]).
+#[derive(Debug, Clone)]
+pub struct BudgetAsk {
+    /// Where the budget is kept ([`crate::ratelimit::Budget::key`]).
+    pub budget_id: u64,
+    /// The token's limits, as the node knows them.
+    pub specs: Vec<crate::ratelimit::Spec>,
+    /// What the node knew of the budget (per limit, when full again),
+    /// for a budget the store does not hold yet.
+    pub floor: Vec<i64>,
+    /// Units wanted.
+    pub want: u64,
+    /// Unspent units given back (first).
+    pub give_back: u64,
+}
+
+/// What a lease got: units granted, and units the budget has left (its
+/// tightest limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetGrant {
+    /// Units granted.
+    pub granted: u64,
+    /// Units left after the grant.
+    pub remaining: u64,
+}
+
 /// An open write, and what other nodes committed before it.
 pub type Begun = (Box<dyn WriteTxn>, Vec<Revision>);
 
@@ -135,6 +162,25 @@ pub trait Store: Send + Sync + 'static {
     }
     /// A shared store: drops change rows no node should need any more.
     fn prune(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
+    /// A shared store: at `now_ms`, each ask in order gives back, then
+    /// leases from the budget it names, atomically for all (the budgets
+    /// of several nodes meet here).
+    fn lease<'a>(
+        &'a self,
+        _now_ms: i64,
+        _asks: &'a [BudgetAsk],
+    ) -> BoxFuture<'a, Result<Vec<BudgetGrant>, StoreError>> {
+        Box::pin(async {
+            Err(StoreError::Corrupt(
+                "this store keeps no shared sending-limit budgets".into(),
+            ))
+        })
+    }
+    /// A shared store: drops budgets full again before `now_ms` (an absent
+    /// budget is a full one).
+    fn prune_budgets(&self, _now_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async { Ok(0) })
     }
     /// Makes everything committed durable (used at shutdown).

@@ -2,6 +2,7 @@
 //! and generated gRPC clients.
 #![allow(dead_code, unused_imports)]
 
+pub mod lease;
 pub mod pg;
 
 use std::net::SocketAddr;

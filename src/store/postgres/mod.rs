@@ -22,10 +22,13 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use prost::Message;
 use tokio_postgres::NoTls;
 
-use super::{corrupt, Begun, BoxFuture, Loaded, Revision, Store, StoreError};
+use super::{
+    corrupt, Begun, BoxFuture, BudgetAsk, BudgetGrant, Loaded, Revision, Store, StoreError,
+};
 use crate::pb::store::AuditRecord;
 use crate::token::DigestKey;
 
+mod budgets;
 mod listen;
 mod load;
 mod moves;
@@ -241,6 +244,18 @@ impl Store for PgStore {
                 .map_err(|e| db("prune", e))?;
             Ok(n)
         })
+    }
+
+    fn lease<'a>(
+        &'a self,
+        now_ms: i64,
+        asks: &'a [BudgetAsk],
+    ) -> BoxFuture<'a, Result<Vec<BudgetGrant>, StoreError>> {
+        Box::pin(budgets::lease(&self.pool, now_ms, asks))
+    }
+
+    fn prune_budgets(&self, now_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(budgets::prune(&self.pool, now_ms))
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {

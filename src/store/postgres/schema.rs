@@ -8,14 +8,15 @@ use super::{big, db, unbig};
 use crate::store::StoreError;
 
 /// Newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 /// Serialises migrations of concurrently starting nodes.
 const MIGRATION_LOCK: i64 = 0x6b65_7977_6172_6401;
 
 /// Versioned migrations, applied in order at start under an advisory lock.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE keyward_meta (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE keyward_meta (
          singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
          cluster_id bigint NOT NULL,
          revision bigint NOT NULL,
@@ -50,7 +51,18 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          record bytea NOT NULL
      );
      CREATE INDEX keyward_audit_by_account ON keyward_audit (account_id, id);",
-)];
+    ),
+    (
+        2,
+        // Sending-limit budgets that nodes lease from (ratelimit::shared):
+        // no row is a full budget; full_at_ms says when a row may go.
+        "CREATE TABLE keyward_budgets (
+             id bigint PRIMARY KEY,
+             state bytea NOT NULL,
+             full_at_ms bigint NOT NULL
+         );",
+    ),
+];
 
 /// Applies the migrations this database lacks; returns the cluster id.
 pub(super) async fn migrate(conn: &mut Object) -> Result<u64, StoreError> {
