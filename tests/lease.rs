@@ -4,7 +4,8 @@
 //! the whole run (limit + elapsed × limit / period + one chunk per
 //! follower); a follower cut off from its primary spends only its lease,
 //! then refuses; past the staleness bound it fails closed, or (told to
-//! serve stale) decides from its own copy of the budget.
+//! serve stale) decides from its own copy of the budget; a follower that
+//! stops gives its unspent lease back. (PostgreSQL nodes: lease_pg.rs.)
 
 mod common;
 
@@ -216,4 +217,27 @@ async fn a_stale_follower_told_to_serve_falls_back_on_its_own_budget() {
     assert_eq!(allowed, 9 + 160, "the lease's 9, then its own full budget");
     let r = closed.authorizer().authorize(req(&secret)).await;
     assert_eq!(r.unwrap_err().code(), tonic::Code::Unavailable);
+}
+
+/// A follower that stops cleanly gives its unspent lease back.
+#[tokio::test]
+async fn a_stopping_follower_gives_its_lease_back() {
+    let (pdir, fdir) = (temp(), temp());
+    let p = TestServer::start(pdir.path()).await;
+    let secret = token(&p, 160).await; // chunk: 10
+    let f = follower(p.grpc, pdir.path(), fdir.path(), p.clock.clone()).await;
+    knows(&f, &secret).await;
+    assert_eq!(allowed_of(&f, &secret, 1).await, 1);
+    let mut r = req(&secret);
+    r.cost = Some(0);
+    let before = p
+        .authorizer()
+        .authorize(r.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(before.remaining, Some(150), "one chunk leased");
+    f.stop().await.unwrap();
+    let after = p.authorizer().authorize(r).await.unwrap().into_inner();
+    assert_eq!(after.remaining, Some(159), "the 9 unspent came back");
 }

@@ -3,7 +3,8 @@
 //! together never allow more than the limit plus one chunk per node. A
 //! reset's two tokens share it across nodes; a node that stops gives its
 //! lease back and a restarted one refills nothing; a node cut off from the
-//! database spends only its lease, then refuses.
+//! database spends only its lease, then refuses; a follower of a node
+//! leases from the database through it.
 //!
 //! Each test runs its own PostgreSQL server (tests/common/pg.rs).
 
@@ -193,4 +194,36 @@ async fn a_node_cut_off_from_the_database_spends_only_its_lease() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A follower of a PostgreSQL node leases through its node from the
+/// database: another node sees what it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_of_a_postgres_node_leases_from_the_database() {
+    let c = cluster().await;
+    let (keys, clock) = (temp(), Arc::new(ManualClock::new()));
+    let a = node(&c.base_url(), keys.path(), clock.clone(), "a").await;
+    let b = node(&c.base_url(), keys.path(), clock.clone(), "b").await;
+    let fdir = temp();
+    let f = TestServer::start_with(
+        follower_options(
+            fdir.path(),
+            clock.clone(),
+            a.grpc,
+            &keys.path().join("digest.key"),
+            false,
+        ),
+        clock.clone(),
+    )
+    .await
+    .expect("follower starts");
+    let secret = token(&a, 32).await; // chunk: 2
+    knows(&f, &secret).await;
+    knows(&b, &secret).await;
+    let on_f = allowed_of(&f, &secret, 20).await;
+    assert_eq!(on_f, 20);
+    // What the follower took is gone for B too: at most 12 left.
+    let on_b = allowed_of(&b, &secret, 20).await;
+    println!("lease_pg: follower {on_f}, then node B {on_b}");
+    assert!(on_b <= 12 && on_b >= 12 - 2 * 2, "node B allowed {on_b}");
 }
