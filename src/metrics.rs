@@ -22,7 +22,9 @@
 //! - with TLS: `keyward_tls_reloads_total{result="ok|refused"}` (certificate
 //!   reloads) and `keyward_tls_handshake_failures_total{port="grpc|http"}`
 //!   (handshakes failed or past their deadline) ([`crate::tls`])
-//! - primary: `keyward_replication_watchers`; follower:
+//! - primary: `keyward_replication_watchers`,
+//!   `keyward_replication_snapshots_served_total` (snapshots sent whole to
+//!   followers); follower:
 //!   `keyward_follower_lag_revisions`, `keyward_follower_lag_seconds`,
 //!   `keyward_follower_{snapshots,commits,disconnects}_total`
 //! - PostgreSQL node: `keyward_store_revision` (the database revision the
@@ -132,6 +134,8 @@ pub struct StoreMetrics {
 pub struct ReplicationMetrics {
     /// Followers watching this primary.
     pub watchers: Gauge,
+    /// Primary: snapshots sent whole to followers.
+    pub snapshots_served: Counter,
     /// Follower: streams that ended (reconnects).
     pub disconnects: Counter,
     /// Follower: snapshots applied.
@@ -200,6 +204,7 @@ impl Metrics {
             },
             replication: ReplicationMetrics {
                 watchers: gauge!("keyward_replication_watchers"),
+                snapshots_served: counter!("keyward_replication_snapshots_served_total"),
                 disconnects: counter!("keyward_follower_disconnects_total"),
                 snapshots: counter!("keyward_follower_snapshots_total"),
                 commits: counter!("keyward_follower_commits_total"),

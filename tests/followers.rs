@@ -572,3 +572,73 @@ async fn a_follower_without_the_key_bounds_argon2_per_token() {
         .advance_ms(i64::try_from(window.as_millis()).unwrap() + 1_000);
     converge(&[&f], &attacked.secret, PROJECT, "p1", VIEWER, ALLOW).await;
 }
+
+/// A snapshot is streamed chunk by chunk while the primary keeps
+/// committing: the commits that land meanwhile reach the follower inside
+/// the snapshot (or right after it), so once caught up it answers exactly
+/// as the primary for every token the writer touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commits_during_a_streamed_snapshot_reach_the_follower() {
+    let (pdir, fdir) = (temp(), temp());
+    let n = 20_000; // ten snapshot chunks
+    let seeded = keyward::seed::seed(pdir.path(), n, true).await.unwrap();
+    let p = TestServer::start(pdir.path()).await;
+    let admin = seeded.tokens[0].expose().to_string();
+    let project = seeded.project.clone();
+    // Deletes tokens 2, 3, ... one after another until told to stop.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (mut tokens, stop, admin) = (p.tokens(), stop.clone(), admin.clone());
+        let account_id = seeded.account_id;
+        tokio::spawn(async move {
+            let mut id = 2u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && id < 2_000 {
+                tokens
+                    .delete_token(auth(
+                        pb::DeleteTokenRequest {
+                            account_id,
+                            token_id: id,
+                        },
+                        &admin,
+                    ))
+                    .await
+                    .expect("delete");
+                id += 1;
+            }
+            id
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let f = follower(p.grpc, pdir.path(), fdir.path(), p.clock.clone(), false).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deleted_to = writer.await.unwrap();
+    assert!(deleted_to > 3, "the writer committed during the test");
+    // Caught up: the follower's revision is the primary's.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f
+        .engine
+        .follower()
+        .unwrap()
+        .revision
+        .load(std::sync::atomic::Ordering::Acquire)
+        < p.engine.applied_revision()
+    {
+        assert!(Instant::now() < deadline, "the follower never caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let touched = usize::try_from(deleted_to + 5).unwrap();
+    for (i, t) in seeded.tokens.iter().enumerate().take(touched) {
+        let (id, secret) = (i + 1, t.expose());
+        let want = p.check(secret, PROJECT, &project, ADMIN).await;
+        let got = f.check(secret, PROJECT, &project, ADMIN).await;
+        assert_eq!(
+            (got.allowed, got.reason),
+            (want.allowed, want.reason),
+            "token {id}: follower {got:?}, primary {want:?}"
+        );
+    }
+    println!(
+        "followers: {} deletes during the follower's snapshot",
+        deleted_to - 2
+    );
+}

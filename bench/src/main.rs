@@ -77,6 +77,10 @@ pub(crate) struct Cli {
     /// Followers in the revocation-propagation scenario.
     #[arg(long, default_value_t = 8)]
     followers: usize,
+    /// Scenario 11: followers that take a snapshot of `--cold-tokens`
+    /// tokens from one primary at once (its extra memory is measured).
+    #[arg(long, default_value_t = 8)]
+    snapshot_followers: usize,
     /// Revocations timed in the propagation scenario.
     #[arg(long, default_value_t = 50)]
     revocations: usize,

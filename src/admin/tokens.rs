@@ -185,7 +185,7 @@ impl Engine {
                 // the live state; the record says the same).
                 record.rate_limits = l.to_records();
                 record.rate_full_at_ms = match (&target.budget, l.is_empty()) {
-                    (Some(b), false) => b.carried(&l.specs).save(),
+                    (Some(b), false) => b.carried(&l.specs).full_at_ms(),
                     _ => Vec::new(),
                 };
             }

@@ -90,10 +90,12 @@ impl Engine {
                         // marks the budget again, for the next run. A
                         // budget shared by a reset's two tokens is saved
                         // with both (each was chosen above).
+                        let mut r = t.to_record(&self.key);
                         if let Some(b) = &t.budget {
                             b.take_dirty();
+                            r.rate_full_at_ms = b.save();
                         }
-                        Change::PutToken(t.to_record(&self.key))
+                        Change::PutToken(r)
                     })
                     .collect()
             };

@@ -185,7 +185,13 @@ impl TokenState {
                 Vec::new()
             },
             rate_limits: self.limits().to_records(),
-            rate_full_at_ms: self.budget.as_ref().map(|b| b.save()).unwrap_or_default(),
+            // Read, not marked saved: only the usage writer marks a
+            // budget saved, once its record is committed.
+            rate_full_at_ms: self
+                .budget
+                .as_ref()
+                .map(|b| b.full_at_ms())
+                .unwrap_or_default(),
             budget_id: self
                 .budget
                 .as_ref()

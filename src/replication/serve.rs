@@ -29,6 +29,9 @@ use crate::pb::store::ResourceRecord;
 
 /// Snapshot records per message.
 pub const CHUNK: usize = 2048;
+/// Events a watch stream buffers ahead of its follower (a few snapshot
+/// chunks: the primary's memory per snapshot in flight).
+const WATCH_BUFFER: usize = 4;
 /// Heartbeat period.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Most uses in one `ReportUse` (more: INVALID_ARGUMENT). Within the
@@ -36,55 +39,117 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// followers send half as many per report.
 pub const USES_MAX: usize = 4096;
 
-/// Everything in `idx` as changes that rebuild it (counters, accounts,
-/// resources, then tokens in id order). Tokens come in slices of
-/// [`CHUNK`] under short read locks; the caller holds the writer lock, so
-/// nothing but digest fills moves meanwhile.
-fn snapshot(engine: &Engine) -> Vec<Vec<rpb::Change>> {
-    let mut chunks = Vec::new();
+/// The head of a snapshot: counters, accounts and resources (small: read
+/// while the caller holds the writer lock, so they are exactly the state
+/// at the feed's revision), and the token id counter the token chunks run
+/// up to.
+fn snapshot_head(engine: &Engine) -> (Vec<rpb::Change>, u64) {
     let mut head = Vec::new();
-    let max_id = {
-        let idx = engine.view();
-        head.push(to_wire(&Change::Counters {
-            next_account_id: idx.next_account_id,
-            next_token_id: idx.next_token_id,
-        }));
-        for a in idx.accounts.values() {
-            head.push(to_wire(&Change::PutAccount(a.to_record())));
-            for kind in Kind::ALL {
-                for (id, node) in &a.resources[kind.slot()] {
-                    let (parent_type, parent_id) = match &node.parent {
-                        Some(p) => (Kind::Project.to_wire(), p.to_string()),
-                        None => (Kind::Account.to_wire(), a.id.to_string()),
-                    };
-                    head.push(to_wire(&Change::PutResource(ResourceRecord {
-                        account_id: a.id,
-                        resource_type: kind.to_wire(),
-                        id: id.to_string(),
-                        parent_type,
-                        parent_id,
-                    })));
-                }
+    let idx = engine.view();
+    head.push(to_wire(&Change::Counters {
+        next_account_id: idx.next_account_id,
+        next_token_id: idx.next_token_id,
+    }));
+    for a in idx.accounts.values() {
+        head.push(to_wire(&Change::PutAccount(a.to_record())));
+        for kind in Kind::ALL {
+            for (id, node) in &a.resources[kind.slot()] {
+                let (parent_type, parent_id) = match &node.parent {
+                    Some(p) => (Kind::Project.to_wire(), p.to_string()),
+                    None => (Kind::Account.to_wire(), a.id.to_string()),
+                };
+                head.push(to_wire(&Change::PutResource(ResourceRecord {
+                    account_id: a.id,
+                    resource_type: kind.to_wire(),
+                    id: id.to_string(),
+                    parent_type,
+                    parent_id,
+                })));
             }
         }
-        idx.next_token_id
-    };
-    chunks.push(head);
+    }
+    (head, idx.next_token_id)
+}
+
+/// The tokens with ids in `from..to`, as they are now (one short read
+/// lock).
+fn token_chunk(engine: &Engine, from: u64, to: u64) -> Vec<rpb::Change> {
+    let idx = engine.view();
+    (from..to)
+        .filter_map(|id| idx.tokens.get(&id))
+        .map(|t| to_wire(&Change::PutToken(t.to_record(engine.key()))))
+        .collect()
+}
+
+/// Streams the rest of a snapshot begun at `last`: the tokens in chunks of
+/// [`CHUNK`], each encoded only when the follower has taken the one
+/// before (the channel's bound paces it, so a snapshot of any size costs
+/// the primary a few chunks of memory per follower), then the commits
+/// that landed meanwhile, still inside the snapshot, then its end at the
+/// revision they reach. A token read after `last` may already show a later
+/// commit; the follower applies that commit again over it in order, so
+/// the index it installs at the end is exactly the state at that revision.
+/// Returns the revision reached, or None when the stream is over.
+async fn stream_snapshot(
+    engine: &Engine,
+    epoch: u64,
+    mut last: u64,
+    max_id: u64,
+    rx: &mut broadcast::Receiver<Arc<crate::feed::Batch>>,
+    tx: &mpsc::Sender<Result<WatchEvent, Status>>,
+) -> Option<u64> {
     let mut from = 0u64;
     while from < max_id {
         let to = (from + CHUNK as u64).min(max_id);
-        let idx = engine.view();
-        let chunk: Vec<rpb::Change> = (from..to)
-            .filter_map(|id| idx.tokens.get(&id))
-            .map(|t| to_wire(&Change::PutToken(t.to_record(engine.key()))))
-            .collect();
-        drop(idx);
+        let chunk = token_chunk(engine, from, to);
         if !chunk.is_empty() {
-            chunks.push(chunk);
+            let ev = event(Ev::SnapshotChunk, epoch, last, chunk, engine.now_ms());
+            tx.send(Ok(ev)).await.ok()?;
         }
         from = to;
     }
-    chunks
+    loop {
+        let b = match rx.try_recv() {
+            Ok(b) => b,
+            Err(broadcast::error::TryRecvError::Empty) => break,
+            Err(e) => {
+                let _ = tx.send(Err(lost(&e))).await;
+                return None;
+            }
+        };
+        if b.reset {
+            let _ = tx.send(Err(reloaded())).await;
+            return None;
+        }
+        if b.revision > last {
+            last = b.revision;
+            let ev = event(
+                Ev::SnapshotChunk,
+                epoch,
+                last,
+                b.changes.clone(),
+                engine.now_ms(),
+            );
+            tx.send(Ok(ev)).await.ok()?;
+        }
+    }
+    let end = event(Ev::SnapshotEnd, epoch, last, vec![], engine.now_ms());
+    tx.send(Ok(end)).await.ok()?;
+    engine.metrics().replication.snapshots_served.increment(1);
+    Some(last)
+}
+
+fn reloaded() -> Status {
+    Status::unavailable("this keyward reloaded its state; reconnect for a snapshot")
+}
+
+fn lost(e: &broadcast::error::TryRecvError) -> Status {
+    match e {
+        broadcast::error::TryRecvError::Lagged(n) => Status::resource_exhausted(format!(
+            "follower fell {n} commits behind; reconnect for a snapshot"
+        )),
+        _ => Status::unavailable("the primary is shutting down"),
+    }
 }
 
 /// `Replication/Watch` on the primary.
@@ -161,6 +226,8 @@ impl Replication for ReplicationService {
         let now = engine.now_ms();
         let mut first: Vec<WatchEvent> = Vec::new();
         let mut last = feed.revision();
+        // A snapshot's tokens are streamed after `held` is dropped.
+        let mut tokens_to = None;
         match resume {
             Some(missed) => {
                 first.push(event(Ev::Resume, feed.epoch, want.revision, vec![], now));
@@ -175,19 +242,19 @@ impl Replication for ReplicationService {
                 }
             }
             None => {
-                let chunks = snapshot(&engine);
+                let (head, max_id) = snapshot_head(&engine);
                 let mut begin = event(Ev::SnapshotBegin, feed.epoch, last, vec![], now);
                 begin.digest_key_id = engine.key().id().to_vec();
                 first.push(begin);
-                for c in chunks {
-                    first.push(event(Ev::SnapshotChunk, feed.epoch, last, c, now));
-                }
-                first.push(event(Ev::SnapshotEnd, feed.epoch, last, vec![], now));
+                first.push(event(Ev::SnapshotChunk, feed.epoch, last, head, now));
+                tokens_to = Some(max_id);
             }
         }
         drop(held);
         engine.metrics().replication.watchers.increment(1.0);
-        let (tx, out) = mpsc::channel::<Result<WatchEvent, Status>>(64);
+        // A small bound: a snapshot is encoded a chunk at a time, as the
+        // follower takes them (commits wait in the feed's broadcast).
+        let (tx, out) = mpsc::channel::<Result<WatchEvent, Status>>(WATCH_BUFFER);
         let mut stop = self.stop.clone();
         tokio::spawn(async move {
             let _count = WatcherCount(engine.clone());
@@ -197,14 +264,18 @@ impl Replication for ReplicationService {
                 }
             }
             let mut rx = rx;
+            if let Some(max_id) = tokens_to {
+                match stream_snapshot(&engine, feed.epoch, last, max_id, &mut rx, &tx).await {
+                    Some(reached) => last = reached,
+                    None => return,
+                }
+            }
             let mut beat = tokio::time::interval(HEARTBEAT);
             loop {
                 let next = tokio::select! {
                     b = rx.recv() => match b {
                         Ok(b) if b.reset => {
-                            let _ = tx.send(Err(Status::unavailable(
-                                "this keyward reloaded its state; reconnect for a snapshot",
-                            ))).await;
+                            let _ = tx.send(Err(reloaded())).await;
                             return;
                         }
                         Ok(b) => {
