@@ -27,11 +27,13 @@ use crate::pb::replication::{
 };
 use crate::pb::store::ResourceRecord;
 
-/// Snapshot records per message.
-pub const CHUNK: usize = 2048;
-/// Events a watch stream buffers ahead of its follower (a few snapshot
-/// chunks: the primary's memory per snapshot in flight).
-const WATCH_BUFFER: usize = 4;
+/// Snapshot token records per message: about 250 KiB encoded, so that
+/// what a snapshot in flight holds on the primary stays small.
+pub const CHUNK: usize = 512;
+/// Events a watch stream buffers ahead of its follower (one snapshot
+/// chunk: with the one being sent and the one being read, the primary's
+/// memory per snapshot in flight).
+const WATCH_BUFFER: usize = 1;
 /// Heartbeat period.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Most uses in one `ReportUse` (more: INVALID_ARGUMENT). Within the
