@@ -32,6 +32,10 @@ async fn cluster() -> PgCluster {
 async fn node(base: &str, keys: &Path, clock: Arc<ManualClock>, name: &str) -> TestServer {
     let data = temp();
     let mut opts = options(data.path(), clock.clone());
+    // Leases stay while a test stops the database (which may take longer
+    // than the default second of idleness on a loaded machine); the
+    // give-back at a clean stop is what these tests check.
+    opts.settings.lease_idle = Duration::from_secs(3600);
     opts.digest_key_file = keys.join("digest.key");
     opts.postgres = Some(postgres_at(base, "kw"));
     opts.settings.node_name = name.into();

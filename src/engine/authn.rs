@@ -181,7 +181,7 @@ impl Engine {
                 Ok(Proof::Verified(state))
             }
             Some(_) => Err(AuthnFailure::Unknown),
-            None => Ok(Proof::NeedsArgon2(state.phc_hash.clone())),
+            None => Ok(Proof::NeedsArgon2(state.phc_hash.to_string())),
         }
     }
 
@@ -254,7 +254,7 @@ impl Engine {
         // never being reused, replaced) while argon2 ran.
         let mut idx = self.index.write();
         if let Some(state) = idx.tokens.get_mut(&parsed.id) {
-            if state.phc_hash == phc && state.digest.is_none() {
+            if state.phc_hash.to_string() == phc && state.digest.is_none() {
                 state.digest = Some(digest);
                 state.digest_unsaved.store(true, Ordering::Relaxed);
             }

@@ -34,10 +34,6 @@ use crate::store::{BoxFuture, BudgetAsk};
 /// Longest a decision waits for a lease when the one held is too short.
 pub const LEASE_WAIT: Duration = Duration::from_millis(250);
 
-/// Rounds (of [`ROUND_EVERY`]) a lease may sit unspent before it is given
-/// back.
-pub const IDLE_ROUNDS: u32 = 10;
-
 /// How often the refill task runs when nothing asks for it sooner.
 pub const ROUND_EVERY: Duration = Duration::from_millis(100);
 
@@ -197,9 +193,10 @@ impl Engine {
 
     /// A follower's refill round: for `wanted` tokens, what tops their
     /// lease up to one chunk; for leases in `held` unspent for
-    /// [`IDLE_ROUNDS`], every unit back (taken out of the lease now).
+    /// `Settings::lease_idle`, every unit back (taken out of the lease now).
     pub(crate) fn lease_plan(&self, wanted: &[u64], held: &mut Held) -> Vec<LeaseAsk> {
         let now = self.now_ms();
+        let idle_rounds = self.settings.lease_idle.as_millis() / ROUND_EVERY.as_millis().max(1);
         let idx = self.index.read();
         let mut asks: HashMap<u64, LeaseAsk> = HashMap::new();
         held.retain(|id, (seen, idle)| {
@@ -212,7 +209,7 @@ impl Engine {
             } else {
                 (*seen, *idle) = (spent, 0);
             }
-            if *idle >= IDLE_ROUNDS {
+            if u128::from(*idle) >= idle_rounds {
                 let units = b.take_unspent();
                 if units > 0 {
                     asks.insert(
@@ -278,12 +275,16 @@ impl Engine {
         }
     }
 
-    /// A follower: asks that were not answered (the primary is out of
-    /// reach): a later need asks again.
+    /// A node that leases: asks that were not answered (the source is out
+    /// of reach): a later need asks again.
     pub(crate) fn lease_failed(&self, asks: &[LeaseAsk]) {
         let idx = self.index.read();
         for a in asks {
             if let Some(b) = idx.tokens.get(&a.token_id).and_then(|t| t.budget.as_ref()) {
+                // Units an idle lease was giving back stay this node's
+                // (the source did not take them; were the answer lost
+                // after it did, at most those units are counted twice).
+                b.unspend_lease(a.give_back);
                 b.served();
             }
         }

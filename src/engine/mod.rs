@@ -46,9 +46,7 @@ mod upkeep;
 pub use authn::AuthnFailure;
 pub use authorize::{Cached, Decision, Rate};
 pub use catch_up::sync;
-pub use lease::{
-    Held, LeaseAsk, LeaseGrant, LeaseSource, StoreLeases, IDLE_ROUNDS, LEASE_WAIT, ROUND_EVERY,
-};
+pub use lease::{Held, LeaseAsk, LeaseGrant, LeaseSource, StoreLeases, LEASE_WAIT, ROUND_EVERY};
 pub use mutate::{Done, Mint, NewToken, Plan};
 pub use upkeep::Work;
 use upkeep::WorkCounters;
@@ -92,6 +90,9 @@ pub struct Settings {
     /// This node's name (`--node-name`), recorded with every use it sees
     /// so that `last_used_by` says where a token is still used.
     pub node_name: Arc<str>,
+    /// A node that leases sending-limit budget gives back a lease left
+    /// unspent this long.
+    pub lease_idle: Duration,
 }
 
 impl Default for Settings {
@@ -112,6 +113,7 @@ impl Default for Settings {
             argon2_failure_window: Duration::from_secs(10),
             unseen_catch_up_interval: Duration::from_millis(100),
             node_name: Arc::from("keyward"),
+            lease_idle: Duration::from_secs(1),
         }
     }
 }
