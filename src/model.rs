@@ -92,11 +92,16 @@ impl Level {
     }
 }
 
-/// A resource id. Ids of up to 22 bytes (nearly all: numbers, project
-/// slugs, most domains) are stored inline, so that checking a grant reads no
-/// other allocation; longer ones live on the heap.
+/// A resource id: a [`SmallStr`].
+pub type ResourceId = SmallStr;
+
+/// A string kept inline when short. Resource ids of up to 22 bytes (nearly
+/// all: numbers, project slugs, most domains) are stored inline, so that
+/// checking a grant reads no other allocation, and a token's short texts
+/// (name, creator, last 4) cost no allocation of their own; longer ones
+/// live on the heap.
 #[derive(Clone)]
-pub enum ResourceId {
+pub enum SmallStr {
     /// Up to 22 bytes, in place.
     Inline {
         /// Bytes used.
@@ -108,12 +113,12 @@ pub enum ResourceId {
     Heap(Box<str>),
 }
 
-impl ResourceId {
+impl SmallStr {
     /// The id's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            ResourceId::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            ResourceId::Heap(s) => s.as_bytes(),
+            SmallStr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            SmallStr::Heap(s) => s.as_bytes(),
         }
     }
 
@@ -122,78 +127,78 @@ impl ResourceId {
         match self {
             // Inline bytes always come from a `&str` cut at its end, so they
             // are valid UTF-8; the fallback is unreachable.
-            ResourceId::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
-            ResourceId::Heap(s) => s,
+            SmallStr::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            SmallStr::Heap(s) => s,
         }
     }
 }
 
-impl From<&str> for ResourceId {
+impl From<&str> for SmallStr {
     fn from(s: &str) -> Self {
         if s.len() <= 22 {
             let mut bytes = [0u8; 22];
             bytes[..s.len()].copy_from_slice(s.as_bytes());
             #[expect(clippy::cast_possible_truncation, reason = "at most 22 bytes here")]
             let len = s.len() as u8;
-            ResourceId::Inline { len, bytes }
+            SmallStr::Inline { len, bytes }
         } else {
-            ResourceId::Heap(s.into())
+            SmallStr::Heap(s.into())
         }
     }
 }
 
-impl From<String> for ResourceId {
+impl From<String> for SmallStr {
     fn from(s: String) -> Self {
         s.as_str().into()
     }
 }
 
-impl From<Box<str>> for ResourceId {
+impl From<Box<str>> for SmallStr {
     fn from(s: Box<str>) -> Self {
         (*s).into()
     }
 }
 
-impl std::ops::Deref for ResourceId {
+impl std::ops::Deref for SmallStr {
     type Target = str;
     fn deref(&self) -> &str {
         self.as_str()
     }
 }
 
-impl PartialEq for ResourceId {
+impl PartialEq for SmallStr {
     fn eq(&self, other: &Self) -> bool {
         self.as_bytes() == other.as_bytes()
     }
 }
 
-impl Eq for ResourceId {}
+impl Eq for SmallStr {}
 
-impl std::hash::Hash for ResourceId {
+impl std::hash::Hash for SmallStr {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.as_bytes().hash(state);
     }
 }
 
-impl PartialOrd for ResourceId {
+impl PartialOrd for SmallStr {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for ResourceId {
+impl Ord for SmallStr {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.as_bytes().cmp(other.as_bytes())
     }
 }
 
-impl fmt::Debug for ResourceId {
+impl fmt::Debug for SmallStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
-impl fmt::Display for ResourceId {
+impl fmt::Display for SmallStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

@@ -12,8 +12,10 @@ use std::io::Write;
 use std::path::Path;
 
 mod hashing;
+mod phc;
 
 pub use hashing::trim_argon2_memory;
+pub use phc::Phc;
 
 use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;

@@ -160,9 +160,9 @@ pub fn token_to_wire(t: &TokenState) -> pb::Token {
     pb::Token {
         id: t.id,
         account_id: t.account_id,
-        name: t.name.clone(),
-        last_4_digits: t.last_4.clone(),
-        created_by: t.created_by.clone(),
+        name: t.name.to_string(),
+        last_4_digits: t.last_4.to_string(),
+        created_by: t.created_by.to_string(),
         created_at: Some(ts(t.created_at_ms)),
         expires_at: t.expires_at_ms.map(ts),
         paused: t.paused,

@@ -29,7 +29,7 @@ impl Engine {
                             "{} admin token",
                             req.name.chars().take(80).collect::<String>()
                         ),
-                        created_by: p.access.caller().name.clone(),
+                        created_by: p.access.caller().name.to_string(),
                         grants: vec![Grant {
                             resource: ResourceKey::account(account_id),
                             level: Level::Admin,

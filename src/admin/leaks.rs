@@ -180,7 +180,7 @@ impl Engine {
         };
         let reporter = LeakReporter {
             actor_token_id: caller,
-            actor_name,
+            actor_name: actor_name.to_string(),
             source: "grpc".into(),
             url: req.url.clone(),
         };

@@ -57,7 +57,7 @@ impl Engine {
                     let token = p.mint(NewToken {
                         account_id: account.id,
                         name: derived_name(&resource.id, p.idx.next_token_id),
-                        created_by: p.access.caller().name.clone(),
+                        created_by: p.access.caller().name.to_string(),
                         grants: vec![Grant {
                             resource: resource.clone(),
                             level: Level::Admin,

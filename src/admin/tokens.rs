@@ -45,7 +45,7 @@ impl Engine {
                 let mut token = p.mint(NewToken {
                     account_id: account.id,
                     name: req.name.clone(),
-                    created_by: p.access.caller().name.clone(),
+                    created_by: p.access.caller().name.to_string(),
                     grants: grants.clone(),
                     scopes: scopes.clone(),
                     expires_at_ms,
@@ -172,7 +172,7 @@ impl Engine {
             let key = p.idx.key();
             let mut next = TokenState::from_record(&target.to_record(key), key);
             if let Some(n) = &name {
-                next.name.clone_from(n);
+                next.name = n.as_str().into();
             }
             next.grants = new_grants.to_vec();
             next.scopes = new_scopes.to_vec();
@@ -229,7 +229,7 @@ impl Engine {
                 let mut record = p.mint(NewToken {
                     account_id: account.id,
                     name: derived_name(&old.name, id),
-                    created_by: p.access.caller().name.clone(),
+                    created_by: p.access.caller().name.to_string(),
                     grants: old.grants.clone(),
                     scopes: old.scopes.clone(),
                     expires_at_ms,

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::model::Limits;
-use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant};
+use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant, SmallStr};
 use crate::pb::store::{GrantRecord, ScopeRecord, TokenRecord};
 use crate::ratelimit::Budget;
-use crate::token::{Digest, DigestKey};
+use crate::token::{Digest, DigestKey, Phc};
 
 use super::nodes;
 
@@ -50,14 +50,14 @@ pub struct TokenState {
     /// name: a follower holds a million tokens (it fits in the padding
     /// after the flags above, so the struct does not grow).
     pub last_used_by: AtomicU32,
-    /// Display name.
-    pub name: String,
-    /// argon2id PHC hash of the secret part.
-    pub phc_hash: String,
-    /// Last 4 characters of the token string.
-    pub last_4: String,
-    /// Name of the creating token.
-    pub created_by: String,
+    /// Display name (inline up to 22 bytes).
+    pub name: SmallStr,
+    /// argon2id PHC hash of the secret part (binary when keyward's shape).
+    pub phc_hash: Phc,
+    /// Last 4 characters of the token string (inline).
+    pub last_4: SmallStr,
+    /// Name of the creating token (inline up to 22 bytes).
+    pub created_by: SmallStr,
     /// Creation time, unix ms.
     pub created_at_ms: i64,
     /// Successor by reset (0 = none).
@@ -96,10 +96,10 @@ impl TokenState {
         Self {
             id: r.id,
             account_id: r.account_id,
-            name: r.name.clone(),
-            phc_hash: r.phc_hash.clone(),
-            last_4: r.last_4_digits.clone(),
-            created_by: r.created_by.clone(),
+            name: r.name.as_str().into(),
+            phc_hash: Phc::new(&r.phc_hash),
+            last_4: r.last_4_digits.as_str().into(),
+            created_by: r.created_by.as_str().into(),
             created_at_ms: r.created_at_ms,
             expires_at_ms: (r.expires_at_ms != 0).then_some(r.expires_at_ms),
             paused: r.paused,
@@ -149,10 +149,10 @@ impl TokenState {
         TokenRecord {
             id: self.id,
             account_id: self.account_id,
-            name: self.name.clone(),
-            phc_hash: self.phc_hash.clone(),
-            last_4_digits: self.last_4.clone(),
-            created_by: self.created_by.clone(),
+            name: self.name.to_string(),
+            phc_hash: self.phc_hash.to_string(),
+            last_4_digits: self.last_4.to_string(),
+            created_by: self.created_by.to_string(),
             created_at_ms: self.created_at_ms,
             expires_at_ms: self.expires_at_ms.unwrap_or(0),
             paused: self.paused,
