@@ -36,18 +36,40 @@ impl Phc {
     fn compact(s: &str) -> Option<Self> {
         let rest = s.strip_prefix("$argon2id$v=19$m=")?;
         let (params, rest) = rest.split_once('$')?;
-        let (salt, hash) = rest.split_once('$')?;
+        let (salt_b64, hash_b64) = rest.split_once('$')?;
         let mut it = params.split(',');
-        let m = it.next()?.parse().ok()?;
-        let t = it.next()?.strip_prefix("t=")?.parse().ok()?;
-        let p = it.next()?.strip_prefix("p=")?.parse().ok()?;
-        let phc = Phc::Argon2id {
+        let m = number(it.next()?)?;
+        let t = number(it.next()?.strip_prefix("t=")?)?;
+        let p = number(it.next()?.strip_prefix("p=")?)?;
+        if it.next().is_some() {
+            return None;
+        }
+        let salt: [u8; 16] = STANDARD_NO_PAD.decode(salt_b64).ok()?.try_into().ok()?;
+        let hash: [u8; 32] = STANDARD_NO_PAD.decode(hash_b64).ok()?.try_into().ok()?;
+        // Only the canonical spelling (what rendering gives back).
+        let mut buf = [0u8; 44];
+        let n = STANDARD_NO_PAD.encode_slice(salt, &mut buf).ok()?;
+        if buf[..n] != *salt_b64.as_bytes() {
+            return None;
+        }
+        let n = STANDARD_NO_PAD.encode_slice(hash, &mut buf).ok()?;
+        if buf[..n] != *hash_b64.as_bytes() {
+            return None;
+        }
+        Some(Phc::Argon2id {
             params: [m, t, p],
-            salt: STANDARD_NO_PAD.decode(salt).ok()?.try_into().ok()?,
-            hash: STANDARD_NO_PAD.decode(hash).ok()?.try_into().ok()?,
-        };
-        (phc.to_string() == s).then_some(phc)
+            salt,
+            hash,
+        })
     }
+}
+
+/// A decimal number as rendering writes it: digits, no leading zero.
+fn number(s: &str) -> Option<u32> {
+    let canonical = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s.len() == 1 || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
 }
 
 impl fmt::Display for Phc {
@@ -94,6 +116,9 @@ mod tests {
         ] {
             let phc = Phc::new(s);
             assert_eq!(phc.to_string(), s);
+        }
+        for s in ["$argon2id$v=19$m=+19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"] {
+            assert_eq!(Phc::new(s).to_string(), s);
         }
         assert!(matches!(
             Phc::new("$argon2id$v=19$m=019456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"),
