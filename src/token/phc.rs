@@ -117,9 +117,8 @@ mod tests {
             let phc = Phc::new(s);
             assert_eq!(phc.to_string(), s);
         }
-        for s in ["$argon2id$v=19$m=+19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"] {
-            assert_eq!(Phc::new(s).to_string(), s);
-        }
+        let plus = "$argon2id$v=19$m=+19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        assert_eq!(Phc::new(plus).to_string(), plus);
         assert!(matches!(
             Phc::new("$argon2id$v=19$m=019456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"),
             Phc::Other(_)
