@@ -17,8 +17,6 @@ use std::time::Duration;
 use common::lease::*;
 use common::*;
 use keyward::clock::ManualClock;
-use keyward::pb::v1 as pb;
-use pb::DenyReason;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -63,35 +61,19 @@ async fn a_primary_and_three_followers_stay_within_the_bound() {
         knows(&f, &secret).await;
         fs.push(f);
     }
-    let nodes = [&p, &fs[0], &fs[1], &fs[2]];
-    let first = load(&nodes, &secret).await;
-    let total: u64 = first.iter().sum();
-    println!("lease: phase 1 allowed per node {first:?}, total {total}");
-    assert!(
-        total <= limit + 3 * chunk,
-        "allowed {total} > limit {limit} + 3 chunks"
-    );
-    assert!(total >= limit - 3 * chunk, "allowed only {total}");
+    let first = two_phases(
+        &[&p, &fs[0], &fs[1], &fs[2]],
+        &secret,
+        &p.clock,
+        (limit, chunk, 3),
+        limit + 3 * chunk,
+        "lease",
+    )
+    .await;
     assert!(
         first[1..].iter().all(|&n| n > 0),
         "every follower allowed some: {first:?}"
     );
-    // Half a period later: half the limit more, over the whole run.
-    p.clock.advance_ms(500_000);
-    // A heartbeat (every second) so the followers are fresh again.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let second = load(&nodes, &secret).await;
-    let whole: u64 = total + second.iter().sum::<u64>();
-    println!("lease: phase 2 allowed per node {second:?}, whole run {whole}");
-    let bound = limit + limit / 2 + 3 * chunk;
-    assert!(
-        whole <= bound,
-        "allowed {whole} over the run > bound {bound}"
-    );
-    assert!(whole > total, "the budget refilled");
-    let m = http(p.http, "GET", "/metrics", None, None).await;
-    let text = String::from_utf8_lossy(&m.body);
-    assert!(metric(&text, "keyward_lease_units_total{dir=\"taken\"}") > 0.0);
 }
 
 /// A TCP proxy that can be dropped (cutting every connection).
@@ -156,21 +138,7 @@ async fn a_cut_off_follower_spends_only_its_lease() {
     );
     drop(proxy);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut allowed = 0;
-    for _ in 0..15 {
-        let d = f
-            .authorizer()
-            .authorize(req(&secret))
-            .await
-            .unwrap()
-            .into_inner();
-        if d.allowed {
-            allowed += 1;
-        } else {
-            assert_eq!(d.reason, DenyReason::RateLimited as i32);
-            assert!(d.retry_after.is_some());
-        }
-    }
+    let allowed = allowed_of(&f, &secret, 15).await;
     assert_eq!(allowed, 9, "the rest of its lease, then refusals");
     // The primary still has what was not leased: 160 - 10.
     let mut r = req(&secret);

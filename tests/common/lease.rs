@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use keyward::pb::v1 as pb;
 use pb::DenyReason;
 
+use keyward::clock::ManualClock;
+
 use super::*;
 
 pub fn req(token: &str) -> pb::AuthorizeRequest {
@@ -77,6 +79,7 @@ pub async fn allowed_of(node: &TestServer, secret: &str, n: usize) -> u64 {
             allowed += 1;
         } else {
             assert_eq!(d.reason, DenyReason::RateLimited as i32, "{d:?}");
+            assert!(d.retry_after.is_some(), "{d:?}");
         }
     }
     allowed
@@ -133,4 +136,41 @@ pub async fn load(nodes: &[&TestServer], secret: &str) -> Vec<u64> {
         per_node[i / 3] += t.await.unwrap();
     }
     per_node
+}
+
+/// Load on `nodes` in two phases, half a period (of 1000 s) apart on
+/// `clock`: the first allows at most `first_max` and at least the limit
+/// less a chunk per leasing node, the whole run at most the stated bound
+/// (`limit + limit / 2 + leasing × chunk`), and the budget refills in
+/// between. Returns allowed per node in the first phase.
+pub async fn two_phases(
+    nodes: &[&TestServer],
+    secret: &str,
+    clock: &ManualClock,
+    (limit, chunk, leasing): (u64, u64, u64),
+    first_max: u64,
+    label: &str,
+) -> Vec<u64> {
+    let first = load(nodes, secret).await;
+    let total: u64 = first.iter().sum();
+    println!("{label}: phase 1 allowed per node {first:?}, total {total}");
+    assert!(total <= first_max, "allowed {total} > {first_max}");
+    assert!(total >= limit - leasing * chunk, "allowed only {total}");
+    // Half a period later (the nodes hear from their source again within
+    // a poll or a heartbeat).
+    clock.advance_ms(500_000);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let second = load(nodes, secret).await;
+    let whole: u64 = total + second.iter().sum::<u64>();
+    println!("{label}: phase 2 allowed per node {second:?}, whole run {whole}");
+    let bound = limit + limit / 2 + leasing * chunk;
+    assert!(
+        whole <= bound,
+        "allowed {whole} over the run > bound {bound}"
+    );
+    assert!(whole > total, "the budget refilled");
+    let m = http(nodes[0].http, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(metric(&text, "keyward_lease_units_total{dir=\"taken\"}") > 0.0);
+    first
 }
