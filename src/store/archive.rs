@@ -6,12 +6,17 @@
 //! ```text
 //! "KWBACKUP"  version u32 BE (1)  header length u32 BE  header
 //!   header: created_at_ms i64 BE, source (u8 length + UTF-8),
-//!           digest key id (u8 length + bytes)
+//!           digest key id (u8 length + bytes),
+//!           [a follower's state file only: epoch u64 BE, revision u64 BE]
 //! record*:    tag u8 (1 counters, 2 account, 3 resource, 4 token,
 //!             5 audit event)  length u32 BE  bytes
 //! trailer:    tag 0  count per kind (5 x u64 BE)  BLAKE3 (32 bytes) of
 //!             every byte before it
 //! ```
+//!
+//! The same format holds a follower's state (`follower.state` in its data
+//! dir, source `follower`): its index as records (no audit events) and,
+//! in the header, where it stands in its primary's stream ([`Position`]).
 //!
 //! A reader refuses a damaged file (unknown version, truncated, a record
 //! that does not decode, wrong counts, a bad checksum, bytes after the
@@ -40,6 +45,19 @@ pub struct Header {
     /// The fingerprint of the digest key the stored digests are made with
     /// (empty if unknown): nodes serving a restored store need that key.
     pub digest_key_id: Vec<u8>,
+    /// A follower's state file: the epoch and revision of its primary's
+    /// stream the records are at (none in a backup).
+    pub position: Option<Position>,
+}
+
+/// Where a follower's state stands in its primary's commit stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The primary's epoch (a random id per primary process, or a
+    /// PostgreSQL database's cluster id).
+    pub epoch: u64,
+    /// The last revision of that epoch the records hold.
+    pub revision: u64,
 }
 
 /// Why a backup file cannot be read.
@@ -75,6 +93,10 @@ impl<W: Write> ArchiveWriter<W> {
                 .map_err(|_| io::Error::other("header field over 255 bytes"))?;
             h.push(n);
             h.extend_from_slice(field);
+        }
+        if let Some(p) = header.position {
+            h.extend_from_slice(&p.epoch.to_be_bytes());
+            h.extend_from_slice(&p.revision.to_be_bytes());
         }
         w.put(MAGIC)?;
         w.put(&VERSION.to_be_bytes())?;
@@ -283,13 +305,22 @@ fn parse_header(h: &[u8]) -> Option<Header> {
     let (source, rest) = rest.split_at_checked(usize::from(n))?;
     let (&n, rest) = rest.split_first()?;
     let (key, rest) = rest.split_at_checked(usize::from(n))?;
-    if !rest.is_empty() {
-        return None;
-    }
+    let position = match rest.len() {
+        0 => None,
+        16 => {
+            let (epoch, revision) = rest.split_at(8);
+            Some(Position {
+                epoch: u64::from_be_bytes(epoch.try_into().ok()?),
+                revision: u64::from_be_bytes(revision.try_into().ok()?),
+            })
+        }
+        _ => return None,
+    };
     Some(Header {
         created_at_ms,
         source: String::from_utf8(source.to_vec()).ok()?,
         digest_key_id: key.to_vec(),
+        position,
     })
 }
 
@@ -383,6 +414,7 @@ mod tests {
             created_at_ms: 5,
             source: "sled".into(),
             digest_key_id: vec![1, 2, 3],
+            position: None,
         };
         let mut w = ArchiveWriter::new(Vec::new(), &header).expect("header");
         for id in 1..=n {
@@ -402,6 +434,28 @@ mod tests {
         assert_eq!(h.source, "sled");
         assert_eq!(h.digest_key_id, vec![1, 2, 3]);
         assert_eq!(t.counts[RecordKind::Token as usize], 3);
+        assert_eq!(h.position, None);
+    }
+
+    /// A follower's position in the header reads back.
+    #[test]
+    fn a_position_round_trips() {
+        let header = Header {
+            created_at_ms: 5,
+            source: "follower".into(),
+            digest_key_id: vec![9; 8],
+            position: Some(Position {
+                epoch: u64::MAX - 1,
+                revision: 42,
+            }),
+        };
+        let f = ArchiveWriter::new(Vec::new(), &header)
+            .expect("header")
+            .finish()
+            .expect("trailer")
+            .0;
+        let (h, _) = verify(f.as_slice()).expect("verifies");
+        assert_eq!(h, header);
     }
 
     /// Every cut short file is refused as truncated, never read as whole.
