@@ -53,7 +53,7 @@ mod state;
 mod tests;
 
 pub use follow::{follow, follows_over_tls, FollowOptions};
-pub use state::{keep_state, load_state, save_state, Loaded, STATE_FILE};
+pub use state::{keep_state, load_state, save_state, Loaded, STATE_FILE, WRITE_SPACING};
 
 /// The `authorization` value a follower presents: the replication secret
 /// as a bearer (a secret that is not header text is an error, never an

@@ -8,9 +8,10 @@
 //! digests, never a secret). Mode 0600.
 //!
 //! [`keep_state`] writes it off the hot path: every `--follower-state-interval`
-//! when the revision moved, and once more at a clean stop; to a temporary
-//! file, fsynced, then renamed over the old one (never a half-written file
-//! under the real name). The index is read in slices of [`CHUNK`] tokens
+//! when the revision moved (but no sooner than [`WRITE_SPACING`] times the
+//! last write's own duration: at most a twentieth of a core), and once
+//! more at a clean stop; to a temporary file, fsynced, then renamed over
+//! the old one (never a half-written file under the real name). The index is read in slices of [`CHUNK`] tokens
 //! under short read locks, never held across I/O. The revision is read
 //! before the first slice, so every record is at that revision or newer:
 //! replaying the commits after it (whole records and deletes) ends in the
@@ -137,7 +138,7 @@ fn read(engine: &Engine, inp: impl io::Read) -> Result<(Header, Index), String> 
         ArchiveError::Damaged(why) => why,
         ArchiveError::Io(e) => format!("cannot be read: {e}"),
     };
-    let mut r = ArchiveReader::open(inp).map_err(said)?;
+    let mut r = ArchiveReader::open(inp).map_err(said)?.counting_only();
     let header = r.header().clone();
     if header.source != SOURCE {
         return Err(format!(
@@ -236,7 +237,8 @@ pub fn save_state(engine: &Engine, dir: &Path) -> io::Result<Option<Position>> {
 /// slices of [`CHUNK`], each copied under a short read lock and written
 /// with none held.
 fn write_records(engine: &Engine, file: File, header: &Header) -> io::Result<File> {
-    let mut w = ArchiveWriter::new(BufWriter::with_capacity(IO_BUFFER, file), header)?;
+    let mut w =
+        ArchiveWriter::new(BufWriter::with_capacity(IO_BUFFER, file), header)?.counting_only();
     let (head, max_id) = {
         let idx = engine.view();
         let mut head = vec![Record::Counters {
@@ -274,8 +276,14 @@ fn write_records(engine: &Engine, file: File, header: &Header) -> io::Result<Fil
     out.into_inner().map_err(io::IntoInnerError::into_error)
 }
 
+/// A write is followed by at least this many times its own duration
+/// before the next periodic one: the writer takes at most a twentieth of a
+/// core however large the index (at 1 M tokens a write takes seconds).
+pub const WRITE_SPACING: u32 = 20;
+
 /// Keeps `dir`'s state file up to date until `stop` resolves: every
-/// `every` when the follower's position moved since the last write (or
+/// `every` (or [`WRITE_SPACING`] times the last write's duration, if
+/// longer) when the follower's position moved since the last write (or
 /// since `loaded`), and once more when it stops.
 pub async fn keep_state(
     engine: Arc<Engine>,
@@ -286,12 +294,15 @@ pub async fn keep_state(
 ) {
     tokio::pin!(stop);
     let mut saved = loaded;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = tokio::time::Instant::now() + every;
     loop {
         tokio::select! {
             () = &mut stop => break,
-            _ = tick.tick() => saved = save_if_moved(&engine, &dir, saved).await,
+            () = tokio::time::sleep_until(next) => {
+                let started = tokio::time::Instant::now();
+                saved = save_if_moved(&engine, &dir, saved).await;
+                next = started + every.max(started.elapsed() * WRITE_SPACING);
+            }
         }
     }
     save_if_moved(&engine, &dir, saved).await;

@@ -76,6 +76,9 @@ pub struct ArchiveWriter<W: Write> {
     out: W,
     hasher: blake3::Hasher,
     tally: Tally,
+    /// Whether the tally keeps each record's checksum (only the counts go
+    /// in the file; the checksums are what a backup is verified with).
+    sums: bool,
 }
 
 impl<W: Write> ArchiveWriter<W> {
@@ -85,6 +88,7 @@ impl<W: Write> ArchiveWriter<W> {
             out,
             hasher: blake3::Hasher::new(),
             tally: Tally::default(),
+            sums: true,
         };
         let mut h = Vec::new();
         h.extend_from_slice(&header.created_at_ms.to_be_bytes());
@@ -105,6 +109,13 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(w)
     }
 
+    /// The tally it returns holds the counts only, not the records'
+    /// checksums (a follower's state: a record's checksum costs a hash).
+    pub fn counting_only(mut self) -> Self {
+        self.sums = false;
+        self
+    }
+
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.hasher.update(bytes);
         self.out.write_all(bytes)
@@ -117,7 +128,11 @@ impl<W: Write> ArchiveWriter<W> {
             .ok()
             .filter(|n| *n <= RECORD_MAX)
             .ok_or_else(|| io::Error::other(format!("{record:?} is over {RECORD_MAX} bytes")))?;
-        self.tally.add(record);
+        if self.sums {
+            self.tally.add_encoded(record.kind(), &bytes);
+        } else {
+            self.tally.count(record.kind());
+        }
         self.put(&[record.kind().tag()])?;
         self.put(&n.to_be_bytes())?;
         self.put(&bytes)
@@ -147,6 +162,10 @@ pub struct ArchiveReader<R: Read> {
     tally: Tally,
     header: Header,
     done: bool,
+    /// Whether the tally keeps each record's checksum.
+    sums: bool,
+    /// The bytes of the record being read (reused).
+    buf: Vec<u8>,
 }
 
 fn damaged(what: impl Into<String>) -> ArchiveError {
@@ -164,24 +183,26 @@ impl<R: Read> ArchiveReader<R> {
             tally: Tally::default(),
             header: Header::default(),
             done: false,
+            sums: true,
+            buf: Vec::new(),
         };
         let mut magic = [0u8; 8];
-        r.take(&mut magic, "the header")?;
+        r.take(&mut magic, || "the header".into())?;
         if &magic != MAGIC {
             return Err(damaged("not a keyward backup file (no KWBACKUP magic)"));
         }
-        let version = u32::from_be_bytes(r.array("the header")?);
+        let version = u32::from_be_bytes(r.array(|| "the header".into())?);
         if version != VERSION {
             return Err(damaged(format!(
                 "format version {version} is not one this keyward reads (it reads {VERSION})"
             )));
         }
-        let len = u32::from_be_bytes(r.array("the header")?);
+        let len = u32::from_be_bytes(r.array(|| "the header".into())?);
         if len > 1024 {
             return Err(damaged(format!("a header of {len} bytes")));
         }
         let mut h = vec![0u8; len as usize];
-        r.take(&mut h, "the header")?;
+        r.take(&mut h, || "the header".into())?;
         r.header = parse_header(&h).ok_or_else(|| damaged("the header does not decode"))?;
         Ok(r)
     }
@@ -191,7 +212,21 @@ impl<R: Read> ArchiveReader<R> {
         &self.header
     }
 
-    fn take(&mut self, buf: &mut [u8], inside: &str) -> Result<(), ArchiveError> {
+    /// The tally holds the counts only, not the records' checksums (a
+    /// follower's state: the trailer states counts, and a record's
+    /// checksum costs encoding it again and a hash).
+    pub fn counting_only(mut self) -> Self {
+        self.sums = false;
+        self
+    }
+
+    /// Reads `buf` whole; `inside` names what was being read when the
+    /// file ends early.
+    fn take(
+        &mut self,
+        buf: &mut [u8],
+        inside: impl FnOnce() -> String,
+    ) -> Result<(), ArchiveError> {
         match self.inp.read_exact(buf) {
             Ok(()) => {
                 self.hasher.update(buf);
@@ -199,15 +234,20 @@ impl<R: Read> ArchiveReader<R> {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(damaged(format!(
-                "truncated: the file ends at or after offset {} inside {inside} (after {} \
+                "truncated: the file ends at or after offset {} inside {} (after {} \
                  complete records)",
-                self.offset, self.records
+                self.offset,
+                inside(),
+                self.records
             ))),
             Err(e) => Err(e.into()),
         }
     }
 
-    fn array<const N: usize>(&mut self, inside: &str) -> Result<[u8; N], ArchiveError> {
+    fn array<const N: usize>(
+        &mut self,
+        inside: impl FnOnce() -> String,
+    ) -> Result<[u8; N], ArchiveError> {
         let mut b = [0u8; N];
         self.take(&mut b, inside)?;
         Ok(b)
@@ -221,7 +261,7 @@ impl<R: Read> ArchiveReader<R> {
         }
         let at = self.offset;
         let n = self.records + 1;
-        let [tag] = self.array::<1>(&format!("record #{n}"))?;
+        let [tag] = self.array::<1>(|| format!("record #{n}"))?;
         if tag == 0 {
             return self.trailer().map(|()| None);
         }
@@ -230,31 +270,40 @@ impl<R: Read> ArchiveReader<R> {
                 "record #{n} at offset {at}: unknown kind tag {tag}"
             ))
         })?;
-        let inside = format!("record #{n} ({})", kind.name());
-        let len = u32::from_be_bytes(self.array(&inside)?);
+        let inside = || format!("record #{n} ({})", kind.name());
+        let len = u32::from_be_bytes(self.array(inside)?);
         if len > RECORD_MAX {
             return Err(damaged(format!(
                 "record #{n} ({}) at offset {at}: length {len} is over {RECORD_MAX}",
                 kind.name()
             )));
         }
-        let mut bytes = vec![0u8; len as usize];
-        self.take(&mut bytes, &inside)?;
-        let record = Record::decode(kind, &bytes).map_err(|e| {
-            damaged(format!(
-                "record #{n} ({}) at offset {at} does not decode: {e}",
-                kind.name()
-            ))
-        })?;
+        let mut bytes = std::mem::take(&mut self.buf);
+        bytes.resize(len as usize, 0);
+        let read = self.take(&mut bytes, inside);
+        let record = read.and_then(|()| {
+            Record::decode(kind, &bytes).map_err(|e| {
+                damaged(format!(
+                    "record #{n} ({}) at offset {at} does not decode: {e}",
+                    kind.name()
+                ))
+            })
+        });
+        self.buf = bytes;
+        let record = record?;
         self.records = n;
-        self.tally.add(&record);
+        if self.sums {
+            self.tally.add(&record);
+        } else {
+            self.tally.count(kind);
+        }
         Ok(Some(record))
     }
 
     fn trailer(&mut self) -> Result<(), ArchiveError> {
         let mut counts = [0u64; 5];
         for c in &mut counts {
-            *c = u64::from_be_bytes(self.array("the trailer")?);
+            *c = u64::from_be_bytes(self.array(|| "the trailer".into())?);
         }
         let expected = self.hasher.finalize();
         let mut sum = [0u8; 32];
