@@ -291,6 +291,12 @@ async fn watch(engine: &Arc<Engine>, opts: &FollowOptions, channel: Channel) -> 
                 }
                 f.primary_revision.store(ev.revision, Ordering::Release);
                 f.primary_key_id.lock().clone_from(&ev.digest_key_id);
+                if !f.synced.load(Ordering::Acquire) {
+                    // Never served (a state from disk the primary could
+                    // not resume): let it go before the snapshot is built,
+                    // so a start needs room for one index, not two.
+                    engine.install(Index::new(engine.key().clone()));
+                }
                 building = Some(Index::new(engine.key().clone()));
                 catching_up = false;
             }
