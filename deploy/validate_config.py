@@ -1241,7 +1241,7 @@ def check_sidecar(rendered=None):
     if pod.get("securityContext", {}).get("runAsNonRoot") is not True:
         problem("sidecar pod: securityContext.runAsNonRoot must be true")
     if any(v.get("persistentVolumeClaim") for v in pod.get("volumes", [])):
-        problem("sidecar pod: a follower needs no volume claim (it writes nothing)")
+        problem("sidecar pod: a follower needs no volume claim (it keeps only its state file, in an emptyDir)")
 
     containers = pod["containers"]
     followers = [c for c in containers if any(e["name"] == "KEYWARD_FOLLOW" for e in c.get("env", []))]
@@ -1300,6 +1300,16 @@ def check_sidecar(rendered=None):
         problem("sidecar keyward: KEYWARD_STALE_MODE must be closed or serve")
     if not DURATION_FLAG.match(env.get("KEYWARD_STALE_AFTER", "30s")):
         problem("sidecar keyward: KEYWARD_STALE_AFTER is not a duration (30s, 2m, ...)")
+    # The state file (follower.state): the data dir (the image's /data by
+    # default) must be a writable emptyDir under a read-only root filesystem.
+    if env.get("KEYWARD_FOLLOWER_STATE_INTERVAL", "10s") not in ("0", "0s"):
+        if not DURATION_FLAG.match(env.get("KEYWARD_FOLLOWER_STATE_INTERVAL", "10s")):
+            problem("sidecar keyward: KEYWARD_FOLLOWER_STATE_INTERVAL is not a duration (10s, 1m, ...)")
+        data_dir = env.get("KEYWARD_DATA_DIR", "/data")
+        if "emptyDir" not in vols.get(mounts.get(data_dir), {}):
+            problem(f"sidecar keyward: KEYWARD_DATA_DIR {data_dir!r} must be a writable emptyDir mount (its state file)")
+        if any(m.get("readOnly") for m in kw.get("volumeMounts", []) if m["mountPath"] == data_dir):
+            problem(f"sidecar keyward: KEYWARD_DATA_DIR {data_dir!r} is mounted read-only")
     # Routes: the primary's ConfigMap, which must keep an unhashed name.
     routes = env.get("KEYWARD_ROUTES")
     base_k = load_one(DEPLOY / "kustomization.yaml")

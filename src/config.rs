@@ -76,6 +76,14 @@ pub struct Config {
     #[arg(long, env = "KEYWARD_USE_REPORT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub use_report_interval: Duration,
 
+    /// Follower: how often its state (the primary's epoch and revision and
+    /// every record of its index) is written to `<data-dir>/follower.state`
+    /// when the revision moved, and at a clean stop, so that a restart
+    /// resumes from it instead of taking a whole snapshot. 0 = no state
+    /// file: neither written nor read.
+    #[arg(long, env = "KEYWARD_FOLLOWER_STATE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub follower_state_interval: Duration,
+
     /// This node's name, recorded as `last_used_by` with the uses it sees
     /// (a follower reports it to the primary): 1 to 64 of A-Z a-z 0-9 . _ -
     /// [default: the host name]

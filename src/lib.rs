@@ -33,7 +33,8 @@
 //!   authorize, mutate (lock, live caller, commit), upkeep, catch-up.
 //! - L5 Operations: [`admin`] (accounts, resources, tokens, audit: each a
 //!   plan for `Engine::mutate`, audited by itself), [`replication`] (the
-//!   primary's feed served, a follower following and reporting its uses), [`tls`] (certificate
+//!   primary's feed served, a follower following and reporting its uses,
+//!   and keeping its state on disk to resume from), [`tls`] (certificate
 //!   files loaded, checked, reloaded; TLS accept loops).
 //! - L6 Surfaces: [`service`] (one thin file per gRPC service), [`rest`] (the
 //!   Mailtrap and MailerSend facades), [`http`] (the HTTP port: probes,

@@ -23,10 +23,13 @@
 //!   reloads) and `keyward_tls_handshake_failures_total{port="grpc|http"}`
 //!   (handshakes failed or past their deadline) ([`crate::tls`])
 //! - primary: `keyward_replication_watchers`,
-//!   `keyward_replication_snapshots_served_total` (snapshots sent whole to
-//!   followers); follower:
-//!   `keyward_follower_lag_revisions`, `keyward_follower_lag_seconds`,
-//!   `keyward_follower_{snapshots,commits,disconnects}_total`
+//!   `keyward_replication_{snapshots,resumes}_served_total` (watchers
+//!   started with a snapshot, or with only the commits they missed);
+//!   follower: `keyward_follower_lag_revisions`,
+//!   `keyward_follower_lag_seconds`,
+//!   `keyward_follower_{snapshots,commits,disconnects}_total`,
+//!   `keyward_follower_state_writes_total{result="ok|error"}` (its state
+//!   file written)
 //! - PostgreSQL node: `keyward_store_revision` (the database revision the
 //!   index is at), `keyward_store_remote_commits_total` (other nodes'
 //!   commits applied), `keyward_store_errors_total` (failed reads of the
@@ -134,8 +137,15 @@ pub struct StoreMetrics {
 pub struct ReplicationMetrics {
     /// Followers watching this primary.
     pub watchers: Gauge,
-    /// Primary: snapshots sent whole to followers.
+    /// Primary: watchers started with a snapshot.
     pub snapshots_served: Counter,
+    /// Primary: watchers started from their revision (only what they
+    /// missed).
+    pub resumes_served: Counter,
+    /// Follower: state files written.
+    pub state_written: Counter,
+    /// Follower: state files that could not be written.
+    pub state_write_failed: Counter,
     /// Follower: streams that ended (reconnects).
     pub disconnects: Counter,
     /// Follower: snapshots applied.
@@ -205,6 +215,9 @@ impl Metrics {
             replication: ReplicationMetrics {
                 watchers: gauge!("keyward_replication_watchers"),
                 snapshots_served: counter!("keyward_replication_snapshots_served_total"),
+                resumes_served: counter!("keyward_replication_resumes_served_total"),
+                state_written: counter!("keyward_follower_state_writes_total", "result" => "ok"),
+                state_write_failed: counter!("keyward_follower_state_writes_total", "result" => "error"),
                 disconnects: counter!("keyward_follower_disconnects_total"),
                 snapshots: counter!("keyward_follower_snapshots_total"),
                 commits: counter!("keyward_follower_commits_total"),

@@ -470,6 +470,7 @@ async fn write_backup(
                 }
                 .into(),
                 digest_key_id: key.map(|k| k.id().to_vec()).unwrap_or_default(),
+                position: None,
             };
             let total = export.total();
             let mut p = Progress::new(progress, "backup", total);

@@ -62,8 +62,12 @@ pub struct FollowerState {
     pub primary_revision: AtomicU64,
     /// The primary's clock when it sent the last event (unix ms).
     pub primary_sent_ms: AtomicI64,
-    /// True once a snapshot was applied.
+    /// True once the primary's state is in: a snapshot applied, or the
+    /// commits missed since the state kept on disk (a resume).
     pub synced: AtomicBool,
+    /// The fingerprint of the primary's digest key, as its last snapshot
+    /// said (kept in the state file; empty until known).
+    pub primary_key_id: parking_lot::Mutex<Vec<u8>>,
 }
 
 impl FollowerState {
@@ -77,6 +81,7 @@ impl FollowerState {
             primary_revision: AtomicU64::new(0),
             primary_sent_ms: AtomicI64::new(0),
             synced: AtomicBool::new(false),
+            primary_key_id: parking_lot::Mutex::new(Vec::new()),
         }
     }
 

@@ -21,7 +21,8 @@ pub(crate) struct Proc {
     pub(crate) addr: SocketAddr,
     pub(crate) http: Option<SocketAddr>,
     /// keyward's routes file and replication secret, kept outside its data
-    /// dir (keyward refuses to initialise a data dir holding other files).
+    /// dir (keyward refuses to initialise a data dir holding other files);
+    /// a follower's own temporary data dir.
     pub(crate) files: Option<tempfile::TempDir>,
 }
 
@@ -33,6 +34,21 @@ impl Proc {
             .expect("a keyward started by spawn_keyward")
             .path()
             .join("bench-replication.secret")
+    }
+}
+
+impl Proc {
+    /// Stops it as an orchestrator does (SIGTERM) and waits for it to
+    /// exit; how long that took (a follower writes its state file then).
+    pub(crate) fn stop(mut self) -> Duration {
+        let started = Instant::now();
+        let term = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(term.is_ok_and(|s| s.success()), "kill -TERM");
+        let _ = self.child.wait();
+        started.elapsed()
     }
 }
 
@@ -215,12 +231,29 @@ pub(crate) fn spawn_keyward(
 pub(crate) const BENCH_SECRET: &str = "keyward-bench-replication-secret-0123456789";
 
 /// A follower of `primary` (whose data dir is `primary_dir`: its digest
-/// key is reused, and its secret), ready (first snapshot applied) or panics.
+/// key is reused, and its secret), with a data dir of its own (a temporary
+/// one: it starts with nothing), ready (first snapshot applied) or panics.
 pub(crate) fn start_follower(
     layout: &Layout,
     bin: &Path,
     primary: &Proc,
     primary_dir: &Path,
+) -> (Proc, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir for the follower's data dir");
+    let (mut proc, took) = start_follower_in(layout, bin, primary, primary_dir, dir.path());
+    proc.files = Some(dir);
+    (proc, took)
+}
+
+/// [`start_follower`] on the data dir `dir` (where it keeps its state
+/// file): ready (a snapshot applied, or resumed from the state in `dir`)
+/// or panics; and how long it took from spawn to ready.
+pub(crate) fn start_follower_in(
+    layout: &Layout,
+    bin: &Path,
+    primary: &Proc,
+    primary_dir: &Path,
+    dir: &Path,
 ) -> (Proc, Duration) {
     let addr = free_addr();
     let http = free_addr();
@@ -231,6 +264,8 @@ pub(crate) fn start_follower(
         .arg(primary.secret_file())
         .arg("--digest-key-file")
         .arg(primary_dir.join("digest.key"))
+        .arg("--data-dir")
+        .arg(dir)
         .arg("--grpc-addr")
         .arg(addr.to_string())
         .arg("--http-addr")

@@ -16,6 +16,7 @@ mod cold_start;
 mod envoy;
 mod ext_authz_check;
 mod fixed_rate;
+mod follower_restart;
 mod followers;
 mod introspect;
 mod malformed_tokens;
@@ -45,7 +46,7 @@ pub(crate) struct Scenario {
 }
 
 /// Every scenario, by number.
-pub(crate) const SCENARIOS: [Scenario; 16] = [
+pub(crate) const SCENARIOS: [Scenario; 17] = [
     Scenario {
         number: 1,
         name: "warm_closed_loop",
@@ -126,6 +127,11 @@ pub(crate) const SCENARIOS: [Scenario; 16] = [
         name: "rate_limits",
         run: Some(|b| Box::pin(b.rate_limits())),
     },
+    Scenario {
+        number: 17,
+        name: "follower_restart",
+        run: Some(|b| Box::pin(b.follower_restart())),
+    },
 ];
 
 /// `--scenarios`' parser: a number (any, as before: an unknown one is
@@ -140,7 +146,7 @@ pub(crate) fn parse(s: &str) -> Result<u32, String> {
         .map(|sc| sc.number)
         .ok_or_else(|| {
             let names: Vec<&str> = SCENARIOS.iter().map(|sc| sc.name).collect();
-            format!("no scenario {s:?} (numbers 1-16, or {})", names.join(", "))
+            format!("no scenario {s:?} (numbers 1-17, or {})", names.join(", "))
         })
 }
 
@@ -159,7 +165,7 @@ pub(crate) async fn run(bench: &mut Bench, number: u32) {
 mod tests {
     use super::{parse, SCENARIOS};
 
-    /// Numbers 1-16 in order, names unique, each name parses to its number.
+    /// Numbers 1-17 in order, names unique, each name parses to its number.
     #[test]
     fn the_table_is_complete_and_names_parse() {
         for (i, sc) in SCENARIOS.iter().enumerate() {

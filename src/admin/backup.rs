@@ -69,6 +69,7 @@ impl Engine {
             }
             .into(),
             digest_key_id: self.key().id().to_vec(),
+            position: None,
         };
         let failed = |e: crate::store::StoreError| {
             tracing::error!(error = %e, "backup failed");

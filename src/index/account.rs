@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::model::Policy;
-use crate::pb::store::AccountRecord;
+use crate::model::{Kind, Policy};
+use crate::pb::store::{AccountRecord, ResourceRecord};
 
 /// A registered resource's place in the tree.
 #[derive(Debug, Clone)]
@@ -66,5 +66,25 @@ impl AccountState {
         };
         self.policy.store(&mut r);
         r
+    }
+
+    /// The stored records of its resources (a sandbox names its project
+    /// as parent, anything else the account): what rebuilds them.
+    pub fn resource_records(&self) -> impl Iterator<Item = ResourceRecord> + '_ {
+        Kind::ALL.into_iter().flat_map(move |kind| {
+            self.resources[kind.slot()].iter().map(move |(id, node)| {
+                let (parent_type, parent_id) = match &node.parent {
+                    Some(p) => (Kind::Project.to_wire(), p.to_string()),
+                    None => (Kind::Account.to_wire(), self.id_str.to_string()),
+                };
+                ResourceRecord {
+                    account_id: self.id,
+                    resource_type: kind.to_wire(),
+                    id: id.to_string(),
+                    parent_type,
+                    parent_id,
+                }
+            })
+        })
     }
 }

@@ -270,6 +270,10 @@ async fn watch(engine: &Arc<Engine>, opts: &FollowOptions, channel: Channel) -> 
         .map_err(|s| format!("watch: {}", status_with_causes(&s)))?
         .into_inner();
     let mut building: Option<Index> = None;
+    // Resumed from the state kept on disk, not serving yet: serving once
+    // the missed commits are in (the first heartbeat, which the primary
+    // sends after them, names no revision past ours).
+    let mut catching_up = false;
     let m = &engine.metrics().replication;
     while let Some(ev) = stream
         .message()
@@ -286,7 +290,15 @@ async fn watch(engine: &Arc<Engine>, opts: &FollowOptions, channel: Channel) -> 
                     tracing::warn!("the primary's digest key differs from ours: tokens will be verified with argon2 (copy the primary's --digest-key-file to avoid it)");
                 }
                 f.primary_revision.store(ev.revision, Ordering::Release);
+                f.primary_key_id.lock().clone_from(&ev.digest_key_id);
+                if !f.synced.load(Ordering::Acquire) {
+                    // Never served (a state from disk the primary could
+                    // not resume): let it go before the snapshot is built,
+                    // so a start needs room for one index, not two.
+                    engine.install(Index::new(engine.key().clone()));
+                }
                 building = Some(Index::new(engine.key().clone()));
+                catching_up = false;
             }
             Ev::SnapshotChunk => {
                 let idx = building
@@ -314,7 +326,12 @@ async fn watch(engine: &Arc<Engine>, opts: &FollowOptions, channel: Channel) -> 
                 if ev.epoch != f.epoch.load(Ordering::Acquire) {
                     return Err("resume in another epoch".into());
                 }
-                tracing::info!(revision = ev.revision, "resumed from the primary's history");
+                catching_up = !f.synced.load(Ordering::Acquire);
+                tracing::info!(
+                    revision = ev.revision,
+                    from_disk = catching_up,
+                    "resumed from the primary's history"
+                );
             }
             Ev::Commit => {
                 let have = f.revision.load(Ordering::Acquire);
@@ -332,6 +349,16 @@ async fn watch(engine: &Arc<Engine>, opts: &FollowOptions, channel: Channel) -> 
                 engine.apply_followed(&changes);
                 f.revision.store(ev.revision, Ordering::Release);
                 m.commits.increment(1);
+            }
+            Ev::Heartbeat if catching_up && ev.revision <= f.revision.load(Ordering::Acquire) => {
+                catching_up = false;
+                f.synced.store(true, Ordering::Release);
+                engine.mark_ready();
+                tracing::info!(
+                    tokens = engine.view().tokens.len(),
+                    revision = ev.revision,
+                    "caught up from the state kept on disk: no snapshot needed"
+                );
             }
             Ev::Heartbeat | Ev::Unspecified => {}
         }

@@ -14,7 +14,10 @@
 //! **Follower** ([`follow`]): no store of its own; it applies what the
 //! primary streams to its in-memory index, serves Authorize and Check from
 //! it, refuses admin calls naming the primary, reconnects with backoff, and
-//! reports its lag. Past the staleness bound without a word from the
+//! reports its lag. It keeps its last state in its data dir
+//! ([`keep_state`]) and, restarted, installs it ([`load_state`]) and asks
+//! the primary to resume from its revision: ready once the missed commits
+//! are in, without a snapshot when the primary's history still reaches. Past the staleness bound without a word from the
 //! primary it fails closed (or keeps serving, by flag). An `https://`
 //! primary is reached over TLS: its certificate must chain to `--tls-ca`
 //! (or the system roots) and name the URL's host, and the follower
@@ -35,20 +38,22 @@
 //! `serve` holds the primary's side (the `Replication` service, the
 //! snapshot, the reports taken, the leases granted), `follow` the
 //! follower's (connect, TLS, apply), `report` the follower's reports,
-//! `lease` its lease source.
+//! `lease` its lease source, `state` its state file.
 //!
 //! Layer L5 (with `tls`): imports `engine`, `error`, `feed`, `index`,
-//! `credential`, `model` and `pb`, and `tls::read_ca` for a follower's CA
-//! file.
+//! `credential`, `model`, `pb` and `store` (the archive format of the
+//! state file), and `tls::read_ca` for a follower's CA file.
 
 mod follow;
 mod lease;
 mod report;
 mod serve;
+mod state;
 #[cfg(test)]
 mod tests;
 
 pub use follow::{follow, follows_over_tls, FollowOptions};
+pub use state::{keep_state, load_state, save_state, Loaded, STATE_FILE, WRITE_SPACING};
 
 /// The `authorization` value a follower presents: the replication secret
 /// as a bearer (a secret that is not header text is an error, never an

@@ -137,7 +137,6 @@ async fn stream_snapshot(
     }
     let end = event(Ev::SnapshotEnd, epoch, last, vec![], engine.now_ms());
     tx.send(Ok(end)).await.ok()?;
-    engine.metrics().replication.snapshots_served.increment(1);
     Some(last)
 }
 
@@ -225,6 +224,11 @@ impl Replication for ReplicationService {
         let resume = (want.epoch == feed.epoch)
             .then(|| feed.since(want.revision))
             .flatten();
+        let m = &engine.metrics().replication;
+        match resume {
+            Some(_) => m.resumes_served.increment(1),
+            None => m.snapshots_served.increment(1),
+        }
         let now = engine.now_ms();
         let mut first: Vec<WatchEvent> = Vec::new();
         let mut last = feed.revision();

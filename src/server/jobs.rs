@@ -1,5 +1,5 @@
 //! The background jobs of a running node, in one [`JoinSet`]: the
-//! replication stream a follower follows; the upkeep loop (last-use
+//! replication stream a follower follows and its state file; the upkeep loop (last-use
 //! writer, purge of expired tokens, metrics upkeep and argon2 memory trim,
 //! health kept in step with staleness); the PostgreSQL LISTEN and catch-up;
 //! the TLS and routes reloads. Each stops when the stop signal is sent;
@@ -57,8 +57,17 @@ impl Jobs {
     }
 
     /// Follower: streams the primary's state into `engine` (from before
-    /// the node is ready: the first snapshot makes it ready).
-    pub(super) fn follow(&mut self, engine: &Arc<Engine>, follow: &Follow, opts: &Options) {
+    /// the node is ready: the first snapshot, or a resume from the state
+    /// `loaded` from disk, makes it ready), and keeps that state on disk
+    /// every `--follower-state-interval` (unless zero) and at stop.
+    pub(super) fn follow(
+        &mut self,
+        engine: &Arc<Engine>,
+        follow: &Follow,
+        opts: &Options,
+        loaded: Option<crate::store::archive::Position>,
+    ) {
+        let every = follow.state_interval;
         let follow = crate::replication::FollowOptions {
             primary: follow.primary.clone(),
             secret: follow.secret.clone(),
@@ -69,6 +78,15 @@ impl Jobs {
         let stop = wait_for_stop(self.stop.clone());
         self.set
             .spawn(crate::replication::follow(engine.clone(), follow, stop));
+        if !every.is_zero() {
+            self.set.spawn(crate::replication::keep_state(
+                engine.clone(),
+                opts.data_dir.clone(),
+                every,
+                loaded,
+                wait_for_stop(self.stop.clone()),
+            ));
+        }
     }
 
     /// The jobs of a serving node: upkeep, and as configured the

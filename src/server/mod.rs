@@ -120,6 +120,9 @@ pub struct Follow {
     pub serve_stale: bool,
     /// How often the tokens used here are reported to the primary.
     pub use_report_interval: Duration,
+    /// How often the state file in the data dir is rewritten when the
+    /// revision moved (zero: no state file is read or written).
+    pub state_interval: Duration,
 }
 
 impl std::fmt::Debug for Follow {
@@ -130,6 +133,7 @@ impl std::fmt::Debug for Follow {
             .field("stale_after", &self.stale_after)
             .field("serve_stale", &self.serve_stale)
             .field("use_report_interval", &self.use_report_interval)
+            .field("state_interval", &self.state_interval)
             .finish()
     }
 }
@@ -190,6 +194,7 @@ impl Options {
                 stale_after: config.stale_after,
                 serve_stale,
                 use_report_interval: config.use_report_interval,
+                state_interval: config.follower_state_interval,
             }),
             tls: config.tls_files(),
             tls_ca: config.tls_ca.clone(),
@@ -242,8 +247,16 @@ pub async fn run(
     };
     let mut jobs = jobs::Jobs::new(stop_rx.clone());
     let root_token = if let Some(follow) = &opts.follow {
-        jobs.follow(&engine, follow, &opts);
-        // Ready once the first snapshot is in; health follows staleness.
+        // The state kept on disk, if any (not ready with it: the primary
+        // must answer first).
+        let loaded = if follow.state_interval.is_zero() {
+            None
+        } else {
+            load_follower_state(&engine, &opts.data_dir).await
+        };
+        jobs.follow(&engine, follow, &opts, loaded);
+        // Ready once the primary's state is in (a snapshot, or the commits
+        // missed since the state on disk); health follows staleness.
         wait_for_first_snapshot(&engine, stop_rx.clone()).await;
         None
     } else {
@@ -323,7 +336,25 @@ fn serve_http(
     ))
 }
 
-/// A follower: waits until its first snapshot is in, or stop.
+/// A follower: installs the state kept in `dir` (off the async workers);
+/// where it stands, if it was valid.
+async fn load_follower_state(
+    engine: &Arc<Engine>,
+    dir: &std::path::Path,
+) -> Option<crate::store::archive::Position> {
+    let (e, d) = (engine.clone(), dir.to_path_buf());
+    match tokio::task::spawn_blocking(move || crate::replication::load_state(&e, &d)).await {
+        Ok(crate::replication::Loaded::Installed { position, .. }) => Some(position),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "loading the follower state failed; taking a snapshot");
+            None
+        }
+    }
+}
+
+/// A follower: waits until the primary's state is in (a snapshot, or a
+/// resume from the state on disk), or stop.
 async fn wait_for_first_snapshot(engine: &Engine, mut stop: watch::Receiver<bool>) {
     while !engine.is_ready() {
         tokio::select! {

@@ -6,12 +6,17 @@
 //! ```text
 //! "KWBACKUP"  version u32 BE (1)  header length u32 BE  header
 //!   header: created_at_ms i64 BE, source (u8 length + UTF-8),
-//!           digest key id (u8 length + bytes)
+//!           digest key id (u8 length + bytes),
+//!           [a follower's state file only: epoch u64 BE, revision u64 BE]
 //! record*:    tag u8 (1 counters, 2 account, 3 resource, 4 token,
 //!             5 audit event)  length u32 BE  bytes
 //! trailer:    tag 0  count per kind (5 x u64 BE)  BLAKE3 (32 bytes) of
 //!             every byte before it
 //! ```
+//!
+//! The same format holds a follower's state (`follower.state` in its data
+//! dir, source `follower`): its index as records (no audit events) and,
+//! in the header, where it stands in its primary's stream ([`Position`]).
 //!
 //! A reader refuses a damaged file (unknown version, truncated, a record
 //! that does not decode, wrong counts, a bad checksum, bytes after the
@@ -40,6 +45,19 @@ pub struct Header {
     /// The fingerprint of the digest key the stored digests are made with
     /// (empty if unknown): nodes serving a restored store need that key.
     pub digest_key_id: Vec<u8>,
+    /// A follower's state file: the epoch and revision of its primary's
+    /// stream the records are at (none in a backup).
+    pub position: Option<Position>,
+}
+
+/// Where a follower's state stands in its primary's commit stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The primary's epoch (a random id per primary process, or a
+    /// PostgreSQL database's cluster id).
+    pub epoch: u64,
+    /// The last revision of that epoch the records hold.
+    pub revision: u64,
 }
 
 /// Why a backup file cannot be read.
@@ -58,6 +76,9 @@ pub struct ArchiveWriter<W: Write> {
     out: W,
     hasher: blake3::Hasher,
     tally: Tally,
+    /// Whether the tally keeps each record's checksum (only the counts go
+    /// in the file; the checksums are what a backup is verified with).
+    sums: bool,
 }
 
 impl<W: Write> ArchiveWriter<W> {
@@ -67,6 +88,7 @@ impl<W: Write> ArchiveWriter<W> {
             out,
             hasher: blake3::Hasher::new(),
             tally: Tally::default(),
+            sums: true,
         };
         let mut h = Vec::new();
         h.extend_from_slice(&header.created_at_ms.to_be_bytes());
@@ -76,11 +98,22 @@ impl<W: Write> ArchiveWriter<W> {
             h.push(n);
             h.extend_from_slice(field);
         }
+        if let Some(p) = header.position {
+            h.extend_from_slice(&p.epoch.to_be_bytes());
+            h.extend_from_slice(&p.revision.to_be_bytes());
+        }
         w.put(MAGIC)?;
         w.put(&VERSION.to_be_bytes())?;
         w.put(&u32::try_from(h.len()).unwrap_or(u32::MAX).to_be_bytes())?;
         w.put(&h)?;
         Ok(w)
+    }
+
+    /// The tally it returns holds the counts only, not the records'
+    /// checksums (a follower's state: a record's checksum costs a hash).
+    pub fn counting_only(mut self) -> Self {
+        self.sums = false;
+        self
     }
 
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -95,7 +128,11 @@ impl<W: Write> ArchiveWriter<W> {
             .ok()
             .filter(|n| *n <= RECORD_MAX)
             .ok_or_else(|| io::Error::other(format!("{record:?} is over {RECORD_MAX} bytes")))?;
-        self.tally.add(record);
+        if self.sums {
+            self.tally.add_encoded(record.kind(), &bytes);
+        } else {
+            self.tally.count(record.kind());
+        }
         self.put(&[record.kind().tag()])?;
         self.put(&n.to_be_bytes())?;
         self.put(&bytes)
@@ -125,6 +162,10 @@ pub struct ArchiveReader<R: Read> {
     tally: Tally,
     header: Header,
     done: bool,
+    /// Whether the tally keeps each record's checksum.
+    sums: bool,
+    /// The bytes of the record being read (reused).
+    buf: Vec<u8>,
 }
 
 fn damaged(what: impl Into<String>) -> ArchiveError {
@@ -142,24 +183,26 @@ impl<R: Read> ArchiveReader<R> {
             tally: Tally::default(),
             header: Header::default(),
             done: false,
+            sums: true,
+            buf: Vec::new(),
         };
         let mut magic = [0u8; 8];
-        r.take(&mut magic, "the header")?;
+        r.take(&mut magic, || "the header".into())?;
         if &magic != MAGIC {
             return Err(damaged("not a keyward backup file (no KWBACKUP magic)"));
         }
-        let version = u32::from_be_bytes(r.array("the header")?);
+        let version = u32::from_be_bytes(r.array(|| "the header".into())?);
         if version != VERSION {
             return Err(damaged(format!(
                 "format version {version} is not one this keyward reads (it reads {VERSION})"
             )));
         }
-        let len = u32::from_be_bytes(r.array("the header")?);
+        let len = u32::from_be_bytes(r.array(|| "the header".into())?);
         if len > 1024 {
             return Err(damaged(format!("a header of {len} bytes")));
         }
         let mut h = vec![0u8; len as usize];
-        r.take(&mut h, "the header")?;
+        r.take(&mut h, || "the header".into())?;
         r.header = parse_header(&h).ok_or_else(|| damaged("the header does not decode"))?;
         Ok(r)
     }
@@ -169,7 +212,21 @@ impl<R: Read> ArchiveReader<R> {
         &self.header
     }
 
-    fn take(&mut self, buf: &mut [u8], inside: &str) -> Result<(), ArchiveError> {
+    /// The tally holds the counts only, not the records' checksums (a
+    /// follower's state: the trailer states counts, and a record's
+    /// checksum costs encoding it again and a hash).
+    pub fn counting_only(mut self) -> Self {
+        self.sums = false;
+        self
+    }
+
+    /// Reads `buf` whole; `inside` names what was being read when the
+    /// file ends early.
+    fn take(
+        &mut self,
+        buf: &mut [u8],
+        inside: impl FnOnce() -> String,
+    ) -> Result<(), ArchiveError> {
         match self.inp.read_exact(buf) {
             Ok(()) => {
                 self.hasher.update(buf);
@@ -177,15 +234,20 @@ impl<R: Read> ArchiveReader<R> {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(damaged(format!(
-                "truncated: the file ends at or after offset {} inside {inside} (after {} \
+                "truncated: the file ends at or after offset {} inside {} (after {} \
                  complete records)",
-                self.offset, self.records
+                self.offset,
+                inside(),
+                self.records
             ))),
             Err(e) => Err(e.into()),
         }
     }
 
-    fn array<const N: usize>(&mut self, inside: &str) -> Result<[u8; N], ArchiveError> {
+    fn array<const N: usize>(
+        &mut self,
+        inside: impl FnOnce() -> String,
+    ) -> Result<[u8; N], ArchiveError> {
         let mut b = [0u8; N];
         self.take(&mut b, inside)?;
         Ok(b)
@@ -199,7 +261,7 @@ impl<R: Read> ArchiveReader<R> {
         }
         let at = self.offset;
         let n = self.records + 1;
-        let [tag] = self.array::<1>(&format!("record #{n}"))?;
+        let [tag] = self.array::<1>(|| format!("record #{n}"))?;
         if tag == 0 {
             return self.trailer().map(|()| None);
         }
@@ -208,31 +270,40 @@ impl<R: Read> ArchiveReader<R> {
                 "record #{n} at offset {at}: unknown kind tag {tag}"
             ))
         })?;
-        let inside = format!("record #{n} ({})", kind.name());
-        let len = u32::from_be_bytes(self.array(&inside)?);
+        let inside = || format!("record #{n} ({})", kind.name());
+        let len = u32::from_be_bytes(self.array(inside)?);
         if len > RECORD_MAX {
             return Err(damaged(format!(
                 "record #{n} ({}) at offset {at}: length {len} is over {RECORD_MAX}",
                 kind.name()
             )));
         }
-        let mut bytes = vec![0u8; len as usize];
-        self.take(&mut bytes, &inside)?;
-        let record = Record::decode(kind, &bytes).map_err(|e| {
-            damaged(format!(
-                "record #{n} ({}) at offset {at} does not decode: {e}",
-                kind.name()
-            ))
-        })?;
+        let mut bytes = std::mem::take(&mut self.buf);
+        bytes.resize(len as usize, 0);
+        let read = self.take(&mut bytes, inside);
+        let record = read.and_then(|()| {
+            Record::decode(kind, &bytes).map_err(|e| {
+                damaged(format!(
+                    "record #{n} ({}) at offset {at} does not decode: {e}",
+                    kind.name()
+                ))
+            })
+        });
+        self.buf = bytes;
+        let record = record?;
         self.records = n;
-        self.tally.add(&record);
+        if self.sums {
+            self.tally.add(&record);
+        } else {
+            self.tally.count(kind);
+        }
         Ok(Some(record))
     }
 
     fn trailer(&mut self) -> Result<(), ArchiveError> {
         let mut counts = [0u64; 5];
         for c in &mut counts {
-            *c = u64::from_be_bytes(self.array("the trailer")?);
+            *c = u64::from_be_bytes(self.array(|| "the trailer".into())?);
         }
         let expected = self.hasher.finalize();
         let mut sum = [0u8; 32];
@@ -283,13 +354,22 @@ fn parse_header(h: &[u8]) -> Option<Header> {
     let (source, rest) = rest.split_at_checked(usize::from(n))?;
     let (&n, rest) = rest.split_first()?;
     let (key, rest) = rest.split_at_checked(usize::from(n))?;
-    if !rest.is_empty() {
-        return None;
-    }
+    let position = match rest.len() {
+        0 => None,
+        16 => {
+            let (epoch, revision) = rest.split_at(8);
+            Some(Position {
+                epoch: u64::from_be_bytes(epoch.try_into().ok()?),
+                revision: u64::from_be_bytes(revision.try_into().ok()?),
+            })
+        }
+        _ => return None,
+    };
     Some(Header {
         created_at_ms,
         source: String::from_utf8(source.to_vec()).ok()?,
         digest_key_id: key.to_vec(),
+        position,
     })
 }
 
@@ -383,6 +463,7 @@ mod tests {
             created_at_ms: 5,
             source: "sled".into(),
             digest_key_id: vec![1, 2, 3],
+            position: None,
         };
         let mut w = ArchiveWriter::new(Vec::new(), &header).expect("header");
         for id in 1..=n {
@@ -402,6 +483,28 @@ mod tests {
         assert_eq!(h.source, "sled");
         assert_eq!(h.digest_key_id, vec![1, 2, 3]);
         assert_eq!(t.counts[RecordKind::Token as usize], 3);
+        assert_eq!(h.position, None);
+    }
+
+    /// A follower's position in the header reads back.
+    #[test]
+    fn a_position_round_trips() {
+        let header = Header {
+            created_at_ms: 5,
+            source: "follower".into(),
+            digest_key_id: vec![9; 8],
+            position: Some(Position {
+                epoch: u64::MAX - 1,
+                revision: 42,
+            }),
+        };
+        let f = ArchiveWriter::new(Vec::new(), &header)
+            .expect("header")
+            .finish()
+            .expect("trailer")
+            .0;
+        let (h, _) = verify(f.as_slice()).expect("verifies");
+        assert_eq!(h, header);
     }
 
     /// Every cut short file is refused as truncated, never read as whole.

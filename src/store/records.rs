@@ -176,10 +176,17 @@ pub struct Tally {
 impl Tally {
     /// Counts `record`.
     pub fn add(&mut self, record: &Record) {
-        let kind = record.kind() as usize;
+        self.add_encoded(record.kind(), &record.encode());
+    }
+
+    /// Counts a record of `kind` whose bytes ([`Record::encode`]) are
+    /// `bytes`: the same as [`Tally::add`] without encoding it again.
+    pub fn add_encoded(&mut self, kind: RecordKind, bytes: &[u8]) {
+        let tag = kind.tag();
+        let kind = kind as usize;
         let mut h = blake3::Hasher::new();
-        h.update(&[record.kind().tag()]);
-        h.update(&record.encode());
+        h.update(&[tag]);
+        h.update(bytes);
         let hash = h.finalize();
         let sum = &mut self.sums[kind];
         for (lane, part) in sum.iter_mut().zip(hash.as_bytes().chunks_exact(8)) {
@@ -188,6 +195,12 @@ impl Tally {
             *lane = lane.wrapping_add(u64::from_le_bytes(b));
         }
         self.counts[kind] += 1;
+    }
+
+    /// Counts a record of `kind` without its checksum (a reader that only
+    /// needs the counts the trailer states).
+    pub fn count(&mut self, kind: RecordKind) {
+        self.counts[kind as usize] += 1;
     }
 
     /// Records in all.

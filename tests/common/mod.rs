@@ -533,6 +533,7 @@ pub fn follower_options(
         stale_after: Duration::from_secs(30),
         serve_stale,
         use_report_interval: Duration::from_secs(15),
+        state_interval: Duration::from_secs(10),
     });
     opts
 }
