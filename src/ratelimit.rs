@@ -328,7 +328,13 @@ impl Budget {
     pub fn restore(&self, saved: &[i64]) {
         let mut tat = self.tat.lock();
         for ((spec, t), ms) in self.specs.iter().zip(tat.iter_mut()).zip(saved) {
-            *t = (*t).max(spec.scaled(*ms));
+            // Saved times are rounded up to the millisecond: the state
+            // they came from is at least `ms·limit - (limit - 1)` in
+            // scaled time. Restoring that lower bound never charges what
+            // was not spent (the rounding once cost a whole unit when a
+            // record came back into a live budget).
+            let floor = spec.scaled(*ms).saturating_sub(u128::from(spec.limit) - 1);
+            *t = (*t).max(floor);
         }
     }
 
