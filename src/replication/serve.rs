@@ -20,12 +20,10 @@ use crate::engine::{Engine, LeaseAsk};
 use crate::error::Error;
 use crate::index::change::to_wire;
 use crate::index::Change;
-use crate::model::Kind;
 use crate::pb::replication::{
     self as rpb, replication_server::Replication, watch_event::Kind as Ev, LeaseGrant,
     LeaseRequest, LeaseResponse, UseReport, UseReportAck, WatchEvent, WatchRequest,
 };
-use crate::pb::store::ResourceRecord;
 
 /// Snapshot token records per message: about 250 KiB encoded, so that
 /// what a snapshot in flight holds on the primary stays small.
@@ -54,21 +52,10 @@ fn snapshot_head(engine: &Engine) -> (Vec<rpb::Change>, u64) {
     }));
     for a in idx.accounts.values() {
         head.push(to_wire(&Change::PutAccount(a.to_record())));
-        for kind in Kind::ALL {
-            for (id, node) in &a.resources[kind.slot()] {
-                let (parent_type, parent_id) = match &node.parent {
-                    Some(p) => (Kind::Project.to_wire(), p.to_string()),
-                    None => (Kind::Account.to_wire(), a.id.to_string()),
-                };
-                head.push(to_wire(&Change::PutResource(ResourceRecord {
-                    account_id: a.id,
-                    resource_type: kind.to_wire(),
-                    id: id.to_string(),
-                    parent_type,
-                    parent_id,
-                })));
-            }
-        }
+        head.extend(
+            a.resource_records()
+                .map(|r| to_wire(&Change::PutResource(r))),
+        );
     }
     (head, idx.next_token_id)
 }
