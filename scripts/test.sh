@@ -98,7 +98,7 @@ echo "shared test server: $KEYWARD_TEST_PG"
 cargo test --locked --test rules --test bad_input --test revocation --test audit \
   --test rest --test ext_authz --test followers --test secrets --test oracle --test restart \
   --test domains --test containment --test policy --test lifecycle --test introspect \
-  --test leak_reports --test last_use \
+  --test leak_reports --test last_use --test limits \
   -- --skip a_damaged_store_refuses_to_serve --skip commits_during_a_streamed_snapshot_reach_the_follower
 unset KEYWARD_TEST_PG
 cleanup_pg

@@ -300,6 +300,7 @@ impl Index {
             if let Some(b) = &old.budget {
                 let carried = b.carried(fresh.specs()).with_names(fresh.names().to_vec());
                 restore(&carried);
+                carried.owe_back(b);
                 return Some(Arc::new(carried));
             }
             return Some(fresh);

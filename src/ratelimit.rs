@@ -105,6 +105,10 @@ pub struct Budget {
     /// when it last granted, for `remaining` (an estimate: other nodes
     /// spend meanwhile).
     source_left: AtomicU64,
+    /// A node that leases: units leased for the limits this budget
+    /// replaced (an update changed them), owed back to the source with
+    /// the next ask (they were charged there under the old limits).
+    owed: AtomicU64,
     /// Where a shared store keeps this budget: the id of the token it was
     /// first made for (a reset's new token shares its old token's).
     key: u64,
@@ -130,6 +134,7 @@ impl Budget {
             asked_at: AtomicI64::new(0),
             spent: AtomicU64::new(0),
             source_left: AtomicU64::new(0),
+            owed: AtomicU64::new(0),
             key: 0,
         }
     }
@@ -361,6 +366,7 @@ impl Budget {
             asked_at: AtomicI64::new(0),
             spent: AtomicU64::new(0),
             source_left: AtomicU64::new(0),
+            owed: AtomicU64::new(0),
             key: self.key,
         }
     }
@@ -420,9 +426,21 @@ impl Budget {
         held.saturating_add(self.source_left.load(Ordering::Relaxed))
     }
 
-    /// Takes every unspent leased unit (to give them back).
+    /// Takes every unspent leased unit (to give them back), those owed
+    /// for replaced limits included.
     pub fn take_unspent(&self) -> u64 {
-        self.leased.swap(0, Ordering::AcqRel)
+        self.leased.swap(0, Ordering::AcqRel) + self.take_owed()
+    }
+
+    /// A node that leases: this budget replaced `old` (an update changed
+    /// its limits): what `old` held unspent is owed back to the source.
+    pub fn owe_back(&self, old: &Budget) {
+        self.owed.fetch_add(old.take_unspent(), Ordering::AcqRel);
+    }
+
+    /// Takes the units owed back (see [`Budget::owe_back`]).
+    pub fn take_owed(&self) -> u64 {
+        self.owed.swap(0, Ordering::AcqRel)
     }
 
     /// Units leased and not spent.

@@ -193,7 +193,19 @@ async fn a_stopping_follower_gives_its_lease_back() {
     let (pdir, fdir) = (temp(), temp());
     let p = TestServer::start(pdir.path()).await;
     let secret = token(&p, 160).await; // chunk: 10
-    let f = follower(p.grpc, pdir.path(), fdir.path(), p.clock.clone()).await;
+    let mut opts = follower_options(
+        fdir.path(),
+        p.clock.clone(),
+        p.grpc,
+        &pdir.path().join("digest.key"),
+        false,
+    );
+    // The lease stays until the stop even on a loaded machine (an idle
+    // give-back in flight when the stop comes is not what this checks).
+    opts.settings.lease_idle = std::time::Duration::from_secs(3600);
+    let f = TestServer::start_with(opts, p.clock.clone())
+        .await
+        .expect("follower starts");
     knows(&f, &secret).await;
     assert_eq!(allowed_of(&f, &secret, 1).await, 1);
     let mut r = req(&secret);

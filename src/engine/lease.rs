@@ -236,8 +236,9 @@ impl Engine {
                 continue;
             }
             let want = b.chunk().max(b.needed()).saturating_sub(b.leased());
+            let owed = b.take_owed();
             b.asking(now);
-            if want == 0 {
+            if want == 0 && owed == 0 {
                 b.served();
                 continue;
             }
@@ -247,6 +248,7 @@ impl Engine {
                 give_back: 0,
             });
             ask.want = want;
+            ask.give_back += owed;
         }
         asks.into_values().collect()
     }
