@@ -58,11 +58,12 @@ impl<'a> Chain<'a> {
 
 /// Tokens by id, in a table indexed by the id itself. Ids are handed out
 /// densely from 1, so a lookup is one bounds check and one load, with no
-/// hashing; each token lives in its own allocation, so the table costs 8
-/// bytes per id ever issued (a deleted token leaves an empty slot).
+/// hashing. Tokens live in the table itself (no allocation of their own,
+/// no pointer to follow): a deleted token leaves an empty slot of the
+/// same size, which ids handed out densely keep rare.
 #[derive(Debug, Default)]
 pub struct TokenTable {
-    slots: Vec<Option<Box<TokenState>>>,
+    slots: Vec<Option<TokenState>>,
     len: usize,
 }
 
@@ -79,12 +80,12 @@ impl TokenTable {
 
     /// The token with this id.
     pub fn get(&self, id: &u64) -> Option<&TokenState> {
-        self.slots.get(Self::slot(*id)?)?.as_deref()
+        self.slots.get(Self::slot(*id)?)?.as_ref()
     }
 
     /// The token with this id, mutably.
     pub fn get_mut(&mut self, id: &u64) -> Option<&mut TokenState> {
-        self.slots.get_mut(Self::slot(*id)?)?.as_deref_mut()
+        self.slots.get_mut(Self::slot(*id)?)?.as_mut()
     }
 
     /// Inserts or replaces a token; ids at or above 2^32 are ignored.
@@ -97,14 +98,14 @@ impl TokenTable {
         if slot.is_none() {
             self.len += 1;
         }
-        *slot = Some(Box::new(state));
+        *slot = Some(state);
     }
 
     /// Removes a token.
     pub fn remove(&mut self, id: &u64) -> Option<TokenState> {
         let old = self.slots.get_mut(Self::slot(*id)?)?.take()?;
         self.len -= 1;
-        Some(*old)
+        Some(old)
     }
 
     /// How many tokens.
@@ -119,7 +120,7 @@ impl TokenTable {
 
     /// Every token, by id.
     pub fn values(&self) -> impl Iterator<Item = &TokenState> {
-        self.slots.iter().filter_map(|s| s.as_deref())
+        self.slots.iter().filter_map(Option::as_ref)
     }
 }
 

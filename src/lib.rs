@@ -14,7 +14,8 @@
 //!   canonical domains), [`token`] (format, redacted secrets, argon2id, the
 //!   verified digest), [`logs`] (the budget of log lines callers can
 //!   cause; the subscriber), [`metrics`] (handles, registered once),
-//!   [`net`] (what both ports' accept loops share), [`ratelimit`] (a
+//!   [`net`] (what both ports' accept loops share), [`heap`] (freed
+//!   memory back to the OS after bulk loads), [`ratelimit`] (a
 //!   token's sending-limit budget: GCRA, exact, all or nothing).
 //! - L1 State: [`index`] (everything in memory, rebuilt from an ordered
 //!   stream of [`index::Change`]s, whose wire codec it owns; node names
@@ -58,6 +59,7 @@ pub mod credential;
 pub mod engine;
 pub mod error;
 pub mod feed;
+pub mod heap;
 pub mod http;
 pub mod index;
 pub mod leak_report;

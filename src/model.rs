@@ -312,6 +312,8 @@ pub fn scope_index(name: &str) -> Option<u8> {
         .and_then(|i| u8::try_from(i).ok())
 }
 
+mod intern;
+pub use intern::{grants as intern_grants, Grants};
 pub mod limits;
 mod policy;
 pub use policy::Policy;

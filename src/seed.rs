@@ -127,10 +127,10 @@ impl Chunks {
                 },
                 &self.key,
             );
-            state.grants = vec![Grant {
+            state.grants = crate::model::intern_grants(&[Grant {
                 resource: ResourceKey::new(Kind::Project, self.project.as_str()),
                 level: Level::Admin,
-            }];
+            }]);
             if self.digests {
                 state.digest = Some(self.key.digest(full.expose()));
             }

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "logs",
             "metrics",
             "net",
+            "heap",
             "ratelimit",
         ],
     ),

@@ -62,7 +62,7 @@ impl Engine {
                             resource: resource.clone(),
                             level: Level::Admin,
                         }],
-                        scopes: p.access.caller().scopes.clone(),
+                        scopes: p.access.caller().scopes.to_vec(),
                         expires_at_ms: None,
                         replaces: 0,
                     });

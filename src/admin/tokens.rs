@@ -174,8 +174,8 @@ impl Engine {
             if let Some(n) = &name {
                 next.name = n.as_str().into();
             }
-            next.grants = new_grants.to_vec();
-            next.scopes = new_scopes.to_vec();
+            next.grants = crate::model::intern_grants(new_grants);
+            next.scopes = new_scopes.into();
             if let Some(e) = expiry {
                 next.expires_at_ms = e;
             }
@@ -230,8 +230,8 @@ impl Engine {
                     account_id: account.id,
                     name: derived_name(&old.name, id),
                     created_by: p.access.caller().name.to_string(),
-                    grants: old.grants.clone(),
-                    scopes: old.scopes.clone(),
+                    grants: old.grants.to_vec(),
+                    scopes: old.scopes.to_vec(),
                     expires_at_ms,
                     replaces: old.id,
                 });

@@ -118,13 +118,15 @@ impl Engine {
         let _w = self.writer.lock().await;
         let loaded = self.store.load(self.key.clone()).await?;
         let tokens = loaded.index.tokens.len();
-        *self.index.write() = loaded.index;
+        let old = std::mem::replace(&mut *self.index.write(), loaded.index);
         self.applied.store(loaded.revision, Ordering::Release);
         self.feed.reset(loaded.revision);
         self.metrics.tokens.set(tokens as f64);
         if let Some(s) = self.upstream.database() {
             s.heard(self.now_ms());
         }
+        drop(old);
+        crate::heap::trim();
         Ok((loaded.revision, tokens))
     }
 

@@ -47,7 +47,11 @@ impl Engine {
             }
             self.carry_leases(&old, &idx);
         }
-        *self.index.write() = idx;
+        // The old index is dropped outside the lock (a million tokens take
+        // a while to free), then the loading's garbage goes back to the OS.
+        let old = std::mem::replace(&mut *self.index.write(), idx);
+        drop(old);
+        crate::heap::trim();
         self.metrics.tokens.set(tokens as f64);
         tokens
     }

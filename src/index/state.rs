@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::model::Limits;
-use crate::model::{Grant, Kind, Level, ResourceKey, ScopeGrant, SmallStr};
+use crate::model::{Grant, Grants, Kind, Level, ResourceKey, ScopeGrant, SmallStr};
 use crate::pb::store::{GrantRecord, ScopeRecord, TokenRecord};
 use crate::ratelimit::Budget;
 use crate::token::{Digest, DigestKey, Phc};
@@ -23,22 +23,6 @@ pub struct TokenState {
     /// Keyed digest of the whole token, valid under the current key; `None`
     /// until known (then a verify costs one argon2).
     pub digest: Option<Digest>,
-    /// Token id.
-    pub id: u64,
-    /// Owning account (0 for root).
-    pub account_id: u64,
-    /// Expiry, unix ms.
-    pub expires_at_ms: Option<i64>,
-    /// What it may access.
-    pub grants: Vec<Grant>,
-    /// Feature scopes; empty = unrestricted.
-    pub scopes: Vec<ScopeGrant>,
-    /// Sending limits and what is left of them; `None` (one word, no
-    /// allocation) for an unlimited token. Shared with the token it
-    /// replaced by a reset, during the grace period.
-    pub budget: Option<Arc<Budget>>,
-    /// Last use, unix ms; written by the hot path without a lock.
-    pub last_used_ms: AtomicI64,
     /// Paused tokens are denied.
     pub paused: bool,
     /// The root token manages accounts; it has no grants.
@@ -47,9 +31,26 @@ pub struct TokenState {
     pub digest_unsaved: AtomicBool,
     /// The node that saw the last use ([`nodes`] id; 0 = unknown), so that
     /// an operator sees where a token is still used. An interned id, not a
-    /// name: a follower holds a million tokens (it fits in the padding
-    /// after the flags above, so the struct does not grow).
+    /// name: a follower holds a million tokens. The flags above and this
+    /// fill what would be padding after the 33-byte digest.
     pub last_used_by: AtomicU32,
+    /// Token id.
+    pub id: u64,
+    /// Owning account (0 for root).
+    pub account_id: u64,
+    /// Expiry, unix ms.
+    pub expires_at_ms: Option<i64>,
+    /// What it may access: one list shared by every token with the same
+    /// ([`crate::model::intern_grants`]).
+    pub grants: Grants,
+    /// Feature scopes; empty = unrestricted (and no allocation).
+    pub scopes: Box<[ScopeGrant]>,
+    /// Sending limits and what is left of them; `None` (one word, no
+    /// allocation) for an unlimited token. Shared with the token it
+    /// replaced by a reset, during the grace period.
+    pub budget: Option<Arc<Budget>>,
+    /// Last use, unix ms; written by the hot path without a lock.
+    pub last_used_ms: AtomicI64,
     /// Display name (inline up to 22 bytes).
     pub name: SmallStr,
     /// argon2id PHC hash of the secret part (binary when keyward's shape).
@@ -103,19 +104,20 @@ impl TokenState {
             created_at_ms: r.created_at_ms,
             expires_at_ms: (r.expires_at_ms != 0).then_some(r.expires_at_ms),
             paused: r.paused,
-            grants: r
-                .grants
-                .iter()
-                .filter_map(|g| {
-                    Some(Grant {
-                        resource: ResourceKey::new(
-                            Kind::from_wire(g.resource_type)?,
-                            g.resource_id.as_str(),
-                        ),
-                        level: Level::from_wire(g.level)?,
+            grants: crate::model::intern_grants(
+                &r.grants
+                    .iter()
+                    .filter_map(|g| {
+                        Some(Grant {
+                            resource: ResourceKey::new(
+                                Kind::from_wire(g.resource_type)?,
+                                g.resource_id.as_str(),
+                            ),
+                            level: Level::from_wire(g.level)?,
+                        })
                     })
-                })
-                .collect(),
+                    .collect::<Vec<_>>(),
+            ),
             scopes: r
                 .scopes
                 .iter()
