@@ -38,6 +38,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -79,8 +80,9 @@ pub struct Route {
     /// Upper-case methods; empty = any.
     methods: Vec<String>,
     segments: Vec<Segment>,
-    /// The template as written (for logs and metadata).
-    pub template: String,
+    /// The template as written (for logs and metadata; shared with the
+    /// answers that name it).
+    pub template: Arc<str>,
     /// Kind of the resource checked.
     pub kind: Kind,
     /// Index of the segment naming the resource.
@@ -120,7 +122,7 @@ impl Default for Routes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Needed<'r, 'p> {
     /// The route's template.
-    pub template: &'r str,
+    pub template: &'r Arc<str>,
     /// The resource's kind.
     pub kind: Kind,
     /// The resource's id, from the path (percent-decoded: owned only when
@@ -334,7 +336,7 @@ fn route(
     Ok(Route {
         methods,
         segments,
-        template,
+        template: template.into(),
         kind,
         id_segment,
         account_segment,

@@ -59,7 +59,7 @@ async fn start(dir: &Path, routes: &str) -> Result<TestServer, ServeError> {
 }
 
 /// The outcome of one Check, as Envoy would act on it.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 struct Outcome {
     /// 200 = let through; else the status Envoy sends back.
     status: u16,
@@ -77,8 +77,12 @@ async fn check(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Outcome, tonic::Status> {
-    let mut client = AuthorizationClient::new(s.channel.clone());
-    let req = CheckRequest {
+    check_request(s, lean(method, path, headers)).await
+}
+
+/// A CheckRequest with only what keyward reads (and the host).
+fn lean(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    CheckRequest {
         attributes: Some(AttributeContext {
             request: Some(Request {
                 http: Some(HttpRequest {
@@ -95,7 +99,11 @@ async fn check(
             }),
             ..Default::default()
         }),
-    };
+    }
+}
+
+async fn check_request(s: &TestServer, req: CheckRequest) -> Result<Outcome, tonic::Status> {
+    let mut client = AuthorizationClient::new(s.channel.clone());
     let resp: CheckResponse = client.check(req).await?.into_inner();
     let code = resp.status.as_ref().map_or(-1, |s| s.code);
     let metadata = resp
@@ -1197,4 +1205,223 @@ async fn a_route_cost_is_validated() {
             s.stop().await.unwrap();
         }
     }
+}
+
+/// `req` with every other field Envoy can send set: the peers, the request
+/// time, id, host, scheme, query, size, protocol, a body, thirty more
+/// headers in both forms, context extensions, metadata, the TLS session.
+fn fatten(mut req: CheckRequest) -> CheckRequest {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, Metadata};
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{Peer, TlsSession};
+    use envoy_types::pb::google::protobuf::{Struct, Timestamp, Value};
+    let peer = |name: &str| Peer {
+        service: name.into(),
+        labels: [("app".to_string(), name.to_string())].into(),
+        principal: format!("spiffe://cluster.local/ns/default/sa/{name}"),
+        certificate: "-----BEGIN CERTIFICATE-----\n".repeat(20),
+        ..Default::default()
+    };
+    let meta = Metadata {
+        filter_metadata: [(
+            "envoy.filters.http.jwt_authn".to_string(),
+            Struct {
+                fields: [(
+                    "sub".to_string(),
+                    Value {
+                        kind: Some(ValueKind::StringValue("s".repeat(500))),
+                    },
+                )]
+                .into(),
+            },
+        )]
+        .into(),
+        ..Default::default()
+    };
+    let attrs = req.attributes.get_or_insert_with(Default::default);
+    attrs.source = Some(peer("client"));
+    attrs.destination = Some(peer("mail"));
+    attrs.context_extensions = [("virtual_host".to_string(), "mail".to_string())].into();
+    attrs.metadata_context = Some(meta.clone());
+    attrs.route_metadata_context = Some(meta);
+    attrs.tls_session = Some(TlsSession {
+        sni: "mail.example".into(),
+    });
+    let r = attrs.request.get_or_insert_with(Default::default);
+    r.time = Some(Timestamp {
+        seconds: 1_800_000_000,
+        nanos: 1,
+    });
+    let http = r.http.get_or_insert_with(Default::default);
+    http.id = "4711".into();
+    http.scheme = "https".into();
+    http.query = "page=2".into();
+    http.fragment = "top".into();
+    http.size = 8192;
+    http.protocol = "HTTP/2".into();
+    http.body = "{\"to\": \"someone\"}".repeat(400);
+    http.raw_body = vec![0xff; 2048];
+    let mut list = Vec::new();
+    for i in 0..30 {
+        let (k, v) = (format!("x-extra-{i}"), "v".repeat(i * 10));
+        http.headers.insert(k.clone(), v.clone());
+        list.push(HeaderValue {
+            key: k,
+            value: String::new(),
+            raw_value: v.into_bytes(),
+        });
+    }
+    http.header_map
+        .get_or_insert_with(HeaderMap::default)
+        .headers
+        .splice(0..0, list);
+    req
+}
+
+/// A Check carrying everything else Envoy may send (peers, metadata, a
+/// body, many headers, a raw header map) is decided exactly as the bare
+/// request with only method, path and credential: keyward reads only those
+/// fields and skips the rest on the wire.
+#[tokio::test]
+async fn a_check_carrying_every_other_field_is_decided_like_the_bare_one() {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let dir = temp();
+    let s = start(dir.path(), ROUTES).await.expect("starts");
+    let (acct, admin) = s.account("Acme").await;
+    s.register(&admin, acct, PROJECT, "p1", None).await;
+    let viewer = s
+        .create(&admin, acct, "viewer", vec![grant(PROJECT, "p1", VIEWER)])
+        .await
+        .unwrap()
+        .secret;
+    let path = format!("/api/accounts/{acct}/projects/p1/messages?page=2");
+    let (auth, wrong) = (bearer(&viewer), bearer("kw_nope"));
+    /// Method, path, headers, the status wanted.
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: [Case<'_>; 6] = [
+        ("GET", &path, vec![("authorization", &auth)], 200),
+        ("GET", &path, vec![("api-token", &viewer)], 200),
+        ("POST", &path, vec![("authorization", &auth)], 403),
+        ("GET", &path, vec![("authorization", &wrong)], 401),
+        ("GET", &path, vec![], 401),
+        ("GET", "/nowhere", vec![("authorization", &auth)], 403),
+    ];
+    for (method, path, headers, want) in cases {
+        let bare = check(&s, method, path, &headers).await.unwrap();
+        assert_eq!(bare.status, want, "{method} {path}: {bare:?}");
+        let fat = check_request(&s, fatten(lean(method, path, &headers)))
+            .await
+            .unwrap();
+        assert_eq!(fat, bare, "{method} {path}");
+        // The same headers only in Envoy's raw header map (any case).
+        let mut raw = lean(method, path, &[]);
+        let http = raw
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .unwrap();
+        http.header_map = Some(HeaderMap {
+            headers: headers
+                .iter()
+                .map(|(k, v)| HeaderValue {
+                    key: k.to_uppercase(),
+                    value: String::new(),
+                    raw_value: v.as_bytes().to_vec(),
+                })
+                .collect(),
+        });
+        let fat = check_request(&s, fatten(raw)).await.unwrap();
+        assert_eq!(fat, bare, "{method} {path} (header map)");
+    }
+}
+
+/// Sends `bytes` as the message of a Check, whatever they are.
+async fn raw_check(s: &TestServer, bytes: Vec<u8>) -> Result<CheckResponse, tonic::Status> {
+    use prost::bytes::BufMut;
+    use prost::Message;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Clone, Copy)]
+    struct Raw;
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = CheckResponse;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl Decoder for Raw {
+        type Item = CheckResponse;
+        type Error = tonic::Status;
+        fn decode(
+            &mut self,
+            src: &mut DecodeBuf<'_>,
+        ) -> Result<Option<CheckResponse>, tonic::Status> {
+            CheckResponse::decode(src)
+                .map(Some)
+                .map_err(|e| tonic::Status::data_loss(e.to_string()))
+        }
+    }
+
+    let mut grpc = tonic::client::Grpc::new(s.channel.clone());
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/envoy.service.auth.v3.Authorization/Check",
+    );
+    grpc.unary(tonic::Request::new(bytes), path, Raw)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Bytes that are not a CheckRequest (cut short, a wrong wire type, a bad
+/// key, a method that is not UTF-8) are the caller's error,
+/// INVALID_ARGUMENT, not keyward's (INTERNAL, which prost's codec said);
+/// the server goes on answering.
+#[tokio::test]
+async fn a_check_that_is_not_a_check_request_is_invalid_argument() {
+    use prost::Message;
+    let dir = temp();
+    let s = start(dir.path(), ROUTES).await.expect("starts");
+    let good = fatten(lean("GET", "/p", &[("authorization", "Bearer kw_x")])).encode_to_vec();
+    let mut not_utf8 = lean("GET", "/p", &[]).encode_to_vec();
+    let at = not_utf8.windows(3).position(|w| w == b"GET").unwrap();
+    not_utf8[at] = 0xff;
+    for (i, bytes) in [
+        good[..good.len() / 2].to_vec(),
+        vec![0x08, 0x01],
+        vec![0x00],
+        vec![0x0a, 0xff, 0xff],
+        vec![0xff; 11],
+        not_utf8,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let err = raw_check(&s, bytes).await.expect_err("not a CheckRequest");
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "case {i}: {err:?}"
+        );
+    }
+    // The empty message is a CheckRequest without an HTTP request.
+    let resp = raw_check(&s, Vec::new()).await.expect("answered");
+    assert_eq!(resp.status.map(|s| s.code), Some(7), "permission denied");
+    let o = check(&s, "GET", "/nowhere", &[])
+        .await
+        .expect("still serving");
+    assert_eq!(o.status, 403);
 }

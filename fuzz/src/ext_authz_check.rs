@@ -47,7 +47,6 @@ pub fn ext_authz_check(data: &[u8]) {
 /// `unmatched = "deny"` (`None` when the bytes are not a `CheckRequest`).
 pub fn ext_authz_decision(data: &[u8]) -> Option<bool> {
     use envoy_types::ext_authz::v3::pb::HttpResponse;
-    use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
     use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
     let mut req = decode_round_trip::<CheckRequest>(data)?;
     let w = world();
@@ -122,9 +121,8 @@ pub fn ext_authz_decision(data: &[u8]) -> Option<bool> {
     let mut allowed_deny = false;
     for (service, unmatched_allow) in [(&w.ext_authz, false), (ext_authz_allow(), true)] {
         let resp =
-            w.rt.block_on(service.check(tonic::Request::new(req.clone())))
-                .unwrap_or_else(|s| panic!("Check failed instead of answering: {s:?}"))
-                .into_inner();
+            w.rt.block_on(service.check_message(&req))
+                .unwrap_or_else(|s| panic!("Check failed instead of answering: {s:?}"));
         let allowed = resp.status.as_ref().is_some_and(|s| s.code == 0);
         if !unmatched_allow {
             allowed_deny = allowed;

@@ -25,12 +25,11 @@ use crate::pb::v1::{
     tokens_server::TokensServer, FILE_DESCRIPTOR_SET,
 };
 use crate::replication::ReplicationService;
-use crate::service::ext_authz::ExtAuthzService;
+use crate::service::ext_authz::{CheckServer, ExtAuthzService};
 use crate::service::{
     accounts::AccountsService, admin::AdminService, audit::AuditService,
     authorizer::AuthorizerService, resources::ResourcesService, tokens::TokensService,
 };
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 
 use super::open::Files;
 use super::{wait_for_stop, Options, ServeError};
@@ -59,7 +58,7 @@ pub(super) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
         <AuthorizerServer<AuthorizerService> as NamedService>::NAME,
         <AuditServer<AuditService> as NamedService>::NAME,
         <AdminServer<AdminService> as NamedService>::NAME,
-        <AuthorizationServer<ExtAuthzService> as NamedService>::NAME,
+        <CheckServer as NamedService>::NAME,
         <ReplicationServer<ReplicationService> as NamedService>::NAME,
     ] {
         reporter.set_service_status(name, status).await;
@@ -123,7 +122,7 @@ pub(super) async fn serve(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(4 * MAX_MESSAGE_BYTES);
 
-    let ext_authz = AuthorizationServer::new(ExtAuthzService {
+    let ext_authz = CheckServer::new(ExtAuthzService {
         engine: engine.clone(),
         routes: files.routes.clone(),
     })

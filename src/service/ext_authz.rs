@@ -22,19 +22,13 @@
 //! own failure (loading, overloaded) is a gRPC `UNAVAILABLE`, not a
 //! denial, so Envoy's `failure_mode_allow` decides.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
-};
-use envoy_types::ext_authz::v3::{
-    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
-};
-use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct, Value};
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpStatusCode};
+use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder};
 use parking_lot::RwLock;
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
 
 use crate::authz::Check;
 use crate::engine::{Decision, Engine, Rate};
@@ -43,6 +37,14 @@ use crate::logs;
 use crate::pb::v1::DenyReason;
 use crate::routes::{Match, Routes, Unmatched};
 use crate::service::pick_credential;
+
+mod answer;
+mod request;
+mod server;
+
+pub use answer::{Allow, Answer};
+pub use request::{BadCheck, CheckCall};
+pub use server::CheckServer;
 
 /// Header with the allowed token's id, set on the upstream request.
 pub const TOKEN_ID_HEADER: &str = "x-keyward-token-id";
@@ -84,29 +86,6 @@ pub struct ExtAuthzService {
     pub engine: Arc<Engine>,
     /// The routes in force.
     pub routes: Arc<SharedRoutes>,
-}
-
-/// The request's header `name` (lower case), from `headers` or, when Envoy
-/// sends raw headers, from `header_map`.
-fn header<'a>(
-    http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
-    name: &str,
-) -> Option<&'a str> {
-    if let Some(v) = http.headers.get(name) {
-        return Some(v);
-    }
-    http.header_map.as_ref().and_then(|m| {
-        m.headers
-            .iter()
-            .find(|h| h.key.eq_ignore_ascii_case(name))
-            .and_then(|h| {
-                if h.value.is_empty() {
-                    std::str::from_utf8(&h.raw_value).ok()
-                } else {
-                    Some(h.value.as_str())
-                }
-            })
-    })
 }
 
 /// A denial: `401 {"error": m}` with `www-authenticate`, or
@@ -167,125 +146,68 @@ fn too_many(rate: &Rate, message: &str) -> CheckResponse {
     resp
 }
 
-fn number(n: u64) -> Value {
-    Value {
-        kind: Some(ValueKind::NumberValue(n as f64)),
-    }
-}
-
 /// `ms` (unix ms) as RFC 3339, UTC, with milliseconds.
 fn rfc3339(ms: i64) -> String {
     let since_epoch = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
 }
 
-/// An allow: the ids, and the expiry and successor when there are any, on
-/// the upstream request (overwritten, or removed when there is none, so a
-/// client cannot supply its own), the credential removed, the ids as
-/// metadata.
-fn allow(d: &Decision, template: &str, strip: bool) -> CheckResponse {
-    let (token_id, account_id) = (d.token_id, d.account_id);
-    let mut http = OkHttpResponseBuilder::new();
-    let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
-    http.add_header(TOKEN_ID_HEADER, token_id.to_string(), overwrite, false);
-    http.add_header(ACCOUNT_ID_HEADER, account_id.to_string(), overwrite, false);
-    match d.expires_at_ms {
-        Some(ms) => http.add_header(EXPIRES_AT_HEADER, rfc3339(ms), overwrite, false),
-        None => http.remove_header(EXPIRES_AT_HEADER),
-    };
-    if d.replaced_by == 0 {
-        http.remove_header(REPLACED_BY_HEADER);
-    } else {
-        http.add_header(
-            REPLACED_BY_HEADER,
-            d.replaced_by.to_string(),
-            overwrite,
-            false,
-        );
-    }
-    if let Some(rate) = d.rate {
-        // To the client, on the response (a limited token only).
-        http.add_response_header(
-            "ratelimit-remaining",
-            rate.remaining.to_string(),
-            overwrite,
-            false,
-        );
-    }
-    if strip {
-        http.remove_header("authorization")
-            .remove_header("api-token");
-    }
-    let mut fields = HashMap::with_capacity(3);
-    fields.insert("token_id".to_string(), number(token_id));
-    fields.insert("account_id".to_string(), number(account_id));
-    fields.insert(
-        "route".to_string(),
-        Value {
-            kind: Some(ValueKind::StringValue(template.to_string())),
-        },
-    );
-    let mut resp = CheckResponse::with_status(Status::ok(""));
-    resp.set_http_response(http)
-        .set_dynamic_metadata(Some(Struct { fields }));
-    resp
+/// An allow, from the decision and the route.
+fn allow(d: &Decision, route: &Arc<str>, strip: bool) -> Answer {
+    Answer::Allow(Allow {
+        token_id: d.token_id,
+        account_id: d.account_id,
+        expires_at: d.expires_at_ms.map(rfc3339),
+        replaced_by: d.replaced_by,
+        remaining: d.rate.map(|r| r.remaining),
+        strip,
+        route: route.clone(),
+    })
 }
 
 impl ExtAuthzService {
-    async fn decide(&self, req: &CheckRequest) -> Result<CheckResponse, Status> {
+    async fn decide(&self, req: &CheckCall) -> Result<Answer, Status> {
         let m = &self.engine.metrics().check;
-        let Some(http) = req
-            .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref())
-        else {
+        if !req.has_http() {
             m.unsafe_path.increment(1);
-            return Ok(deny(false, "the check carries no HTTP request"));
-        };
+            return Ok(deny(false, "the check carries no HTTP request").into());
+        }
         let routes = self.routes.current();
-        let needed = match routes.find(&http.method, &http.path) {
+        let needed = match routes.find(req.method(), req.path()) {
             Match::Route(n) => n,
             Match::Unmatched if routes.unmatched == Unmatched::Allow => {
                 m.unmatched_allow.increment(1);
-                // Through unchecked, but never with ids a client made up.
-                let mut http = OkHttpResponseBuilder::new();
-                http.remove_header(TOKEN_ID_HEADER)
-                    .remove_header(ACCOUNT_ID_HEADER)
-                    .remove_header(EXPIRES_AT_HEADER)
-                    .remove_header(REPLACED_BY_HEADER);
-                let mut resp = CheckResponse::with_status(Status::ok(""));
-                resp.set_http_response(http);
-                return Ok(resp);
+                return Ok(Answer::unchecked());
             }
             Match::Unmatched => {
                 m.unmatched_deny.increment(1);
-                return Ok(deny(false, "no route allows this request"));
+                return Ok(deny(false, "no route allows this request").into());
             }
             Match::Unsafe(why) => {
                 m.unsafe_path.increment(1);
                 // Rate-limited: anyone can send these. The path is logged
                 // without its query string (which may carry anything).
                 if logs::UNSAFE_REQUESTS.admit() {
-                    let path = http.path.split_once('?').map_or(&*http.path, |(p, _)| p);
+                    let path = req.path().split_once('?').map_or(req.path(), |(p, _)| p);
                     tracing::info!(
-                        method = &*logs::clip(&http.method),
+                        method = &*logs::clip(req.method()),
                         path = &*logs::clip(path),
                         reason = why.label(),
                         "check refused: a request keyward does not judge"
                     );
                 }
-                return Ok(deny(false, why.message()));
+                return Ok(deny(false, why.message()).into());
             }
         };
-        let credential = pick_credential(header(http, "authorization"), header(http, "api-token"));
+        let credential = pick_credential(req.authorization(), req.api_token());
         let Some(token) = credential.filter(|t| !t.is_empty()) else {
             m.deny.increment(1);
             self.engine.metrics().deny(DenyReason::Malformed);
             return Ok(deny(
                 true,
                 "missing credential: send `Authorization: Bearer <token>` or `Api-Token: <token>`",
-            ));
+            )
+            .into());
         };
         let check = Check {
             kind: needed.kind,
@@ -330,23 +252,30 @@ impl ExtAuthzService {
                 );
             }
             if let (DenyReason::RateLimited, Some(rate)) = (reason, d.rate) {
-                return Ok(too_many(&rate, denial.message));
+                return Ok(too_many(&rate, denial.message).into());
             }
-            return Ok(deny(denial.unauthenticated, denial.message));
+            return Ok(deny(denial.unauthenticated, denial.message).into());
         }
         m.allow.increment(1);
         self.engine.metrics().allow.increment(1);
         Ok(allow(&d, needed.template, routes.strip_credential))
     }
-}
 
-#[tonic::async_trait]
-impl Authorization for ExtAuthzService {
-    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+    /// Answers a whole `CheckRequest` with Envoy's `CheckResponse`, through
+    /// the same wire forms the gRPC service uses (for in-process callers:
+    /// the fuzz targets).
+    pub async fn check_message(&self, req: &CheckRequest) -> Result<CheckResponse, Status> {
+        let call = CheckCall::decode(&prost::Message::encode_to_vec(req))
+            .map_err(|e| Status::invalid_argument(format!("not a CheckRequest: {e}")))?;
+        self.check(&call).await?.into_inner().to_message()
+    }
+
+    /// Answers one `Check`.
+    pub async fn check(&self, req: &CheckCall) -> Result<Response<Answer>, Status> {
         // Not ready is keyward's failure, not a denial: Envoy decides.
         self.engine.ensure_ready()?;
         let start = Instant::now();
-        let out = self.decide(req.get_ref()).await?;
+        let out = self.decide(req).await?;
         self.engine
             .metrics()
             .check
@@ -355,3 +284,6 @@ impl Authorization for ExtAuthzService {
         Ok(Response::new(out))
     }
 }
+
+#[cfg(test)]
+mod tests;
