@@ -116,13 +116,13 @@ impl<'a> Access<'a> {
         if self.caller.root {
             return Some(Level::Admin);
         }
-        idx.level_on(account, &self.caller.grants, resource)
+        idx.level_on(account, self.caller.grants(), resource)
     }
 
     /// Fails unless the caller is unrestricted by feature (root, or no
     /// scopes): for what no feature scope covers, `what` names it.
     pub fn require_unrestricted(&self, what: &str) -> Result<()> {
-        if self.caller.root || self.caller.scopes.is_empty() {
+        if self.caller.root || self.caller.scopes().is_empty() {
             Ok(())
         } else {
             Err(Error::PermissionDenied(format!(
@@ -134,10 +134,10 @@ impl<'a> Access<'a> {
     /// Fails unless the caller is unrestricted or holds `scope` at ADMIN.
     pub fn require_scope(&self, scope: &str) -> Result<()> {
         if self.caller.root
-            || self.caller.scopes.is_empty()
+            || self.caller.scopes().is_empty()
             || self
                 .caller
-                .scopes
+                .scopes()
                 .iter()
                 .any(|s| s.name() == scope && s.level == Level::Admin)
         {
@@ -152,13 +152,13 @@ impl<'a> Access<'a> {
     /// Whether the caller's scopes cover `scopes` (an unrestricted caller
     /// covers all).
     pub fn covers_scopes(&self, scopes: &[ScopeGrant]) -> bool {
-        if self.caller.root || self.caller.scopes.is_empty() {
+        if self.caller.root || self.caller.scopes().is_empty() {
             return true;
         }
         !scopes.is_empty()
             && scopes.iter().all(|s| {
                 self.caller
-                    .scopes
+                    .scopes()
                     .iter()
                     .any(|c| c.name == s.name && c.level >= s.level)
             })
@@ -171,15 +171,15 @@ impl<'a> Access<'a> {
         }
         // A token left with no grants (its resources were deleted) belongs
         // to the account's admins only.
-        let within = if target.grants.is_empty() {
+        let within = if target.grants().is_empty() {
             self.level_on(idx, account, &ResourceKey::account(account.id)) == Some(Level::Admin)
         } else {
             target
-                .grants
+                .grants()
                 .iter()
                 .all(|g| self.level_on(idx, account, &g.resource) == Some(Level::Admin))
         };
-        !target.root && within && self.covers_scopes(&target.scopes)
+        !target.root && within && self.covers_scopes(target.scopes())
     }
 
     /// The account of a token call and the token in it, for a caller who
@@ -416,14 +416,14 @@ pub fn last_holder_of<'a>(
             .any(|o| o.resource == g.resource && o.level >= level)
     };
     token
-        .grants
+        .grants()
         .iter()
         .filter(|g| g.resource.kind == Kind::Domain && g.level >= level && !holds(keep, g))
         .find(|g| {
             !account.tokens.iter().any(|id| {
                 *id != token.id
                     && idx.tokens.get(id).is_some_and(|t| {
-                        !t.is_expired(now) && t.replaced_by == 0 && holds(&t.grants, g)
+                        !t.is_expired(now) && t.replaced_by == 0 && holds(t.grants(), g)
                     })
             })
         })
@@ -462,7 +462,7 @@ pub fn may_change_expiry(target: &TokenState, expires_at_ms: Option<i64>, now: i
             target.id
         )));
     }
-    let Some(deadline) = target.expires_at_ms.filter(|_| target.replaced_by != 0) else {
+    let Some(deadline) = target.expires_at_ms().filter(|_| target.replaced_by != 0) else {
         return Ok(());
     };
     if expires_at_ms.is_some_and(|e| e <= deadline) {

@@ -45,12 +45,12 @@ pub fn decide(
         Lookup::Unknown => return Err(DenyReason::UnknownResource),
     };
     if chain
-        .level_from(&token.grants)
+        .level_from(token.grants())
         .is_none_or(|held| held < check.level)
     {
         return Err(DenyReason::NoGrant);
     }
-    if !token.scopes.is_empty() && !holds_scope(token, check.scope, check.level) {
+    if !token.scopes().is_empty() && !holds_scope(token, check.scope, check.level) {
         return Err(DenyReason::Scope);
     }
     Ok(())
@@ -60,7 +60,7 @@ pub fn decide(
 fn holds_scope(token: &TokenState, scope: &str, level: Level) -> bool {
     scope_index(scope).is_some_and(|name| {
         token
-            .scopes
+            .scopes()
             .iter()
             .any(|s| s.name == name && s.level >= level)
     })

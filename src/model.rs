@@ -92,6 +92,56 @@ impl Level {
     }
 }
 
+/// The last 4 characters of a token, shown to recognise it; in place (a
+/// token is ASCII, so 4 bytes). Text of another shape, which keyward never
+/// writes, keeps its last 4 bytes that start a character.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Last4([u8; 4]);
+
+impl Default for Last4 {
+    fn default() -> Self {
+        Last4([PAD; 4])
+    }
+}
+
+/// What fills a [`Last4`] after its characters: a byte no UTF-8 text holds
+/// (so a NUL, which a stored record may hold, is kept as it is).
+const PAD: u8 = 0xFF;
+
+impl Last4 {
+    /// The characters.
+    pub fn as_str(&self) -> &str {
+        let n = self.0.iter().position(|&b| b == PAD).unwrap_or(4);
+        // Cut from a `&str` at a character boundary: valid UTF-8.
+        std::str::from_utf8(&self.0[..n]).unwrap_or_default()
+    }
+}
+
+impl From<&str> for Last4 {
+    fn from(s: &str) -> Self {
+        let mut start = s.len().saturating_sub(4);
+        while !s.is_char_boundary(start) {
+            start += 1;
+        }
+        let mut bytes = [PAD; 4];
+        let tail = &s.as_bytes()[start..];
+        bytes[..tail.len()].copy_from_slice(tail);
+        Last4(bytes)
+    }
+}
+
+impl fmt::Display for Last4 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Last4 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// A resource id: a [`SmallStr`].
 pub type ResourceId = SmallStr;
 
@@ -313,7 +363,7 @@ pub fn scope_index(name: &str) -> Option<u8> {
 }
 
 mod intern;
-pub use intern::{grants as intern_grants, Grants};
+pub use intern::{Creator, Rights};
 pub mod limits;
 mod policy;
 pub use policy::Policy;

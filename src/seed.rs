@@ -127,7 +127,7 @@ impl Chunks {
                 },
                 &self.key,
             );
-            state.grants = crate::model::intern_grants(&[Grant {
+            state.set_grants(&[Grant {
                 resource: ResourceKey::new(Kind::Project, self.project.as_str()),
                 level: Level::Admin,
             }]);

@@ -356,7 +356,12 @@ async fn followers_resync_after_a_primary_restart() {
         },
         ready_tx,
     ));
-    let ready = ready_rx.await.expect("restarted primary ready");
+    let Ok(ready) = ready_rx.await else {
+        panic!(
+            "the restarted primary stopped before ready: {:?}",
+            task.await
+        );
+    };
     // An admin change on the new primary (through its engine's gRPC port).
     let ch = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
         .unwrap()

@@ -100,7 +100,14 @@ fn check_token_record(r: &rec::TokenRecord, key: &DigestKey) {
     assert_eq!(back.account_id, r.account_id);
     assert_eq!(back.name, r.name);
     assert_eq!(back.phc_hash, r.phc_hash);
-    assert_eq!(back.last_4_digits, r.last_4_digits);
+    // The last 4 as stored; of a longer text (keyward never writes one)
+    // its last 4 bytes that start a character.
+    if r.last_4_digits.len() <= 4 {
+        assert_eq!(back.last_4_digits, r.last_4_digits);
+    } else {
+        assert!(r.last_4_digits.ends_with(&back.last_4_digits));
+        assert!((1..=4).contains(&back.last_4_digits.len()));
+    }
     assert_eq!(back.created_by, r.created_by);
     assert_eq!(back.created_at_ms, r.created_at_ms);
     assert_eq!(back.expires_at_ms, r.expires_at_ms);

@@ -87,7 +87,7 @@ fn denied(e: Error) -> String {
 fn only_a_live_token_has_access() {
     let mut idx = world();
     put(&mut idx, 2, ACCOUNT, |t| t.paused = true);
-    put(&mut idx, 3, ACCOUNT, |t| t.expires_at_ms = Some(NOW));
+    put(&mut idx, 3, ACCOUNT, |t| t.set_expires_at_ms(Some(NOW)));
     put(&mut idx, 4, ACCOUNT, |t| t.replaced_by = 5);
     put(&mut idx, 5, ACCOUNT, |_| {});
     let unauthenticated = |id| matches!(Access::of(&idx, id, NOW), Err(Error::Unauthenticated(_)));
@@ -105,7 +105,7 @@ fn only_a_live_token_has_access() {
 fn nothing_crosses_accounts_and_root_reaches_all() {
     let mut idx = world();
     put(&mut idx, 2, ACCOUNT, |t| {
-        t.grants = vec![grant(Kind::Account, "1", Level::Admin)].into();
+        t.set_grants(&[grant(Kind::Account, "1", Level::Admin)]);
     });
     let admin = Access::of(&idx, 2, NOW).expect("live");
     assert!(admin.account(&idx, ACCOUNT).is_ok());
@@ -124,10 +124,10 @@ fn a_token_outside_the_callers_reach_does_not_exist_for_it() {
     let mut idx = world();
     // Token 2 holds ADMIN on a.example only; token 3 holds b.example.
     put(&mut idx, 2, ACCOUNT, |t| {
-        t.grants = vec![grant(Kind::Domain, "a.example", Level::Admin)].into();
+        t.set_grants(&[grant(Kind::Domain, "a.example", Level::Admin)]);
     });
     put(&mut idx, 3, ACCOUNT, |t| {
-        t.grants = vec![grant(Kind::Domain, "b.example", Level::Admin)].into();
+        t.set_grants(&[grant(Kind::Domain, "b.example", Level::Admin)]);
     });
     let a = Access::of(&idx, 2, NOW).expect("live");
     assert!(a.token(&idx, ACCOUNT, 2).is_ok(), "its own token");
@@ -155,12 +155,12 @@ fn scopes_limit_what_a_caller_may_manage_and_grant() {
     let mut idx = world();
     let account_admin = vec![grant(Kind::Account, "1", Level::Admin)];
     put(&mut idx, 2, ACCOUNT, |t| {
-        t.grants = account_admin.clone().into();
-        t.scopes = vec![scope("email", Level::Admin)].into();
+        t.set_grants(&account_admin);
+        t.set_scopes(&[scope("email", Level::Admin)]);
     });
     put(&mut idx, 3, ACCOUNT, |t| {
-        t.grants = account_admin.clone().into();
-        t.scopes = vec![scope("tokens", Level::Admin), scope("email", Level::Viewer)].into();
+        t.set_grants(&account_admin);
+        t.set_scopes(&[scope("tokens", Level::Admin), scope("email", Level::Viewer)]);
     });
     let email_only = Access::of(&idx, 2, NOW).expect("live");
     assert!(denied(email_only.token_account(&idx, ACCOUNT).unwrap_err()).contains("tokens scope"));
@@ -209,18 +209,18 @@ fn the_root_token_cannot_be_changed() {
 fn a_domain_keeps_a_live_admin_token() {
     let mut idx = world();
     let a_admin = vec![grant(Kind::Domain, "a.example", Level::Admin)];
-    put(&mut idx, 2, ACCOUNT, |t| t.grants = a_admin.clone().into());
+    put(&mut idx, 2, ACCOUNT, |t| t.set_grants(&a_admin));
     // A viewer, an expired admin and a reset admin do not count as holders
     // of ADMIN.
     put(&mut idx, 3, ACCOUNT, |t| {
-        t.grants = vec![grant(Kind::Domain, "a.example", Level::Viewer)].into();
+        t.set_grants(&[grant(Kind::Domain, "a.example", Level::Viewer)]);
     });
     put(&mut idx, 4, ACCOUNT, |t| {
-        t.grants = a_admin.clone().into();
-        t.expires_at_ms = Some(NOW - 1);
+        t.set_grants(&a_admin);
+        t.set_expires_at_ms(Some(NOW - 1));
     });
     put(&mut idx, 5, ACCOUNT, |t| {
-        t.grants = a_admin.clone().into();
+        t.set_grants(&a_admin);
         t.replaced_by = 6;
     });
     let account = idx.accounts.get(&ACCOUNT).expect("account");
@@ -233,7 +233,7 @@ fn a_domain_keeps_a_live_admin_token() {
     // Keeping the grant is fine.
     assert!(keeps_every_domain(&idx, account, target, &a_admin, NOW).is_ok());
     // A second live ADMIN frees token 2.
-    put(&mut idx, 7, ACCOUNT, |t| t.grants = a_admin.clone().into());
+    put(&mut idx, 7, ACCOUNT, |t| t.set_grants(&a_admin));
     let account = idx.accounts.get(&ACCOUNT).expect("account");
     let target = idx.tokens.get(&2).expect("token 2");
     assert!(keeps_every_domain(&idx, account, target, &[], NOW).is_ok());
@@ -254,9 +254,9 @@ fn derived_names_do_not_grow_with_resets() {
 fn an_expiry_edit_never_brings_a_token_back() {
     let mut idx = world();
     put(&mut idx, 2, ACCOUNT, |_| {});
-    put(&mut idx, 3, ACCOUNT, |t| t.expires_at_ms = Some(NOW));
+    put(&mut idx, 3, ACCOUNT, |t| t.set_expires_at_ms(Some(NOW)));
     put(&mut idx, 4, ACCOUNT, |t| {
-        t.expires_at_ms = Some(NOW + 100);
+        t.set_expires_at_ms(Some(NOW + 100));
         t.replaced_by = 5;
     });
     let token = |id| idx.tokens.get(&id).expect("token");
@@ -286,17 +286,17 @@ fn an_expiry_edit_never_brings_a_token_back() {
 fn only_an_unrestricted_account_admin_or_root_changes_an_account() {
     let mut idx = world();
     put(&mut idx, 2, ACCOUNT, |t| {
-        t.grants = vec![grant(Kind::Account, "1", Level::Admin)].into();
+        t.set_grants(&[grant(Kind::Account, "1", Level::Admin)]);
     });
     put(&mut idx, 3, ACCOUNT, |t| {
-        t.grants = vec![grant(Kind::Account, "1", Level::Admin)].into();
-        t.scopes = vec![scope("tokens", Level::Admin)].into();
+        t.set_grants(&[grant(Kind::Account, "1", Level::Admin)]);
+        t.set_scopes(&[scope("tokens", Level::Admin)]);
     });
     put(&mut idx, 4, ACCOUNT, |t| {
-        t.grants = vec![grant(Kind::Account, "1", Level::Viewer)].into();
+        t.set_grants(&[grant(Kind::Account, "1", Level::Viewer)]);
     });
     put(&mut idx, 5, ACCOUNT, |t| {
-        t.grants = vec![grant(Kind::Domain, "a.example", Level::Admin)].into();
+        t.set_grants(&[grant(Kind::Domain, "a.example", Level::Admin)]);
     });
     let may = |caller, account| {
         let a = Access::of(&idx, caller, NOW).expect("live");

@@ -62,7 +62,7 @@ impl Engine {
                             resource: resource.clone(),
                             level: Level::Admin,
                         }],
-                        scopes: p.access.caller().scopes.to_vec(),
+                        scopes: p.access.caller().scopes().to_vec(),
                         expires_at_ms: None,
                         replaces: 0,
                     });
@@ -135,8 +135,8 @@ impl Engine {
                     let Some(t) = p.idx.tokens.get(id) else {
                         continue;
                     };
-                    let before = t.grants.len();
-                    if !t.grants.iter().any(|g| deleted.contains(&g.resource)) {
+                    let before = t.grants().len();
+                    if !t.grants().iter().any(|g| deleted.contains(&g.resource)) {
                         continue;
                     }
                     let mut record = t.to_record(p.idx.key());

@@ -90,7 +90,7 @@ impl Engine {
             .tokens
             .range(after.saturating_add(1)..)
             .filter_map(|id| idx.tokens.get(id))
-            .filter(|t| before.is_none_or(|b| t.expires_at_ms.is_some_and(|e| e < b)))
+            .filter(|t| before.is_none_or(|b| t.expires_at_ms().is_some_and(|e| e < b)))
             .filter(|t| access.can_manage(&idx, account, t));
         for t in visible {
             if !page.push(token_to_wire(t)) {
@@ -160,8 +160,8 @@ impl Engine {
             let (account, target) =
                 p.access
                     .token_to_change(p.idx, req.account_id, req.token_id, "edited")?;
-            let new_grants = grants.as_deref().unwrap_or(&target.grants);
-            let new_scopes = scopes.as_deref().unwrap_or(&target.scopes);
+            let new_grants = grants.as_deref().unwrap_or(target.grants());
+            let new_scopes = scopes.as_deref().unwrap_or(target.scopes());
             p.access
                 .check_grantable(p.idx, account, new_grants, new_scopes)?;
             keeps_every_domain(p.idx, account, target, new_grants, p.now)?;
@@ -174,10 +174,9 @@ impl Engine {
             if let Some(n) = &name {
                 next.name = n.as_str().into();
             }
-            next.grants = crate::model::intern_grants(new_grants);
-            next.scopes = new_scopes.into();
+            next.rights = crate::model::Rights::new(new_grants, new_scopes);
             if let Some(e) = expiry {
-                next.expires_at_ms = e;
+                next.set_expires_at_ms(e);
             }
             let mut record = next.to_record(key);
             if let Some(l) = &limits {
@@ -230,8 +229,8 @@ impl Engine {
                     account_id: account.id,
                     name: derived_name(&old.name, id),
                     created_by: p.access.caller().name.to_string(),
-                    grants: old.grants.to_vec(),
-                    scopes: old.scopes.to_vec(),
+                    grants: old.grants().to_vec(),
+                    scopes: old.scopes().to_vec(),
                     expires_at_ms,
                     replaces: old.id,
                 });

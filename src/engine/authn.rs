@@ -254,7 +254,7 @@ impl Engine {
         // never being reused, replaced) while argon2 ran.
         let mut idx = self.index.write();
         if let Some(state) = idx.tokens.get_mut(&parsed.id) {
-            if state.phc_hash.to_string() == phc && state.digest.is_none() {
+            if state.phc_hash == token::Phc::new(&phc) && state.digest.is_none() {
                 state.digest = Some(digest);
                 state.digest_unsaved.store(true, Ordering::Relaxed);
             }

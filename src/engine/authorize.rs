@@ -212,7 +212,7 @@ fn decide_for(
         reason: result.err().unwrap_or(DenyReason::Unspecified),
         token_id: state.id,
         account_id: state.account_id,
-        expires_at_ms: state.expires_at_ms,
+        expires_at_ms: state.expires_at_ms(),
         replaced_by: state.replaced_by,
         rate,
     }

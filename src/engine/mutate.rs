@@ -120,8 +120,7 @@ pub(super) fn token_record(
     });
     // Grants and scopes go through the same encoding as every update.
     let mut state = TokenState::from_record(&record, key);
-    state.grants = crate::model::intern_grants(&t.grants);
-    state.scopes = t.scopes.into();
+    state.rights = crate::model::Rights::new(&t.grants, &t.scopes);
     (state.to_record(key), full)
 }
 

@@ -130,7 +130,7 @@ impl Engine {
             let idx = self.index.read();
             idx.tokens
                 .values()
-                .filter(|t| t.expires_at_ms.is_some_and(|e| e <= horizon))
+                .filter(|t| t.expires_at_ms().is_some_and(|e| e <= horizon))
                 .map(|t| Change::DeleteToken(t.id))
                 .collect()
         };

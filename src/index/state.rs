@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::model::Limits;
-use crate::model::{Grant, Grants, Kind, Level, ResourceKey, ScopeGrant, SmallStr};
+use crate::model::{Creator, Grant, Kind, Last4, Level, ResourceKey, Rights, ScopeGrant, SmallStr};
 use crate::pb::store::{GrantRecord, ScopeRecord, TokenRecord};
 use crate::ratelimit::Budget;
 use crate::token::{Digest, DigestKey, Phc};
@@ -38,37 +38,39 @@ pub struct TokenState {
     pub id: u64,
     /// Owning account (0 for root).
     pub account_id: u64,
-    /// Expiry, unix ms.
-    pub expires_at_ms: Option<i64>,
-    /// What it may access: one list shared by every token with the same
-    /// ([`crate::model::intern_grants`]).
-    pub grants: Grants,
-    /// Feature scopes; empty = unrestricted (and no allocation).
-    pub scopes: Box<[ScopeGrant]>,
+    /// Expiry, unix ms; [`NEVER`] when it has none (one word, and the hot
+    /// path's check is one compare). Read through [`Self::expires_at_ms`].
+    expires_at: i64,
+    /// What it may access (grants and feature scopes): one set shared by
+    /// every token with the same ([`Rights`]).
+    pub rights: Rights,
     /// Sending limits and what is left of them; `None` (one word, no
     /// allocation) for an unlimited token. Shared with the token it
     /// replaced by a reset, during the grace period.
     pub budget: Option<Arc<Budget>>,
     /// Last use, unix ms; written by the hot path without a lock.
     pub last_used_ms: AtomicI64,
+    /// Last use as stored, to know what the batch writer must persist. On
+    /// a follower, which stores nothing: as reported to the primary.
+    pub last_used_saved_ms: AtomicI64,
     /// Display name (inline up to 22 bytes).
     pub name: SmallStr,
     /// argon2id PHC hash of the secret part (binary when keyward's shape).
     pub phc_hash: Phc,
-    /// Last 4 characters of the token string (inline).
-    pub last_4: SmallStr,
-    /// Name of the creating token (inline up to 22 bytes).
-    pub created_by: SmallStr,
+    /// Name of the creating token (shared by the tokens it created).
+    pub created_by: Creator,
     /// Creation time, unix ms.
     pub created_at_ms: i64,
     /// Successor by reset (0 = none).
     pub replaced_by: u64,
     /// Predecessor by reset (0 = none).
     pub replaces: u64,
-    /// Last use as stored, to know what the batch writer must persist. On
-    /// a follower, which stores nothing: as reported to the primary.
-    pub last_used_saved_ms: AtomicI64,
+    /// Last 4 characters of the token string (in place).
+    pub last_4: Last4,
 }
+
+/// [`TokenState`]'s expiry when it has none.
+const NEVER: i64 = i64::MAX;
 
 impl std::fmt::Debug for TokenState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,9 +81,8 @@ impl std::fmt::Debug for TokenState {
             .field("phc_hash", &"REDACTED")
             .field("digest", &self.digest.map(|_| "REDACTED"))
             .field("paused", &self.paused)
-            .field("expires_at_ms", &self.expires_at_ms)
-            .field("grants", &self.grants)
-            .field("scopes", &self.scopes)
+            .field("expires_at_ms", &self.expires_at_ms())
+            .field("rights", &self.rights)
             .finish_non_exhaustive()
     }
 }
@@ -100,11 +101,15 @@ impl TokenState {
             name: r.name.as_str().into(),
             phc_hash: Phc::new(&r.phc_hash),
             last_4: r.last_4_digits.as_str().into(),
-            created_by: r.created_by.as_str().into(),
+            created_by: Creator::new(&r.created_by),
             created_at_ms: r.created_at_ms,
-            expires_at_ms: (r.expires_at_ms != 0).then_some(r.expires_at_ms),
+            expires_at: if r.expires_at_ms == 0 {
+                NEVER
+            } else {
+                r.expires_at_ms
+            },
             paused: r.paused,
-            grants: crate::model::intern_grants(
+            rights: Rights::new(
                 &r.grants
                     .iter()
                     .filter_map(|g| {
@@ -117,17 +122,16 @@ impl TokenState {
                         })
                     })
                     .collect::<Vec<_>>(),
-            ),
-            scopes: r
-                .scopes
-                .iter()
-                .filter_map(|s| {
-                    Some(ScopeGrant {
-                        name: crate::model::scope_index(&s.name)?,
-                        level: Level::from_wire(s.level)?,
+                &r.scopes
+                    .iter()
+                    .filter_map(|s| {
+                        Some(ScopeGrant {
+                            name: crate::model::scope_index(&s.name)?,
+                            level: Level::from_wire(s.level)?,
+                        })
                     })
-                })
-                .collect(),
+                    .collect::<Vec<_>>(),
+            ),
             budget: Limits::from_records(&r.rate_limits)
                 .budget(budget_key(r))
                 .inspect(|b| {
@@ -156,10 +160,10 @@ impl TokenState {
             last_4_digits: self.last_4.to_string(),
             created_by: self.created_by.to_string(),
             created_at_ms: self.created_at_ms,
-            expires_at_ms: self.expires_at_ms.unwrap_or(0),
+            expires_at_ms: self.expires_at_ms().unwrap_or(0),
             paused: self.paused,
             grants: self
-                .grants
+                .grants()
                 .iter()
                 .map(|g| GrantRecord {
                     resource_type: g.resource.kind.to_wire(),
@@ -168,7 +172,7 @@ impl TokenState {
                 })
                 .collect(),
             scopes: self
-                .scopes
+                .scopes()
                 .iter()
                 .map(|s| ScopeRecord {
                     name: s.name().to_string(),
@@ -214,7 +218,37 @@ impl TokenState {
 
     /// Whether the token is past its expiry at `now_ms`.
     pub fn is_expired(&self, now_ms: i64) -> bool {
-        self.expires_at_ms.is_some_and(|e| e <= now_ms)
+        self.expires_at <= now_ms
+    }
+
+    /// Its expiry, unix ms, if it has one.
+    pub fn expires_at_ms(&self) -> Option<i64> {
+        (self.expires_at != NEVER).then_some(self.expires_at)
+    }
+
+    /// Sets its expiry (`None`: never).
+    pub fn set_expires_at_ms(&mut self, at_ms: Option<i64>) {
+        self.expires_at = at_ms.unwrap_or(NEVER);
+    }
+
+    /// What it may access, in the order granted.
+    pub fn grants(&self) -> &[Grant] {
+        self.rights.grants()
+    }
+
+    /// Its feature scopes; empty = unrestricted.
+    pub fn scopes(&self) -> &[ScopeGrant] {
+        self.rights.scopes()
+    }
+
+    /// Replaces its grants, keeping its scopes.
+    pub fn set_grants(&mut self, grants: &[Grant]) {
+        self.rights = Rights::new(grants, self.scopes());
+    }
+
+    /// Replaces its scopes, keeping its grants.
+    pub fn set_scopes(&mut self, scopes: &[ScopeGrant]) {
+        self.rights = Rights::new(self.grants(), scopes);
     }
 
     /// Records a use at `now_ms` seen by `node` (this node's [`nodes`] id);

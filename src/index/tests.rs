@@ -103,7 +103,7 @@ fn a_token_entry_stays_compact() {
     );
     assert_eq!(size_of::<Option<TokenState>>(), size_of::<TokenState>());
     assert!(
-        size_of::<TokenState>() <= 288,
+        size_of::<TokenState>() <= 216,
         "{}",
         size_of::<TokenState>()
     );

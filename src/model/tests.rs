@@ -195,3 +195,18 @@ fn levels_are_ordered_and_only_10_or_100() {
     assert_eq!(Level::from_wire(50), None);
     assert_eq!(Level::from_wire(100), Some(Level::Admin));
 }
+
+#[test]
+fn a_tokens_last_4_is_kept_in_place() {
+    assert_eq!(std::mem::size_of::<Last4>(), 4);
+    for s in ["", "a", "ab9Z", "Ab_-", "\u{4}\u{10}\0\0", "\0"] {
+        assert_eq!(Last4::from(s).as_str(), s);
+    }
+    // Longer text (keyward never writes it) keeps its last 4 bytes that
+    // start a character.
+    assert_eq!(Last4::from("abcdef").as_str(), "cdef");
+    assert_eq!(Last4::from("xxxé").as_str(), "xxé");
+    assert_eq!(Last4::from("€€").as_str(), "€");
+    assert_eq!(Last4::from("ab9Z").to_string(), "ab9Z");
+    assert_eq!(Last4::default().as_str(), "");
+}

@@ -85,6 +85,34 @@ impl GroupFlush {
     }
 }
 
+/// Opens sled's files in `dir`. sled releases its file lock from a thread
+/// of its own after the last handle is dropped, so a store just closed in
+/// this process (a restart in place, a test) can be briefly locked still:
+/// the lock is waited for up to 2 s. Any other error, and a lock held
+/// longer (another process on the same dir), fail at once.
+fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            // A small page cache: the index lives in keyward's own memory,
+            // sled is read once at start and then only written.
+            .cache_capacity(32 * 1024 * 1024)
+            .open();
+        match opened {
+            // sled 0.34 wraps the lock's `WouldBlock` in a message.
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn resource_key(account_id: u64, key: &ResourceKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + key.id.len());
     k.extend_from_slice(&account_id.to_be_bytes());
@@ -132,13 +160,7 @@ impl SledStore {
                 .map_err(|e| corrupt("marker", e))?;
             f.sync_all().map_err(|e| corrupt("marker", e))?;
         }
-        // A small page cache: the index lives in keyward's own memory, sled
-        // is read once at start and then only written.
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(32 * 1024 * 1024)
-            .open()?;
+        let db = open_db(dir)?;
         let store = Self {
             accounts: db.open_tree("accounts")?,
             resources: db.open_tree("resources")?,

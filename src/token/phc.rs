@@ -1,12 +1,17 @@
 //! An argon2id PHC string kept in binary ([`Phc`]): keyward's own hashes
-//! (`$argon2id$v=19$m=…,t=…,p=…$<16-byte salt>$<32-byte hash>`) take 64
-//! bytes in place instead of a ~100-byte heap string per token; any other
+//! (`$argon2id$v=19$m=…,t=…,p=…$<16-byte salt>$<32-byte hash>`) take 56
+//! bytes in place instead of a ~100-byte heap string per token (the cost
+//! parameters, the same for nearly every token, are a 2-byte index into a
+//! per-process table of the few sets in use); any other
 //! string (other parameters' shape, lengths, a future format) is kept as
 //! written. The binary form is used only when it renders back to exactly
 //! the string it came from, so what is stored, replicated and verified is
 //! byte for byte the same.
 
 use std::fmt::{self, Write as _};
+use std::sync::LazyLock;
+
+use parking_lot::RwLock;
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
@@ -16,8 +21,8 @@ use base64::Engine as _;
 pub enum Phc {
     /// keyward's shape, in binary.
     Argon2id {
-        /// Memory (KiB), iterations, parallelism.
-        params: [u32; 3],
+        /// Memory (KiB), iterations, parallelism: an index into [`PARAMS`].
+        params: u16,
         /// The salt.
         salt: [u8; 16],
         /// The hash.
@@ -57,11 +62,34 @@ impl Phc {
             return None;
         }
         Some(Phc::Argon2id {
-            params: [m, t, p],
+            params: params_index([m, t, p])?,
             salt,
             hash,
         })
     }
+}
+
+/// The cost parameter sets in use, by index: only ever appended to (a set
+/// is three numbers, and a store holds one set per configuration it has
+/// seen). Past `u16::MAX` sets, a hash is kept as written.
+static PARAMS: LazyLock<RwLock<Vec<[u32; 3]>>> = LazyLock::new(RwLock::default);
+
+/// The index of a parameter set, added if new.
+fn params_index(set: [u32; 3]) -> Option<u16> {
+    let find = |sets: &[[u32; 3]]| sets.iter().position(|s| *s == set);
+    if let Some(i) = find(&PARAMS.read()) {
+        return u16::try_from(i).ok();
+    }
+    let mut sets = PARAMS.write();
+    let i = find(&sets).unwrap_or_else(|| {
+        sets.push(set);
+        sets.len() - 1
+    });
+    let index = u16::try_from(i).ok();
+    if index.is_none() {
+        sets.truncate(usize::from(u16::MAX) + 1);
+    }
+    index
 }
 
 /// A decimal number as rendering writes it: digits, no leading zero.
@@ -76,7 +104,7 @@ impl fmt::Display for Phc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Phc::Argon2id { params, salt, hash } => {
-                let [m, t, p] = params;
+                let [m, t, p] = PARAMS.read()[usize::from(*params)];
                 write!(f, "$argon2id$v=19$m={m},t={t},p={p}$")?;
                 f.write_str(&STANDARD_NO_PAD.encode(salt))?;
                 f.write_char('$')?;
@@ -103,6 +131,25 @@ mod tests {
         let phc = Phc::new(&s);
         assert!(matches!(phc, Phc::Argon2id { .. }), "{s}");
         assert_eq!(phc.to_string(), s);
+    }
+
+    #[test]
+    fn a_binary_hash_takes_56_bytes() {
+        assert_eq!(std::mem::size_of::<Phc>(), 56);
+    }
+
+    #[test]
+    fn hashes_of_different_costs_render_their_own_costs() {
+        let a = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        let b = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        let (pa, pb) = (Phc::new(a), Phc::new(b));
+        assert!(matches!(pa, Phc::Argon2id { .. }) && matches!(pb, Phc::Argon2id { .. }));
+        assert_ne!(pa, pb);
+        assert_eq!(
+            (pa.to_string(), pb.to_string()),
+            (a.to_string(), b.to_string())
+        );
+        assert_eq!(Phc::new(a), pa, "the same costs share one index");
     }
 
     #[test]

@@ -336,7 +336,20 @@ impl TestServer {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        self.task.take().expect("task").await.expect("join")
+        let result = self.task.take().expect("task").await.expect("join");
+        // A stream's producer task (a follower's feed) may hold the engine,
+        // and so the store's lock, for moments after `run` returns, until
+        // it sees its stream gone: a test that opens the same data dir
+        // next waits for it, as a new process would not have to.
+        let engine = self.engine;
+        drop(self.channel);
+        for _ in 0..500 {
+            if Arc::strong_count(&engine) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        result
     }
 
     /// Creates an account with the root token; returns (account id, admin secret).
