@@ -147,8 +147,10 @@ fn read(engine: &Engine, inp: impl io::Read) -> Result<(Header, Index), String> 
         ));
     }
     let mut idx = Index::new(engine.key().clone());
-    while let Some(record) = r.next_record().map_err(said)? {
-        idx.apply(&match record {
+    // The last token record, whose allocations the next one reuses.
+    let mut spare = None;
+    while let Some(record) = r.next_record_reusing(spare.take()).map_err(said)? {
+        let change = match record {
             Record::Counters {
                 next_account_id,
                 next_token_id,
@@ -162,7 +164,11 @@ fn read(engine: &Engine, inp: impl io::Read) -> Result<(Header, Index), String> 
             Record::Audit(_) => {
                 return Err("it holds audit events: a backup, not a follower's state".into())
             }
-        });
+        };
+        idx.apply(&change);
+        if let Change::PutToken(t) = change {
+            spare = Some(Record::Token(t));
+        }
     }
     Ok((header, idx))
 }

@@ -295,6 +295,15 @@ impl<R: Read> ArchiveReader<R> {
     /// The next record; None once the trailer is read and checked (counts,
     /// checksum, end of file).
     pub fn next_record(&mut self) -> Result<Option<Record>, ArchiveError> {
+        self.next_record_reusing(None)
+    }
+
+    /// As [`ArchiveReader::next_record`], decoding into `spare`'s
+    /// allocations ([`Record::decode_reusing`]).
+    pub fn next_record_reusing(
+        &mut self,
+        spare: Option<Record>,
+    ) -> Result<Option<Record>, ArchiveError> {
         if self.done {
             return Ok(None);
         }
@@ -321,7 +330,7 @@ impl<R: Read> ArchiveReader<R> {
         bytes.resize(len as usize, 0);
         let read = self.take(&mut bytes, inside);
         let record = read.and_then(|()| {
-            Record::decode(kind, &bytes).map_err(|e| {
+            Record::decode_reusing(kind, &bytes, spare).map_err(|e| {
                 damaged(format!(
                     "record #{n} ({}) at offset {at} does not decode: {e}",
                     kind.name()

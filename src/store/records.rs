@@ -140,7 +140,24 @@ impl Record {
     /// The record of `kind` encoded in `bytes`; Err says why it does not
     /// decode.
     pub fn decode(kind: RecordKind, bytes: &[u8]) -> Result<Record, String> {
+        Self::decode_reusing(kind, bytes, None)
+    }
+
+    /// As [`Record::decode`], into `spare`'s allocations when it is a
+    /// token record (its strings and lists keep their capacity): loading a
+    /// million tokens then allocates for few of them.
+    pub fn decode_reusing(
+        kind: RecordKind,
+        bytes: &[u8],
+        spare: Option<Record>,
+    ) -> Result<Record, String> {
         let e = |e: prost::DecodeError| e.to_string();
+        if let (RecordKind::Token, Some(Record::Token(mut t))) = (kind, spare) {
+            // What `decode` does (a default record, merged), in place.
+            t.clear();
+            t.merge(bytes).map_err(e)?;
+            return Ok(Record::Token(t));
+        }
         Ok(match kind {
             RecordKind::Counters => {
                 let b: [u8; 16] = bytes
@@ -339,6 +356,49 @@ mod tests {
         assert!(a.check(&b).is_ok());
         let e = a.check(&c).expect_err("a changed record");
         assert!(e.contains("same count, different records"), "{e}");
+    }
+
+    /// A token record decoded into a spare one's allocations is exactly
+    /// what a fresh decode gives: nothing of the spare is left over, not
+    /// a field the new record leaves out nor an element of a list.
+    #[test]
+    fn decoding_into_a_spare_record_leaves_nothing_of_it() {
+        use crate::pb::store::{GrantRecord, RateLimitRecord};
+        let full = TokenRecord {
+            id: 1,
+            account_id: 2,
+            name: "a long name that needs an allocation".into(),
+            phc_hash: "$argon2id$v=19$m=19456,t=2,p=1$x$y".into(),
+            last_4_digits: "abcd".into(),
+            created_by: "root".into(),
+            expires_at_ms: 9,
+            paused: true,
+            grants: vec![GrantRecord::default(); 3],
+            rate_limits: vec![RateLimitRecord::default()],
+            rate_full_at_ms: vec![1, 2],
+            verified_digest: vec![7; 32],
+            last_used_by: "node".into(),
+            root: true,
+            ..Default::default()
+        };
+        let sparse = TokenRecord {
+            id: 3,
+            name: "b".into(),
+            grants: vec![GrantRecord {
+                resource_id: "x".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let bytes = sparse.encode_to_vec();
+        let spare = Some(Record::Token(full));
+        let Record::Token(reused) =
+            Record::decode_reusing(RecordKind::Token, &bytes, spare).expect("decodes")
+        else {
+            panic!("a token record")
+        };
+        assert_eq!(reused, sparse);
+        assert!(Record::decode_reusing(RecordKind::Token, &[0xff], None).is_err());
     }
 
     /// A record's Debug never shows its hash.
