@@ -1,19 +1,18 @@
-//! Admission of gRPC requests: a request takes an in-flight slot only once
-//! its whole message has arrived.
+//! Admission of gRPC requests: one tower layer that reads a request's
+//! whole message before the request takes an in-flight slot, caps the
+//! requests in flight (`--max-in-flight`, beyond it the request is shed at
+//! once), and ends a request at the server's deadline (`--request-timeout`).
 //!
-//! The in-flight limit (`load_shed` + `concurrency_limit` in
-//! [`crate::server`]) counts a request from the moment its HEADERS arrive.
-//! tonic then waits inside that slot for the request body, so a client that
-//! opens streams and never sends a body holds slots until the request
-//! timeout: a few such connections (256 streams each) take the capacity
-//! that valid callers need.
-//!
-//! [`AdmissionLayer`] sits outside that limit. For every method whose
-//! request is one message (unary and server-streaming: all of keyward's,
-//! health, ext_authz, replication), it reads the whole request body first:
+//! **Message first.** An in-flight limit that counts a request from the
+//! moment its HEADERS arrive lets a client that opens streams and never
+//! sends a body hold slots until the request timeout: a few such
+//! connections (256 streams each) take the capacity that valid callers
+//! need. So, for every method whose request is one message (unary and
+//! server-streaming: all of keyward's, health, ext_authz, replication), the
+//! layer reads the whole request body first ([`message`]):
 //!
 //! - within [`HEADER_TO_MESSAGE`] of the headers, or the stream is answered
-//!   `DEADLINE_EXCEEDED` and never reaches the limit;
+//!   `DEADLINE_EXCEEDED` and never takes a slot;
 //! - at most one message of the largest size any service accepts (plus its
 //!   5-byte gRPC prefix): a larger length prefix or body is answered
 //!   `OUT_OF_RANGE` at once, unread;
@@ -23,32 +22,54 @@
 //!   complete when first polled (every well-behaved unary call) is never
 //!   charged and costs no lock.
 //!
-//! Then it passes the buffered body on, and the request takes its slot (or
-//! is shed) as before. Methods whose *request* is a stream
-//! ([`STREAMING_REQUESTS`]: server reflection, bidirectional) pass through
-//! unchanged; they still count against the limit, but only until their
-//! service returns its response stream, which reflection does at once, so
-//! a stalled reflection stream holds no slot either.
+//! Methods whose *request* is a stream ([`STREAMING_REQUESTS`]: server
+//! reflection, bidirectional) pass through unread; they take a slot at
+//! once, but only until their service returns its response stream, which
+//! reflection does at once, so a stalled reflection stream holds no slot.
+//!
+//! **In flight.** Then the request takes a slot: one compare-and-swap on a
+//! counter shared by every connection. At the limit it is answered
+//! `RESOURCE_EXHAUSTED` at once (what tower's `load_shed` in front of
+//! `concurrency_limit` answered through tonic, word for word) and counted.
+//! The slot is held until the service's response future ends (its
+//! response headers, as tower's `concurrency_limit` held its permit; a
+//! response stream is not counted), or the call is dropped.
+//!
+//! **Deadline.** The whole call, message included, ends `--request-timeout`
+//! after its headers with `CANCELLED` "Timeout expired" (what tonic's
+//! `Server::timeout` answered). The call is polled first; the timer is
+//! armed only once it has to wait, so a call answered on its first poll
+//! (a warm Authorize) costs no timer. A client's own `grpc-timeout` is
+//! still honoured by tonic's server, which applies it around this layer.
+//!
+//! Per request, on the path of a call whose message is there and that is
+//! answered without waiting: one clock read, the compare-and-swap and its
+//! release (besides the reference counts of the shared state and of the
+//! router's copy, which any layer that clones its service pays), and no
+//! allocation but the box of the buffered body that tonic takes (the
+//! request's own body is one too).
 
-use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http_body::{Body as _, Frame, SizeHint};
-use http_body_util::BodyExt as _;
 use metrics::{counter, Counter};
 use parking_lot::Mutex;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 use tonic::body::Body;
-use tonic::codegen::http::{Request, Response};
-use tonic::codegen::Bytes;
-use tonic::transport::server::TcpConnectInfo;
+use tonic::codegen::http::{request, Request, Response};
 use tonic::Status;
 use tower::{Layer, Service};
+
+mod message;
+
+use message::Message;
 
 /// How long a request may take from its headers to the end of its body.
 ///
@@ -80,26 +101,59 @@ pub const STREAMING_REQUESTS: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// Length of the gRPC message prefix: compressed flag and u32 length.
-const PREFIX: usize = 5;
+/// The answer to a request shed at the in-flight limit: tonic's words for
+/// tower's `Overloaded`, which this layer replaces (clients saw these).
+const SHED_MESSAGE: &str = "Too many active requests for the connection";
 
-/// Builds [`Admission`] around the in-flight limit.
+/// The answer to a request past its deadline: tonic's `TimeoutExpired`,
+/// which this layer replaces (clients saw these).
+const TIMEOUT_MESSAGE: &str = "Timeout expired";
+
+/// The limits the layer enforces.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request message any service decodes (its own limit still
+    /// applies after admission).
+    pub max_message: usize,
+    /// Requests past their message at once (`--max-in-flight`); more are
+    /// shed with `RESOURCE_EXHAUSTED`.
+    pub max_in_flight: usize,
+    /// From headers to answer (`--request-timeout`); then `CANCELLED`.
+    pub request_timeout: Duration,
+    /// See [`HEADER_TO_MESSAGE`].
+    pub message_deadline: Duration,
+    /// See [`CONNECTION_BUFFER_BYTES`].
+    pub connection_budget: usize,
+}
+
+impl Limits {
+    /// The production message deadline and connection budget, with the
+    /// server's message size, in-flight cap and request timeout.
+    pub fn new(max_message: usize, max_in_flight: usize, request_timeout: Duration) -> Self {
+        Self {
+            max_message,
+            max_in_flight,
+            request_timeout,
+            message_deadline: HEADER_TO_MESSAGE,
+            connection_budget: CONNECTION_BUFFER_BYTES,
+        }
+    }
+}
+
+/// Builds [`Admission`] around the services.
 #[derive(Clone)]
 pub struct AdmissionLayer {
-    /// Limits, the per-connection ledger and counters, shared by every
-    /// connection's copy of the service.
+    /// Limits, the in-flight counter, the per-connection ledger and
+    /// counters, shared by every connection's copy of the service.
     shared: Arc<Shared>,
 }
 
 /// What every copy of the layer shares.
 struct Shared {
-    /// Largest request message any service decodes (its own limit still
-    /// applies after admission).
-    max_message: usize,
-    /// See [`HEADER_TO_MESSAGE`] (a field so tests can shorten it).
-    deadline: Duration,
-    /// See [`CONNECTION_BUFFER_BYTES`].
-    connection_budget: usize,
+    /// The limits.
+    limits: Limits,
+    /// Requests holding a slot now (at most `limits.max_in_flight`).
+    in_flight: AtomicUsize,
     /// Bytes waiting per connection (by peer address; `None` when the
     /// transport gives none, all such connections share one budget).
     /// Entries leave when they reach zero.
@@ -111,27 +165,40 @@ struct Shared {
     /// Streams answered RESOURCE_EXHAUSTED: their connection's budget of
     /// waiting bytes was spent.
     refused_budget: Counter,
+    /// Requests answered RESOURCE_EXHAUSTED: every in-flight slot taken.
+    refused_in_flight: Counter,
+}
+
+impl Shared {
+    /// Takes an in-flight slot if one is free.
+    fn take_slot(&self) -> bool {
+        let max = self.limits.max_in_flight;
+        self.in_flight
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a slot back.
+    fn release_slot(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl AdmissionLayer {
-    /// Admission for services whose largest decoding limit is `max_message`
-    /// bytes, with the production deadline and connection budget.
-    pub fn new(max_message: usize) -> Self {
-        Self::with_limits(max_message, HEADER_TO_MESSAGE, CONNECTION_BUFFER_BYTES)
-    }
-
-    /// Admission with explicit limits.
-    pub fn with_limits(max_message: usize, deadline: Duration, connection_budget: usize) -> Self {
+    /// Admission with these limits.
+    pub fn new(limits: Limits) -> Self {
         let refused = |reason: &'static str| counter!("keyward_grpc_admission_refused_total", "reason" => reason);
         Self {
             shared: Arc::new(Shared {
-                max_message,
-                deadline,
-                connection_budget,
+                limits,
+                in_flight: AtomicUsize::new(0),
                 waiting: Mutex::new(HashMap::new()),
                 refused_deadline: refused("message_deadline"),
                 refused_too_large: refused("too_large"),
                 refused_budget: refused("connection_budget"),
+                refused_in_flight: refused("in_flight"),
             }),
         }
     }
@@ -148,10 +215,11 @@ impl<S> Layer<S> for AdmissionLayer {
     }
 }
 
-/// The admission service: buffers a request's message, then calls `inner`.
+/// The admission service: reads a request's message, takes a slot, then
+/// calls `inner`, all under the request's deadline.
 #[derive(Clone)]
 pub struct Admission<S> {
-    /// The in-flight limit and the services behind it.
+    /// The services behind admission.
     inner: S,
     /// See [`AdmissionLayer`].
     shared: Arc<Shared>,
@@ -161,224 +229,226 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl<S> Service<Request<Body>> for Admission<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request<Body>, Response = Response<Body>> + Clone,
     S::Error: Into<BoxError>,
 {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+    type Future = AdmissionFuture<S, S::Future>;
 
-    /// Always ready: readiness of `inner` (an in-flight slot) is asked for
-    /// only once the message is here.
+    /// Always ready: the readiness of `inner` is asked for only once the
+    /// message is here.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let inner = self.inner.clone();
-        if STREAMING_REQUESTS.contains(&req.uri().path()) {
-            return Box::pin(forward(inner, req));
+        let read = !STREAMING_REQUESTS.contains(&req.uri().path());
+        let (parts, body) = req.into_parts();
+        AdmissionFuture {
+            shared: self.shared.clone(),
+            arrived: Instant::now(),
+            inner: self.inner.clone(),
+            arriving: Some(Arriving {
+                parts,
+                body,
+                message: read.then(Message::default),
+            }),
+            slot: false,
+            call: None,
+            deadline: None,
+            armed: Armed::No,
         }
-        let shared = self.shared.clone();
-        let arrived = tokio::time::Instant::now();
-        Box::pin(async move {
-            let (parts, body) = req.into_parts();
-            let conn = parts
-                .extensions
-                .get::<TcpConnectInfo>()
-                .and_then(TcpConnectInfo::remote_addr);
-            match receive(body, &shared, conn, arrived).await {
-                Ok(buffered) => {
-                    forward(inner, Request::from_parts(parts, Body::new(buffered))).await
-                }
-                Err(status) => Ok(status.into_http()),
-            }
-        })
     }
 }
 
-/// Waits for an in-flight slot (or the shed answer) and calls `inner`.
-async fn forward<S>(mut inner: S, req: Request<Body>) -> Result<Response<Body>, BoxError>
+/// A request not yet passed on.
+struct Arriving {
+    /// Its headers.
+    parts: request::Parts,
+    /// Its body as it comes.
+    body: Body,
+    /// Its message so far (None: a streaming request, passed on unread).
+    message: Option<Message>,
+}
+
+/// Which deadline the timer is set to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Armed {
+    /// Not armed: nothing has had to wait yet.
+    No,
+    /// The header-to-message deadline (earlier than the request's).
+    Message,
+    /// The request's deadline.
+    Request,
+}
+
+pin_project! {
+    /// One request through admission (no allocation of its own).
+    #[project = Projected]
+    pub struct AdmissionFuture<S, F> {
+        // Limits, counters, the slot counter.
+        shared: Arc<Shared>,
+        // When the headers were handed over: both deadlines count from it.
+        arrived: Instant,
+        // The services behind admission (this request's copy).
+        inner: S,
+        // The request until it is passed on or refused.
+        arriving: Option<Arriving>,
+        // Whether this request holds an in-flight slot.
+        slot: bool,
+        // The call, once made.
+        #[pin]
+        call: Option<F>,
+        // The timer, armed only once something has had to wait.
+        #[pin]
+        deadline: Option<Sleep>,
+        // What `deadline` is set to.
+        armed: Armed,
+    }
+
+    impl<S, F> PinnedDrop for AdmissionFuture<S, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // The call first, then its slot (as tower's concurrency limit
+            // dropped its inner future before its permit).
+            this.call.set(None);
+            if *this.slot {
+                this.shared.release_slot();
+            }
+        }
+    }
+}
+
+impl<S, F, E> Future for AdmissionFuture<S, F>
 where
-    S: Service<Request<Body>, Response = Response<Body>>,
-    S::Error: Into<BoxError>,
+    S: Service<Request<Body>, Response = Response<Body>, Future = F, Error = E>,
+    F: Future<Output = Result<Response<Body>, E>>,
+    E: Into<BoxError>,
 {
-    std::future::poll_fn(|cx| inner.poll_ready(cx))
-        .await
-        .map_err(Into::into)?;
-    inner.call(req).await.map_err(Into::into)
-}
+    type Output = Result<Response<Body>, BoxError>;
 
-/// Bytes of one stream that wait for the rest of their body, charged to
-/// its connection; released on drop (passed on, refused or cancelled).
-struct Waiting<'a> {
-    /// The ledger.
-    shared: &'a Shared,
-    /// The connection charged.
-    conn: Option<SocketAddr>,
-    /// Bytes charged so far.
-    bytes: usize,
-}
-
-impl Waiting<'_> {
-    /// Charges `n` more bytes, or refuses them if the connection's budget
-    /// would be exceeded.
-    fn charge(&mut self, n: usize) -> Result<(), Status> {
-        if n == 0 {
-            return Ok(());
-        }
-        let mut waiting = self.shared.waiting.lock();
-        let held = waiting.entry(self.conn).or_insert(0);
-        if *held + n > self.shared.connection_budget {
-            if *held == 0 {
-                waiting.remove(&self.conn);
-            }
-            drop(waiting);
-            self.shared.refused_budget.increment(1);
-            return Err(Status::resource_exhausted(format!(
-                "this connection already has {} KiB of request messages waiting for their end",
-                self.shared.connection_budget / 1024
-            )));
-        }
-        *held += n;
-        self.bytes += n;
-        Ok(())
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        if self.bytes == 0 {
-            return;
-        }
-        let mut waiting = self.shared.waiting.lock();
-        if let Some(held) = waiting.get_mut(&self.conn) {
-            *held = held.saturating_sub(self.bytes);
-            if *held == 0 {
-                waiting.remove(&self.conn);
-            }
-        }
-    }
-}
-
-/// The body's next frame if it is already here, without waiting.
-async fn frame_now(body: &mut Body) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await
-}
-
-/// Reads the whole request body within the deadline and the limits.
-async fn receive(
-    mut body: Body,
-    shared: &Shared,
-    conn: Option<SocketAddr>,
-    arrived: tokio::time::Instant,
-) -> Result<Buffered, Status> {
-    let mut out = Buffered::default();
-    let mut prefix = [0u8; PREFIX];
-    let mut waiting: Option<Waiting<'_>> = None;
-    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let max_body = shared.max_message + PREFIX;
-    loop {
-        let next = match frame_now(&mut body).await {
-            Poll::Ready(next) => next,
-            Poll::Pending => {
-                // From here on the bytes wait for the rest of their body:
-                // charge what is already here, then each frame that comes.
-                if waiting.is_none() {
-                    let mut w = Waiting {
-                        shared,
-                        conn,
-                        bytes: 0,
-                    };
-                    w.charge(out.data_len)?;
-                    waiting = Some(w);
-                }
-                let sleep = deadline.get_or_insert_with(|| {
-                    Box::pin(tokio::time::sleep_until(arrived + shared.deadline))
-                });
-                tokio::select! {
-                    biased;
-                    next = body.frame() => next,
-                    () = sleep.as_mut() => {
-                        shared.refused_deadline.increment(1);
-                        return Err(Status::deadline_exceeded(format!(
-                            "the request message did not arrive within {} ms of its headers",
-                            shared.deadline.as_millis()
-                        )));
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let shared: &Shared = this.shared;
+        if let Some(arriving) = this.arriving.as_mut() {
+            if let Some(message) = arriving.message.as_mut() {
+                match message.poll_read(&mut arriving.body, &arriving.parts, this.shared, cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(status)) => {
+                        *this.arriving = None;
+                        return Poll::Ready(Ok(status.into_http()));
+                    }
+                    Poll::Pending => {
+                        // The earlier of the two deadlines.
+                        if *this.armed == Armed::No {
+                            let limits = &shared.limits;
+                            let (when, armed) = if limits.message_deadline < limits.request_timeout
+                            {
+                                (*this.arrived + limits.message_deadline, Armed::Message)
+                            } else {
+                                (*this.arrived + limits.request_timeout, Armed::Request)
+                            };
+                            this.deadline.set(Some(tokio::time::sleep_until(when)));
+                            *this.armed = armed;
+                        }
+                        let expired = this
+                            .deadline
+                            .as_mut()
+                            .as_pin_mut()
+                            .is_some_and(|d| d.poll(cx).is_ready());
+                        if !expired {
+                            return Poll::Pending;
+                        }
+                        *this.arriving = None;
+                        let status = if *this.armed == Armed::Message {
+                            shared.refused_deadline.increment(1);
+                            Status::deadline_exceeded(format!(
+                                "the request message did not arrive within {} ms of its headers",
+                                shared.limits.message_deadline.as_millis()
+                            ))
+                        } else {
+                            Status::cancelled(TIMEOUT_MESSAGE)
+                        };
+                        return Poll::Ready(Ok(status.into_http()));
                     }
                 }
             }
-        };
-        let frame = match next {
-            None => return Ok(out),
-            Some(frame) => frame?,
-        };
-        if let Some(data) = frame.data_ref() {
-            let before = out.data_len;
-            // The first message's length prefix, possibly split over frames.
-            if before < PREFIX {
-                let n = data.len().min(PREFIX - before);
-                prefix[before..before + n].copy_from_slice(&data[..n]);
-                if before + n == PREFIX {
-                    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
-                    if len as usize > shared.max_message {
-                        shared.refused_too_large.increment(1);
-                        return Err(Status::out_of_range(format!(
-                            "the request message is {len} bytes; the limit is {} bytes",
-                            shared.max_message
-                        )));
-                    }
+            // The message is here (or is a stream, passed on unread).
+            match this.inner.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    *this.arriving = None;
+                    return Poll::Ready(Err(e.into()));
                 }
+                Poll::Pending => return poll_request_deadline(this, cx),
             }
-            let total = before + data.len();
-            if total > max_body {
-                shared.refused_too_large.increment(1);
-                return Err(Status::out_of_range(format!(
-                    "the request body is over {max_body} bytes: more than one message of at most {} bytes",
-                    shared.max_message
-                )));
-            }
-            if let Some(w) = waiting.as_mut() {
-                w.charge(data.len())?;
-            }
-            out.data_len = total;
         }
-        out.frames.push_back(frame);
+        // A request still arriving has its message and a ready `inner`
+        // (every other path above returned): it takes a slot, or is shed.
+        if let Some(arriving) = this.arriving.take() {
+            if !shared.take_slot() {
+                shared.refused_in_flight.increment(1);
+                return Poll::Ready(Ok(Status::resource_exhausted(SHED_MESSAGE).into_http()));
+            }
+            *this.slot = true;
+            let body = match arriving.message {
+                Some(message) => message.into_body(),
+                None => arriving.body,
+            };
+            let call = this.inner.call(Request::from_parts(arriving.parts, body));
+            this.call.set(Some(call));
+        }
+        let answer = match this.call.as_mut().as_pin_mut() {
+            Some(call) => call.poll(cx),
+            // Polled again after its answer: nothing more will come.
+            None => return Poll::Pending,
+        };
+        match answer {
+            Poll::Ready(answer) => {
+                this.call.set(None);
+                if std::mem::take(this.slot) {
+                    shared.release_slot();
+                }
+                Poll::Ready(answer.map_err(Into::into))
+            }
+            Poll::Pending => poll_request_deadline(this, cx),
+        }
     }
 }
 
-/// A request body read in full, handed to tonic as it came.
-#[derive(Default)]
-struct Buffered {
-    /// Data (and trailers, if any) in order.
-    frames: VecDeque<Frame<Bytes>>,
-    /// Data bytes left to hand out.
-    data_len: usize,
-}
-
-impl http_body::Body for Buffered {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = self.frames.pop_front();
-        if let Some(data) = next.as_ref().and_then(Frame::data_ref) {
-            self.data_len -= data.len();
+/// Arms the request's deadline (or moves the timer from the message's to
+/// it) and polls it: `CANCELLED` once it has passed, the call dropped and
+/// its slot given back.
+fn poll_request_deadline<S, F>(
+    mut this: Projected<'_, S, F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<Body>, BoxError>> {
+    let when = *this.arrived + this.shared.limits.request_timeout;
+    match *this.armed {
+        Armed::Request => {}
+        Armed::Message => {
+            if let Some(d) = this.deadline.as_mut().as_pin_mut() {
+                d.reset(when);
+            }
         }
-        Poll::Ready(next.map(Ok))
+        Armed::No => this.deadline.set(Some(tokio::time::sleep_until(when))),
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.frames.is_empty()
+    *this.armed = Armed::Request;
+    let expired = this
+        .deadline
+        .as_mut()
+        .as_pin_mut()
+        .is_some_and(|d| d.poll(cx).is_ready());
+    if !expired {
+        return Poll::Pending;
     }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data_len as u64)
+    *this.arriving = None;
+    this.call.set(None);
+    if std::mem::take(this.slot) {
+        this.shared.release_slot();
     }
+    Poll::Ready(Ok(Status::cancelled(TIMEOUT_MESSAGE).into_http()))
 }
 
 #[cfg(test)]

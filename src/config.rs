@@ -45,7 +45,7 @@ pub struct Config {
     #[arg(long, env = "KEYWARD_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
-    /// Requests in flight on the gRPC port before new ones are shed (UNAVAILABLE).
+    /// Requests in flight on the gRPC port before new ones are shed (RESOURCE_EXHAUSTED).
     #[arg(long, env = "KEYWARD_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub max_in_flight: usize,
 

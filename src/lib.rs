@@ -40,7 +40,8 @@
 //! - L6 Surfaces: [`service`] (one thin file per gRPC service), [`rest`] (the
 //!   Mailtrap and MailerSend facades), [`http`] (the HTTP port: probes,
 //!   metrics, facades), [`admission`] (a gRPC request takes an in-flight
-//!   slot only once its message has arrived).
+//!   slot only once its message has arrived; the in-flight cap and the
+//!   request timeout).
 //! - L7 Wiring: [`config`] (flags and `KEYWARD_*`, validated once),
 //!   [`server`] (open the store, serve, wait, drain, flush), [`seed`] (bulk
 //!   seeding for benchmarks), [`storemove`] (copy a store between sled and

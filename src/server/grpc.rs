@@ -155,23 +155,25 @@ pub(super) async fn serve(
             .max_connection_age(TLS_MAX_CONNECTION_AGE)
             .max_connection_age_grace(Duration::from_secs(30));
     }
+    // The request timeout, the in-flight limit and its shedding are
+    // admission's, in one layer rather than tonic's `Server::timeout` and
+    // tower's `load_shed` + `concurrency_limit`: per call one
+    // compare-and-swap and no timer unless the call has to wait (issue 21).
+    // A request takes a slot only once its message is here (within 3 s of
+    // its headers). Messages bounded by the largest decoding limit above
+    // (Authorizer, ext_authz); each service's own still applies. tonic
+    // still honours a client's `grpc-timeout`.
+    let admission = crate::admission::AdmissionLayer::new(crate::admission::Limits::new(
+        2 * MAX_MESSAGE_BYTES,
+        opts.max_in_flight,
+        opts.request_timeout,
+    ));
     let router = builder
-        .timeout(opts.request_timeout)
         .max_concurrent_streams(opts.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .http2_max_header_list_size(16 * 1024)
-        .layer(
-            tower::ServiceBuilder::new()
-                // Outside the in-flight limit: a request takes a slot only
-                // once its message is here (within 3 s of its headers).
-                // Bounded by the largest decoding limit above (Authorizer,
-                // ext_authz); each service's own still applies.
-                .layer(crate::admission::AdmissionLayer::new(2 * MAX_MESSAGE_BYTES))
-                .load_shed()
-                .concurrency_limit(opts.max_in_flight)
-                .into_inner(),
-        )
+        .layer(admission)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -366,3 +366,86 @@ async fn header_only_streams_take_no_in_flight_slot() {
     assert!(services > 0);
     s.stop().await.expect("clean stop");
 }
+
+/// The grpc-status and grpc-message of a call on a plain HTTP/2
+/// connection (hyper's client: no deadline of its own, unlike tonic's
+/// channel, which would answer a `grpc-timeout` itself) whose body sends
+/// nothing and never ends, with `headers` added.
+async fn stalled_raw_call(addr: SocketAddr, headers: &[(&str, &str)]) -> (Code, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("handshake");
+    tokio::spawn(conn);
+    let body =
+        axum::body::Body::from_stream(tokio_stream::pending::<Result<Bytes, std::io::Error>>());
+    let mut req = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{AUTHORIZE}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = send
+        .send_request(req.body(body).expect("request"))
+        .await
+        .expect("a response");
+    if let Some(s) = tonic::Status::from_header_map(resp.headers()) {
+        return (s.code(), s.message().to_string());
+    }
+    let trailers = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .trailers()
+        .cloned()
+        .expect("trailers");
+    let s = tonic::Status::from_header_map(&trailers).expect("grpc-status");
+    (s.code(), s.message().to_string())
+}
+
+/// The server's deadline and the client's, over the wire: a stalled call
+/// on a server whose request timeout (500 ms) is shorter than the 3 s
+/// message deadline is answered CANCELLED "Timeout expired" (the request
+/// timeout, as tonic's `Server::timeout` answered), and a client's
+/// `grpc-timeout` shorter than both is honoured the same way, not left to
+/// the message deadline (DEADLINE_EXCEEDED "did not arrive"). Neither
+/// takes an in-flight slot: valid calls are served at once afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_of_server_and_client_end_a_stalled_call() {
+    let _serial = super::SERIAL.lock().await;
+    let dir = temp();
+    let clock = Arc::new(keyward::clock::ManualClock::new());
+    let mut opts = production_options(&dir.path().join("data"), clock.clone());
+    opts.request_timeout = Duration::from_millis(500);
+    let s = TestServer::start_with(opts, clock.clone())
+        .await
+        .expect("start");
+    let answer = stalled_raw_call(s.grpc, &[]).await;
+    assert_eq!(
+        (answer.0, answer.1.as_str()),
+        (Code::Cancelled, "Timeout expired"),
+        "the server's request timeout"
+    );
+    s.stop().await.expect("clean stop");
+
+    // The production request timeout (5 s); the client asks for 300 ms.
+    let dir = temp();
+    let opts = production_options(&dir.path().join("data"), clock.clone());
+    let s = TestServer::start_with(opts, clock).await.expect("start");
+    let token = acme(&s).await.domain.secret;
+    let answer = stalled_raw_call(s.grpc, &[("grpc-timeout", "300m")]).await;
+    assert_eq!(
+        (answer.0, answer.1.as_str()),
+        (Code::Cancelled, "Timeout expired"),
+        "the client's grpc-timeout"
+    );
+    assert!(
+        s.check(&token, DOMAIN, "example.com", ADMIN).await.allowed,
+        "a valid call after the stalled ones"
+    );
+    s.stop().await.expect("clean stop");
+}
