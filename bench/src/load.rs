@@ -51,6 +51,16 @@ pub(crate) struct Run {
     pub(crate) ok: u64,
     pub(crate) errors: u64,
     pub(crate) elapsed: Duration,
+    /// Fixed rate only: every answer as (intended send time, ns since
+    /// [`epoch`]; latency ns), to tell a periodic stall from scattered
+    /// slow answers ([`crate::report::tail_timeline`]).
+    pub(crate) timeline: Vec<(u64, u64)>,
+}
+
+/// The process's time origin for [`Run::timeline`] (rounds do not overlap).
+pub(crate) fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl Run {
@@ -60,6 +70,7 @@ impl Run {
             ok: 0,
             errors: 0,
             elapsed: Duration::ZERO,
+            timeline: Vec::new(),
         }
     }
     /// One answer that took `ns` nanoseconds.
@@ -77,6 +88,7 @@ impl Run {
         self.ok += r.ok;
         self.errors += r.errors;
         self.elapsed += r.elapsed;
+        self.timeline.extend_from_slice(&r.timeline);
     }
     pub(crate) fn rps(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -208,7 +220,8 @@ pub(crate) async fn load_with(
         }
         Mode::Rate { rps, .. } => {
             let period_ns = 1_000_000_000 / rps.max(1);
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, bool)>();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64, bool)>();
+            let origin = epoch();
             // The pacer starts each request at its intended time, checked
             // between yields (no timer-wheel rounding to whole milliseconds),
             // and never waits for answers: a stall in the server delays
@@ -230,7 +243,8 @@ pub(crate) async fn load_with(
                         tokio::spawn(async move {
                             let good = send(&mut client, &w, i).await;
                             if counted && recording.load(Ordering::Relaxed) {
-                                let _ = tx.send((intended.elapsed().as_nanos() as u64, good));
+                                let at = intended.duration_since(origin).as_nanos() as u64;
+                                let _ = tx.send((at, intended.elapsed().as_nanos() as u64, good));
                             }
                         });
                         i += 1;
@@ -241,8 +255,9 @@ pub(crate) async fn load_with(
             let done = done.clone();
             tasks.push(tokio::spawn(async move {
                 let mut share = Run::new();
-                while let Some((ns, good)) = rx.recv().await {
+                while let Some((at, ns, good)) = rx.recv().await {
                     share.record(ns, good);
+                    share.timeline.push((at, ns));
                     done.fetch_add(1, Ordering::Relaxed);
                 }
                 share

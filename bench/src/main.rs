@@ -143,6 +143,8 @@ pub(crate) enum Cmd {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
+    // Fixed-rate timelines count from here.
+    let _ = load::epoch();
     if let Some(Cmd::NoopServer {
         addr,
         tls_cert,

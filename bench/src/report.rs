@@ -44,3 +44,63 @@ pub(crate) fn verdict(ok: bool) -> &'static str {
         "NOT met"
     }
 }
+
+/// Where a fixed-rate run's slowest 1 % of answers fall in time: bunched
+/// into bursts (answers sent within 1 ms of each other: a stall that
+/// delayed everything behind it) or scattered, and whether the bursts
+/// come at one phase of the second (a periodic job). Empty without a
+/// timeline.
+pub(crate) fn tail_timeline(run: &Run) -> String {
+    if run.timeline.is_empty() {
+        return String::new();
+    }
+    let threshold = run.hist.value_at_quantile(0.99);
+    let mut slow: Vec<u64> = run
+        .timeline
+        .iter()
+        .filter(|&&(_, ns)| ns >= threshold)
+        .map(|&(at, _)| at)
+        .collect();
+    slow.sort_unstable();
+    // Bursts: runs of slow answers each sent within 1 ms of the last.
+    let mut bursts: Vec<(u64, usize)> = Vec::new();
+    for &at in &slow {
+        match bursts.last_mut() {
+            Some((last, n)) if at - *last < 1_000_000 => {
+                *last = at;
+                *n += 1;
+            }
+            _ => bursts.push((at, 1)),
+        }
+    }
+    let big: Vec<u64> = bursts
+        .iter()
+        .filter(|&&(_, n)| n >= 10)
+        .map(|&(at, _)| at)
+        .collect();
+    let in_big: usize = bursts.iter().filter(|b| b.1 >= 10).map(|b| b.1).sum();
+    let mut sizes: Vec<usize> = bursts.iter().map(|b| b.1).collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes.truncate(5);
+    let mut gaps: Vec<u64> = big.windows(2).map(|w| (w[1] - w[0]) / 1_000_000).collect();
+    gaps.sort_unstable();
+    let median_gap = gaps
+        .get(gaps.len() / 2)
+        .map_or("-".to_string(), |g| format!("{g} ms"));
+    let mut phase = [0usize; 10];
+    for &at in &big {
+        phase[((at % 1_000_000_000) / 100_000_000) as usize] += 1;
+    }
+    format!(
+        "slowest 1 % (≥ {:.0} µs): {} answers in {} bursts (sent within 1 ms of each other), largest {:?}; \
+         {:.0} % of them in {} bursts of ≥ 10, median {} apart; those bursts by 100 ms phase of the second: {:?}",
+        threshold as f64 / 1000.0,
+        slow.len(),
+        bursts.len(),
+        sizes,
+        100.0 * in_big as f64 / slow.len().max(1) as f64,
+        big.len(),
+        median_gap,
+        phase
+    )
+}

@@ -4,7 +4,7 @@
 
 use crate::bench::Bench;
 use crate::load::{load, Mode};
-use crate::report::verdict;
+use crate::report::{tail_timeline, verdict};
 
 impl Bench {
     pub(crate) async fn fixed_rate(&mut self) {
@@ -44,7 +44,10 @@ impl Bench {
                 "p99 difference {d:+.1} µs (target ≤ +50 µs: {})",
                 verdict(d <= 50.0)
             ));
-            self.report.print_last(9);
+            self.report
+                .note(format!("baseline: {}", tail_timeline(&base)));
+            self.report.note(format!("keyward: {}", tail_timeline(&kw)));
+            self.report.print_last(13);
         }
     }
 }
