@@ -352,12 +352,7 @@ where
                             this.deadline.set(Some(tokio::time::sleep_until(when)));
                             *this.armed = armed;
                         }
-                        let expired = this
-                            .deadline
-                            .as_mut()
-                            .as_pin_mut()
-                            .is_some_and(|d| d.poll(cx).is_ready());
-                        if !expired {
+                        if !expired(this.deadline.as_mut(), cx) {
                             return Poll::Pending;
                         }
                         *this.arriving = None;
@@ -435,12 +430,7 @@ fn poll_request_deadline<S, F>(
         Armed::No => this.deadline.set(Some(tokio::time::sleep_until(when))),
     }
     *this.armed = Armed::Request;
-    let expired = this
-        .deadline
-        .as_mut()
-        .as_pin_mut()
-        .is_some_and(|d| d.poll(cx).is_ready());
-    if !expired {
+    if !expired(this.deadline.as_mut(), cx) {
         return Poll::Pending;
     }
     *this.arriving = None;
@@ -449,6 +439,11 @@ fn poll_request_deadline<S, F>(
         this.shared.release_slot();
     }
     Poll::Ready(Ok(Status::cancelled(TIMEOUT_MESSAGE).into_http()))
+}
+
+/// Whether the armed timer has fired (registering for its wake-up if not).
+fn expired(deadline: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
+    deadline.as_pin_mut().is_some_and(|d| d.poll(cx).is_ready())
 }
 
 #[cfg(test)]
