@@ -136,6 +136,15 @@ async fn until_calls(calls: &AtomicUsize, n: usize) {
     .expect("the calls reach the service");
 }
 
+/// `svc`'s answer to `req`, which must come within 5 s (`when` says why
+/// it should).
+async fn answer(svc: &mut Admission<Mock>, req: Request<Body>, when: &str) -> Response<Body> {
+    tokio::time::timeout(Duration::from_secs(5), svc.call(req))
+        .await
+        .expect(when)
+        .expect("answer")
+}
+
 /// The gRPC status of a trailers-only answer (None: a normal answer).
 fn status(resp: &Response<Body>) -> Option<Status> {
     Status::from_header_map(resp.headers())
@@ -202,10 +211,7 @@ async fn oversized_messages_are_refused_without_waiting() {
     tx.send(Ok(Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff])))
         .await
         .expect("send");
-    let resp = tokio::time::timeout(Duration::from_secs(5), svc.call(req))
-        .await
-        .expect("answered without waiting")
-        .expect("answer");
+    let resp = answer(&mut svc, req, "answered without waiting").await;
     assert_eq!(status(&resp).map(|s| s.code()), Some(Code::OutOfRange));
     drop(tx);
 
@@ -213,10 +219,7 @@ async fn oversized_messages_are_refused_without_waiting() {
     let mut body = vec![0, 0, 0, 0, 50];
     body.extend([0u8; 200]);
     tx.send(Ok(Bytes::from(body))).await.expect("send");
-    let resp = tokio::time::timeout(Duration::from_secs(5), svc.call(req))
-        .await
-        .expect("answered without waiting")
-        .expect("answer");
+    let resp = answer(&mut svc, req, "answered without waiting").await;
     assert_eq!(status(&resp).map(|s| s.code()), Some(Code::OutOfRange));
     drop(tx);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
@@ -241,10 +244,7 @@ async fn waiting_bytes_are_bounded_per_connection() {
 
     let (tx2, req2) = request(AUTHORIZE);
     tx2.send(Ok(part())).await.expect("send");
-    let resp = tokio::time::timeout(Duration::from_secs(5), svc.call(req2))
-        .await
-        .expect("answered without waiting")
-        .expect("answer");
+    let resp = answer(&mut svc, req2, "answered without waiting").await;
     assert_eq!(
         status(&resp).map(|s| s.code()),
         Some(Code::ResourceExhausted)
@@ -265,10 +265,7 @@ async fn streaming_requests_pass_through_unbuffered() {
     let (mut svc, calls) = admission(false, 1024, Duration::from_millis(50), 1 << 20);
     for path in STREAMING_REQUESTS {
         let (tx, req) = request(path);
-        let resp = tokio::time::timeout(Duration::from_secs(5), svc.call(req))
-            .await
-            .expect("not buffered")
-            .expect("answer");
+        let resp = answer(&mut svc, req, "not buffered").await;
         assert!(status(&resp).is_none(), "{path}");
         drop(tx);
     }
@@ -336,10 +333,7 @@ async fn requests_beyond_the_in_flight_limit_are_shed_at_once() {
     until_calls(&calls, 2).await;
     assert_eq!(svc.shared.in_flight.load(Ordering::SeqCst), 2);
 
-    let resp = tokio::time::timeout(Duration::from_secs(5), svc.call(whole_request(AUTHORIZE)))
-        .await
-        .expect("shed without waiting")
-        .expect("answer");
+    let resp = answer(&mut svc, whole_request(AUTHORIZE), "shed without waiting").await;
     let st = status(&resp).expect("a status");
     assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
     assert_eq!(st.message(), SHED_MESSAGE);
@@ -395,10 +389,12 @@ async fn the_request_timeout_cancels_a_slow_call_and_frees_its_slot() {
     let hold = Arc::new(tokio::sync::Semaphore::new(0));
     let (mut svc, calls, metrics) =
         admission_with(two_slots(Duration::from_millis(100)), false, Some(hold));
-    let resp = tokio::time::timeout(Duration::from_secs(5), svc.call(whole_request(AUTHORIZE)))
-        .await
-        .expect("answered at the request timeout")
-        .expect("answer");
+    let resp = answer(
+        &mut svc,
+        whole_request(AUTHORIZE),
+        "answered at the request timeout",
+    )
+    .await;
     let st = status(&resp).expect("a status");
     assert_eq!(
         (st.code(), st.message()),
@@ -411,10 +407,7 @@ async fn the_request_timeout_cancels_a_slow_call_and_frees_its_slot() {
     tx.send(Ok(Bytes::from_static(&[0, 0, 0, 0, 9, 1])))
         .await
         .expect("send");
-    let resp = tokio::time::timeout(Duration::from_secs(5), svc.call(req))
-        .await
-        .expect("answered at the request timeout")
-        .expect("answer");
+    let resp = answer(&mut svc, req, "answered at the request timeout").await;
     let st = status(&resp).expect("a status");
     assert_eq!(
         (st.code(), st.message()),
