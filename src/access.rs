@@ -39,7 +39,7 @@ pub struct Access<'a> {
 impl std::fmt::Debug for Access<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Access")
-            .field("caller", &self.caller.id)
+            .field("caller", &self.caller.id())
             .finish()
     }
 }
@@ -53,7 +53,7 @@ impl<'a> Access<'a> {
             .tokens
             .get(&caller_id)
             .ok_or_else(|| Denial::of(DenyReason::UnknownToken).error())?;
-        if state.paused {
+        if state.paused() {
             return Err(Denial::of(DenyReason::Paused).error());
         }
         if state.is_expired(now) {
@@ -62,11 +62,11 @@ impl<'a> Access<'a> {
         // A reset token (possibly the leaked one) keeps authorizing during
         // its grace period, which is what the grace is for, but the admin
         // plane is for its replacement: it cannot mint, edit or delete.
-        if state.replaced_by != 0 {
+        if state.replaced_by() != 0 {
             return Err(Error::PermissionDenied(format!(
                 "this token was reset (replaced by token {}): during its grace period it only \
                  authorizes; use its replacement",
-                state.replaced_by
+                state.replaced_by()
             )));
         }
         Ok(Access { caller: state })
@@ -80,7 +80,7 @@ impl<'a> Access<'a> {
     /// Fails unless the caller is the root token; `what` names the act
     /// ("create accounts").
     pub fn require_root(&self, what: &str) -> Result<()> {
-        if self.caller.root {
+        if self.caller.root() {
             Ok(())
         } else {
             Err(Error::PermissionDenied(format!(
@@ -91,7 +91,7 @@ impl<'a> Access<'a> {
 
     /// The account, if the caller may act in it at all.
     pub fn account(&self, idx: &'a Index, account_id: u64) -> Result<&'a AccountState> {
-        if !self.caller.root && self.caller.account_id != account_id {
+        if !self.caller.root() && self.caller.account_id() != account_id {
             return Err(Error::PermissionDenied(format!(
                 "this token has no access to account {account_id}"
             )));
@@ -103,7 +103,7 @@ impl<'a> Access<'a> {
 
     /// Whether the caller may see `account` in a listing.
     pub fn sees_account(&self, account: &AccountState) -> bool {
-        self.caller.root || account.id == self.caller.account_id
+        self.caller.root() || account.id == self.caller.account_id()
     }
 
     /// The level the caller holds on a resource of `account`.
@@ -113,7 +113,7 @@ impl<'a> Access<'a> {
         account: &AccountState,
         resource: &ResourceKey,
     ) -> Option<Level> {
-        if self.caller.root {
+        if self.caller.root() {
             return Some(Level::Admin);
         }
         idx.level_on(account, self.caller.grants(), resource)
@@ -122,7 +122,7 @@ impl<'a> Access<'a> {
     /// Fails unless the caller is unrestricted by feature (root, or no
     /// scopes): for what no feature scope covers, `what` names it.
     pub fn require_unrestricted(&self, what: &str) -> Result<()> {
-        if self.caller.root || self.caller.scopes().is_empty() {
+        if self.caller.root() || self.caller.scopes().is_empty() {
             Ok(())
         } else {
             Err(Error::PermissionDenied(format!(
@@ -133,7 +133,7 @@ impl<'a> Access<'a> {
 
     /// Fails unless the caller is unrestricted or holds `scope` at ADMIN.
     pub fn require_scope(&self, scope: &str) -> Result<()> {
-        if self.caller.root
+        if self.caller.root()
             || self.caller.scopes().is_empty()
             || self
                 .caller
@@ -152,7 +152,7 @@ impl<'a> Access<'a> {
     /// Whether the caller's scopes cover `scopes` (an unrestricted caller
     /// covers all).
     pub fn covers_scopes(&self, scopes: &[ScopeGrant]) -> bool {
-        if self.caller.root || self.caller.scopes().is_empty() {
+        if self.caller.root() || self.caller.scopes().is_empty() {
             return true;
         }
         !scopes.is_empty()
@@ -166,7 +166,7 @@ impl<'a> Access<'a> {
 
     /// Whether the caller may see and manage `target`.
     pub fn can_manage(&self, idx: &Index, account: &AccountState, target: &TokenState) -> bool {
-        if self.caller.root {
+        if self.caller.root() {
             return true;
         }
         // A token left with no grants (its resources were deleted) belongs
@@ -179,7 +179,7 @@ impl<'a> Access<'a> {
                 .iter()
                 .all(|g| self.level_on(idx, account, &g.resource) == Some(Level::Admin))
         };
-        !target.root && within && self.covers_scopes(target.scopes())
+        !target.root() && within && self.covers_scopes(target.scopes())
     }
 
     /// The account of a token call and the token in it, for a caller who
@@ -197,7 +197,7 @@ impl<'a> Access<'a> {
         let target = idx
             .tokens
             .get(&token_id)
-            .filter(|t| t.account_id == account.id && self.can_manage(idx, account, t))
+            .filter(|t| t.account_id() == account.id && self.can_manage(idx, account, t))
             .ok_or_else(|| {
                 Error::NotFound(format!(
                     "token {token_id} not found in account {}",
@@ -217,7 +217,7 @@ impl<'a> Access<'a> {
         changed: &str,
     ) -> Result<(&'a AccountState, &'a TokenState)> {
         let (account, target) = self.token(idx, account_id, token_id)?;
-        if target.root {
+        if target.root() {
             return Err(Error::FailedPrecondition(format!(
                 "the root token cannot be {changed}"
             )));
@@ -278,16 +278,17 @@ impl<'a> Access<'a> {
         now: i64,
     ) -> Result<(&'a AccountState, &'a TokenState)> {
         let (account, old) = self.token(idx, account_id, token_id)?;
-        if old.replaced_by != 0 {
+        if old.replaced_by() != 0 {
             return Err(Error::FailedPrecondition(format!(
                 "token {} was already reset (replaced by token {})",
-                old.id, old.replaced_by
+                old.id(),
+                old.replaced_by()
             )));
         }
         if old.is_expired(now) {
             return Err(Error::FailedPrecondition(format!(
                 "token {} has expired and cannot be reset",
-                old.id
+                old.id()
             )));
         }
         Ok((account, old))
@@ -421,9 +422,9 @@ pub fn last_holder_of<'a>(
         .filter(|g| g.resource.kind == Kind::Domain && g.level >= level && !holds(keep, g))
         .find(|g| {
             !account.tokens.iter().any(|id| {
-                *id != token.id
-                    && idx.tokens.get(id).is_some_and(|t| {
-                        !t.is_expired(now) && t.replaced_by == 0 && holds(t.grants(), g)
+                id != token.id()
+                    && idx.tokens.get(&id).is_some_and(|t| {
+                        !t.is_expired(now) && t.replaced_by() == 0 && holds(t.grants(), g)
                     })
             })
         })
@@ -444,7 +445,7 @@ pub fn keeps_every_domain(
         if let Some(domain) = last_holder_of(idx, account, target, keep, level, now) {
             return Err(Error::FailedPrecondition(format!(
                 "token {} is the last token with {what} domain {domain}; it must keep it",
-                target.id
+                target.id()
             )));
         }
     }
@@ -459,10 +460,10 @@ pub fn may_change_expiry(target: &TokenState, expires_at_ms: Option<i64>, now: i
     if target.is_expired(now) {
         return Err(Error::FailedPrecondition(format!(
             "token {} has expired; its expiry cannot change",
-            target.id
+            target.id()
         )));
     }
-    let Some(deadline) = target.expires_at_ms().filter(|_| target.replaced_by != 0) else {
+    let Some(deadline) = target.expires_at_ms().filter(|_| target.replaced_by() != 0) else {
         return Ok(());
     };
     if expires_at_ms.is_some_and(|e| e <= deadline) {
@@ -470,7 +471,8 @@ pub fn may_change_expiry(target: &TokenState, expires_at_ms: Option<i64>, now: i
     }
     Err(Error::FailedPrecondition(format!(
         "token {} was reset (replaced by token {}); its expiry can only move earlier",
-        target.id, target.replaced_by
+        target.id(),
+        target.replaced_by()
     )))
 }
 

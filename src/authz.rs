@@ -29,14 +29,14 @@ pub fn decide(
     check: &Check<'_>,
     now_ms: i64,
 ) -> Result<(), DenyReason> {
-    if token.paused {
+    if token.paused() {
         return Err(DenyReason::Paused);
     }
     if token.is_expired(now_ms) {
         return Err(DenyReason::Expired);
     }
     // The root token manages accounts; it holds no grants on any resource.
-    let Some(account) = index.accounts.get(&token.account_id) else {
+    let Some(account) = index.accounts.get(&token.account_id()) else {
         return Err(DenyReason::NoGrant);
     };
     let chain = match index.lookup(account, check.kind, check.id) {

@@ -16,6 +16,7 @@ use crate::token::DigestKey;
 
 mod account;
 pub mod change;
+mod ids;
 pub mod nodes;
 mod state;
 #[cfg(test)]
@@ -24,7 +25,8 @@ mod tests;
 pub use account::{AccountState, ResourceNode};
 
 pub use change::Change;
-pub use state::{budget_key, newer_use, TokenState};
+pub use ids::IdSet;
+pub use state::{budget_key, newer_use, TokenState, ID_LIMIT};
 
 /// The chain from a resource up to its account: at most 3 links.
 #[derive(Debug, Clone, Copy)]
@@ -68,9 +70,9 @@ pub struct TokenTable {
 }
 
 impl TokenTable {
-    /// Ids above this are not kept in the table (they never occur: ids are
-    /// issued from 1 upwards); inserting one is refused.
-    const MAX_ID: u64 = 1 << 32;
+    /// Ids at or above this are not kept in the table (they never occur:
+    /// ids are issued from 1 upwards); inserting one is refused.
+    const MAX_ID: u64 = state::ID_LIMIT;
 
     fn slot(id: u64) -> Option<usize> {
         (id < Self::MAX_ID)
@@ -220,6 +222,11 @@ impl Index {
                     }
                 }
             }
+            Change::PutToken(r) if !TokenState::fits(r) => {
+                // Ids keyward never issues (a damaged store): not held,
+                // and no older state of the token is served in its place.
+                self.apply(&Change::DeleteToken(r.id));
+            }
             Change::PutToken(r) => {
                 let mut state = TokenState::from_record(r, &self.key);
                 if let Some(old) = self.tokens.get(&r.id) {
@@ -234,11 +241,7 @@ impl Index {
                     );
                     state.last_used_ms = AtomicI64::new(used);
                     state.last_used_by = AtomicU32::new(by);
-                    state.last_used_saved_ms = AtomicI64::new(
-                        old.last_used_saved_ms
-                            .load(Ordering::Relaxed)
-                            .max(r.last_used_at_ms),
-                    );
+                    state.keep_saved_mark(old);
                     if state.digest.is_none() {
                         // Keep the digest learnt here. It is unsaved only if
                         // the record carries none: a digest under another
@@ -257,8 +260,8 @@ impl Index {
             }
             Change::DeleteToken(id) => {
                 if let Some(t) = self.tokens.remove(id) {
-                    if let Some(acct) = self.accounts.get_mut(&t.account_id) {
-                        acct.tokens.remove(id);
+                    if let Some(acct) = self.accounts.get_mut(&t.account_id()) {
+                        acct.tokens.remove(*id);
                     }
                 }
             }

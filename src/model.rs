@@ -363,7 +363,7 @@ pub fn scope_index(name: &str) -> Option<u8> {
 }
 
 mod intern;
-pub use intern::{Creator, Rights};
+pub use intern::Rights;
 pub mod limits;
 mod policy;
 pub use policy::Policy;

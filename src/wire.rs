@@ -158,20 +158,20 @@ pub fn duration_json(d: std::time::Duration) -> String {
 /// The metadata of a token, as served.
 pub fn token_to_wire(t: &TokenState) -> pb::Token {
     pb::Token {
-        id: t.id,
-        account_id: t.account_id,
+        id: t.id(),
+        account_id: t.account_id(),
         name: t.name.to_string(),
         last_4_digits: t.last_4.to_string(),
-        created_by: t.created_by.to_string(),
+        created_by: t.created_by().to_string(),
         created_at: Some(ts(t.created_at_ms)),
         expires_at: t.expires_at_ms().map(ts),
-        paused: t.paused,
+        paused: t.paused(),
         grants: t.grants().iter().map(Grant::to_wire).collect(),
         scopes: t.scopes().iter().map(ScopeGrant::to_wire).collect(),
-        replaced_by: t.replaced_by,
-        replaces: t.replaces,
+        replaced_by: t.replaced_by(),
+        replaces: t.replaces(),
         last_used_at: ts_opt(t.last_used_ms.load(Ordering::Relaxed)),
-        root: t.root,
+        root: t.root(),
         last_used_by: crate::index::nodes::name(t.last_used_by.load(Ordering::Relaxed)),
         rate_limits: crate::model::rate_limits_to_wire(t.budget.as_deref()),
     }

@@ -96,8 +96,14 @@ fn check_token_record(r: &rec::TokenRecord, key: &DigestKey) {
         );
     }
     let back = state.to_record(key);
-    assert_eq!(back.id, r.id);
-    assert_eq!(back.account_id, r.account_id);
+    // Ids keyward never issues (at or above 2^32 - 1) do not fit an entry;
+    // the index does not hold such a record (`Index::apply`).
+    if TokenState::fits(r) {
+        assert_eq!(
+            (back.id, back.account_id, back.replaced_by, back.replaces),
+            (r.id, r.account_id, r.replaced_by, r.replaces)
+        );
+    }
     assert_eq!(back.name, r.name);
     assert_eq!(back.phc_hash, r.phc_hash);
     // The last 4 as stored; of a longer text (keyward never writes one)
@@ -112,8 +118,6 @@ fn check_token_record(r: &rec::TokenRecord, key: &DigestKey) {
     assert_eq!(back.created_at_ms, r.created_at_ms);
     assert_eq!(back.expires_at_ms, r.expires_at_ms);
     assert_eq!(back.paused, r.paused);
-    assert_eq!(back.replaced_by, r.replaced_by);
-    assert_eq!(back.replaces, r.replaces);
     assert_eq!(back.last_used_at_ms, r.last_used_at_ms);
     // The node comes back as stored, or as unknown: a name keyward never
     // writes (invalid), or one past the interning table's bound.

@@ -58,7 +58,7 @@ fn world() -> Index {
             parent_id: ACCOUNT.to_string(),
         }));
     }
-    put(&mut idx, 1, 0, |t| t.root = true);
+    put(&mut idx, 1, 0, |t| t.set_root(true));
     idx
 }
 
@@ -86,9 +86,9 @@ fn denied(e: Error) -> String {
 #[test]
 fn only_a_live_token_has_access() {
     let mut idx = world();
-    put(&mut idx, 2, ACCOUNT, |t| t.paused = true);
+    put(&mut idx, 2, ACCOUNT, |t| t.set_paused(true));
     put(&mut idx, 3, ACCOUNT, |t| t.set_expires_at_ms(Some(NOW)));
-    put(&mut idx, 4, ACCOUNT, |t| t.replaced_by = 5);
+    put(&mut idx, 4, ACCOUNT, |t| t.set_replaced_by(5));
     put(&mut idx, 5, ACCOUNT, |_| {});
     let unauthenticated = |id| matches!(Access::of(&idx, id, NOW), Err(Error::Unauthenticated(_)));
     assert!(unauthenticated(2), "paused");
@@ -221,7 +221,7 @@ fn a_domain_keeps_a_live_admin_token() {
     });
     put(&mut idx, 5, ACCOUNT, |t| {
         t.set_grants(&a_admin);
-        t.replaced_by = 6;
+        t.set_replaced_by(6);
     });
     let account = idx.accounts.get(&ACCOUNT).expect("account");
     let target = idx.tokens.get(&2).expect("token 2");
@@ -257,7 +257,7 @@ fn an_expiry_edit_never_brings_a_token_back() {
     put(&mut idx, 3, ACCOUNT, |t| t.set_expires_at_ms(Some(NOW)));
     put(&mut idx, 4, ACCOUNT, |t| {
         t.set_expires_at_ms(Some(NOW + 100));
-        t.replaced_by = 5;
+        t.set_replaced_by(5);
     });
     let token = |id| idx.tokens.get(&id).expect("token");
     // A live token: set, move or clear freely.

@@ -84,7 +84,7 @@ impl Engine {
             idx.tokens
                 .get(&caller)
                 .map_or((String::new(), 0, false), |t| {
-                    (t.name.to_string(), t.account_id, t.root)
+                    (t.name.to_string(), t.account_id(), t.root())
                 })
         };
         // A caller refused in another account is recorded in its own

@@ -135,10 +135,10 @@ impl Engine {
             match idx.tokens.get(&id) {
                 None => return Ok(None),
                 Some(t) if t.is_expired(now) => return Ok(None),
-                Some(t) if t.paused => {
+                Some(t) if t.paused() => {
                     return Ok(Some(Live {
                         token_id: id,
-                        account_id: t.account_id,
+                        account_id: t.account_id(),
                         was_paused: true,
                     }))
                 }
@@ -151,10 +151,10 @@ impl Engine {
             };
             let live = Live {
                 token_id: id,
-                account_id: t.account_id,
-                was_paused: t.paused,
+                account_id: t.account_id(),
+                was_paused: t.paused(),
             };
-            if t.paused {
+            if t.paused() {
                 return (vec![], Some(live));
             }
             let mut record = t.to_record(idx.key());
@@ -176,7 +176,7 @@ impl Engine {
         let (actor_name, actor_account) = {
             let idx = self.view();
             let caller = self.access(&idx, caller)?.caller();
-            (caller.name.clone(), caller.account_id)
+            (caller.name.clone(), caller.account_id())
         };
         let reporter = LeakReporter {
             actor_token_id: caller,

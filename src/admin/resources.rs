@@ -131,8 +131,8 @@ impl Engine {
                     })
                     .collect();
                 let mut dropped = 0u32;
-                for id in &account.tokens {
-                    let Some(t) = p.idx.tokens.get(id) else {
+                for id in account.tokens.iter() {
+                    let Some(t) = p.idx.tokens.get(&id) else {
                         continue;
                     };
                     let before = t.grants().len();

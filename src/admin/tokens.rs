@@ -88,8 +88,8 @@ impl Engine {
         let mut page = Page::new(size);
         let visible = account
             .tokens
-            .range(after.saturating_add(1)..)
-            .filter_map(|id| idx.tokens.get(id))
+            .starting_at(after.saturating_add(1))
+            .filter_map(|id| idx.tokens.get(&id))
             .filter(|t| before.is_none_or(|b| t.expires_at_ms().is_some_and(|e| e < b)))
             .filter(|t| access.can_manage(&idx, account, t));
         for t in visible {
@@ -174,7 +174,7 @@ impl Engine {
             if let Some(n) = &name {
                 next.name = n.as_str().into();
             }
-            next.rights = crate::model::Rights::new(new_grants, new_scopes);
+            next.rights = crate::model::Rights::new(new_grants, new_scopes, target.created_by());
             if let Some(e) = expiry {
                 next.set_expires_at_ms(e);
             }
@@ -232,10 +232,10 @@ impl Engine {
                     grants: old.grants().to_vec(),
                     scopes: old.scopes().to_vec(),
                     expires_at_ms,
-                    replaces: old.id,
+                    replaces: old.id(),
                 });
                 // A reset never resumes: a paused token's replacement is paused.
-                record.paused = old.paused;
+                record.paused = old.paused();
                 let mut old_record = old.to_record(p.idx.key());
                 // The new token inherits the limits and, in the index, the
                 // old token's very budget (shared during the grace).

@@ -192,7 +192,7 @@ fn decide_for(
     // an unlimited token costs one branch.
     let mut rate = None;
     if let (Ok(()), Some(budget)) = (&result, &state.budget) {
-        let (o, short) = engine.spend(state.id, budget, now, check.cost);
+        let (o, short) = engine.spend(state.id(), budget, now, check.cost);
         if !o.allowed {
             result = Err(DenyReason::RateLimited);
         }
@@ -210,10 +210,10 @@ fn decide_for(
     Decision {
         allowed: result.is_ok(),
         reason: result.err().unwrap_or(DenyReason::Unspecified),
-        token_id: state.id,
-        account_id: state.account_id,
+        token_id: state.id(),
+        account_id: state.account_id(),
         expires_at_ms: state.expires_at_ms(),
-        replaced_by: state.replaced_by,
+        replaced_by: state.replaced_by(),
         rate,
     }
 }

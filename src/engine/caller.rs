@@ -43,6 +43,6 @@ impl Engine {
     pub fn home_account(&self, caller_id: u64) -> Result<Option<u64>> {
         let idx = self.index.read();
         let caller = Access::of(&idx, caller_id, self.now_ms())?.caller();
-        Ok((!caller.root).then_some(caller.account_id))
+        Ok((!caller.root()).then_some(caller.account_id()))
     }
 }

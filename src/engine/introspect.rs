@@ -43,7 +43,7 @@ impl Engine {
 /// or expired (in that order, as Authorize checks them); otherwise its
 /// metadata, and the use recorded (by `node`, this node's name id).
 fn describe(state: &TokenState, now: i64, node: u32) -> Result<pb::Token> {
-    if state.paused {
+    if state.paused() {
         return Err(refusal(DenyReason::Paused));
     }
     if state.is_expired(now) {

@@ -357,7 +357,7 @@ impl Engine {
         for t in new.tokens.values() {
             let (Some(nb), Some(ob)) = (
                 t.budget.as_ref(),
-                old.tokens.get(&t.id).and_then(|o| o.budget.as_ref()),
+                old.tokens.get(&t.id()).and_then(|o| o.budget.as_ref()),
             ) else {
                 continue;
             };
@@ -467,7 +467,7 @@ impl Engine {
                     }
                     let units = b.take_unspent();
                     (units > 0).then_some(LeaseAsk {
-                        token_id: t.id,
+                        token_id: t.id(),
                         want: 0,
                         give_back: units,
                     })

@@ -452,8 +452,7 @@ impl Engine {
                 for c in &changes {
                     if let Change::PutToken(r) = c {
                         if let Some(t) = idx.tokens.get(&r.id) {
-                            t.last_used_saved_ms
-                                .fetch_max(r.last_used_at_ms, Ordering::Relaxed);
+                            t.mark_use_saved(r.last_used_at_ms);
                             if !r.verified_digest.is_empty() {
                                 t.digest_unsaved.store(false, Ordering::Relaxed);
                             }

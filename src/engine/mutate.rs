@@ -120,7 +120,7 @@ pub(super) fn token_record(
     });
     // Grants and scopes go through the same encoding as every update.
     let mut state = TokenState::from_record(&record, key);
-    state.rights = crate::model::Rights::new(&t.grants, &t.scopes);
+    state.rights = crate::model::Rights::new(&t.grants, &t.scopes, &record.created_by);
     (state.to_record(key), full)
 }
 
@@ -147,12 +147,14 @@ impl Engine {
         mint: Mint,
         plan: impl Fn(&Plan<'_>) -> Result<(Vec<Change>, T)>,
     ) -> Result<Done<T>> {
+        self.ids_left(mint)?;
         self.plan_once(caller_id, None, &plan)?;
         let secret = match mint {
             Mint::Token => Some(self.hash_new_secret().await?),
             Mint::No => None,
         };
         let w = self.write_lock().await?;
+        self.ids_left(mint)?;
         let (changes, answer, minted) = self.plan_once(caller_id, secret.as_ref(), &plan)?;
         if mint == Mint::Token && minted.is_none() {
             return Err(Error::Internal("a minting mutation made no token".into()));
@@ -182,6 +184,21 @@ impl Engine {
             self.commit(w, changes).await?;
         }
         Ok(answer)
+    }
+
+    /// A minting mutation is refused once the next id would not fit an
+    /// index entry ([`crate::index::ID_LIMIT`]: four billion tokens or
+    /// accounts issued), rather than minting a token no node would hold.
+    fn ids_left(&self, mint: Mint) -> Result<()> {
+        let idx = self.index.read();
+        if mint == Mint::Token
+            && idx.next_token_id.max(idx.next_account_id) >= crate::index::ID_LIMIT
+        {
+            return Err(Error::FailedPrecondition(
+                "token or account ids are exhausted (4,294,967,295 issued)".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// One pass of a plan against the index as it stands.

@@ -39,7 +39,7 @@ impl Engine {
         {
             let old = self.index.read();
             for t in idx.tokens.values() {
-                if let Some(o) = old.tokens.get(&t.id) {
+                if let Some(o) = old.tokens.get(&t.id()) {
                     let (used, by) = crate::index::newer_use(t.last_use(), o.last_use());
                     t.last_used_ms.store(used, Ordering::Relaxed);
                     t.last_used_by.store(by, Ordering::Relaxed);
@@ -72,10 +72,8 @@ impl Engine {
         let idx = self.index.read();
         idx.tokens
             .values()
-            .filter_map(|t| {
-                let used = t.last_used_ms.load(Ordering::Relaxed);
-                (used > t.last_used_saved_ms.load(Ordering::Relaxed)).then_some((t.id, used))
-            })
+            .filter(|t| t.use_unsaved(0))
+            .map(|t| (t.id(), t.last_used_ms.load(Ordering::Relaxed)))
             .collect()
     }
 
@@ -85,7 +83,7 @@ impl Engine {
         let idx = self.index.read();
         for &(id, at) in uses {
             if let Some(t) = idx.tokens.get(&id) {
-                t.last_used_saved_ms.fetch_max(at, Ordering::Relaxed);
+                t.mark_use_saved(at);
             }
         }
     }

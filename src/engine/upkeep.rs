@@ -68,10 +68,9 @@ impl Engine {
                         || t.budget.as_ref().is_some_and(|b| {
                             b.is_due() || (granularity_ms <= 0 && b.is_dirty())
                         })
-                        || t.last_used_ms.load(Ordering::Relaxed)
-                            > t.last_used_saved_ms.load(Ordering::Relaxed) + granularity_ms.max(0)
+                        || t.use_unsaved(granularity_ms)
                 })
-                .map(|t| t.id)
+                .map(|t| t.id())
                 .take(max)
                 .collect()
         };
@@ -131,7 +130,7 @@ impl Engine {
             idx.tokens
                 .values()
                 .filter(|t| t.expires_at_ms().is_some_and(|e| e <= horizon))
-                .map(|t| Change::DeleteToken(t.id))
+                .map(|t| Change::DeleteToken(t.id()))
                 .collect()
         };
         let n = changes.len();

@@ -1,7 +1,5 @@
 //! An account and its resources, as the index holds them.
 
-use std::collections::BTreeSet;
-
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::model::{Kind, Policy};
@@ -30,7 +28,7 @@ pub struct AccountState {
     /// resource itself is implicit.
     pub resources: [HashMap<Box<str>, ResourceNode>; 4],
     /// Ids of the account's tokens, ordered for paging.
-    pub tokens: BTreeSet<u64>,
+    pub tokens: super::IdSet,
     /// The rules for its tokens' expiry.
     pub policy: Policy,
 }
@@ -44,7 +42,7 @@ impl AccountState {
             name: String::new(),
             created_at_ms: 0,
             resources: Default::default(),
-            tokens: BTreeSet::new(),
+            tokens: super::IdSet::new(),
             policy: Policy::default(),
         }
     }

@@ -1,7 +1,5 @@
 //! Unit tests of the index's last-use merge and node names.
 
-use std::sync::atomic::Ordering;
-
 use super::{newer_use, nodes, Change, Index};
 use crate::pb::store::TokenRecord;
 use crate::token::DigestKey;
@@ -67,7 +65,84 @@ fn a_reported_use_moves_only_forward() {
     assert_eq!(t.last_use(), (12_000, f));
     t.touch(12_500, nodes::intern("primary"));
     assert_eq!(t.last_use(), (12_000, f));
-    assert_eq!(t.last_used_saved_ms.load(Ordering::Relaxed), 10_000);
+    assert!(
+        t.use_unsaved(0),
+        "a reported use is not saved by being seen"
+    );
+    t.mark_use_saved(12_000);
+    assert!(!t.use_unsaved(0));
+}
+
+/// The last use saved is kept to the second: the writer's granularity
+/// counts from it, and a use in the saved one's second counts as saved.
+#[test]
+fn the_saved_use_is_kept_to_the_second() {
+    let mut idx = Index::new(DigestKey::from_bytes([7; 32]));
+    idx.apply(&Change::PutToken(record(2, 10_400, "")));
+    let t = idx.tokens.get(&2).unwrap();
+    assert!(!t.use_unsaved(0), "as stored");
+    assert!(t.record_use(10_900, 0));
+    assert!(!t.use_unsaved(0), "the same second as the saved use");
+    assert!(t.record_use(11_000, 0));
+    assert!(t.use_unsaved(0));
+    assert!(!t.use_unsaved(60_000), "within the granularity");
+    assert!(t.record_use(71_000, 0));
+    assert!(t.use_unsaved(60_000));
+    t.mark_use_saved(71_000);
+    t.mark_use_saved(20_000);
+    assert!(!t.use_unsaved(0), "an older mark does not undo a newer one");
+    // A record written again keeps the newer mark of the entry it replaces.
+    idx.apply(&Change::PutToken(record(2, 30_000, "")));
+    assert!(!idx.tokens.get(&2).unwrap().use_unsaved(0));
+}
+
+/// Ids an entry cannot hold in 4 bytes (never issued: a damaged store)
+/// are not held, and the token's older state is not served in its place.
+#[test]
+fn a_record_whose_ids_do_not_fit_is_not_held() {
+    let mut idx = Index::new(DigestKey::from_bytes([7; 32]));
+    idx.apply(&Change::PutToken(record(2, 10_000, "")));
+    assert!(idx.tokens.get(&2).is_some());
+    for (field, bad) in [
+        (
+            "account_id",
+            TokenRecord {
+                account_id: 1 << 32,
+                ..record(2, 10_000, "")
+            },
+        ),
+        (
+            "replaced_by",
+            TokenRecord {
+                replaced_by: u64::MAX,
+                ..record(2, 10_000, "")
+            },
+        ),
+        (
+            "replaces",
+            TokenRecord {
+                replaces: super::ID_LIMIT,
+                ..record(2, 10_000, "")
+            },
+        ),
+    ] {
+        idx.apply(&Change::PutToken(record(2, 10_000, "")));
+        idx.apply(&Change::PutToken(bad));
+        assert!(idx.tokens.get(&2).is_none(), "{field}");
+        assert!(
+            idx.accounts.values().all(|a| !a.tokens.contains(2)),
+            "{field}"
+        );
+    }
+    idx.apply(&Change::PutToken(record(super::ID_LIMIT, 10_000, "")));
+    assert!(idx.tokens.is_empty());
+    let mut fits = record(3, 10_000, "");
+    fits.replaced_by = super::ID_LIMIT - 1;
+    idx.apply(&Change::PutToken(fits));
+    assert_eq!(
+        idx.tokens.get(&3).unwrap().replaced_by(),
+        super::ID_LIMIT - 1
+    );
 }
 
 #[test]
@@ -88,22 +163,16 @@ fn node_names_are_checked_and_interned() {
     assert_eq!(nodes::name(u32::MAX), "");
 }
 
-/// The flags and the node id sit in what would be padding after the
-/// 33-byte digest, an empty table slot costs no more than a token, and the
-/// token entry does not grow unnoticed (a follower holds a million).
+/// A token entry does not grow unnoticed (a follower holds a million):
+/// 176 bytes, no padding (the hash, digest, last 4 and flags have no
+/// alignment; ids are 4 bytes), and an empty table slot costs no more.
 #[test]
 fn a_token_entry_stays_compact() {
     use super::TokenState;
-    use std::mem::{offset_of, size_of};
-    assert_eq!(offset_of!(TokenState, paused), 33);
-    assert_eq!(
-        offset_of!(TokenState, id),
-        40,
-        "three flags and the node id fill the digest's padding"
-    );
+    use std::mem::size_of;
     assert_eq!(size_of::<Option<TokenState>>(), size_of::<TokenState>());
     assert!(
-        size_of::<TokenState>() <= 216,
+        size_of::<TokenState>() <= 176,
         "{}",
         size_of::<TokenState>()
     );

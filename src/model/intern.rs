@@ -1,10 +1,11 @@
-//! Interned values a million tokens share: what a token may access
-//! ([`Rights`]: its grants and scopes, often the same "ADMIN on this
-//! project" for thousands of an account's tokens) and the name of the
-//! token that created it ([`Creator`]). Each is one thin pointer in the
-//! token, and the hot path reads rights many tokens keep in cache.
+//! Interned values a million tokens share ([`Rights`]): what a token may
+//! access (its grants and scopes, often the same "ADMIN on this project"
+//! for thousands of an account's tokens) and the name of the token that
+//! created it (one admin token creates many). Together they are one thin
+//! pointer in the token, and the hot path reads rights many tokens keep in
+//! cache.
 //!
-//! One table per kind and per process, like node names (records become
+//! One table per process, like node names (records become
 //! token state in many places with no index at hand). Values no token holds
 //! any more are dropped when a table has doubled since it was last pruned,
 //! so it stays within twice the distinct values in use.
@@ -60,8 +61,8 @@ impl<T: Hash + Eq> Table<T> {
     }
 }
 
-/// A token's grants and feature scopes, shared with every token that has
-/// the same (one pointer in the token).
+/// A token's grants, feature scopes and creator, shared with every token
+/// that has the same three (one pointer in the token).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Rights(Arc<RightsSet>);
 
@@ -70,6 +71,7 @@ pub struct Rights(Arc<RightsSet>);
 pub struct RightsSet {
     grants: Box<[Grant]>,
     scopes: Box<[ScopeGrant]>,
+    creator: Box<str>,
 }
 
 /// A lookup key for [`RightsSet`] without building one.
@@ -77,6 +79,7 @@ pub struct RightsSet {
 struct RightsKey<'a> {
     grants: &'a [Grant],
     scopes: &'a [ScopeGrant],
+    creator: &'a str,
 }
 
 impl<'a> Borrow<dyn KeyOf + 'a> for Entry<RightsSet> {
@@ -85,13 +88,7 @@ impl<'a> Borrow<dyn KeyOf + 'a> for Entry<RightsSet> {
     }
 }
 
-impl Borrow<str> for Entry<Box<str>> {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-/// What a rights set is looked up by (its lists, borrowed).
+/// What a rights set is looked up by (its parts, borrowed).
 trait KeyOf {
     fn key(&self) -> RightsKey<'_>;
 }
@@ -101,6 +98,7 @@ impl KeyOf for RightsSet {
         RightsKey {
             grants: &self.grants,
             scopes: &self.scopes,
+            creator: &self.creator,
         }
     }
 }
@@ -110,6 +108,7 @@ impl KeyOf for RightsKey<'_> {
         RightsKey {
             grants: self.grants,
             scopes: self.scopes,
+            creator: self.creator,
         }
     }
 }
@@ -129,24 +128,46 @@ impl Hash for dyn KeyOf + '_ {
 }
 
 // `RightsSet`'s derived Hash must agree with `RightsKey`'s: both hash the
-// two slices in order.
+// three parts in order.
 impl Hash for RightsKey<'_> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.grants.hash(state);
         self.scopes.hash(state);
+        self.creator.hash(state);
     }
 }
 
 static RIGHTS: LazyLock<Mutex<Table<RightsSet>>> = LazyLock::new(Table::new);
 
 impl Rights {
-    /// The shared rights equal to these grants and scopes (added if new).
-    pub fn new(grants: &[Grant], scopes: &[ScopeGrant]) -> Self {
-        let key = RightsKey { grants, scopes };
+    /// The shared rights equal to these grants, scopes and creator (added
+    /// if new).
+    pub fn new(grants: &[Grant], scopes: &[ScopeGrant], creator: &str) -> Self {
+        let key = RightsKey {
+            grants,
+            scopes,
+            creator,
+        };
         Rights(RIGHTS.lock().get(&key as &dyn KeyOf, || RightsSet {
             grants: grants.into(),
             scopes: scopes.into(),
+            creator: creator.into(),
         }))
+    }
+
+    /// These rights with other grants.
+    pub fn with_grants(&self, grants: &[Grant]) -> Self {
+        Self::new(grants, self.scopes(), self.creator())
+    }
+
+    /// These rights with other scopes.
+    pub fn with_scopes(&self, scopes: &[ScopeGrant]) -> Self {
+        Self::new(self.grants(), scopes, self.creator())
+    }
+
+    /// The name of the token that created the token.
+    pub fn creator(&self) -> &str {
+        &self.0.creator
     }
 
     /// What the token may access, in the order granted.
@@ -162,7 +183,7 @@ impl Rights {
 
 impl Default for Rights {
     fn default() -> Self {
-        Self::new(&[], &[])
+        Self::new(&[], &[], "")
     }
 }
 
@@ -171,45 +192,8 @@ impl std::fmt::Debug for Rights {
         f.debug_struct("Rights")
             .field("grants", &self.grants())
             .field("scopes", &self.scopes())
+            .field("creator", &self.creator())
             .finish()
-    }
-}
-
-/// The name of the token that created a token, shared with every token it
-/// created (one pointer in the token).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Creator(Arc<Box<str>>);
-
-static CREATORS: LazyLock<Mutex<Table<Box<str>>>> = LazyLock::new(Table::new);
-
-impl Creator {
-    /// The shared name equal to `name` (added if new).
-    pub fn new(name: &str) -> Self {
-        Creator(CREATORS.lock().get(name, || name.into()))
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for Creator {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::fmt::Debug for Creator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl std::fmt::Display for Creator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -234,12 +218,12 @@ mod tests {
 
     #[test]
     fn equal_rights_share_one_allocation_and_unused_ones_go() {
-        let a = Rights::new(&[grant("intern-a"), grant("intern-b")], &[scope(1)]);
-        let b = Rights::new(&[grant("intern-a"), grant("intern-b")], &[scope(1)]);
+        let a = Rights::new(&[grant("intern-a"), grant("intern-b")], &[scope(1)], "c");
+        let b = Rights::new(&[grant("intern-a"), grant("intern-b")], &[scope(1)], "c");
         assert!(Arc::ptr_eq(&a.0, &b.0));
-        let c = Rights::new(&[grant("intern-b"), grant("intern-a")], &[scope(1)]);
+        let c = Rights::new(&[grant("intern-b"), grant("intern-a")], &[scope(1)], "c");
         assert!(!Arc::ptr_eq(&a.0, &c.0), "order is part of the list");
-        let d = Rights::new(&[grant("intern-a"), grant("intern-b")], &[]);
+        let d = Rights::new(&[grant("intern-a"), grant("intern-b")], &[], "c");
         assert!(!Arc::ptr_eq(&a.0, &d.0), "scopes are part of the rights");
         assert!(d.scopes().is_empty());
         assert_eq!(a.grants(), &[grant("intern-a"), grant("intern-b")][..]);
@@ -247,27 +231,33 @@ mod tests {
         assert!(Rights::default().grants().is_empty());
         // Many sets nobody keeps: the table does not grow without bound.
         for i in 0..10 * PRUNE_FROM {
-            drop(Rights::new(&[grant(&format!("intern-gone-{i}"))], &[]));
+            drop(Rights::new(&[grant(&format!("intern-gone-{i}"))], &[], "c"));
         }
         assert!(RIGHTS.lock().values.len() <= 4 * PRUNE_FROM);
         // Rights still held survive the prunes.
         assert!(Arc::ptr_eq(
             &a.0,
-            &Rights::new(&[grant("intern-a"), grant("intern-b")], &[scope(1)]).0
+            &Rights::new(&[grant("intern-a"), grant("intern-b")], &[scope(1)], "c").0
         ));
     }
 
     #[test]
-    fn equal_creators_share_one_name() {
-        let a = Creator::new("intern-creator");
-        let b = Creator::new(&String::from("intern-creator"));
+    fn the_creator_is_part_of_the_rights() {
+        let a = Rights::new(&[grant("intern-c")], &[], "intern-creator");
+        let b = Rights::new(&[grant("intern-c")], &[], &String::from("intern-creator"));
         assert!(Arc::ptr_eq(&a.0, &b.0));
-        assert_eq!(&*a, "intern-creator");
-        assert_eq!(format!("{a}"), "intern-creator");
-        for i in 0..10 * PRUNE_FROM {
-            drop(Creator::new(&format!("intern-creator-{i}")));
-        }
-        assert!(CREATORS.lock().values.len() <= 4 * PRUNE_FROM);
-        assert!(Arc::ptr_eq(&a.0, &Creator::new("intern-creator").0));
+        assert_eq!(a.creator(), "intern-creator");
+        let c = Rights::new(&[grant("intern-c")], &[], "intern-other");
+        assert!(!Arc::ptr_eq(&a.0, &c.0));
+        let d = a.with_grants(&[grant("intern-d")]);
+        assert_eq!(
+            (d.creator(), d.grants()),
+            ("intern-creator", &[grant("intern-d")][..])
+        );
+        let e = a.with_scopes(&[scope(2)]);
+        assert_eq!(
+            (e.creator(), e.scopes()),
+            ("intern-creator", &[scope(2)][..])
+        );
     }
 }

@@ -1,35 +1,52 @@
 //! An argon2id PHC string kept in binary ([`Phc`]): keyward's own hashes
-//! (`$argon2id$v=19$m=…,t=…,p=…$<16-byte salt>$<32-byte hash>`) take 56
-//! bytes in place instead of a ~100-byte heap string per token (the cost
-//! parameters, the same for nearly every token, are a 2-byte index into a
-//! per-process table of the few sets in use); any other
-//! string (other parameters' shape, lengths, a future format) is kept as
-//! written. The binary form is used only when it renders back to exactly
+//! (`$argon2id$v=19$m=…,t=…,p=…$<16-byte salt>$<32-byte hash>`) take 49
+//! bytes in place, with no alignment, instead of a ~100-byte heap string
+//! per token (the cost parameters, the same for nearly every token, are a
+//! 1-byte index into a per-process table of the few sets in use); any
+//! other string (other parameters' shape, lengths, a future format) is
+//! kept as written, in a shared table. The binary form is used only when it renders back to exactly
 //! the string it came from, so what is stored, replicated and verified is
 //! byte for byte the same.
 
 use std::fmt::{self, Write as _};
 use std::sync::LazyLock;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
 
-/// A PHC string.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Phc {
-    /// keyward's shape, in binary.
-    Argon2id {
-        /// Memory (KiB), iterations, parallelism: an index into [`PARAMS`].
-        params: u16,
-        /// The salt.
-        salt: [u8; 16],
-        /// The hash.
-        hash: [u8; 32],
-    },
-    /// Anything else, as written.
-    Other(Box<str>),
+/// A PHC string, in 49 bytes with no alignment (it sits between a token
+/// entry's other byte fields, with no padding): byte 0 is the index of the
+/// cost parameters in [`PARAMS`] and 16 bytes of salt and 32 of hash
+/// follow; or byte 0 is [`OTHER`] and bytes 1..5 name the slot of
+/// [`OTHERS`] that holds the string as written (rare: keyward writes its
+/// own shape).
+pub struct Phc([u8; 49]);
+
+/// Byte 0 of a [`Phc`] kept as written.
+const OTHER: u8 = u8::MAX;
+
+/// Strings of [`Phc`]s not in keyward's shape, by slot; a slot is freed
+/// when its `Phc` is dropped and reused.
+static OTHERS: LazyLock<Mutex<Slots>> = LazyLock::new(Mutex::default);
+
+#[derive(Default)]
+struct Slots {
+    strings: Vec<Option<Box<str>>>,
+    free: Vec<u32>,
+}
+
+impl Slots {
+    fn put(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.free.pop() {
+            self.strings[i as usize] = Some(s.into());
+            return i;
+        }
+        self.strings.push(Some(s.into()));
+        // More than 2^32 live hashes would not fit in memory first.
+        u32::try_from(self.strings.len() - 1).unwrap_or(u32::MAX)
+    }
 }
 
 /// `b64` (standard alphabet, no padding) decoded to exactly `N` bytes,
@@ -47,7 +64,23 @@ fn decode_exact<const N: usize>(b64: &str) -> Option<[u8; N]> {
 impl Phc {
     /// From its string form.
     pub fn new(s: &str) -> Self {
-        Self::compact(s).unwrap_or_else(|| Phc::Other(s.into()))
+        Self::compact(s).unwrap_or_else(|| {
+            let mut b = [0u8; 49];
+            b[0] = OTHER;
+            b[1..5].copy_from_slice(&OTHERS.lock().put(s).to_le_bytes());
+            Phc(b)
+        })
+    }
+
+    /// Whether it is kept in binary (keyward's shape).
+    pub fn is_binary(&self) -> bool {
+        self.0[0] != OTHER
+    }
+
+    /// The [`OTHERS`] slot of a string kept as written.
+    fn slot(&self) -> Option<u32> {
+        (!self.is_binary())
+            .then(|| u32::from_le_bytes([self.0[1], self.0[2], self.0[3], self.0[4]]))
     }
 
     fn compact(s: &str) -> Option<Self> {
@@ -66,33 +99,74 @@ impl Phc {
         // decodes to exactly 16 (32) bytes is the one those bytes render to.
         let salt = decode_exact::<16>(salt_b64)?;
         let hash = decode_exact::<32>(hash_b64)?;
-        Some(Phc::Argon2id {
-            params: params_index([m, t, p])?,
-            salt,
-            hash,
-        })
+        let mut b = [0u8; 49];
+        b[0] = params_index([m, t, p])?;
+        b[1..17].copy_from_slice(&salt);
+        b[17..].copy_from_slice(&hash);
+        Some(Phc(b))
     }
 }
+
+impl Clone for Phc {
+    fn clone(&self) -> Self {
+        match self.slot() {
+            None => Phc(self.0),
+            Some(i) => {
+                let mut others = OTHERS.lock();
+                let s = others.strings[i as usize].clone().unwrap_or_default();
+                let mut b = self.0;
+                b[1..5].copy_from_slice(&others.put(&s).to_le_bytes());
+                Phc(b)
+            }
+        }
+    }
+}
+
+impl Drop for Phc {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot() {
+            let mut others = OTHERS.lock();
+            others.strings[i as usize] = None;
+            others.free.push(i);
+        }
+    }
+}
+
+impl PartialEq for Phc {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.slot(), other.slot()) {
+            (None, None) => self.0 == other.0,
+            (Some(a), Some(b)) => {
+                let others = OTHERS.lock();
+                others.strings[a as usize] == others.strings[b as usize]
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Phc {}
 
 /// The cost parameter sets in use, by index: only ever appended to (a set
 /// is three numbers, and a store holds one set per configuration it has
 /// seen). Past `u16::MAX` sets, a hash is kept as written.
 static PARAMS: LazyLock<RwLock<Vec<[u32; 3]>>> = LazyLock::new(RwLock::default);
 
-/// The index of a parameter set, added if new.
-fn params_index(set: [u32; 3]) -> Option<u16> {
+/// The index of a parameter set, added if new; `None` once [`OTHER`]
+/// sets are in use (the hash is then kept as written).
+fn params_index(set: [u32; 3]) -> Option<u8> {
     let find = |sets: &[[u32; 3]]| sets.iter().position(|s| *s == set);
     if let Some(i) = find(&PARAMS.read()) {
-        return u16::try_from(i).ok();
+        return u8::try_from(i).ok();
     }
     let mut sets = PARAMS.write();
     let i = find(&sets).unwrap_or_else(|| {
         sets.push(set);
         sets.len() - 1
     });
-    let index = u16::try_from(i).ok();
+    let index = u8::try_from(i).ok().filter(|&i| i != OTHER);
     if index.is_none() {
-        sets.truncate(usize::from(u16::MAX) + 1);
+        sets.truncate(usize::from(OTHER));
     }
     index
 }
@@ -107,16 +181,17 @@ fn number(s: &str) -> Option<u32> {
 
 impl fmt::Display for Phc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Phc::Argon2id { params, salt, hash } => {
-                let [m, t, p] = PARAMS.read()[usize::from(*params)];
-                write!(f, "$argon2id$v=19$m={m},t={t},p={p}$")?;
-                f.write_str(&STANDARD_NO_PAD.encode(salt))?;
-                f.write_char('$')?;
-                f.write_str(&STANDARD_NO_PAD.encode(hash))
-            }
-            Phc::Other(s) => f.write_str(s),
+        if let Some(i) = self.slot() {
+            let s = OTHERS.lock().strings[i as usize]
+                .clone()
+                .unwrap_or_default();
+            return f.write_str(&s);
         }
+        let [m, t, p] = PARAMS.read()[usize::from(self.0[0])];
+        write!(f, "$argon2id$v=19$m={m},t={t},p={p}$")?;
+        f.write_str(&STANDARD_NO_PAD.encode(&self.0[1..17]))?;
+        f.write_char('$')?;
+        f.write_str(&STANDARD_NO_PAD.encode(&self.0[17..]))
     }
 }
 
@@ -134,13 +209,33 @@ mod tests {
     fn keywards_hashes_are_binary_and_render_back_exactly() {
         let s = crate::token::hash_secret(&crate::token::new_secret_part()).unwrap();
         let phc = Phc::new(&s);
-        assert!(matches!(phc, Phc::Argon2id { .. }), "{s}");
+        assert!(phc.is_binary(), "{s}");
         assert_eq!(phc.to_string(), s);
     }
 
     #[test]
-    fn a_binary_hash_takes_56_bytes() {
-        assert_eq!(std::mem::size_of::<Phc>(), 56);
+    fn a_hash_takes_49_bytes_with_no_alignment() {
+        assert_eq!(std::mem::size_of::<Phc>(), 49);
+        assert_eq!(std::mem::align_of::<Phc>(), 1);
+    }
+
+    #[test]
+    fn hashes_kept_as_written_are_compared_cloned_and_freed() {
+        let s = "$argon2i$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaA";
+        let a = Phc::new(s);
+        let b = a.clone();
+        assert!(!a.is_binary());
+        assert_eq!(a, b);
+        assert_ne!(a.slot(), b.slot(), "a clone holds its own string");
+        assert_ne!(a, Phc::new("$argon2i$other"));
+        drop(a);
+        assert_eq!(b.to_string(), s, "dropping one leaves the other");
+        // Slots are reused: many hashes made and dropped leave the table
+        // no bigger than what is alive at once.
+        for i in 0..1000 {
+            drop(Phc::new(&format!("$other${i}")));
+        }
+        assert!(OTHERS.lock().strings.len() < 1000);
     }
 
     #[test]
@@ -148,7 +243,7 @@ mod tests {
         let a = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
         let b = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
         let (pa, pb) = (Phc::new(a), Phc::new(b));
-        assert!(matches!(pa, Phc::Argon2id { .. }) && matches!(pb, Phc::Argon2id { .. }));
+        assert!(pa.is_binary() && pb.is_binary());
         assert_ne!(pa, pb);
         assert_eq!(
             (pa.to_string(), pb.to_string()),
@@ -176,14 +271,11 @@ mod tests {
             "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA==$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
             "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2h",
         ] {
-            assert!(matches!(Phc::new(s), Phc::Other(_)), "{s}");
+            assert!(!Phc::new(s).is_binary(), "{s}");
             assert_eq!(Phc::new(s).to_string(), s);
         }
         let plus = "$argon2id$v=19$m=+19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
         assert_eq!(Phc::new(plus).to_string(), plus);
-        assert!(matches!(
-            Phc::new("$argon2id$v=19$m=019456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"),
-            Phc::Other(_)
-        ));
+        assert!(!Phc::new("$argon2id$v=19$m=019456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g").is_binary());
     }
 }
