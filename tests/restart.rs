@@ -315,3 +315,60 @@ async fn reqwest_lite(addr: &std::net::SocketAddr, path: &str) -> String {
     sock.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// Entries keep token and account ids in 4 bytes: once the counters reach
+/// `ID_LIMIT` (four billion issued), minting is refused with a clear error
+/// and nothing is written, rather than a token no node would hold; what
+/// exists keeps working.
+#[tokio::test]
+async fn minting_stops_when_ids_run_out() {
+    use keyward::index::{Change, ID_LIMIT};
+    let dir = temp();
+    let s = TestServer::start(dir.path()).await;
+    let root = s.root();
+    let (a, admin) = s.account("A").await;
+    s.register(&admin, a, PROJECT, "p", None).await;
+    s.stop().await.unwrap();
+    for (accounts, tokens, refused) in [
+        (ID_LIMIT, 10, "account ids are exhausted"),
+        (10, ID_LIMIT, "token ids are exhausted"),
+    ] {
+        let store = keyward::store::SledStore::open(dir.path()).expect("open");
+        store
+            .commit_batch(&[Change::Counters {
+                next_account_id: accounts,
+                next_token_id: tokens,
+            }])
+            .await
+            .expect("commit");
+        drop(store);
+        let s = TestServer::start(dir.path()).await;
+        let made = s
+            .accounts()
+            .create_account(auth(
+                pb::CreateAccountRequest {
+                    name: "B".into(),
+                    ..Default::default()
+                },
+                &root,
+            ))
+            .await;
+        let st = assert_code(made, Code::FailedPrecondition);
+        assert!(st.message().contains("ids are exhausted"), "{}", st.message());
+        if tokens == ID_LIMIT {
+            let st = assert_code(
+                s.create(&admin, a, "t", vec![grant(PROJECT, "p", VIEWER)]).await,
+                Code::FailedPrecondition,
+            );
+            assert!(st.message().contains(refused), "{}", st.message());
+        } else {
+            assert!(st.message().contains(refused), "{}", st.message());
+            // Tokens still have ids left.
+            s.create(&admin, a, "t", vec![grant(PROJECT, "p", VIEWER)])
+                .await
+                .unwrap();
+        }
+        assert!(s.check(&admin, PROJECT, "p", ADMIN).await.allowed);
+        s.stop().await.unwrap();
+    }
+}

@@ -23,6 +23,12 @@ impl Engine {
                 .mutate(caller, Mint::Token, |p| {
                     p.access.require_root("create accounts")?;
                     let account_id = p.idx.next_account_id;
+                    if account_id >= crate::index::ID_LIMIT {
+                        // Tokens keep account ids in 4 bytes.
+                        return Err(Error::FailedPrecondition(
+                            "account ids are exhausted (4,294,967,294 issued)".into(),
+                        ));
+                    }
                     let token = p.mint(NewToken {
                         account_id,
                         name: format!(

@@ -186,16 +186,13 @@ impl Engine {
         Ok(answer)
     }
 
-    /// A minting mutation is refused once the next id would not fit an
-    /// index entry ([`crate::index::ID_LIMIT`]: four billion tokens or
-    /// accounts issued), rather than minting a token no node would hold.
+    /// A minting mutation is refused once the next token id would not fit
+    /// an index entry ([`crate::index::ID_LIMIT`]: four billion tokens
+    /// issued), rather than minting a token no node would hold.
     fn ids_left(&self, mint: Mint) -> Result<()> {
-        let idx = self.index.read();
-        if mint == Mint::Token
-            && idx.next_token_id.max(idx.next_account_id) >= crate::index::ID_LIMIT
-        {
+        if mint == Mint::Token && self.index.read().next_token_id >= crate::index::ID_LIMIT {
             return Err(Error::FailedPrecondition(
-                "token or account ids are exhausted (4,294,967,295 issued)".into(),
+                "token ids are exhausted (4,294,967,294 issued)".into(),
             ));
         }
         Ok(())
