@@ -345,19 +345,18 @@ async fn minting_stops_when_ids_run_out() {
         let s = TestServer::start(dir.path()).await;
         let made = s
             .accounts()
-            .create_account(auth(
-                pb::CreateAccountRequest {
-                    name: "B".into(),
-                    ..Default::default()
-                },
-                &root,
-            ))
+            .create_account(auth(pb::CreateAccountRequest { name: "B".into() }, &root))
             .await;
         let st = assert_code(made, Code::FailedPrecondition);
-        assert!(st.message().contains("ids are exhausted"), "{}", st.message());
+        assert!(
+            st.message().contains("ids are exhausted"),
+            "{}",
+            st.message()
+        );
         if tokens == ID_LIMIT {
             let st = assert_code(
-                s.create(&admin, a, "t", vec![grant(PROJECT, "p", VIEWER)]).await,
+                s.create(&admin, a, "t", vec![grant(PROJECT, "p", VIEWER)])
+                    .await,
                 Code::FailedPrecondition,
             );
             assert!(st.message().contains(refused), "{}", st.message());
