@@ -138,6 +138,11 @@ pub(crate) enum Cmd {
         /// The PEM private key of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Answer every ext_authz `Check` with an allow shaped as keyward's
+        /// (the same headers set and removed, the same dynamic metadata),
+        /// not a bare OK: the floor of what Envoy does with keyward's answer.
+        #[arg(long)]
+        shaped_check: bool,
     },
 }
 
@@ -149,9 +154,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         addr,
         tls_cert,
         tls_key,
+        shaped_check,
     }) = cli.cmd
     {
-        return serve_noop(addr, tls_cert.zip(tls_key));
+        return serve_noop(addr, tls_cert.zip(tls_key), shaped_check);
     }
     let layout = Layout::new(cli.no_pin);
     let keyward_bin = match &cli.keyward {

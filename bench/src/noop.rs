@@ -66,12 +66,39 @@ impl Authorizer for Noop {
     }
 }
 
-/// The ext_authz floor: allows every Check, adds nothing.
-pub(crate) struct NoopCheck;
+/// The ext_authz floor: allows every Check, adds nothing; or, `shaped`,
+/// answers every Check with this allow in keyward's shape (decided
+/// nothing, but Envoy gets the same headers to set and remove and the
+/// same metadata as from keyward).
+pub(crate) struct NoopCheck {
+    shaped: Option<CheckResponse>,
+}
+
+impl NoopCheck {
+    fn new(shaped: bool) -> Self {
+        let shaped = shaped.then(|| {
+            keyward::service::ext_authz::Answer::Allow(keyward::service::ext_authz::Allow {
+                token_id: 12_345,
+                account_id: 1,
+                expires_at: None,
+                replaced_by: 0,
+                remaining: None,
+                strip: true,
+                route: "/projects/{project}".into(),
+            })
+            .to_message()
+            .expect("keyward's answer decodes")
+        });
+        NoopCheck { shaped }
+    }
+}
 
 #[tonic::async_trait]
 impl Authorization for NoopCheck {
     async fn check(&self, _req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        if let Some(resp) = &self.shaped {
+            return Ok(Response::new(resp.clone()));
+        }
         let mut resp = CheckResponse::with_status(Status::ok(""));
         resp.set_http_response(OkHttpResponseBuilder::new());
         Ok(Response::new(resp))
@@ -83,6 +110,7 @@ impl Authorization for NoopCheck {
 pub(crate) fn serve_noop(
     addr: SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
+    shaped_check: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -99,7 +127,7 @@ pub(crate) fn serve_noop(
         }
         server
             .add_service(AuthorizerServer::new(Noop))
-            .add_service(AuthorizationServer::new(NoopCheck))
+            .add_service(AuthorizationServer::new(NoopCheck::new(shaped_check)))
             .serve_with_incoming(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             )

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::bench::Bench;
 use crate::load::{measure, Run};
-use crate::procs::{free_addr, http_get, repo_root, wait_port, which, Layout, Proc};
+use crate::procs::{
+    free_addr, http_get, repo_root, start_noop_with, wait_port, which, Layout, Proc,
+};
 use crate::report::verdict;
 
 impl Bench {
@@ -34,6 +36,14 @@ impl Bench {
             Ok(p) => p,
             Err(e) => return eprintln!("10. skipped: envoy did not start: {e}"),
         };
+        // The floor again, answering with keyward's allow (headers set and
+        // removed, dynamic metadata): what Envoy's side of keyward's answer
+        // costs, apart from keyward's deciding it.
+        let shaped_noop = start_noop_with(&self.layout, &["--shaped-check".into()]);
+        let shaped = match start_envoy(&self.layout, &envoy, shaped_noop.addr) {
+            Ok(p) => p,
+            Err(e) => return eprintln!("10. skipped: envoy did not start: {e}"),
+        };
         let requests: Arc<Vec<Vec<u8>>> = Arc::new(
             self.valid
                 .iter()
@@ -46,13 +56,15 @@ impl Bench {
                 })
                 .collect(),
         );
-        let mut runs: Vec<Run> = (0..4).map(|_| Run::new()).collect();
+        let mut runs: Vec<Run> = (0..6).map(|_| Run::new()).collect();
         for r in 0..self.cli.rounds {
             for (k, (addr, conns, name)) in [
                 (floor.addr, 1, "floor seq"),
                 (ours.addr, 1, "keyward seq"),
                 (floor.addr, 16, "floor 16 conns"),
                 (ours.addr, 16, "keyward 16 conns"),
+                (shaped.addr, 1, "shaped floor seq"),
+                (shaped.addr, 16, "shaped floor 16 conns"),
             ]
             .into_iter()
             .enumerate()
@@ -77,6 +89,10 @@ impl Bench {
         self.report.row("keyward, sequential", &runs[1]);
         self.report.row("floor, 16 connections", &runs[2]);
         self.report.row("keyward, 16 connections", &runs[3]);
+        self.report
+            .row("floor answering as keyward, sequential", &runs[4]);
+        self.report
+            .row("floor answering as keyward, 16 connections", &runs[5]);
         let tput = runs[3].rps() / runs[2].rps();
         let d = runs[1].us(0.5) - runs[0].us(0.5);
         self.report.note(format!(
@@ -84,7 +100,15 @@ impl Bench {
             verdict(tput >= 0.90),
             verdict(d <= 15.0)
         ));
-        self.report.print_last(11);
+        let (shaped_d, own_d) = (
+            runs[4].us(0.5) - runs[0].us(0.5),
+            runs[1].us(0.5) - runs[4].us(0.5),
+        );
+        let (shaped_t, own_t) = (runs[5].rps() / runs[2].rps(), runs[3].rps() / runs[5].rps());
+        self.report.note(format!(
+            "of which Envoy applying keyward's answer (the floor answering as keyward vs the floor): {shaped_d:+.1} µs sequential p50, throughput {shaped_t:.3}; keyward's deciding it (keyward vs the floor answering as keyward): {own_d:+.1} µs, {own_t:.3}"
+        ));
+        self.report.print_last(15);
     }
 }
 
