@@ -31,7 +31,8 @@
 //! - L3 Rules: [`authz`] (the pure decision for one Authorize question) and
 //!   [`access`] (the admin rules: who may see, grant, change, delete).
 //! - L4 [`engine`]: the shared state behind every surface: authenticate,
-//!   authorize, mutate (lock, live caller, commit), upkeep, catch-up.
+//!   authorize, mutate (lock, live caller, commit), upkeep, the usage
+//!   writer (a thread of the lowest priority, paced), catch-up.
 //! - L5 Operations: [`admin`] (accounts, resources, tokens, audit: each a
 //!   plan for `Engine::mutate`, audited by itself), [`replication`] (the
 //!   primary's feed served, a follower following and reporting its uses,

@@ -10,7 +10,8 @@
 //! to its holder, at Authorize's cost), `caller` (an admin caller
 //! authenticated), `mutate` (the one way state changes, and the audit
 //! log's two ends), `upkeep` (persist usage, purge expired tokens, the
-//! work counters) and `catch_up` (the write lock, and keeping a shared
+//! work counters), `usage` (the usage writer: a thread of the lowest
+//! priority that persists usage in small paced steps) and `catch_up` (the write lock, and keeping a shared
 //! store's node current: [`sync`]).
 //!
 //! Layer L4: imports the vocabulary (`clock`, `error`, `metrics`, `model`,
@@ -42,6 +43,7 @@ mod lease;
 mod mutate;
 mod replica;
 mod upkeep;
+mod usage;
 
 pub use authn::AuthnFailure;
 pub use authorize::{Cached, Decision, Rate};
@@ -50,6 +52,7 @@ pub use lease::{Held, LeaseAsk, LeaseGrant, LeaseSource, StoreLeases, LEASE_WAIT
 pub use mutate::{Done, Mint, NewToken, Plan};
 pub use upkeep::Work;
 use upkeep::WorkCounters;
+pub use usage::{UsagePace, UsageWriter};
 
 /// Tunables of the lifecycle and the verifier.
 #[derive(Debug, Clone)]
@@ -448,17 +451,7 @@ impl Engine {
                 }
             };
             if usage {
-                let idx = index.read();
-                for c in &changes {
-                    if let Change::PutToken(r) = c {
-                        if let Some(t) = idx.tokens.get(&r.id) {
-                            t.mark_use_saved(r.last_used_at_ms);
-                            if !r.verified_digest.is_empty() {
-                                t.digest_unsaved.store(false, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                }
+                mark_saved(&index.read(), &changes);
             } else {
                 let mut idx = index.write();
                 for c in &changes {
@@ -480,6 +473,21 @@ impl Engine {
         });
         task.await
             .map_err(|e| Error::Internal(format!("commit task: {e}")))?
+    }
+}
+
+/// After a usage commit of `changes`: their tokens' last uses (up to the
+/// time written) and digests are stored.
+fn mark_saved(idx: &Index, changes: &[Change]) {
+    for c in changes {
+        if let Change::PutToken(r) = c {
+            if let Some(t) = idx.tokens.get(&r.id) {
+                t.mark_use_saved(r.last_used_at_ms);
+                if !r.verified_digest.is_empty() {
+                    t.digest_unsaved.store(false, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 

@@ -27,8 +27,9 @@ use super::{grpc::set_all, wait_for_stop, Follow, Options};
 /// per busy token per minute.
 pub const USAGE_GRANULARITY_MS: i64 = 60_000;
 
-/// Most tokens the periodic usage writer persists per run: small slices of
-/// work, often, rather than a burst that would show in Authorize latency.
+/// Most tokens the usage writer persists per interval, a hundredth of it
+/// per step (`engine/usage.rs`): small slices of work, spread over the
+/// interval, rather than a burst that would show in Authorize latency.
 pub const USAGE_BATCH_MAX: usize = 2_000;
 
 /// argon2 memory (19 MiB per buffer) unused this long is given back to the
@@ -190,6 +191,22 @@ async fn upkeep(
     if engine.follower().is_some() {
         return follower_upkeep(engine, stop, reporter).await;
     }
+    // The usage writer: a thread of its own at the lowest priority, in
+    // small steps paced over the interval (engine/usage.rs says why). Only
+    // if that thread cannot be made does the work come here, once an
+    // interval, as it used to.
+    let pace = crate::engine::UsagePace {
+        every: usage_every,
+        granularity_ms: USAGE_GRANULARITY_MS,
+        max_per_interval: USAGE_BATCH_MAX,
+    };
+    let mut writer = match engine.start_usage_writer(pace) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the usage writer thread; writing usage on the async workers");
+            None
+        }
+    };
     let mut usage = tokio::time::interval(usage_every);
     let mut purge = tokio::time::interval(Duration::from_secs(60));
     // The Prometheus recorder keeps histogram samples until upkeep drains them.
@@ -202,11 +219,16 @@ async fn upkeep(
     tokio::pin!(stopped);
     loop {
         tokio::select! {
-            _ = &mut stopped => return,
+            _ = &mut stopped => {
+                if let Some(w) = writer.take() {
+                    w.stop().await;
+                }
+                return;
+            }
             _ = health.tick(), if engine.shared().is_some() => {
                 health_follows_staleness(&engine, &reporter, &mut serving).await;
             }
-            _ = usage.tick() => {
+            _ = usage.tick(), if writer.is_none() => {
                 if let Err(e) = engine.persist_usage(USAGE_GRANULARITY_MS, USAGE_BATCH_MAX).await {
                     tracing::warn!(error = %e, "persisting last-use times failed; will retry");
                 }

@@ -134,7 +134,7 @@ pub async fn stored_tokens_in(
             .map(|r| r.get::<_, Vec<u8>>(0))
             .collect(),
         None => {
-            let db = sled::open(dir).expect("open store");
+            let db = open_sled(dir);
             db.open_tree("tokens")
                 .expect("tree")
                 .iter()
@@ -145,6 +145,25 @@ pub async fn stored_tokens_in(
     raw.iter()
         .map(|v| keyward::pb::store::TokenRecord::decode(v.as_slice()).expect("decode"))
         .collect()
+}
+
+/// The sled store in `dir`, opened by the test itself. sled releases its
+/// file lock from a thread of its own after a stopped server's last handle
+/// is dropped, so the lock is waited for (up to 2 s, as
+/// `keyward::store::SledStore::open` does).
+pub fn open_sled(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match sled::open(dir) {
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.expect("open store"),
+        }
+    }
 }
 
 /// Every byte the store of `dir` holds: the sled files, or every row of

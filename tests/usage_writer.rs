@@ -1,0 +1,157 @@
+//! The usage writer: what the hot path learnt (last-use times, digests,
+//! sending-limit budgets) reaches the store while keyward serves, written
+//! by a thread of its own at the lowest priority in small commits paced
+//! over `--usage-flush-interval`, never by the async workers that answer
+//! Authorize; and a clean stop still writes everything.
+//!
+//! A real server on sled in a temp dir, its tokens seeded straight into the
+//! store (no argon2 per token), used through Authorize.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use keyward::pb::v1 as pb;
+
+const PROJECT: pb::ResourceType = pb::ResourceType::Project;
+
+/// A server on `dir` (seeded) whose usage writer runs every `every`.
+async fn serve(dir: &Path, every: Duration) -> TestServer {
+    let clock = std::sync::Arc::new(keyward::clock::ManualClock::new());
+    let mut opts = options(dir, clock.clone());
+    opts.usage_flush_interval = every;
+    // Seeded stores are sled stores: this file's tests do not run on
+    // PostgreSQL.
+    opts.postgres = None;
+    TestServer::start_with(opts, clock)
+        .await
+        .expect("server starts")
+}
+
+/// Uses every seeded token once (each then has a last use to write).
+async fn use_all(s: &TestServer, seeded: &keyward::seed::Seeded) {
+    for t in &seeded.tokens {
+        assert!(
+            s.check(t.expose(), PROJECT, &seeded.project, VIEWER)
+                .await
+                .allowed
+        );
+    }
+}
+
+/// Waits until the usage writer has written `n` records, or fails after
+/// 30 s (a bound for a hung writer, not a measurement).
+async fn until_written(s: &TestServer, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.engine.work().usage_records < n {
+        assert!(
+            Instant::now() < deadline,
+            "the usage writer wrote {} of {n} records in 30 s",
+            s.engine.work().usage_records
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Uses reach the store while the server serves, within the writer's
+/// interval, and a pass is written in small commits (at most a
+/// hundredth of the 2,000 tokens an interval may write, i.e. 20), not in
+/// one burst of every due token.
+#[tokio::test]
+async fn uses_are_written_while_serving_in_small_commits() {
+    let dir = temp();
+    let seeded = keyward::seed::seed(dir.path(), 100, true)
+        .await
+        .expect("seed");
+    let s = serve(dir.path(), Duration::from_millis(200)).await;
+    use_all(&s, &seeded).await;
+    until_written(&s, 100).await;
+    let work = s.engine.work();
+    assert!(
+        work.usage_commits >= 5,
+        "100 due tokens in commits of at most 20: {work:?}"
+    );
+    // Nothing is written twice for one use.
+    assert_eq!(work.usage_records, 100, "{work:?}");
+    s.stop().await.expect("stops");
+    let stored = stored_tokens(dir.path()).await;
+    assert_eq!(stored.len(), 100);
+    assert!(
+        stored.iter().all(|r| r.last_used_at_ms > 0),
+        "every use stored"
+    );
+}
+
+/// The writer is a thread named `keyward-usage` at the lowest scheduling
+/// priority (`SCHED_IDLE`), so the kernel runs the async workers first
+/// whenever a request waits.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_usage_writer_is_a_thread_of_the_lowest_priority() {
+    let dir = temp();
+    keyward::seed::seed(dir.path(), 1, true)
+        .await
+        .expect("seed");
+    let s = serve(dir.path(), Duration::from_millis(200)).await;
+    // The thread is started by the server's jobs once it serves, and sets
+    // its own policy: looked for until it shows, for at most 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let policies = usage_thread_policies();
+        if !policies.is_empty() && policies.iter().all(|p| p == "5") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keyward-usage threads' policies: {policies:?} (5 = SCHED_IDLE; none: no such thread)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.stop().await.expect("stops");
+}
+
+/// A clean stop writes every use not written yet, all of them at once,
+/// even when the periodic writer had only begun: here its interval is an
+/// hour, so everything is left to the stop.
+#[tokio::test]
+async fn a_clean_stop_writes_every_use() {
+    let dir = temp();
+    let seeded = keyward::seed::seed(dir.path(), 300, true)
+        .await
+        .expect("seed");
+    let s = serve(dir.path(), Duration::from_secs(3600)).await;
+    use_all(&s, &seeded).await;
+    let used = keyward::clock::Clock::now_ms(&*s.clock);
+    s.stop().await.expect("stops");
+    let stored = stored_tokens(dir.path()).await;
+    assert_eq!(stored.len(), 300);
+    let missing = stored.iter().filter(|r| r.last_used_at_ms != used).count();
+    assert_eq!(missing, 0, "uses not stored at shutdown");
+}
+
+/// The scheduling policy of every thread of this process named
+/// `keyward-usage` (field 41 of /proc/self/task/<tid>/stat).
+#[cfg(target_os = "linux")]
+fn usage_thread_policies() -> Vec<String> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
+        let task = task.expect("task").path();
+        let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
+            continue;
+        };
+        if comm.trim() != "keyward-usage" {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
+            continue;
+        };
+        // The fields after the command name (in parentheses) start at
+        // field 3.
+        let rest = stat.rsplit_once(')').expect("stat").1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        policies.push(fields[41 - 3].to_string());
+    }
+    policies
+}
