@@ -143,6 +143,10 @@ pub(crate) enum Cmd {
         /// not a bare OK: the floor of what Envoy does with keyward's answer.
         #[arg(long)]
         shaped_check: bool,
+        /// With --shaped-check: the same allow without its dynamic
+        /// metadata (what the metadata alone costs Envoy).
+        #[arg(long, requires = "shaped_check")]
+        no_metadata: bool,
     },
 }
 
@@ -155,9 +159,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tls_cert,
         tls_key,
         shaped_check,
+        no_metadata,
     }) = cli.cmd
     {
-        return serve_noop(addr, tls_cert.zip(tls_key), shaped_check);
+        let shape = match (shaped_check, no_metadata) {
+            (false, _) => noop::Shape::BareOk,
+            (true, false) => noop::Shape::Keyward,
+            (true, true) => noop::Shape::KeywardWithoutMetadata,
+        };
+        return serve_noop(addr, tls_cert.zip(tls_key), shape);
     }
     let layout = Layout::new(cli.no_pin);
     let keyward_bin = match &cli.keyward {

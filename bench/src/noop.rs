@@ -66,6 +66,17 @@ impl Authorizer for Noop {
     }
 }
 
+/// What the ext_authz floor answers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shape {
+    /// A bare OK.
+    BareOk,
+    /// keyward's allow (headers set and removed, dynamic metadata).
+    Keyward,
+    /// keyward's allow without its dynamic metadata.
+    KeywardWithoutMetadata,
+}
+
 /// The ext_authz floor: allows every Check, adds nothing; or, `shaped`,
 /// answers every Check with this allow in keyward's shape (decided
 /// nothing, but Envoy gets the same headers to set and remove and the
@@ -75,19 +86,24 @@ pub(crate) struct NoopCheck {
 }
 
 impl NoopCheck {
-    fn new(shaped: bool) -> Self {
-        let shaped = shaped.then(|| {
-            keyward::service::ext_authz::Answer::Allow(keyward::service::ext_authz::Allow {
-                token_id: 12_345,
-                account_id: 1,
-                expires_at: None,
-                replaced_by: 0,
-                remaining: None,
-                strip: true,
-                route: "/projects/{project}".into(),
-            })
-            .to_message()
-            .expect("keyward's answer decodes")
+    fn new(shape: Shape) -> Self {
+        let shaped = (!matches!(shape, Shape::BareOk)).then(|| {
+            let mut resp =
+                keyward::service::ext_authz::Answer::Allow(keyward::service::ext_authz::Allow {
+                    token_id: 12_345,
+                    account_id: 1,
+                    expires_at: None,
+                    replaced_by: 0,
+                    remaining: None,
+                    strip: true,
+                    route: "/projects/{project}".into(),
+                })
+                .to_message()
+                .expect("keyward's answer decodes");
+            if matches!(shape, Shape::KeywardWithoutMetadata) {
+                resp.dynamic_metadata = None;
+            }
+            resp
         });
         NoopCheck { shaped }
     }
@@ -110,7 +126,7 @@ impl Authorization for NoopCheck {
 pub(crate) fn serve_noop(
     addr: SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
-    shaped_check: bool,
+    shape: Shape,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -127,7 +143,7 @@ pub(crate) fn serve_noop(
         }
         server
             .add_service(AuthorizerServer::new(Noop))
-            .add_service(AuthorizationServer::new(NoopCheck::new(shaped_check)))
+            .add_service(AuthorizationServer::new(NoopCheck::new(shape)))
             .serve_with_incoming(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             )

@@ -44,6 +44,15 @@ impl Bench {
             Ok(p) => p,
             Err(e) => return eprintln!("10. skipped: envoy did not start: {e}"),
         };
+        // And without the metadata: which part of the answer Envoy pays for.
+        let bare_noop = start_noop_with(
+            &self.layout,
+            &["--shaped-check".into(), "--no-metadata".into()],
+        );
+        let unmeta = match start_envoy(&self.layout, &envoy, bare_noop.addr) {
+            Ok(p) => p,
+            Err(e) => return eprintln!("10. skipped: envoy did not start: {e}"),
+        };
         let requests: Arc<Vec<Vec<u8>>> = Arc::new(
             self.valid
                 .iter()
@@ -56,7 +65,7 @@ impl Bench {
                 })
                 .collect(),
         );
-        let mut runs: Vec<Run> = (0..6).map(|_| Run::new()).collect();
+        let mut runs: Vec<Run> = (0..7).map(|_| Run::new()).collect();
         for r in 0..self.cli.rounds {
             for (k, (addr, conns, name)) in [
                 (floor.addr, 1, "floor seq"),
@@ -65,6 +74,7 @@ impl Bench {
                 (ours.addr, 16, "keyward 16 conns"),
                 (shaped.addr, 1, "shaped floor seq"),
                 (shaped.addr, 16, "shaped floor 16 conns"),
+                (unmeta.addr, 1, "shaped, no metadata, seq"),
             ]
             .into_iter()
             .enumerate()
@@ -93,6 +103,8 @@ impl Bench {
             .row("floor answering as keyward, sequential", &runs[4]);
         self.report
             .row("floor answering as keyward, 16 connections", &runs[5]);
+        self.report
+            .row("floor as keyward without metadata, sequential", &runs[6]);
         let tput = runs[3].rps() / runs[2].rps();
         let d = runs[1].us(0.5) - runs[0].us(0.5);
         self.report.note(format!(
@@ -106,9 +118,10 @@ impl Bench {
         );
         let (shaped_t, own_t) = (runs[5].rps() / runs[2].rps(), runs[3].rps() / runs[5].rps());
         self.report.note(format!(
-            "of which Envoy applying keyward's answer (the floor answering as keyward vs the floor): {shaped_d:+.1} µs sequential p50, throughput {shaped_t:.3}; keyward's deciding it (keyward vs the floor answering as keyward): {own_d:+.1} µs, {own_t:.3}"
+            "of which Envoy applying keyward's answer (the floor answering as keyward vs the floor): {shaped_d:+.1} µs sequential p50, throughput {shaped_t:.3}; keyward's deciding it (keyward vs the floor answering as keyward): {own_d:+.1} µs, {own_t:.3}; the metadata alone (with vs without it): {:+.1} µs sequential p50",
+            runs[4].us(0.5) - runs[6].us(0.5)
         ));
-        self.report.print_last(15);
+        self.report.print_last(16);
     }
 }
 
