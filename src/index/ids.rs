@@ -25,17 +25,22 @@ impl IdSet {
         Self::default()
     }
 
+    /// The run `id` is in or belongs in: the last whose first id is not
+    /// above it (the first run for an id below them all; 0 when there are
+    /// none).
+    fn run_of(&self, id: u32) -> usize {
+        self.runs
+            .partition_point(|run| run[0] <= id)
+            .saturating_sub(1)
+    }
+
     /// Adds `id`; false when it was there already or does not fit in 32
     /// bits (such a token is not kept in the index either).
     pub fn insert(&mut self, id: u64) -> bool {
         let Ok(id) = u32::try_from(id) else {
             return false;
         };
-        // The run the id belongs in: the last whose first id is not above it.
-        let r = self
-            .runs
-            .partition_point(|run| run[0] <= id)
-            .saturating_sub(1);
+        let r = self.run_of(id);
         let last = r + 1 == self.runs.len();
         let Some(run) = self.runs.get_mut(r) else {
             self.runs.push(vec![id]);
@@ -70,8 +75,8 @@ impl IdSet {
         let Ok(id) = u32::try_from(id) else {
             return false;
         };
-        let r = self.runs.partition_point(|run| run[0] <= id);
-        let Some(run) = r.checked_sub(1).and_then(|r| self.runs.get_mut(r)) else {
+        let r = self.run_of(id);
+        let Some(run) = self.runs.get_mut(r) else {
             return false;
         };
         let Ok(at) = run.binary_search(&id) else {
@@ -79,7 +84,7 @@ impl IdSet {
         };
         run.remove(at);
         if run.is_empty() {
-            self.runs.remove(r - 1);
+            self.runs.remove(r);
         } else if run.len() < run.capacity() / 4 {
             run.shrink_to_fit();
         }
@@ -92,9 +97,9 @@ impl IdSet {
         let Ok(id) = u32::try_from(id) else {
             return false;
         };
-        let r = self.runs.partition_point(|run| run[0] <= id);
-        r.checked_sub(1)
-            .is_some_and(|r| self.runs[r].binary_search(&id).is_ok())
+        self.runs
+            .get(self.run_of(id))
+            .is_some_and(|run| run.binary_search(&id).is_ok())
     }
 
     /// How many ids.
@@ -120,10 +125,7 @@ impl IdSet {
         let (r, at) = match first {
             None => (self.runs.len(), 0),
             Some(f) => {
-                let r = self
-                    .runs
-                    .partition_point(|run| run[0] <= f)
-                    .saturating_sub(1);
+                let r = self.run_of(f);
                 let at = self
                     .runs
                     .get(r)

@@ -91,10 +91,10 @@ const NEVER: i64 = i64::MAX;
 pub const ID_LIMIT: u64 = u32::MAX as u64;
 
 /// An id as an entry keeps it; one at or above [`ID_LIMIT`] (a record
-/// [`TokenState::fits`] refuses) becomes [`ID_LIMIT`] itself, never
-/// another real id.
+/// [`TokenState::fits`] refuses) becomes [`ID_LIMIT`] (`u32::MAX`) itself,
+/// never another real id.
 fn id32(id: u64) -> u32 {
-    u32::try_from(id.min(ID_LIMIT)).unwrap_or(u32::MAX)
+    u32::try_from(id).unwrap_or(u32::MAX)
 }
 
 impl std::fmt::Debug for TokenState {
