@@ -38,12 +38,12 @@ struct Slots {
 }
 
 impl Slots {
-    fn put(&mut self, s: &str) -> u32 {
+    fn put(&mut self, s: Box<str>) -> u32 {
         if let Some(i) = self.free.pop() {
-            self.strings[i as usize] = Some(s.into());
+            self.strings[i as usize] = Some(s);
             return i;
         }
-        self.strings.push(Some(s.into()));
+        self.strings.push(Some(s));
         // More than 2^32 live hashes would not fit in memory first.
         u32::try_from(self.strings.len() - 1).unwrap_or(u32::MAX)
     }
@@ -67,7 +67,7 @@ impl Phc {
         Self::compact(s).unwrap_or_else(|| {
             let mut b = [0u8; 49];
             b[0] = OTHER;
-            b[1..5].copy_from_slice(&OTHERS.lock().put(s).to_le_bytes());
+            b[1..5].copy_from_slice(&OTHERS.lock().put(s.into()).to_le_bytes());
             Phc(b)
         })
     }
@@ -115,7 +115,7 @@ impl Clone for Phc {
                 let mut others = OTHERS.lock();
                 let s = others.strings[i as usize].clone().unwrap_or_default();
                 let mut b = self.0;
-                b[1..5].copy_from_slice(&others.put(&s).to_le_bytes());
+                b[1..5].copy_from_slice(&others.put(s).to_le_bytes());
                 Phc(b)
             }
         }
@@ -149,7 +149,8 @@ impl Eq for Phc {}
 
 /// The cost parameter sets in use, by index: only ever appended to (a set
 /// is three numbers, and a store holds one set per configuration it has
-/// seen). Past `u16::MAX` sets, a hash is kept as written.
+/// seen). Past 255 sets ([`OTHER`] is not an index), a hash is kept as
+/// written.
 static PARAMS: LazyLock<RwLock<Vec<[u32; 3]>>> = LazyLock::new(RwLock::default);
 
 /// The index of a parameter set, added if new; `None` once [`OTHER`]
