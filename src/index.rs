@@ -115,6 +115,12 @@ impl TokenTable {
         self.len
     }
 
+    /// How many slots the table holds, empty ones included (its memory
+    /// is this many entries).
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -222,9 +228,16 @@ impl Index {
                     }
                 }
             }
-            Change::PutToken(r) if !TokenState::fits(r) => {
-                // Ids keyward never issues (a damaged store): not held,
-                // and no older state of the token is served in its place.
+            Change::PutToken(r) if !TokenState::fits(r) || r.id >= self.next_token_id => {
+                // Ids keyward never issues (every mint moves the counter
+                // first): a damaged store, snapshot or change row. Not held,
+                // the table does not grow toward the id, and no older state
+                // of the token is served in its place.
+                tracing::warn!(
+                    token_id = r.id,
+                    next_token_id = self.next_token_id,
+                    "a token record with an id keyward never issued is ignored"
+                );
                 self.apply(&Change::DeleteToken(r.id));
             }
             Change::PutToken(r) => {

@@ -304,6 +304,11 @@ async fn a_backup_file_in_place_of_the_state_is_refused() {
             }),
         };
         let mut w = ArchiveWriter::new(Vec::new(), &header).unwrap();
+        w.write(&Record::Counters {
+            next_account_id: 1,
+            next_token_id: 2,
+        })
+        .unwrap();
         w.write(&Record::Token(TokenRecord {
             id: 1,
             ..Default::default()
@@ -325,6 +330,58 @@ async fn a_backup_file_in_place_of_the_state_is_refused() {
         );
         f.stop().await.unwrap();
     }
+    p.stop().await.unwrap();
+}
+
+/// A state file that passes its checksum but holds a token id at or beyond
+/// its own id counter (keyward never writes one; token ids index a dense
+/// table, and this one would ask for ~4 G entries) is set aside with the
+/// reason, and the follower takes a snapshot: it neither aborts on the
+/// allocation nor serves the file.
+#[tokio::test]
+async fn a_state_file_with_a_token_beyond_its_id_counter_is_refused() {
+    use keyward::pb::store::TokenRecord;
+    use keyward::store::archive::{ArchiveWriter, Header, Position};
+    use keyward::store::records::Record;
+    let _one = SERIAL.lock().await;
+    let log = log_capture("info");
+    let (pdir, fdir) = (temp(), temp());
+    let p = TestServer::start(pdir.path()).await;
+    let header = Header {
+        created_at_ms: 1,
+        source: "follower".into(),
+        digest_key_id: Vec::new(),
+        position: Some(Position {
+            epoch: 1,
+            revision: 1,
+        }),
+    };
+    let mut w = ArchiveWriter::new(Vec::new(), &header).unwrap();
+    w.write(&Record::Counters {
+        next_account_id: 1,
+        next_token_id: 2,
+    })
+    .unwrap();
+    w.write(&Record::Token(TokenRecord {
+        id: u64::from(u32::MAX) - 1,
+        name: "far".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    std::fs::write(state_file(fdir.path()), w.finish().unwrap().0).unwrap();
+    let before = snapshots(&p).await;
+    let mark = log.mark();
+    let f = follower(&p, pdir.path(), fdir.path()).await;
+    let after = snapshots(&p).await;
+    assert_eq!(after.0 - before.0, 1.0, "a snapshot");
+    let warned = log.lines_since(mark, "follower state file is not usable");
+    assert!(
+        warned
+            .iter()
+            .any(|l| l.contains("not below the id counter")),
+        "{warned:?}"
+    );
+    f.stop().await.unwrap();
     p.stop().await.unwrap();
 }
 

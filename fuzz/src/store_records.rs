@@ -11,10 +11,10 @@ use keyward::token::DigestKey;
 use super::common::{decode_round_trip, NOW_MS};
 
 /// Token ids above this are not applied to the index in [`store_records`]:
-/// the index keeps tokens in a table indexed by id, 8 bytes per id up to the
-/// largest (ids are issued densely from 1), so one record with an id near
-/// 2^32 allocates 32 GiB. That is a known limit of a damaged store (see
-/// `fuzz/README.md`), not something to find again on every run.
+/// the index keeps tokens in a table indexed by id, one entry per id up to
+/// the largest. `Index::apply` ignores ids not below its counter, but the
+/// input may set the counter itself near 2^32 (loads refuse more than that,
+/// see `fuzz/README.md`), and then one record would ask for hundreds of GiB.
 pub const MAX_APPLIED_TOKEN_ID: u64 = 1 << 20;
 
 /// What the store load yields, one record per item: `[kind][len u16 le][bytes]`.

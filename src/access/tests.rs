@@ -37,6 +37,10 @@ fn scope(name: &str, level: Level) -> ScopeGrant {
 /// project p.
 fn world() -> Index {
     let mut idx = Index::new(DigestKey::from_bytes([7; 32]));
+    idx.apply(&Change::Counters {
+        next_account_id: 3,
+        next_token_id: 1_000,
+    });
     for id in [ACCOUNT, OTHER] {
         idx.apply(&Change::PutAccount(AccountRecord {
             id,

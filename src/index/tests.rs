@@ -4,6 +4,16 @@ use super::{newer_use, nodes, Change, Index};
 use crate::pb::store::TokenRecord;
 use crate::token::DigestKey;
 
+/// An empty index whose id counter admits every id that fits.
+fn index() -> Index {
+    let mut idx = Index::new(DigestKey::from_bytes([7; 32]));
+    idx.apply(&Change::Counters {
+        next_account_id: 1,
+        next_token_id: super::ID_LIMIT,
+    });
+    idx
+}
+
 fn record(id: u64, used_ms: i64, by: &str) -> TokenRecord {
     TokenRecord {
         id,
@@ -28,7 +38,7 @@ fn the_newer_use_wins_with_its_node() {
 /// a use seen here: whichever is newer stays, with the node that saw it.
 #[test]
 fn put_token_keeps_the_newer_use() {
-    let mut idx = Index::new(DigestKey::from_bytes([7; 32]));
+    let mut idx = index();
     let (here, there) = (nodes::intern("node-here"), nodes::intern("node-there"));
     idx.apply(&Change::PutToken(record(5, 1_000, "node-there")));
     let last = |idx: &Index| idx.tokens.get(&5).map(|t| t.last_use());
@@ -54,7 +64,7 @@ fn put_token_keeps_the_newer_use() {
 /// the same second changes nothing (one store per second per token).
 #[test]
 fn a_reported_use_moves_only_forward() {
-    let mut idx = Index::new(DigestKey::from_bytes([7; 32]));
+    let mut idx = index();
     idx.apply(&Change::PutToken(record(2, 10_000, "")));
     let t = idx.tokens.get(&2).unwrap();
     assert_eq!(t.last_use(), (10_000, 0));
@@ -77,7 +87,7 @@ fn a_reported_use_moves_only_forward() {
 /// counts from it, and a use in the saved one's second counts as saved.
 #[test]
 fn the_saved_use_is_kept_to_the_second() {
-    let mut idx = Index::new(DigestKey::from_bytes([7; 32]));
+    let mut idx = index();
     idx.apply(&Change::PutToken(record(2, 10_400, "")));
     let t = idx.tokens.get(&2).unwrap();
     assert!(!t.use_unsaved(0), "as stored");
@@ -100,7 +110,7 @@ fn the_saved_use_is_kept_to_the_second() {
 /// are not held, and the token's older state is not served in its place.
 #[test]
 fn a_record_whose_ids_do_not_fit_is_not_held() {
-    let mut idx = Index::new(DigestKey::from_bytes([7; 32]));
+    let mut idx = index();
     idx.apply(&Change::PutToken(record(2, 10_000, "")));
     assert!(idx.tokens.get(&2).is_some());
     for (field, bad) in [
@@ -143,6 +153,34 @@ fn a_record_whose_ids_do_not_fit_is_not_held() {
         idx.tokens.get(&3).unwrap().replaced_by(),
         super::ID_LIMIT - 1
     );
+}
+
+/// Token ids index a dense table: a record whose id is at or beyond the
+/// id counter (a damaged snapshot, change row or state file; keyward never
+/// issues one) is not held, and the table does not grow toward it.
+#[test]
+fn a_token_beyond_the_id_counter_is_not_held() {
+    let mut idx = Index::new(DigestKey::from_bytes([7; 32]));
+    idx.apply(&Change::Counters {
+        next_account_id: 1,
+        next_token_id: 10,
+    });
+    idx.apply(&Change::PutToken(record(3, 10_000, "")));
+    assert!(idx.tokens.get(&3).is_some());
+    for beyond in [10, 1_000_000] {
+        idx.apply(&Change::PutToken(record(beyond, 10_000, "")));
+        assert!(idx.tokens.get(&beyond).is_none(), "{beyond}");
+        assert!(idx.accounts.values().all(|a| !a.tokens.contains(beyond)));
+    }
+    assert_eq!(idx.tokens.len(), 1);
+    assert!(idx.tokens.slots() <= 10, "{} slots", idx.tokens.slots());
+    // The counter moves first (as every mint commits it): then it is held.
+    idx.apply(&Change::Counters {
+        next_account_id: 1,
+        next_token_id: 11,
+    });
+    idx.apply(&Change::PutToken(record(10, 10_000, "")));
+    assert!(idx.tokens.get(&10).is_some());
 }
 
 #[test]

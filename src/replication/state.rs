@@ -38,6 +38,7 @@ use crate::engine::Engine;
 use crate::index::{Change, Index};
 use crate::store::archive::{ArchiveError, ArchiveReader, ArchiveWriter, Header, Position};
 use crate::store::records::Record;
+use crate::store::{LoadCheck, StoreError};
 
 use super::CHUNK;
 
@@ -147,6 +148,12 @@ fn read(engine: &Engine, inp: impl io::Read) -> Result<(Header, Index), String> 
         ));
     }
     let mut idx = Index::new(engine.key().clone());
+    // The same checks as a store's load: ids within the counter.
+    let mut check = LoadCheck::new();
+    let refused = |e: StoreError| match e {
+        StoreError::Corrupt(why) => why,
+        e => e.to_string(),
+    };
     // The last token record, whose allocations the next one reuses.
     let mut spare = None;
     while let Some(record) = r.next_record_reusing(spare.take()).map_err(said)? {
@@ -154,13 +161,12 @@ fn read(engine: &Engine, inp: impl io::Read) -> Result<(Header, Index), String> 
             Record::Counters {
                 next_account_id,
                 next_token_id,
-            } => Change::Counters {
-                next_account_id,
-                next_token_id,
-            },
+            } => check
+                .counters(next_account_id, next_token_id)
+                .map_err(refused)?,
             Record::Account(a) => Change::PutAccount(a),
             Record::Resource(res) => Change::PutResource(res),
-            Record::Token(t) => Change::PutToken(t),
+            Record::Token(t) => check.token(t).map_err(refused)?,
             Record::Audit(_) => {
                 return Err("it holds audit events: a backup, not a follower's state".into())
             }
