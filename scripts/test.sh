@@ -110,7 +110,7 @@ cargo build --release --locked
 header "benchmark harness smoke run (keyward-bench, short; full run: see BENCHMARKS.md)"
 # Proves the harness still runs end to end; its figures are not checked here
 # (timings belong in benchmarks, not in pass/fail tests).
-target/release/keyward-bench --scenarios 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17 --tokens 2000 --cold-tokens 5000 --followers 2 --snapshot-followers 2 --revocations 3 --duration 1s --warmup 200ms --rounds 1
+target/release/keyward-bench --scenarios 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18 --tokens 2000 --cold-tokens 5000 --followers 2 --snapshot-followers 2 --revocations 3 --duration 1s --warmup 200ms --rounds 1
 
 header "REST facades against their OpenAPI document (tests/rest_schemathesis.sh)"
 bash tests/rest_schemathesis.sh

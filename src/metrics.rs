@@ -130,6 +130,11 @@ pub struct StoreMetrics {
     /// Catch-ups for callers whose token id was newer than the index (at
     /// most one per interval, shared by every caller waiting).
     pub unseen_catch_ups: Counter,
+    /// Token records the usage writer stored (last uses, learnt digests,
+    /// budgets), on any store.
+    pub usage_records: Counter,
+    /// The usage writer's commits, on any store.
+    pub usage_commits: Counter,
 }
 
 /// Replication handles.
@@ -231,6 +236,8 @@ impl Metrics {
                 reloads: counter!("keyward_store_reloads_total"),
                 silence_seconds: gauge!("keyward_store_silence_seconds"),
                 unseen_catch_ups: counter!("keyward_store_unseen_catch_ups_total"),
+                usage_records: counter!("keyward_usage_records_total"),
+                usage_commits: counter!("keyward_usage_commits_total"),
             },
             leaks: LeakMetrics {
                 true_positive: counter!("keyward_leak_reports_total", "label" => "true_positive"),

@@ -131,6 +131,56 @@ async fn a_clean_stop_writes_every_use() {
     assert_eq!(missing, 0, "uses not stored at shutdown");
 }
 
+/// A usage step parked where a starved one would be (due tokens found,
+/// not yet written: on a core saturated by normal threads, `SCHED_IDLE`
+/// leaves it there for tens of milliseconds) holds up no mutation: a
+/// PauseToken is answered while it is parked, and the step writes its
+/// tokens once let go. (The first version of the writer held the node's
+/// writer lock there, so the mutation waited for the parked step: scenario
+/// 18 of keyward-bench measured what that cost.)
+#[tokio::test]
+async fn a_parked_usage_step_holds_up_no_mutation() {
+    let dir = temp();
+    let mut seeded = keyward::seed::seed(dir.path(), 11, true)
+        .await
+        .expect("seed");
+    let s = serve(dir.path(), Duration::from_millis(200)).await;
+    let parked = s.engine.park_usage_writer();
+    // Ten tokens used (ten records due); the eleventh, unused, is paused.
+    let unused = seeded.tokens.pop().expect("11 tokens");
+    let unused_id = keyward::token::parse(unused.expose()).expect("a token").id;
+    use_all(&s, &seeded).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.engine.usage_writer_parked() {
+        assert!(
+            Instant::now() < deadline,
+            "no usage step came to the gate in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut tokens = s.tokens();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokens.pause_token(auth(
+            pb::PauseTokenRequest {
+                account_id: seeded.account_id,
+                token_id: unused_id,
+            },
+            seeded.tokens[0].expose(),
+        )),
+    )
+    .await;
+    assert!(s.engine.usage_writer_parked(), "the step stayed parked");
+    drop(parked);
+    let token = answer
+        .expect("PauseToken answered while a usage step was parked (it waited 10 s for the step)")
+        .expect("PauseToken")
+        .into_inner();
+    assert!(token.paused);
+    until_written(&s, 10).await;
+    s.stop().await.expect("stops");
+}
+
 /// The scheduling policy of every thread of this process named
 /// `keyward-usage` (field 41 of /proc/self/task/<tid>/stat).
 #[cfg(target_os = "linux")]

@@ -30,6 +30,9 @@
 //! `--cold-tokens` tokens on its data dir: start to SERVING resuming from
 //! its state file, against the same restart taking a full snapshot.
 //!
+//! Scenario 18 (`admin_under_load`) times PauseToken/ResumeToken beside
+//! scenario 1's load, with the usage writer at work and resting.
+//!
 //! ```text
 //! cargo build --release && target/release/keyward-bench            # all scenarios
 //! target/release/keyward-bench --scenarios 1,2 --duration 3s --rounds 3
@@ -98,18 +101,18 @@ pub(crate) struct Cli {
     /// Alternations of baseline and keyward per scenario.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Scenarios to run, by number or name (1-7, 9-17; 8 is `cargo bench
+    /// Scenarios to run, by number or name (1-7, 9-18; 8 is `cargo bench
     /// --bench decision`; 10 needs `envoy` on PATH; 12 needs a PostgreSQL
     /// server, see --pg; 14 needs `openssl` on PATH). Names: 1
     /// warm_closed_loop, 2 sequential, 3 fixed_rate, 4 malformed_tokens, 5
     /// wrong_secret_flood, 6 cold_start, 7 batch, 8 decision, 9
     /// ext_authz_check, 10 envoy, 11 followers, 12 postgres, 13
     /// under_attack, 14 tls, 15 introspect, 16 rate_limits, 17
-    /// follower_restart.
+    /// follower_restart, 18 admin_under_load.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1,2,3,4,5,6,7,9,10,11,12,13,14,15,17",
+        default_value = "1,2,3,4,5,6,7,9,10,11,12,13,14,15,17,18",
         value_parser = scenarios::parse
     )]
     scenarios: Vec<u32>,

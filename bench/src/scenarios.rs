@@ -11,6 +11,7 @@ use std::pin::Pin;
 
 use crate::bench::Bench;
 
+mod admin_under_load;
 mod batch;
 mod cold_start;
 mod envoy;
@@ -46,7 +47,7 @@ pub(crate) struct Scenario {
 }
 
 /// Every scenario, by number.
-pub(crate) const SCENARIOS: [Scenario; 17] = [
+pub(crate) const SCENARIOS: [Scenario; 18] = [
     Scenario {
         number: 1,
         name: "warm_closed_loop",
@@ -132,6 +133,11 @@ pub(crate) const SCENARIOS: [Scenario; 17] = [
         name: "follower_restart",
         run: Some(|b| Box::pin(b.follower_restart())),
     },
+    Scenario {
+        number: 18,
+        name: "admin_under_load",
+        run: Some(|b| Box::pin(b.admin_under_load())),
+    },
 ];
 
 /// `--scenarios`' parser: a number (any, as before: an unknown one is
@@ -165,7 +171,7 @@ pub(crate) async fn run(bench: &mut Bench, number: u32) {
 mod tests {
     use super::{parse, SCENARIOS};
 
-    /// Numbers 1-17 in order, names unique, each name parses to its number.
+    /// Numbers 1-18 in order, names unique, each name parses to its number.
     #[test]
     fn the_table_is_complete_and_names_parse() {
         for (i, sc) in SCENARIOS.iter().enumerate() {

@@ -177,6 +177,8 @@ pub struct Engine {
     node: u32,
     /// A follower's leases of sending-limit budget.
     leases: lease::Leases,
+    /// Where a usage step may be parked by a test ([`usage::UsageGate`]).
+    usage_gate: usage::UsageGate,
 }
 
 /// The right to mutate: this node's writer lock and, on a shared store,
@@ -261,6 +263,7 @@ impl Engine {
             failures: Mutex::new(HashMap::new()),
             unseen_catch_up: tokio::sync::Mutex::new(None),
             work: WorkCounters::default(),
+            usage_gate: usage::UsageGate::default(),
             ready: AtomicBool::new(false),
             metrics: Metrics::new(),
             audit_seq: AtomicU64::new(0),

@@ -77,8 +77,15 @@ impl Engine {
                 .take(max)
                 .collect()
         };
+        self.persist_ids(&due).await
+    }
+
+    /// Writes the usage of tokens `ids` (those still there), 256 to a
+    /// commit, each taking the writer lock like any mutation. Returns
+    /// tokens written.
+    pub(super) async fn persist_ids(&self, ids: &[u64]) -> Result<usize> {
         let mut written = 0;
-        for ids in due.chunks(256) {
+        for ids in ids.chunks(256) {
             // Records are built after the write lock is taken: on a shared
             // store the index is then current, and on any store no
             // mutation can commit between the build and this commit, so no
@@ -137,6 +144,8 @@ impl Engine {
         let w = &self.work;
         w.usage_records.fetch_add(records as u64, Ordering::Relaxed);
         w.usage_commits.fetch_add(1, Ordering::Relaxed);
+        self.metrics.store.usage_records.increment(records as u64);
+        self.metrics.store.usage_commits.increment(1);
     }
 
     /// Deletes tokens expired for longer than `purge_after`. Returns how many.

@@ -15,33 +15,30 @@
 //! workers and paced.
 //!
 //! Locks, and priority inversion. A thread that may starve must not hold a
-//! lock that a latency-critical thread waits for. Each step:
+//! lock that a latency-critical thread waits for: on a core saturated by
+//! normal threads `SCHED_IDLE` gets very little CPU (its weight is 3
+//! against a normal thread's 1,024), so whatever it holds is held for
+//! tens of milliseconds of wall time. The first version of this writer
+//! held the node's writer lock for a whole step at idle priority, and
+//! keyward-bench scenario 18 (PauseToken/ResumeToken beside a saturating
+//! Authorize load, BENCHMARKS.md) measured it: a mutation's p50 went from
+//! 2.2 ms to 19.4 ms and its p99 from 8.6 ms to 59.6 ms. So a step is split
+//! by priority:
 //!
-//! 1. takes this node's writer lock (the async mutex every mutation takes
-//!    first), waiting in line like any mutation;
-//! 2. scans a bounded slice of token ids for due ones, under the index's
-//!    read lock in sub-slices of [`SCAN_SLICE`] ids;
-//! 3. only if some are due: begins the store write (on PostgreSQL the
-//!    database's write lock, and the commits of other nodes applied, so the
-//!    index is current), builds at most a hundredth of the interval's
-//!    records under the read lock, commits them on this thread (sled's
-//!    encoding and tree updates included; the disk flush is the store's
-//!    group flush), marks them saved, and lets the lock go.
+//! 1. on this thread, at idle priority: the scan of a bounded slice of
+//!    token ids for due ones, under the index's read lock in sub-slices
+//!    of [`SCAN_SLICE`] ids (the costly part: a lap of 1 M tokens, ~10,000
+//!    ids a step), holding no other lock;
+//! 2. only if some are due: a task on the runtime, at normal priority,
+//!    writes them as any mutation does ([`Engine::persist_ids`]: the
+//!    writer lock, the store write begun, the records built from the
+//!    index as it is then, committed, marked saved), while this thread
+//!    waits for it. That is at most 20 records: the small part.
 //!
-//! Every index write but one is made under the writer lock, so while this
-//! thread holds the index's read lock no writer can be queued behind it
-//! (the lock is task-fair: a queued writer would hold up Authorize's
-//! readers). The one exception is a digest learnt after an argon2 verify;
-//! the read lock is held for a sub-slice or a chunk (tens of µs), and a
-//! waiting writer leaves the core to this thread. Authorize never takes
-//! the writer lock on sled, so it cannot wait for this thread; a mutation
-//! can, for one step: a scan slice and at most 20 records, ~100 µs of CPU.
-//! On a core saturated by normal threads `SCHED_IDLE` gets very little CPU
-//! (its weight is 3 against a normal thread's 1,024), and a mutation queued
-//! behind a step then waits for the scheduler to run it: measured in
-//! BENCHMARKS.md. Raising the thread's priority while it holds a lock would
-//! bound that, but an unprivileged process may not leave `SCHED_IDLE`
-//! (without `CAP_SYS_NICE` or `RLIMIT_NICE`), so it is not done.
+//! The one lock the idle thread still holds is the read lock of a
+//! sub-slice (256 ids, a few µs of work). A mutation that wants the write
+//! lock meanwhile blocks its worker thread until the slice ends; with the
+//! workers blocked the core is free and the idle thread finishes at once.
 //!
 //! Pacing: an interval is [`STEPS`] steps, one every interval / 100. A step
 //! scans 1/100 of the id space (so a lap of every token takes one interval:
@@ -53,21 +50,43 @@
 //!
 //! Part of the engine (layer L4).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use super::upkeep::usage_due;
-use super::{mark_saved, store_unavailable, Engine, WriteGuard};
-use crate::error::Result;
+use super::Engine;
 
 /// Steps per interval.
 pub const STEPS: u32 = 100;
 
 /// Token ids looked at per hold of the index's read lock.
-pub const SCAN_SLICE: u64 = 1024;
+pub const SCAN_SLICE: u64 = 256;
+
+/// A test seam: the point where a step has found due tokens and not yet
+/// written them. A test holding [`Engine::park_usage_writer`]'s guard
+/// parks the writer there, as a starved step would be, to show that
+/// nothing else waits for it. Otherwise one atomic load per step.
+#[derive(Debug, Default)]
+pub(super) struct UsageGate {
+    /// Set while a test holds the writer.
+    closed: AtomicBool,
+    /// The writer is waiting at the gate.
+    parked: AtomicBool,
+}
+
+/// Keeps the usage writer parked until dropped
+/// ([`Engine::park_usage_writer`]).
+#[derive(Debug)]
+pub struct UsageParked<'a>(&'a UsageGate);
+
+impl Drop for UsageParked<'_> {
+    fn drop(&mut self) {
+        self.0.closed.store(false, Ordering::Release);
+    }
+}
 
 /// How the usage writer paces its work.
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +156,34 @@ impl Drop for UsageWriter {
 }
 
 impl Engine {
+    /// Parks the usage writer at its next step's hand-off (due tokens
+    /// found, not yet written) until the guard is dropped. For tests.
+    #[doc(hidden)]
+    pub fn park_usage_writer(&self) -> UsageParked<'_> {
+        self.usage_gate.closed.store(true, Ordering::Release);
+        UsageParked(&self.usage_gate)
+    }
+
+    /// Whether the usage writer is parked at [`Engine::park_usage_writer`]'s
+    /// gate. For tests.
+    #[doc(hidden)]
+    pub fn usage_writer_parked(&self) -> bool {
+        self.usage_gate.parked.load(Ordering::Acquire)
+    }
+
+    /// Passes the gate (waits there while a test holds it).
+    fn usage_gate(&self) {
+        let gate = &self.usage_gate;
+        if !gate.closed.load(Ordering::Acquire) {
+            return;
+        }
+        gate.parked.store(true, Ordering::Release);
+        while gate.closed.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        gate.parked.store(false, Ordering::Release);
+    }
+
     /// Starts the usage writer of a primary (or a PostgreSQL node) on a
     /// thread of its own; its store work is driven through the current
     /// tokio runtime (the writer lock, the disk flush, a database's I/O).
@@ -158,7 +205,16 @@ impl Engine {
     }
 
     /// The writer's loop: a step every interval / [`STEPS`] until stopped.
-    fn write_usage(&self, runtime: &tokio::runtime::Handle, pace: UsagePace, stop: &Stop) {
+    /// A step looks for due tokens on this thread (at idle priority, no
+    /// lock but the index's read lock in slices) and hands the ones found
+    /// to a task on the runtime, at normal priority, which writes them as
+    /// any mutation does ([`Engine::persist_ids`]) while this thread waits.
+    fn write_usage(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        pace: UsagePace,
+        stop: &Stop,
+    ) {
         let tick = (pace.every / STEPS).max(Duration::from_millis(1));
         let per_step = pace.max_per_interval.div_ceil(STEPS as usize).max(1);
         let mut cursor = 1;
@@ -167,54 +223,25 @@ impl Engine {
             if stop.wait_until(next) {
                 return;
             }
-            let step = self.usage_step(&mut cursor, per_step, pace.granularity_ms);
             next += tick;
-            if let Err(e) = runtime.block_on(step) {
-                tracing::warn!(error = %e, "persisting last-use times failed; will retry");
-                next = Instant::now() + pace.every;
+            let due = self.due_slice(&mut cursor, per_step, pace.granularity_ms);
+            if !due.is_empty() {
+                self.usage_gate();
+                let engine = self.clone();
+                let write = runtime.spawn(async move { engine.persist_ids(&due).await });
+                let failed = match runtime.block_on(write) {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(format!("the write task ended: {e}")),
+                };
+                if let Some(e) = failed {
+                    tracing::warn!(error = %e, "persisting last-use times failed; will retry");
+                    next = Instant::now() + pace.every;
+                }
             }
             // Late (the machine was busy): no catching up in a burst.
             next = next.max(Instant::now());
         }
-    }
-
-    /// One step: looks at the next 1/[`STEPS`] of the token ids from
-    /// `cursor` (which it moves on) and writes at most `max` of the due
-    /// tokens found in one commit. Returns tokens written.
-    async fn usage_step(&self, cursor: &mut u64, max: usize, granularity_ms: i64) -> Result<usize> {
-        // The writer lock first: no mutation commits (nor writes the index)
-        // until it is let go, see the module doc.
-        let local = self.writer.clone().lock_owned().await;
-        let due = self.due_slice(cursor, max, granularity_ms);
-        if due.is_empty() {
-            return Ok(0);
-        }
-        // Records are built once the store write has begun: on a shared
-        // store the index is then current, and on any store no mutation
-        // commits in between, so no record written here undoes an edit.
-        let WriteGuard { _local: local, txn } = self.begin_write(local).await?;
-        let chunk = self.usage_records(&due);
-        if chunk.is_empty() {
-            return Ok(0);
-        }
-        let revision = match txn.commit_here(&chunk).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "store commit failed");
-                self.usage_not_saved(&due);
-                return Err(store_unavailable(&e));
-            }
-        };
-        mark_saved(&self.index.read(), &chunk);
-        if revision != 0 {
-            // A shared store: every revision is published, in order (still
-            // under the writer lock). On sled a usage commit is not.
-            self.feed.publish_at(revision, &chunk);
-            self.applied.store(revision, Ordering::Release);
-        }
-        drop(local);
-        self.count_usage(chunk.len());
-        Ok(chunk.len())
     }
 
     /// The due tokens among the next 1/[`STEPS`] of the id space from

@@ -106,20 +106,6 @@ pub trait WriteTxn: Send {
     /// revisions).
     fn commit<'a>(self: Box<Self>, changes: &'a [Change])
         -> BoxFuture<'a, Result<u64, StoreError>>;
-
-    /// [`WriteTxn::commit`] for a caller that is itself a background
-    /// thread of low priority (the usage writer): the commit's CPU work
-    /// (encoding, an embedded store's tree updates) runs on the thread
-    /// that polls the future instead of on the blocking pool, where it
-    /// would compete with the async workers at normal priority. Waiting
-    /// for the disk may still happen elsewhere. By default the same as
-    /// `commit` (a shared store's work is the database's).
-    fn commit_here<'a>(
-        self: Box<Self>,
-        changes: &'a [Change],
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.commit(changes)
-    }
 }
 
 /// One node's lease of a sending-limit budget kept in a shared store

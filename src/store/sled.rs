@@ -326,24 +326,6 @@ impl WriteTxn for SledTxn {
             Ok(0)
         })
     }
-
-    fn commit_here<'a>(
-        self: Box<Self>,
-        changes: &'a [Change],
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let s = &self.0;
-            let trees: Trees = (
-                s.accounts.clone(),
-                s.resources.clone(),
-                s.tokens.clone(),
-                s.meta.clone(),
-            );
-            apply_batch(&trees, changes)?;
-            s.flusher.flush(&s.db).await?;
-            Ok(0)
-        })
-    }
 }
 
 impl Store for SledStore {
