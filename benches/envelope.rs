@@ -143,6 +143,7 @@ fn envelope(c: &mut Criterion) {
                     replaced_by: 0,
                     remaining: None,
                     strip: true,
+                    metadata: true,
                     route: route.clone(),
                 })
                 .encode(&mut out);

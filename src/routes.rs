@@ -3,6 +3,7 @@
 //! ```toml
 //! unmatched = "deny"          # or "allow": requests no route matches
 //! strip_credential = true     # remove authorization / api-token upstream
+//! dynamic_metadata = true     # token_id, account_id, route on an allow
 //!
 //! [[routes]]
 //! methods = ["GET", "HEAD"]   # any method when absent
@@ -105,6 +106,10 @@ pub struct Routes {
     pub unmatched: Unmatched,
     /// Remove the credential header before the request goes upstream.
     pub strip_credential: bool,
+    /// Put the token's ids and the route in an allow's dynamic metadata
+    /// (for Envoy's access logs and later filters); off saves Envoy the
+    /// work of a metadata struct per request when nothing reads it.
+    pub dynamic_metadata: bool,
 }
 
 impl Default for Routes {
@@ -114,6 +119,7 @@ impl Default for Routes {
             routes: Vec::new(),
             unmatched: Unmatched::Deny,
             strip_credential: true,
+            dynamic_metadata: true,
         }
     }
 }
@@ -170,6 +176,7 @@ pub struct RoutesError {
 struct RawFile {
     unmatched: Option<Spanned<String>>,
     strip_credential: Option<bool>,
+    dynamic_metadata: Option<bool>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
 }
@@ -249,6 +256,7 @@ pub fn parse(file: &str, text: &str) -> Result<Routes, RoutesError> {
         routes,
         unmatched,
         strip_credential: raw.strip_credential.unwrap_or(true),
+        dynamic_metadata: raw.dynamic_metadata.unwrap_or(true),
     })
 }
 

@@ -556,6 +556,26 @@ async fn unmatched_allow_lets_through_without_ids() {
     assert_eq!(o.status, 403);
 }
 
+/// `dynamic_metadata = false`: an allow carries the same headers and no
+/// dynamic metadata (for meshes where nothing reads it, Envoy skips a
+/// struct per request).
+#[tokio::test]
+async fn dynamic_metadata_can_be_left_out() {
+    let dir = temp();
+    let routes = format!("dynamic_metadata = false\n{ROUTES}");
+    let s = start(dir.path(), &routes).await.expect("starts");
+    let (acct, admin) = s.account("Acme").await;
+    s.register(&admin, acct, PROJECT, "p1", None).await;
+    let path = format!("/api/accounts/{acct}/projects/p1/x");
+    let o = check(&s, "GET", &path, &[("authorization", &bearer(&admin))])
+        .await
+        .unwrap();
+    assert_eq!(o.status, 200, "{o:?}");
+    assert_eq!(o.headers["x-keyward-account-id"], acct.to_string());
+    assert!(o.removed.contains(&"authorization".to_string()));
+    assert!(o.metadata.is_empty(), "{o:?}");
+}
+
 #[tokio::test]
 async fn a_bad_routes_file_refuses_to_start() {
     let dir = temp();

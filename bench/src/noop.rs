@@ -88,22 +88,18 @@ pub(crate) struct NoopCheck {
 impl NoopCheck {
     fn new(shape: Shape) -> Self {
         let shaped = (!matches!(shape, Shape::BareOk)).then(|| {
-            let mut resp =
-                keyward::service::ext_authz::Answer::Allow(keyward::service::ext_authz::Allow {
-                    token_id: 12_345,
-                    account_id: 1,
-                    expires_at: None,
-                    replaced_by: 0,
-                    remaining: None,
-                    strip: true,
-                    route: "/projects/{project}".into(),
-                })
-                .to_message()
-                .expect("keyward's answer decodes");
-            if matches!(shape, Shape::KeywardWithoutMetadata) {
-                resp.dynamic_metadata = None;
-            }
-            resp
+            keyward::service::ext_authz::Answer::Allow(keyward::service::ext_authz::Allow {
+                token_id: 12_345,
+                account_id: 1,
+                expires_at: None,
+                replaced_by: 0,
+                remaining: None,
+                strip: true,
+                metadata: !matches!(shape, Shape::KeywardWithoutMetadata),
+                route: "/projects/{project}".into(),
+            })
+            .to_message()
+            .expect("keyward's answer decodes")
         });
         NoopCheck { shaped }
     }

@@ -35,6 +35,34 @@ impl Proc {
             .path()
             .join("bench-replication.secret")
     }
+
+    /// Replaces this keyward's routes file with `text` and has it reload
+    /// (SIGHUP); waits until its reload counter says it took effect, or
+    /// panics after 10 s.
+    pub(crate) fn set_routes(&self, text: &str) {
+        const RELOADED: &str = "keyward_routes_reloads_total{result=\"ok\"}";
+        let http = self.http.expect("a keyward started by spawn_keyward");
+        let path = self
+            .files
+            .as_ref()
+            .expect("a keyward started by spawn_keyward")
+            .path()
+            .join("bench-routes.toml");
+        let before = metric(http, RELOADED);
+        std::fs::write(&path, text).expect("write the routes file");
+        let _ = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(http, RELOADED) <= before {
+            assert!(
+                Instant::now() < deadline,
+                "keyward did not reload its routes"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Proc {

@@ -231,7 +231,10 @@ fn an_empty_file_denies_everything() {
     assert!(r.is_empty());
     assert_eq!(r.unmatched, Unmatched::Deny);
     assert!(r.strip_credential);
+    assert!(r.dynamic_metadata);
     assert_eq!(r.find("GET", "/x"), Match::Unmatched);
+    let r = parse("r.toml", "dynamic_metadata = false").expect("valid");
+    assert!(!r.dynamic_metadata);
 }
 
 proptest::proptest! {

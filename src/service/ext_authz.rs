@@ -152,15 +152,16 @@ fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
 }
 
-/// An allow, from the decision and the route.
-fn allow(d: &Decision, route: &Arc<str>, strip: bool) -> Answer {
+/// An allow, from the decision, the route and the routes file's options.
+fn allow(d: &Decision, route: &Arc<str>, routes: &Routes) -> Answer {
     Answer::Allow(Allow {
         token_id: d.token_id,
         account_id: d.account_id,
         expires_at: d.expires_at_ms.map(rfc3339),
         replaced_by: d.replaced_by,
         remaining: d.rate.map(|r| r.remaining),
-        strip,
+        strip: routes.strip_credential,
+        metadata: routes.dynamic_metadata,
         route: route.clone(),
     })
 }
@@ -258,7 +259,7 @@ impl ExtAuthzService {
         }
         m.allow.increment(1);
         self.engine.metrics().allow.increment(1);
-        Ok(allow(&d, needed.template, routes.strip_credential))
+        Ok(allow(&d, needed.template, &routes))
     }
 
     /// Answers a whole `CheckRequest` with Envoy's `CheckResponse`, through

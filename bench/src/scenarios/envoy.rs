@@ -1,7 +1,8 @@
 //! Scenario 10, `envoy`: HTTP/1.1 through a real Envoy
 //! (deploy/envoy/envoy.yaml with a direct-response route) asking keyward's
 //! ext_authz, against the same Envoy asking the no-op ext_authz floor;
-//! sequential and 16 connections. Needs `envoy` on PATH.
+//! sequential and 16 connections; also keyward with `dynamic_metadata =
+//! false` (its routes file reloaded each round). Needs `envoy` on PATH.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::bench::Bench;
 use crate::load::{measure, Run};
 use crate::procs::{
-    free_addr, http_get, repo_root, start_noop_with, wait_port, which, Layout, Proc,
+    free_addr, http_get, repo_root, start_noop_with, wait_port, which, Layout, Proc, BENCH_ROUTES,
 };
 use crate::report::verdict;
 
@@ -65,7 +66,8 @@ impl Bench {
                 })
                 .collect(),
         );
-        let mut runs: Vec<Run> = (0..7).map(|_| Run::new()).collect();
+        let mut runs: Vec<Run> = (0..9).map(|_| Run::new()).collect();
+        let no_metadata = format!("dynamic_metadata = false\n{BENCH_ROUTES}");
         for r in 0..self.cli.rounds {
             for (k, (addr, conns, name)) in [
                 (floor.addr, 1, "floor seq"),
@@ -91,6 +93,26 @@ impl Bench {
                 .await;
                 runs[k].add(&run);
             }
+            // keyward with `dynamic_metadata = false` (its routes file
+            // rewritten and reloaded), then back to the default.
+            self.keyward.set_routes(&no_metadata);
+            for (k, conns, name) in [
+                (7, 1, "keyward, no metadata, seq"),
+                (8, 16, "keyward, no metadata, 16 conns"),
+            ] {
+                let label = format!("10. {name} #{}", r + 1);
+                let run = http_load(
+                    ours.addr,
+                    conns,
+                    &requests,
+                    self.cli.warmup,
+                    self.cli.duration,
+                    &label,
+                )
+                .await;
+                runs[k].add(&run);
+            }
+            self.keyward.set_routes(BENCH_ROUTES);
         }
         self.report.header(
             "10. Through Envoy 1.40 (ext_authz, direct-response route): no-op ext_authz floor vs keyward",
@@ -105,6 +127,12 @@ impl Bench {
             .row("floor answering as keyward, 16 connections", &runs[5]);
         self.report
             .row("floor as keyward without metadata, sequential", &runs[6]);
+        self.report
+            .row("keyward, dynamic_metadata = false, sequential", &runs[7]);
+        self.report.row(
+            "keyward, dynamic_metadata = false, 16 connections",
+            &runs[8],
+        );
         let tput = runs[3].rps() / runs[2].rps();
         let d = runs[1].us(0.5) - runs[0].us(0.5);
         self.report.note(format!(
@@ -121,7 +149,16 @@ impl Bench {
             "of which Envoy applying keyward's answer (the floor answering as keyward vs the floor): {shaped_d:+.1} µs sequential p50, throughput {shaped_t:.3}; keyward's deciding it (keyward vs the floor answering as keyward): {own_d:+.1} µs, {own_t:.3}; the metadata alone (with vs without it): {:+.1} µs sequential p50",
             runs[4].us(0.5) - runs[6].us(0.5)
         ));
-        self.report.print_last(16);
+        let (tput, d) = (
+            runs[8].rps() / runs[2].rps(),
+            runs[7].us(0.5) - runs[0].us(0.5),
+        );
+        self.report.note(format!(
+            "keyward with dynamic_metadata = false against the floor: throughput ratio {tput:.3} (target ≥ 0.90: {}), sequential p50 difference {d:+.1} µs (target ≤ +15 µs: {})",
+            verdict(tput >= 0.90),
+            verdict(d <= 15.0)
+        ));
+        self.report.print_last(20);
     }
 }
 

@@ -96,8 +96,8 @@ impl Answer {
 /// An allow: the ids, and the expiry and successor when there are any, on
 /// the upstream request (overwritten, or removed when there is none, so a
 /// client cannot supply its own), the credential removed (`strip`), the
-/// ids and route as dynamic metadata, and what a limited token has left on
-/// the response to the client.
+/// ids and route as dynamic metadata (`metadata`), and what a limited
+/// token has left on the response to the client.
 #[derive(Debug, Clone)]
 pub struct Allow {
     /// The token's id.
@@ -112,6 +112,8 @@ pub struct Allow {
     pub remaining: Option<u64>,
     /// Remove the credential headers before the request goes upstream.
     pub strip: bool,
+    /// Add the ids and route as dynamic metadata.
+    pub metadata: bool,
     /// The route's template (metadata `route`).
     pub route: Arc<str>,
 }
@@ -251,9 +253,11 @@ impl Allow {
         if let Some((k, v)) = response {
             option(OK_RESPONSE_HEADERS, k, v, buf);
         }
-        open(RESPONSE_METADATA, meta_len, buf);
-        for (k, v) in &meta {
-            entry(k, v, buf);
+        if self.metadata {
+            open(RESPONSE_METADATA, meta_len, buf);
+            for (k, v) in &meta {
+                entry(k, v, buf);
+            }
         }
     }
 }

@@ -399,8 +399,10 @@ fn built(a: &Allow) -> CheckResponse {
     ]
     .into();
     let mut resp = CheckResponse::with_status(Status::ok(""));
-    resp.set_http_response(http)
-        .set_dynamic_metadata(Some(Struct { fields }));
+    resp.set_http_response(http);
+    if a.metadata {
+        resp.set_dynamic_metadata(Some(Struct { fields }));
+    }
     resp
 }
 
@@ -420,6 +422,7 @@ proptest! {
         replaced_by in prop_oneof![Just(0u64), any::<u64>()],
         remaining in proptest::option::of(any::<u64>()),
         strip in any::<bool>(),
+        metadata in any::<bool>(),
         route in "/[ -~]{0,200}",
     ) {
         let a = Allow {
@@ -429,6 +432,7 @@ proptest! {
             replaced_by,
             remaining,
             strip,
+            metadata,
             route: route.into(),
         };
         prop_assert_eq!(decoded(&Answer::Allow(a.clone())), built(&a));
