@@ -101,6 +101,7 @@ impl Bench {
             batch,
             checks: None,
             introspect: false,
+            raw: None,
         }
     }
 

@@ -15,7 +15,10 @@ use futures_util::FutureExt;
 use hdrhistogram::Histogram;
 use keyward::pb::v1::authorizer_client::AuthorizerClient;
 use keyward::pb::v1::{AuthorizeBatchRequest, AuthorizeRequest, IntrospectRequest};
+use tonic::client::Grpc;
 use tonic::transport::Channel;
+
+use crate::raw::RawCalls;
 
 /// Most requests a fixed-rate load keeps in flight (16 connections × 64).
 const RATE_IN_FLIGHT: usize = 1024;
@@ -40,6 +43,8 @@ pub(crate) struct Workload {
     pub(crate) checks: Option<Arc<Vec<CheckRequest>>>,
     /// Send `Introspect` of each request's token instead (one at a time).
     pub(crate) introspect: bool,
+    /// Send these pre-encoded calls instead ([`crate::raw`]).
+    pub(crate) raw: Option<Arc<RawCalls>>,
 }
 
 /// One connection, with a client for each API.
@@ -47,6 +52,8 @@ pub(crate) struct Workload {
 pub(crate) struct Conn {
     pub(crate) authorizer: AuthorizerClient<Channel>,
     pub(crate) authorization: AuthorizationClient<Channel>,
+    /// For pre-encoded calls.
+    pub(crate) raw: Grpc<Channel>,
 }
 
 /// Measured requests: one run, one task's share of it, or several runs
@@ -125,7 +132,8 @@ pub(crate) async fn clients_with(
         let ch = endpoint.connect().await.expect("connect");
         out.push(Conn {
             authorizer: AuthorizerClient::new(ch.clone()).max_decoding_message_size(1 << 20),
-            authorization: AuthorizationClient::new(ch),
+            authorization: AuthorizationClient::new(ch.clone()),
+            raw: Grpc::new(ch),
         });
     }
     out
@@ -136,6 +144,9 @@ pub(crate) fn new_hist() -> Histogram<u64> {
 }
 
 pub(crate) async fn send(conn: &mut Conn, w: &Workload, i: u64) -> bool {
+    if let Some(raw) = &w.raw {
+        return crate::raw::call(&mut conn.raw, raw, i).await;
+    }
     if let Some(checks) = &w.checks {
         let req = checks[(i % checks.len() as u64) as usize].clone();
         // Allowed = an OK status inside the answer.

@@ -56,6 +56,7 @@ mod bench;
 mod load;
 mod noop;
 mod procs;
+mod raw;
 mod report;
 mod scenarios;
 

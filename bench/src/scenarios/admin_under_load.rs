@@ -71,6 +71,7 @@ impl Bench {
                     batch: 1,
                     checks: None,
                     introspect: false,
+                    raw: None,
                 };
                 let target_id = keyward::token::parse(target.expose()).map_or(0, |p| p.id);
                 let ch = Channel::from_shared(format!("http://{}", kw.addr))

@@ -69,6 +69,7 @@ impl Bench {
             batch: 1,
             checks: None,
             introspect: false,
+            raw: None,
         };
         let run = load(
             kw.addr,

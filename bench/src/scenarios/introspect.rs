@@ -14,7 +14,8 @@ impl Bench {
             ..self.workload(1)
         };
         let header = "15. Introspect vs Authorize (keyward, same tokens)";
-        self.versus_authorize(15, &introspect, "Introspect", header, 1.1)
+        let authorize = self.workload(1);
+        self.versus_authorize(15, (&authorize, &introspect), "Introspect", header, 1.1)
             .await;
     }
 }

@@ -22,6 +22,7 @@ impl Bench {
             batch: 1,
             checks: None,
             introspect: false,
+            raw: None,
         };
         self.closed_pair(
             "4. 10 % malformed tokens (bad checksum), 16 × 8",

@@ -219,6 +219,7 @@ impl Bench {
             batch: 1,
             checks: None,
             introspect: false,
+            raw: None,
         };
         let (w_sled, w_pg) = (workload(&sled_seeded), workload(&pg_seeded));
         let mode = Mode::Closed {

@@ -46,6 +46,7 @@ impl Bench {
             batch: 1,
             checks: None,
             introspect: false,
+            raw: None,
         };
         let targets = [
             ("unlimited", self.keyward.addr, self.workload(1)),

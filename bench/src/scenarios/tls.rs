@@ -243,6 +243,7 @@ impl Bench {
             batch: 1,
             checks: None,
             introspect: false,
+            raw: None,
         };
         Ok(Rig {
             base,

@@ -8,17 +8,17 @@ use crate::load::{load, Mode, Run, Workload};
 use crate::report::verdict;
 
 impl Bench {
-    /// Runs `other` (named `name`) against Authorize for scenario `number`
-    /// under `header`, and notes the two ratios against `target`.
+    /// Runs `other` (named `name`) against `authorize` (Authorize calls)
+    /// for scenario `number` under `header`, and notes the two ratios
+    /// against `target`.
     pub(crate) async fn versus_authorize(
         &mut self,
         number: u32,
-        other: &Workload,
+        (authorize, other): (&Workload, &Workload),
         name: &str,
         header: &str,
         target: f64,
     ) {
-        let authorize = self.workload(1);
         let sequential = Mode::Closed {
             conns: 1,
             inflight: 1,
@@ -31,9 +31,9 @@ impl Bench {
         let mut runs: Vec<Run> = (0..4).map(|_| Run::new()).collect();
         for r in 0..self.cli.rounds {
             for (k, (mode, w, label)) in [
-                (sequential, &authorize, "Authorize seq"),
+                (sequential, authorize, "Authorize seq"),
                 (sequential, other, seq.as_str()),
-                (closed, &authorize, "Authorize 16x8"),
+                (closed, authorize, "Authorize 16x8"),
                 (closed, other, loop_.as_str()),
             ]
             .into_iter()

@@ -28,6 +28,7 @@ impl Bench {
             batch: 1,
             checks: None,
             introspect: false,
+            raw: None,
         };
         let (mut base, mut kw) = (Run::new(), Run::new());
         let before = self
