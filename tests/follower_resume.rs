@@ -279,12 +279,31 @@ async fn a_damaged_state_file_is_discarded_for_a_snapshot() {
     p.stop().await.unwrap();
 }
 
+/// A state file in the archive format, checksummed: `source` in its
+/// header, then `records`.
+fn crafted_state(source: &str, records: &[keyward::store::records::Record]) -> Vec<u8> {
+    use keyward::store::archive::{ArchiveWriter, Header, Position};
+    let header = Header {
+        created_at_ms: 1,
+        source: source.into(),
+        digest_key_id: Vec::new(),
+        position: Some(Position {
+            epoch: 1,
+            revision: 1,
+        }),
+    };
+    let mut w = ArchiveWriter::new(Vec::new(), &header).unwrap();
+    for r in records {
+        w.write(r).unwrap();
+    }
+    w.finish().unwrap().0
+}
+
 /// A valid file of another kind (a store backup: the same format, source
 /// "sled", audit events) is not a follower's state: set aside, snapshot.
 #[tokio::test]
 async fn a_backup_file_in_place_of_the_state_is_refused() {
     use keyward::pb::store::{AuditRecord, TokenRecord};
-    use keyward::store::archive::{ArchiveWriter, Header, Position};
     use keyward::store::records::Record;
     let _one = SERIAL.lock().await;
     let log = log_capture("info");
@@ -294,30 +313,20 @@ async fn a_backup_file_in_place_of_the_state_is_refused() {
         ("sled", false, "not a follower's state file"),
         ("follower", true, "audit events"),
     ] {
-        let header = Header {
-            created_at_ms: 1,
-            source: source.into(),
-            digest_key_id: Vec::new(),
-            position: Some(Position {
-                epoch: 1,
-                revision: 1,
+        let mut records = vec![
+            Record::Counters {
+                next_account_id: 1,
+                next_token_id: 2,
+            },
+            Record::Token(TokenRecord {
+                id: 1,
+                ..Default::default()
             }),
-        };
-        let mut w = ArchiveWriter::new(Vec::new(), &header).unwrap();
-        w.write(&Record::Counters {
-            next_account_id: 1,
-            next_token_id: 2,
-        })
-        .unwrap();
-        w.write(&Record::Token(TokenRecord {
-            id: 1,
-            ..Default::default()
-        }))
-        .unwrap();
+        ];
         if audit {
-            w.write(&Record::Audit(AuditRecord::default())).unwrap();
+            records.push(Record::Audit(AuditRecord::default()));
         }
-        std::fs::write(state_file(fdir.path()), w.finish().unwrap().0).unwrap();
+        std::fs::write(state_file(fdir.path()), crafted_state(source, &records)).unwrap();
         let before = snapshots(&p).await;
         let mark = log.mark();
         let f = follower(&p, pdir.path(), fdir.path()).await;
@@ -341,34 +350,23 @@ async fn a_backup_file_in_place_of_the_state_is_refused() {
 #[tokio::test]
 async fn a_state_file_with_a_token_beyond_its_id_counter_is_refused() {
     use keyward::pb::store::TokenRecord;
-    use keyward::store::archive::{ArchiveWriter, Header, Position};
     use keyward::store::records::Record;
     let _one = SERIAL.lock().await;
     let log = log_capture("info");
     let (pdir, fdir) = (temp(), temp());
     let p = TestServer::start(pdir.path()).await;
-    let header = Header {
-        created_at_ms: 1,
-        source: "follower".into(),
-        digest_key_id: Vec::new(),
-        position: Some(Position {
-            epoch: 1,
-            revision: 1,
+    let records = [
+        Record::Counters {
+            next_account_id: 1,
+            next_token_id: 2,
+        },
+        Record::Token(TokenRecord {
+            id: u64::from(u32::MAX) - 1,
+            name: "far".into(),
+            ..Default::default()
         }),
-    };
-    let mut w = ArchiveWriter::new(Vec::new(), &header).unwrap();
-    w.write(&Record::Counters {
-        next_account_id: 1,
-        next_token_id: 2,
-    })
-    .unwrap();
-    w.write(&Record::Token(TokenRecord {
-        id: u64::from(u32::MAX) - 1,
-        name: "far".into(),
-        ..Default::default()
-    }))
-    .unwrap();
-    std::fs::write(state_file(fdir.path()), w.finish().unwrap().0).unwrap();
+    ];
+    std::fs::write(state_file(fdir.path()), crafted_state("follower", &records)).unwrap();
     let before = snapshots(&p).await;
     let mark = log.mark();
     let f = follower(&p, pdir.path(), fdir.path()).await;

@@ -77,32 +77,20 @@ impl Bench {
                 (shaped.addr, 1, "shaped floor seq"),
                 (shaped.addr, 16, "shaped floor 16 conns"),
                 (unmeta.addr, 1, "shaped, no metadata, seq"),
+                (ours.addr, 1, "keyward, no metadata, seq"),
+                (ours.addr, 16, "keyward, no metadata, 16 conns"),
             ]
             .into_iter()
             .enumerate()
             {
+                if k == 7 {
+                    // keyward with `dynamic_metadata = false` from here
+                    // (its routes file rewritten and reloaded).
+                    self.keyward.set_routes(&no_metadata);
+                }
                 let label = format!("10. {name} #{}", r + 1);
                 let run = http_load(
                     addr,
-                    conns,
-                    &requests,
-                    self.cli.warmup,
-                    self.cli.duration,
-                    &label,
-                )
-                .await;
-                runs[k].add(&run);
-            }
-            // keyward with `dynamic_metadata = false` (its routes file
-            // rewritten and reloaded), then back to the default.
-            self.keyward.set_routes(&no_metadata);
-            for (k, conns, name) in [
-                (7, 1, "keyward, no metadata, seq"),
-                (8, 16, "keyward, no metadata, 16 conns"),
-            ] {
-                let label = format!("10. {name} #{}", r + 1);
-                let run = http_load(
-                    ours.addr,
                     conns,
                     &requests,
                     self.cli.warmup,
