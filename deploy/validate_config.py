@@ -64,7 +64,7 @@ RESOURCES = {"account", "project", "sandbox", "domain"}
 LEVELS = {"viewer", "admin"}
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
 ROUTE_KEYS = {"methods", "path", "resource", "id", "level", "account", "scope"}
-TOP_KEYS = {"unmatched", "strip_credential", "routes"}
+TOP_KEYS = {"unmatched", "strip_credential", "dynamic_metadata", "routes"}
 PARAM = re.compile(r"^\{([a-z_][a-z0-9_]*)\}$")
 LITERAL = re.compile(r"^[A-Za-z0-9._~:@!$&'()+,;=-]+$")
 

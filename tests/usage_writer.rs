@@ -1,8 +1,8 @@
 //! The usage writer: what the hot path learnt (last-use times, digests,
-//! sending-limit budgets) reaches the store while keyward serves, written
-//! by a thread of its own at the lowest priority in small commits paced
-//! over `--usage-flush-interval`, never by the async workers that answer
-//! Authorize; and a clean stop still writes everything.
+//! sending-limit budgets) reaches the store while keyward serves, in small
+//! commits paced over `--usage-flush-interval`, and no mutation waits for a
+//! step that is stalled between its scan and its write; a clean stop still
+//! writes everything.
 //!
 //! A real server on sled in a temp dir, its tokens seeded straight into the
 //! store (no argon2 per token), used through Authorize.
@@ -84,34 +84,6 @@ async fn uses_are_written_while_serving_in_small_commits() {
     );
 }
 
-/// The writer is a thread named `keyward-usage` at the lowest scheduling
-/// priority (`SCHED_IDLE`), so the kernel runs the async workers first
-/// whenever a request waits.
-#[cfg(target_os = "linux")]
-#[tokio::test]
-async fn the_usage_writer_is_a_thread_of_the_lowest_priority() {
-    let dir = temp();
-    keyward::seed::seed(dir.path(), 1, true)
-        .await
-        .expect("seed");
-    let s = serve(dir.path(), Duration::from_millis(200)).await;
-    // The thread is started by the server's jobs once it serves, and sets
-    // its own policy: looked for until it shows, for at most 30 s.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let policies = usage_thread_policies();
-        if !policies.is_empty() && policies.iter().all(|p| p == "5") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "keyward-usage threads' policies: {policies:?} (5 = SCHED_IDLE; none: no such thread)"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    s.stop().await.expect("stops");
-}
-
 /// A clean stop writes every use not written yet, all of them at once,
 /// even when the periodic writer had only begun: here its interval is an
 /// hour, so everything is left to the stop.
@@ -131,13 +103,13 @@ async fn a_clean_stop_writes_every_use() {
     assert_eq!(missing, 0, "uses not stored at shutdown");
 }
 
-/// A usage step parked where a starved one would be (due tokens found,
-/// not yet written: on a core saturated by normal threads, `SCHED_IDLE`
-/// leaves it there for tens of milliseconds) holds up no mutation: a
-/// PauseToken is answered while it is parked, and the step writes its
-/// tokens once let go. (The first version of the writer held the node's
-/// writer lock there, so the mutation waited for the parked step: scenario
-/// 18 of keyward-bench measured what that cost.)
+/// A usage step parked between its scan and its write (due tokens found,
+/// not yet written: where a thread the scheduler keeps off a saturated
+/// core would stall) holds up no mutation: a PauseToken is answered while
+/// it is parked, and the step writes its tokens once let go. (A first
+/// version of the writer held the node's writer lock there, at idle
+/// priority, so the mutation waited for the parked step: scenario 18 of
+/// keyward-bench measured what that cost.)
 #[tokio::test]
 async fn a_parked_usage_step_holds_up_no_mutation() {
     let dir = temp();
@@ -179,29 +151,4 @@ async fn a_parked_usage_step_holds_up_no_mutation() {
     assert!(token.paused);
     until_written(&s, 10).await;
     s.stop().await.expect("stops");
-}
-
-/// The scheduling policy of every thread of this process named
-/// `keyward-usage` (field 41 of /proc/self/task/<tid>/stat).
-#[cfg(target_os = "linux")]
-fn usage_thread_policies() -> Vec<String> {
-    let mut policies = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
-        let task = task.expect("task").path();
-        let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
-            continue;
-        };
-        if comm.trim() != "keyward-usage" {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
-            continue;
-        };
-        // The fields after the command name (in parentheses) start at
-        // field 3.
-        let rest = stat.rsplit_once(')').expect("stat").1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        policies.push(fields[41 - 3].to_string());
-    }
-    policies
 }

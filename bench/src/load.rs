@@ -23,6 +23,10 @@ use crate::raw::RawCalls;
 /// Most requests a fixed-rate load keeps in flight (16 connections × 64).
 const RATE_IN_FLIGHT: usize = 1024;
 
+/// How long a fixed-rate load waits, after its window, for the answers to
+/// requests intended within it (the rest count as errors).
+const RATE_DRAIN: Duration = Duration::from_secs(10);
+
 /// How requests are issued.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Mode {
@@ -236,8 +240,7 @@ pub(crate) async fn load_with(
         }
         Mode::Rate { rps, .. } => {
             let period_ns = 1_000_000_000 / rps.max(1);
-            let (stop, recording, done, w) =
-                (stop.clone(), recording.clone(), done.clone(), w.clone());
+            let (stop, done, w) = (stop.clone(), done.clone(), w.clone());
             let chans = chans.clone();
             // One task paces and owns every request in flight: it starts
             // each at its intended time, checked between yields (no
@@ -248,16 +251,30 @@ pub(crate) async fn load_with(
             // of what it reaches in a closed loop, on one core), and at
             // most `RATE_IN_FLIGHT` in flight: beyond that a request
             // waits for a slot, still charged from its intended time.
+            // The measured requests are those intended within the window
+            // (by intended time, whenever answered): after it, answers
+            // still out are waited for up to `RATE_DRAIN`, and those not
+            // answered by then or never sent count as errors.
+            let window = (measure_start, measure_start + duration);
             tasks.push(tokio::spawn(async move {
                 let origin = epoch();
                 let mut share = Run::new();
                 let mut in_flight = FuturesUnordered::new();
+                let take = |share: &mut Run, intended: Instant, good: bool| {
+                    if intended >= window.0 && intended < window.1 {
+                        let at = intended.duration_since(origin).as_nanos() as u64;
+                        let ns = intended.elapsed().as_nanos() as u64;
+                        share.record(ns, good);
+                        share.timeline.push((at, ns));
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                };
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let now = Instant::now();
                     while in_flight.len() < RATE_IN_FLIGHT {
                         let intended = t0 + Duration::from_nanos(i * period_ns);
-                        if intended > now {
+                        if intended > now || intended >= window.1 {
                             break;
                         }
                         let (mut client, w) =
@@ -270,15 +287,22 @@ pub(crate) async fn load_with(
                     }
                     // Answers that are in, without waiting for any.
                     while let Some(Some((intended, good))) = in_flight.next().now_or_never() {
-                        if intended >= measure_start && recording.load(Ordering::Relaxed) {
-                            let at = intended.duration_since(origin).as_nanos() as u64;
-                            let ns = intended.elapsed().as_nanos() as u64;
-                            share.record(ns, good);
-                            share.timeline.push((at, ns));
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
+                        take(&mut share, intended, good);
                     }
                     tokio::task::yield_now().await;
+                }
+                // Requests intended within the window but never sent.
+                let first = (window.0 - t0).as_nanos() as u64 / period_ns;
+                let end = ((window.1 - t0).as_nanos() as u64).div_ceil(period_ns);
+                share.errors += end.saturating_sub(i.max(first));
+                let drained = tokio::time::timeout(RATE_DRAIN, async {
+                    while let Some((intended, good)) = in_flight.next().await {
+                        take(&mut share, intended, good);
+                    }
+                })
+                .await;
+                if drained.is_err() {
+                    share.errors += in_flight.len().try_into().unwrap_or(u64::MAX);
                 }
                 share
             }));

@@ -1,5 +1,5 @@
 //! Pre-encoded calls: the load generator sends the bytes of a request
-//! encoded once, and decodes only what tells an answer's outcome, so that
+//! encoded once, and decodes the answer only to tell its outcome, so that
 //! two calls compared on one keyward (scenario 9: `Check` against
 //! `Authorize`) cost the one-core client the same, and a saturated closed
 //! loop measures the server rather than the client's message encoding
@@ -7,6 +7,7 @@
 //! to build and encode). As h2load does with a request body file.
 
 use envoy_types::ext_authz::v3::pb::CheckResponse;
+use keyward::pb::v1::AuthorizeResponse;
 use prost::bytes::{Buf, BufMut};
 use prost::Message;
 use tonic::client::Grpc;
@@ -23,7 +24,7 @@ pub(crate) struct RawCalls {
     /// Encoded requests.
     pub(crate) bodies: Vec<Bytes>,
     /// The answer is a `CheckResponse`, allowed only with an OK status
-    /// inside (else any OK call is allowed).
+    /// inside; else an `AuthorizeResponse`, allowed only if `allowed`.
     pub(crate) check: bool,
 }
 
@@ -91,7 +92,7 @@ pub(crate) async fn call(grpc: &mut Grpc<Channel>, calls: &RawCalls, i: u64) -> 
     {
         Ok(answer) if calls.check => CheckResponse::decode(answer.into_inner())
             .is_ok_and(|r| r.status.is_some_and(|s| s.code == 0)),
-        Ok(_) => true,
+        Ok(answer) => AuthorizeResponse::decode(answer.into_inner()).is_ok_and(|r| r.allowed),
         Err(_) => false,
     }
 }

@@ -36,16 +36,6 @@ impl Engine {
     /// state.
     pub(crate) async fn write_lock(&self) -> Result<WriteGuard> {
         let local = self.writer.clone().lock_owned().await;
-        self.begin_write(local).await
-    }
-
-    /// [`Engine::write_lock`] for a caller that holds this node's writer
-    /// lock already (the usage writer, which looks for due tokens under it
-    /// before it knows whether it will write at all).
-    pub(super) async fn begin_write(
-        &self,
-        local: tokio::sync::OwnedMutexGuard<()>,
-    ) -> Result<WriteGuard> {
         let applied = self.applied.load(Ordering::Acquire);
         match self.store.begin(applied).await {
             Ok((txn, missed)) => {

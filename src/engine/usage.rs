@@ -1,44 +1,34 @@
 //! The usage writer: what the hot path learnt (last-use times, verified
 //! digests, sending-limit budgets) written to the store while a primary
-//! serves, by a thread of its own (`keyward-usage`) at the lowest
-//! scheduling priority, in small steps paced over the interval.
+//! serves, in small steps paced over the interval by a thread of its own
+//! (`keyward-usage`), each step's work done in short slices on the runtime.
 //!
-//! Why a thread, and why so: this work used to run once a second on the
-//! async worker that answers Authorize (a scan of every token, then up to
-//! 2,000 records built and committed in a row), and the slowest answers of
-//! a fixed-rate load bunched at that phase of the second (BENCHMARKS.md,
-//! "The open-loop tail"). Here it runs under Linux's `SCHED_IDLE`: the
-//! kernel gives the core to any normal thread that wakes, so a request
-//! arriving while a step runs is answered at once; the step goes on when
-//! the core is idle again. Best effort: where the policy is refused the
-//! thread runs at normal priority (logged at debug), still off the async
-//! workers and paced.
+//! Why so. This work used to run once a second on the async worker that
+//! answers Authorize, in one piece (a scan of every token, 22-26 ms at 1 M
+//! tokens, then up to 2,000 records built and committed in a row), and the
+//! slowest answers of a fixed-rate load bunched at that phase of the second
+//! (BENCHMARKS.md, "The open-loop tail"). Then it ran on a thread of the
+//! lowest scheduling priority (`SCHED_IDLE`), which holding the node's
+//! writer lock for a whole step made a priority inversion: on a core
+//! saturated by Authorize that thread got the core only when nothing else
+//! wanted it, and keyward-bench scenario 18 (PauseToken/ResumeToken beside
+//! a saturating load) measured a mutation's p50 going from 2.2 to 19.4 ms,
+//! p99 from 8.6 to 59.6 ms. Scanning on that thread without the writer lock
+//! would still have held the index's read lock at idle priority, and a
+//! waiting writer (a mutation, another PostgreSQL node's commit applied)
+//! blocks every Authorize behind it. So nothing here holds a lock at a
+//! priority the rest of the process does not have:
 //!
-//! Locks, and priority inversion. A thread that may starve must not hold a
-//! lock that a latency-critical thread waits for: on a core saturated by
-//! normal threads `SCHED_IDLE` gets very little CPU (its weight is 3
-//! against a normal thread's 1,024), so whatever it holds is held for
-//! tens of milliseconds of wall time. The first version of this writer
-//! held the node's writer lock for a whole step at idle priority, and
-//! keyward-bench scenario 18 (PauseToken/ResumeToken beside a saturating
-//! Authorize load, BENCHMARKS.md) measured it: a mutation's p50 went from
-//! 2.2 ms to 19.4 ms and its p99 from 8.6 ms to 59.6 ms. So a step is split
-//! by priority:
+//! 1. the scan for due tokens runs as a task on the runtime, under the
+//!    index's read lock in sub-slices of [`SCAN_SLICE`] ids (a few µs each,
+//!    the order of an Authorize's own hold), yielding to waiting requests
+//!    between them: at 1 M tokens a step's ~10,000 ids are ~40 slices;
+//! 2. only if some are due, a second task writes them as any mutation does
+//!    ([`Engine::persist_ids`]: the writer lock, the store write begun, the
+//!    records built from the index as it is then, committed, marked saved):
+//!    at most 20 records.
 //!
-//! 1. on this thread, at idle priority: the scan of a bounded slice of
-//!    token ids for due ones, under the index's read lock in sub-slices
-//!    of [`SCAN_SLICE`] ids (the costly part: a lap of 1 M tokens, ~10,000
-//!    ids a step), holding no other lock;
-//! 2. only if some are due: a task on the runtime, at normal priority,
-//!    writes them as any mutation does ([`Engine::persist_ids`]: the
-//!    writer lock, the store write begun, the records built from the
-//!    index as it is then, committed, marked saved), while this thread
-//!    waits for it. That is at most 20 records: the small part.
-//!
-//! The one lock the idle thread still holds is the read lock of a
-//! sub-slice (256 ids, a few µs of work). A mutation that wants the write
-//! lock meanwhile blocks its worker thread until the slice ends; with the
-//! workers blocked the core is free and the idle thread finishes at once.
+//! The thread only sleeps between steps and waits for the two tasks.
 //!
 //! Pacing: an interval is [`STEPS`] steps, one every interval / 100. A step
 //! scans 1/100 of the id space (so a lap of every token takes one interval:
@@ -67,7 +57,7 @@ pub const SCAN_SLICE: u64 = 256;
 
 /// A test seam: the point where a step has found due tokens and not yet
 /// written them. A test holding [`Engine::park_usage_writer`]'s guard
-/// parks the writer there, as a starved step would be, to show that
+/// parks the writer there, as a stalled step would be, to show that
 /// nothing else waits for it. Otherwise one atomic load per step.
 #[derive(Debug, Default)]
 pub(super) struct UsageGate {
@@ -184,20 +174,16 @@ impl Engine {
         gate.parked.store(false, Ordering::Release);
     }
 
-    /// Starts the usage writer of a primary (or a PostgreSQL node) on a
-    /// thread of its own; its store work is driven through the current
-    /// tokio runtime (the writer lock, the disk flush, a database's I/O).
-    /// Err if the thread could not be made.
+    /// Starts the usage writer of a primary (or a PostgreSQL node): a
+    /// thread of its own paces the steps; each step's work runs as tasks
+    /// on the current tokio runtime. Err if the thread could not be made.
     pub fn start_usage_writer(self: &Arc<Self>, pace: UsagePace) -> std::io::Result<UsageWriter> {
         let runtime = tokio::runtime::Handle::current();
         let stop = Arc::new(Stop::default());
         let (engine, signal) = (self.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("keyward-usage".into())
-            .spawn(move || {
-                lowest_priority();
-                engine.write_usage(&runtime, pace, &signal);
-            })?;
+            .spawn(move || engine.write_usage(&runtime, pace, &signal))?;
         Ok(UsageWriter {
             stop,
             thread: Some(thread),
@@ -205,10 +191,9 @@ impl Engine {
     }
 
     /// The writer's loop: a step every interval / [`STEPS`] until stopped.
-    /// A step looks for due tokens on this thread (at idle priority, no
-    /// lock but the index's read lock in slices) and hands the ones found
-    /// to a task on the runtime, at normal priority, which writes them as
-    /// any mutation does ([`Engine::persist_ids`]) while this thread waits.
+    /// A step is two tasks on the runtime, this thread waiting for each:
+    /// the scan for due tokens ([`Engine::due_slice`]), then, if it found
+    /// any, their write, as any mutation writes ([`Engine::persist_ids`]).
     fn write_usage(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
@@ -224,19 +209,30 @@ impl Engine {
                 return;
             }
             next += tick;
-            let due = self.due_slice(&mut cursor, per_step, pace.granularity_ms);
+            let engine = self.clone();
+            let scan = runtime.spawn(async move {
+                let due = engine
+                    .due_slice(&mut cursor, per_step, pace.granularity_ms)
+                    .await;
+                (cursor, due)
+            });
+            let due = match runtime.block_on(scan) {
+                Ok((moved, due)) => {
+                    cursor = moved;
+                    due
+                }
+                // The runtime is shutting down.
+                Err(_) => return,
+            };
             if !due.is_empty() {
                 self.usage_gate();
                 let engine = self.clone();
                 let write = runtime.spawn(async move { engine.persist_ids(&due).await });
-                let failed = match runtime.block_on(write) {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(e) => Some(format!("the write task ended: {e}")),
-                };
-                if let Some(e) = failed {
-                    tracing::warn!(error = %e, "persisting last-use times failed; will retry");
-                    next = Instant::now() + pace.every;
+                match runtime.block_on(write) {
+                    Ok(Ok(_)) => {}
+                    // Logged where it failed; the next try waits an interval.
+                    Ok(Err(_)) => next = Instant::now() + pace.every,
+                    Err(_) => return,
                 }
             }
             // Late (the machine was busy): no catching up in a burst.
@@ -246,55 +242,39 @@ impl Engine {
 
     /// The due tokens among the next 1/[`STEPS`] of the id space from
     /// `cursor` (at most `max`; the cursor stops after the last one taken),
-    /// read in sub-slices of [`SCAN_SLICE`] ids, the read lock let go
-    /// between them.
-    fn due_slice(&self, cursor: &mut u64, max: usize, granularity_ms: i64) -> Vec<u64> {
+    /// read in sub-slices of [`SCAN_SLICE`] ids, the read lock let go and
+    /// the worker yielded between them (requests waiting go first).
+    async fn due_slice(&self, cursor: &mut u64, max: usize, granularity_ms: i64) -> Vec<u64> {
         let mut due = Vec::new();
         let mut left = None;
         while due.len() < max {
-            let idx = self.index.read();
-            // Ids are handed out densely from 1: the table's length.
-            let end = idx.next_token_id;
-            let left = left.get_or_insert_with(|| end.saturating_sub(1).div_ceil(u64::from(STEPS)));
-            if *left == 0 {
-                break;
-            }
-            if *cursor >= end || *cursor == 0 {
-                *cursor = 1;
-            }
-            let stop = cursor.saturating_add(SCAN_SLICE.min(*left)).min(end);
-            while *cursor < stop && due.len() < max {
-                if idx
-                    .tokens
-                    .get(cursor)
-                    .is_some_and(|t| usage_due(t, granularity_ms))
-                {
-                    due.push(*cursor);
+            {
+                let idx = self.index.read();
+                // Ids are handed out densely from 1: the table's length.
+                let end = idx.next_token_id;
+                let left =
+                    left.get_or_insert_with(|| end.saturating_sub(1).div_ceil(u64::from(STEPS)));
+                if *left == 0 {
+                    break;
                 }
-                *cursor += 1;
-                *left -= 1;
+                if *cursor >= end || *cursor == 0 {
+                    *cursor = 1;
+                }
+                let stop = cursor.saturating_add(SCAN_SLICE.min(*left)).min(end);
+                while *cursor < stop && due.len() < max {
+                    if idx
+                        .tokens
+                        .get(cursor)
+                        .is_some_and(|t| usage_due(t, granularity_ms))
+                    {
+                        due.push(*cursor);
+                    }
+                    *cursor += 1;
+                    *left -= 1;
+                }
             }
+            tokio::task::yield_now().await;
         }
         due
-    }
-}
-
-/// Puts the calling thread under `SCHED_IDLE` (Linux): it runs only when
-/// no normal thread wants its core. Best effort: refused or elsewhere, it
-/// stays at normal priority.
-#[allow(unsafe_code)]
-fn lowest_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sched_setscheduler reads the struct we own, passed by
-        // pointer; pid 0 is the calling thread. It changes nothing else.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-        if rc != 0 {
-            tracing::debug!(
-                error = %std::io::Error::last_os_error(),
-                "usage writer: SCHED_IDLE refused; running at normal priority"
-            );
-        }
     }
 }
