@@ -10,8 +10,8 @@
 //! to its holder, at Authorize's cost), `caller` (an admin caller
 //! authenticated), `mutate` (the one way state changes, and the audit
 //! log's two ends), `upkeep` (persist usage, purge expired tokens, the
-//! work counters), `usage` (the usage writer: a thread of the lowest
-//! priority that persists usage in small paced steps) and `catch_up` (the write lock, and keeping a shared
+//! work counters), `usage` (the usage writer: usage persisted in small
+//! paced steps) and `catch_up` (the write lock, and keeping a shared
 //! store's node current: [`sync`]).
 //!
 //! Layer L4: imports the vocabulary (`clock`, `error`, `metrics`, `model`,
@@ -52,7 +52,7 @@ pub use lease::{Held, LeaseAsk, LeaseGrant, LeaseSource, StoreLeases, LEASE_WAIT
 pub use mutate::{Done, Mint, NewToken, Plan};
 pub use upkeep::Work;
 use upkeep::WorkCounters;
-pub use usage::{UsagePace, UsageWriter};
+pub use usage::UsagePace;
 
 /// Tunables of the lifecycle and the verifier.
 #[derive(Debug, Clone)]

@@ -64,8 +64,8 @@ impl Engine {
     ///
     /// This runs on the caller's task: at shutdown (`server::run` calls
     /// it with 0 and `usize::MAX` once serving has stopped) and in tests.
-    /// While serving, the usage writer ([`Engine::start_usage_writer`])
-    /// does the same work on a thread of its own, in small paced steps.
+    /// While serving, the usage writer ([`Engine::write_usage`]) does the
+    /// same work in small paced steps.
     pub async fn persist_usage(&self, granularity_ms: i64, max: usize) -> Result<usize> {
         // Ids first (cheap), records chunk by chunk, each its own commit.
         let due: Vec<u64> = {

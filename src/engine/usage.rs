@@ -1,7 +1,7 @@
 //! The usage writer: what the hot path learnt (last-use times, verified
 //! digests, sending-limit budgets) written to the store while a primary
-//! serves, in small steps paced over the interval by a thread of its own
-//! (`keyward-usage`), each step's work done in short slices on the runtime.
+//! serves, by a task of its own in small steps paced over the interval,
+//! each step's work done in short slices.
 //!
 //! Why so. This work used to run once a second on the async worker that
 //! answers Authorize, in one piece (a scan of every token, 22-26 ms at 1 M
@@ -19,16 +19,14 @@
 //! blocks every Authorize behind it. So nothing here holds a lock at a
 //! priority the rest of the process does not have:
 //!
-//! 1. the scan for due tokens runs as a task on the runtime, under the
-//!    index's read lock in sub-slices of [`SCAN_SLICE`] ids (a few µs each,
-//!    the order of an Authorize's own hold), yielding to waiting requests
-//!    between them: at 1 M tokens a step's ~10,000 ids are ~40 slices;
-//! 2. only if some are due, a second task writes them as any mutation does
+//! 1. the scan for due tokens, under the index's read lock in sub-slices
+//!    of [`SCAN_SLICE`] ids (a few µs each, the order of an Authorize's own
+//!    hold), yielding to waiting requests between them: at 1 M tokens a
+//!    step's ~10,000 ids are ~40 slices;
+//! 2. only if some are due, their write, as any mutation writes
 //!    ([`Engine::persist_ids`]: the writer lock, the store write begun, the
 //!    records built from the index as it is then, committed, marked saved):
 //!    at most 20 records.
-//!
-//! The thread only sleeps between steps and waits for the two tasks.
 //!
 //! Pacing: an interval is [`STEPS`] steps, one every interval / 100. A step
 //! scans 1/100 of the id space (so a lap of every token takes one interval:
@@ -40,11 +38,12 @@
 //!
 //! Part of the engine (layer L4).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use tokio::time::Instant;
 
 use super::upkeep::usage_due;
 use super::Engine;
@@ -91,60 +90,6 @@ pub struct UsagePace {
     pub max_per_interval: usize,
 }
 
-/// The running usage writer; [`UsageWriter::stop`] ends it (dropping it
-/// asks it to end without waiting).
-pub struct UsageWriter {
-    /// Tells the thread to end.
-    stop: Arc<Stop>,
-    /// The thread, joined at stop.
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// A stop flag the thread sleeps on between steps.
-#[derive(Default)]
-struct Stop {
-    /// Set once the writer must end.
-    stopped: Mutex<bool>,
-    /// Wakes the thread when `stopped` is set.
-    wake: Condvar,
-}
-
-impl Stop {
-    /// Sleeps until `deadline`; true if told to stop (at once, then).
-    fn wait_until(&self, deadline: Instant) -> bool {
-        let mut stopped = self.stopped.lock();
-        while !*stopped && Instant::now() < deadline {
-            let _ = self.wake.wait_until(&mut stopped, deadline);
-        }
-        *stopped
-    }
-
-    fn set(&self) {
-        *self.stopped.lock() = true;
-        self.wake.notify_all();
-    }
-}
-
-impl UsageWriter {
-    /// Stops the writer after its current step and waits for the thread
-    /// to end (off the async workers). What is still due is left to the
-    /// shutdown's [`Engine::persist_usage`].
-    pub async fn stop(mut self) {
-        self.stop.set();
-        if let Some(thread) = self.thread.take() {
-            if let Ok(Err(_)) = tokio::task::spawn_blocking(move || thread.join()).await {
-                tracing::error!("the usage writer thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for UsageWriter {
-    fn drop(&mut self) {
-        self.stop.set();
-    }
-}
-
 impl Engine {
     /// Parks the usage writer at its next step's hand-off (due tokens
     /// found, not yet written) until the guard is dropped. For tests.
@@ -162,77 +107,45 @@ impl Engine {
     }
 
     /// Passes the gate (waits there while a test holds it).
-    fn usage_gate(&self) {
+    async fn usage_gate(&self) {
         let gate = &self.usage_gate;
         if !gate.closed.load(Ordering::Acquire) {
             return;
         }
         gate.parked.store(true, Ordering::Release);
         while gate.closed.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(1));
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         gate.parked.store(false, Ordering::Release);
     }
 
-    /// Starts the usage writer of a primary (or a PostgreSQL node): a
-    /// thread of its own paces the steps; each step's work runs as tasks
-    /// on the current tokio runtime. Err if the thread could not be made.
-    pub fn start_usage_writer(self: &Arc<Self>, pace: UsagePace) -> std::io::Result<UsageWriter> {
-        let runtime = tokio::runtime::Handle::current();
-        let stop = Arc::new(Stop::default());
-        let (engine, signal) = (self.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("keyward-usage".into())
-            .spawn(move || engine.write_usage(&runtime, pace, &signal))?;
-        Ok(UsageWriter {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// The writer's loop: a step every interval / [`STEPS`] until stopped.
-    /// A step is two tasks on the runtime, this thread waiting for each:
-    /// the scan for due tokens ([`Engine::due_slice`]), then, if it found
-    /// any, their write, as any mutation writes ([`Engine::persist_ids`]).
-    fn write_usage(
-        self: &Arc<Self>,
-        runtime: &tokio::runtime::Handle,
-        pace: UsagePace,
-        stop: &Stop,
-    ) {
+    /// The usage writer of a primary (or a PostgreSQL node): a step every
+    /// interval / [`STEPS`] until `stop` resolves (after the step under
+    /// way). A step scans the next 1/[`STEPS`] of the ids
+    /// ([`Engine::due_slice`]) and writes the due tokens it found
+    /// ([`Engine::persist_ids`]); one that fails waits an interval before
+    /// the next. Run it as a task of its own: a step may wait for the
+    /// writer lock and the store.
+    pub async fn write_usage(self: Arc<Self>, pace: UsagePace, stop: impl Future<Output = ()>) {
         let tick = (pace.every / STEPS).max(Duration::from_millis(1));
         let per_step = pace.max_per_interval.div_ceil(STEPS as usize).max(1);
         let mut cursor = 1;
         let mut next = Instant::now() + tick;
+        tokio::pin!(stop);
         loop {
-            if stop.wait_until(next) {
-                return;
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep_until(next) => {}
             }
             next += tick;
-            let engine = self.clone();
-            let scan = runtime.spawn(async move {
-                let due = engine
-                    .due_slice(&mut cursor, per_step, pace.granularity_ms)
-                    .await;
-                (cursor, due)
-            });
-            let due = match runtime.block_on(scan) {
-                Ok((moved, due)) => {
-                    cursor = moved;
-                    due
-                }
-                // The runtime is shutting down.
-                Err(_) => return,
-            };
+            let due = self
+                .due_slice(&mut cursor, per_step, pace.granularity_ms)
+                .await;
             if !due.is_empty() {
-                self.usage_gate();
-                let engine = self.clone();
-                let write = runtime.spawn(async move { engine.persist_ids(&due).await });
-                match runtime.block_on(write) {
-                    Ok(Ok(_)) => {}
-                    // Logged where it failed; the next try waits an interval.
-                    Ok(Err(_)) => next = Instant::now() + pace.every,
-                    Err(_) => return,
+                self.usage_gate().await;
+                // A failure is logged where it happened.
+                if self.persist_ids(&due).await.is_err() {
+                    next = Instant::now() + pace.every;
                 }
             }
             // Late (the machine was busy): no catching up in a burst.

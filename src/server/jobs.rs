@@ -191,23 +191,19 @@ async fn upkeep(
     if engine.follower().is_some() {
         return follower_upkeep(engine, stop, reporter).await;
     }
-    // The usage writer: a thread of its own at the lowest priority, in
-    // small steps paced over the interval (engine/usage.rs says why). Only
-    // if that thread cannot be made does the work come here, once an
-    // interval, as it used to.
+    // The usage writer: a task of its own, in small steps paced over the
+    // interval (engine/usage.rs says why), so that a step waiting for the
+    // store holds up none of the work below.
     let pace = crate::engine::UsagePace {
         every: usage_every,
         granularity_ms: USAGE_GRANULARITY_MS,
         max_per_interval: USAGE_BATCH_MAX,
     };
-    let mut writer = match engine.start_usage_writer(pace) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the usage writer thread; writing usage on the async workers");
-            None
-        }
-    };
-    let mut usage = tokio::time::interval(usage_every);
+    let writer = tokio::spawn(
+        engine
+            .clone()
+            .write_usage(pace, wait_for_stop(stop.clone())),
+    );
     let mut purge = tokio::time::interval(Duration::from_secs(60));
     // The Prometheus recorder keeps histogram samples until upkeep drains them.
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
@@ -220,18 +216,12 @@ async fn upkeep(
     loop {
         tokio::select! {
             _ = &mut stopped => {
-                if let Some(w) = writer.take() {
-                    w.stop().await;
-                }
+                // It ends after the step under way.
+                let _ = writer.await;
                 return;
             }
             _ = health.tick(), if engine.shared().is_some() => {
                 health_follows_staleness(&engine, &reporter, &mut serving).await;
-            }
-            _ = usage.tick(), if writer.is_none() => {
-                if let Err(e) = engine.persist_usage(USAGE_GRANULARITY_MS, USAGE_BATCH_MAX).await {
-                    tracing::warn!(error = %e, "persisting last-use times failed; will retry");
-                }
             }
             _ = upkeep.tick() => {
                 if let Some(m) = metrics.clone() {
