@@ -231,16 +231,6 @@ impl Allow {
                 .sum::<usize>()
             + response.map_or(0, |(k, v)| delimited_len(option_len(k, v)));
 
-        let meta = [
-            ("token_id", Meta::Number(self.token_id)),
-            ("account_id", Meta::Number(self.account_id)),
-            ("route", Meta::Text(&self.route)),
-        ];
-        let meta_len = meta
-            .iter()
-            .map(|(k, v)| delimited_len(entry_len(k, v)))
-            .sum::<usize>();
-
         // status: google.rpc.Status OK (every field at its default).
         open(RESPONSE_STATUS, 0, buf);
         open(RESPONSE_OK, ok_len, buf);
@@ -254,6 +244,15 @@ impl Allow {
             option(OK_RESPONSE_HEADERS, k, v, buf);
         }
         if self.metadata {
+            let meta = [
+                ("token_id", Meta::Number(self.token_id)),
+                ("account_id", Meta::Number(self.account_id)),
+                ("route", Meta::Text(&self.route)),
+            ];
+            let meta_len = meta
+                .iter()
+                .map(|(k, v)| delimited_len(entry_len(k, v)))
+                .sum::<usize>();
             open(RESPONSE_METADATA, meta_len, buf);
             for (k, v) in &meta {
                 entry(k, v, buf);
