@@ -46,8 +46,11 @@ else
     WHY="$LAST itself: its parent is not in this (shallow?) clone, so only the current tree is checked"
   fi
 fi
-echo "buf breaking against $WHY"
-"$BUF" breaking --against ".git#ref=$AGAINST,subdir=proto"
+# buf clones this repository at a depth (50 commits by default with a ref):
+# deep enough to reach AGAINST from HEAD, however many commits ago it was.
+DEPTH=$(($(git rev-list --count "$AGAINST..HEAD") + 1))
+echo "buf breaking against $WHY ($DEPTH commits deep)"
+"$BUF" breaking --against ".git#ref=$AGAINST,subdir=proto,depth=$DEPTH"
 
 echo "buf breaking must refuse a renumbered field (Token.name 3 -> 1003)"
 COPY=$(mktemp -d)
