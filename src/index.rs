@@ -58,14 +58,28 @@ impl<'a> Chain<'a> {
     }
 }
 
-/// Tokens by id, in a table indexed by the id itself. Ids are handed out
-/// densely from 1, so a lookup is one bounds check and one load, with no
-/// hashing. Tokens live in the table itself (no allocation of their own,
-/// no pointer to follow): a deleted token leaves an empty slot of the
-/// same size, which ids handed out densely keep rare.
+/// Tokens by id, in a table indexed by the id itself: pages of
+/// [`TokenTable::PAGE`] entries, found by the id's quotient in a
+/// directory. Ids are handed out densely from 1, so a lookup is two
+/// bounds checks and two loads (the directory is 26 bytes a page: 6 KiB
+/// for a million tokens, in cache), with no hashing. Tokens live in the
+/// pages themselves (no allocation of their own): a deleted token leaves
+/// an empty entry of the same size until every token of its page is gone,
+/// and then the page is given back. So the memory follows the tokens
+/// held: a token far above the rest (an id counter moved far ahead by a
+/// damaged record) costs at most one page and 26 bytes a page of ids below
+/// it in the directory (27 MiB at most), never an entry for every id below
+/// it.
 #[derive(Debug, Default)]
 pub struct TokenTable {
-    slots: Vec<Option<TokenState>>,
+    /// Pages by `id / PAGE`, each allocated for [`TokenTable::PAGE`]
+    /// entries and written only up to its highest entry used (the rest of
+    /// the allocation is never touched, so never resident); empty (no
+    /// allocation) for a page holding no token. In the directory itself,
+    /// not behind a box: a lookup follows one pointer.
+    pages: Vec<Vec<Option<TokenState>>>,
+    /// How many tokens each page holds.
+    held: Vec<u16>,
     len: usize,
 }
 
@@ -74,39 +88,68 @@ impl TokenTable {
     /// ids are issued from 1 upwards); inserting one is refused.
     const MAX_ID: u64 = state::ID_LIMIT;
 
-    fn slot(id: u64) -> Option<usize> {
-        (id < Self::MAX_ID)
-            .then(|| usize::try_from(id).ok())
-            .flatten()
+    /// Entries in a page: 4,095 of 176 bytes and the allocator's 16-byte
+    /// header fill 176 of the system's 4 KiB pages to the byte (4,096
+    /// entries took one more when glibc gives a page a mapping of its
+    /// own, as on a follower: 1 MiB at 1 M tokens). The division by it is
+    /// a multiply and a shift; a million tokens take 245 pages.
+    pub const PAGE: usize = 4095;
+
+    /// Page and entry of `id`.
+    fn at(id: u64) -> Option<(usize, usize)> {
+        let i = usize::try_from(id).ok().filter(|_| id < Self::MAX_ID)?;
+        Some((i / Self::PAGE, i % Self::PAGE))
     }
 
     /// The token with this id.
+    #[inline]
     pub fn get(&self, id: &u64) -> Option<&TokenState> {
-        self.slots.get(Self::slot(*id)?)?.as_ref()
+        let (p, i) = Self::at(*id)?;
+        self.pages.get(p)?.get(i)?.as_ref()
     }
 
     /// The token with this id, mutably.
     pub fn get_mut(&mut self, id: &u64) -> Option<&mut TokenState> {
-        self.slots.get_mut(Self::slot(*id)?)?.as_mut()
+        let (p, i) = Self::at(*id)?;
+        self.pages.get_mut(p)?.get_mut(i)?.as_mut()
     }
 
     /// Inserts or replaces a token; ids at or above 2^32 are ignored.
     pub fn insert(&mut self, id: u64, state: TokenState) {
-        let Some(i) = Self::slot(id) else { return };
-        if i >= self.slots.len() {
-            self.slots.resize_with(i + 1, || None);
+        let Some((p, i)) = Self::at(id) else { return };
+        debug_assert_eq!(state.id(), id, "a token is kept under its own id");
+        if p >= self.pages.len() {
+            self.pages.resize_with(p + 1, Vec::new);
+            self.held.resize(p + 1, 0);
         }
-        let slot = &mut self.slots[i];
+        let page = &mut self.pages[p];
+        if page.capacity() == 0 {
+            *page = Vec::with_capacity(Self::PAGE);
+        }
+        if i >= page.len() {
+            // Within the capacity: never moves the page.
+            page.resize_with(i + 1, || None);
+        }
+        let slot = &mut page[i];
         if slot.is_none() {
+            self.held[p] += 1;
             self.len += 1;
         }
         *slot = Some(state);
     }
 
-    /// Removes a token.
+    /// Removes a token; its page goes when it was the page's last.
     pub fn remove(&mut self, id: &u64) -> Option<TokenState> {
-        let old = self.slots.get_mut(Self::slot(*id)?)?.take()?;
+        let (p, i) = Self::at(*id)?;
+        let old = self.pages.get_mut(p)?.get_mut(i)?.take()?;
+        self.held[p] -= 1;
         self.len -= 1;
+        if self.held[p] == 0 {
+            self.pages[p] = Vec::new();
+            let kept = self.held.iter().rposition(|&n| n > 0).map_or(0, |p| p + 1);
+            self.pages.truncate(kept);
+            self.held.truncate(kept);
+        }
         Some(old)
     }
 
@@ -115,10 +158,10 @@ impl TokenTable {
         self.len
     }
 
-    /// How many slots the table holds, empty ones included (its memory
-    /// is this many entries).
+    /// How many entries the table's pages hold, empty ones included (its
+    /// memory is this many entries).
     pub fn slots(&self) -> usize {
-        self.slots.len()
+        self.pages.iter().filter(|p| p.capacity() > 0).count() * Self::PAGE
     }
 
     /// Whether there are none.
@@ -126,9 +169,44 @@ impl TokenTable {
         self.len == 0
     }
 
+    /// One past the largest id the table could hold now (the end of its
+    /// last page): no token has an id at or above it.
+    pub fn id_end(&self) -> u64 {
+        (self.pages.len() * Self::PAGE) as u64
+    }
+
     /// Every token, by id.
     pub fn values(&self) -> impl Iterator<Item = &TokenState> {
-        self.slots.iter().filter_map(Option::as_ref)
+        self.range(0, u64::MAX)
+    }
+
+    /// Up to `n` tokens with ids in `from..to`, by id, and the id to go on
+    /// from (`to` when none is left): the table a slice at a time, each
+    /// under a short hold of the index's lock.
+    pub fn slice(&self, from: u64, to: u64, n: usize) -> (Vec<&TokenState>, u64) {
+        let mut tokens = Vec::with_capacity(n.min(self.len));
+        for t in self.range(from, to) {
+            if tokens.len() == n {
+                return (tokens, t.id());
+            }
+            tokens.push(t);
+        }
+        (tokens, to)
+    }
+
+    /// The tokens with ids in `from..to`, by id. A page holding none
+    /// costs one check, so a range of ids far wider than the tokens in it
+    /// is walked at the cost of the directory.
+    pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = &TokenState> {
+        let to = to.min(self.id_end());
+        let first = usize::try_from(from).map_or(self.pages.len(), |f| f / Self::PAGE);
+        self.pages
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|p| p.iter().flatten())
+            .skip_while(move |t| t.id() < from)
+            .take_while(move |t| t.id() < to)
     }
 }
 

@@ -383,6 +383,41 @@ async fn a_state_file_with_a_token_beyond_its_id_counter_is_refused() {
     p.stop().await.unwrap();
 }
 
+/// A state file whose id counter is as far ahead as the store's checks
+/// allow (one below 2^32), with a token just under it: it is consistent,
+/// so it is loaded, and the token costs the follower one page of the
+/// table, not an entry for every id below it (before: the table grew to
+/// four billion entries and the process aborted, "memory allocation
+/// failed").
+#[tokio::test]
+async fn a_state_file_with_its_id_counter_far_ahead_costs_no_memory_for_the_gap() {
+    use keyward::pb::store::TokenRecord;
+    use keyward::store::records::Record;
+    let _one = SERIAL.lock().await;
+    let (pdir, fdir) = (temp(), temp());
+    let p = TestServer::start(pdir.path()).await;
+    let far = u64::from(u32::MAX) - 1;
+    let records = [
+        Record::Counters {
+            next_account_id: 1,
+            next_token_id: far + 1,
+        },
+        Record::Token(TokenRecord {
+            id: far,
+            name: "far".into(),
+            ..Default::default()
+        }),
+    ];
+    std::fs::write(state_file(fdir.path()), crafted_state("follower", &records)).unwrap();
+    let before = snapshots(&p).await;
+    let f = follower(&p, pdir.path(), fdir.path()).await;
+    // Another primary's epoch: the follower serves the primary's snapshot.
+    let after = snapshots(&p).await;
+    assert_eq!(after.0 - before.0, 1.0, "a snapshot");
+    f.stop().await.unwrap();
+    p.stop().await.unwrap();
+}
+
 /// A primary that restarted has a new epoch (sled: one per process), so
 /// the follower's state cannot be resumed from: it takes a snapshot, and
 /// answers with what the new primary holds. (On PostgreSQL the epoch is

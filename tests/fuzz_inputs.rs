@@ -712,10 +712,23 @@ fn store_record_sequences_load_without_panic() {
             },
         );
     let delete = (0..64u64).prop_map(|id| record_frame(3, &id.to_le_bytes()));
-    let item = prop_oneof![account, resource, token, delete];
+    // The id counter: a token is held only below it (every mint commits
+    // it first), so most sequences begin with one; some move it on the
+    // way, back below some ids or far ahead.
+    let counters = |next: u64| {
+        let mut body = 1u64.to_be_bytes().to_vec();
+        body.extend(next.to_be_bytes());
+        record_frame(4, &body)
+    };
+    let moved =
+        prop_oneof![0..80u64, Just(u64::from(u32::MAX)), Just(1u64 << 33)].prop_map(counters);
+    let item = prop_oneof![6 => account, 6 => resource, 6 => token, 6 => delete, 1 => moved];
     run_bytes(
         cases(),
-        prop::collection::vec(item, 0..24).prop_map(|items| items.concat()),
+        (any::<bool>(), prop::collection::vec(item, 0..24)).prop_map(move |(first, items)| {
+            let head = if first { counters(64) } else { Vec::new() };
+            [head, items.concat()].concat()
+        }),
         checks::store_records,
     );
     println!("store records: {} sequences", cases());

@@ -20,9 +20,10 @@
 //! priority the rest of the process does not have:
 //!
 //! 1. the scan for due tokens, under the index's read lock in sub-slices
-//!    of [`SCAN_SLICE`] ids (a few µs each, the order of an Authorize's own
-//!    hold), yielding to waiting requests between them: at 1 M tokens a
-//!    step's ~10,000 ids are ~40 slices;
+//!    of [`SCAN_SLICE`] tokens (a few µs each, the order of an Authorize's
+//!    own hold; a page of the table holding none is skipped at the cost
+//!    of one check), yielding to waiting requests between them: at 1 M
+//!    tokens a step's ~10,000 ids are ~40 slices;
 //! 2. only if some are due, their write, as any mutation writes
 //!    ([`Engine::persist_ids`]: the writer lock, the store write begun, the
 //!    records built from the index as it is then, committed, marked saved):
@@ -51,7 +52,7 @@ use super::Engine;
 /// Steps per interval.
 pub const STEPS: u32 = 100;
 
-/// Token ids looked at per hold of the index's read lock.
+/// Tokens looked at per hold of the index's read lock.
 pub const SCAN_SLICE: u64 = 256;
 
 /// A test seam: the point where a step has found due tokens and not yet
@@ -155,7 +156,7 @@ impl Engine {
 
     /// The due tokens among the next 1/[`STEPS`] of the id space from
     /// `cursor` (at most `max`; the cursor stops after the last one taken),
-    /// read in sub-slices of [`SCAN_SLICE`] ids, the read lock let go and
+    /// read in sub-slices of [`SCAN_SLICE`] tokens, the read lock let go and
     /// the worker yielded between them (requests waiting go first).
     async fn due_slice(&self, cursor: &mut u64, max: usize, granularity_ms: i64) -> Vec<u64> {
         let mut due = Vec::new();
@@ -163,8 +164,9 @@ impl Engine {
         while due.len() < max {
             {
                 let idx = self.index.read();
-                // Ids are handed out densely from 1: the table's length.
-                let end = idx.next_token_id;
+                // Ids are handed out densely from 1 (and none is held at or
+                // past the table's end, whatever the counter says).
+                let end = idx.next_token_id.min(idx.tokens.id_end());
                 let left =
                     left.get_or_insert_with(|| end.saturating_sub(1).div_ceil(u64::from(STEPS)));
                 if *left == 0 {
@@ -173,18 +175,20 @@ impl Engine {
                 if *cursor >= end || *cursor == 0 {
                     *cursor = 1;
                 }
-                let stop = cursor.saturating_add(SCAN_SLICE.min(*left)).min(end);
-                while *cursor < stop && due.len() < max {
-                    if idx
-                        .tokens
-                        .get(cursor)
-                        .is_some_and(|t| usage_due(t, granularity_ms))
-                    {
-                        due.push(*cursor);
+                let start = *cursor;
+                let stop = start.saturating_add(*left).min(end);
+                *cursor = stop;
+                // A page holding no token is skipped at the cost of one check.
+                for (n, t) in idx.tokens.range(start, stop).enumerate() {
+                    if n as u64 == SCAN_SLICE || due.len() == max {
+                        *cursor = t.id();
+                        break;
                     }
-                    *cursor += 1;
-                    *left -= 1;
+                    if usage_due(t, granularity_ms) {
+                        due.push(t.id());
+                    }
                 }
+                *left -= *cursor - start;
             }
             tokio::task::yield_now().await;
         }

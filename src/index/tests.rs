@@ -173,7 +173,11 @@ fn a_token_beyond_the_id_counter_is_not_held() {
         assert!(idx.accounts.values().all(|a| !a.tokens.contains(beyond)));
     }
     assert_eq!(idx.tokens.len(), 1);
-    assert!(idx.tokens.slots() <= 10, "{} slots", idx.tokens.slots());
+    assert!(
+        idx.tokens.slots() <= super::TokenTable::PAGE,
+        "{} slots",
+        idx.tokens.slots()
+    );
     // The counter moves first (as every mint commits it): then it is held.
     idx.apply(&Change::Counters {
         next_account_id: 1,
@@ -181,6 +185,40 @@ fn a_token_beyond_the_id_counter_is_not_held() {
     });
     idx.apply(&Change::PutToken(record(10, 10_000, "")));
     assert!(idx.tokens.get(&10).is_some());
+}
+
+/// The table's memory follows the tokens it holds, not the largest id: a
+/// token far above the rest (an id counter moved far ahead by damage: a
+/// state file, a snapshot, a change row) costs one page of entries, and a
+/// page whose tokens are all deleted (old ids, after resets and deletes)
+/// is given back.
+#[test]
+fn the_table_holds_pages_of_tokens_not_every_id_below_the_largest() {
+    let mut idx = index();
+    idx.apply(&Change::PutToken(record(3, 10_000, "")));
+    idx.apply(&Change::PutToken(record(2_000_000, 10_000, "")));
+    assert!(idx.tokens.get(&2_000_000).is_some());
+    assert!(idx.tokens.get(&1_999_999).is_none());
+    assert!(
+        idx.tokens.slots() <= 2 * super::TokenTable::PAGE,
+        "{} slots for 2 tokens",
+        idx.tokens.slots()
+    );
+    for id in 1..=20_000 {
+        idx.apply(&Change::PutToken(record(id, 10_000, "")));
+    }
+    for id in 1..=16_384 {
+        idx.apply(&Change::DeleteToken(id));
+    }
+    assert_eq!(idx.tokens.len(), 20_000 - 16_384 + 1);
+    assert!(
+        idx.tokens.slots() <= 3 * super::TokenTable::PAGE,
+        "{} slots for 3,617 tokens in ids 16,385..=20,000 and 2,000,000",
+        idx.tokens.slots()
+    );
+    let ids: Vec<u64> = idx.tokens.values().map(|t| t.id()).collect();
+    let want: Vec<u64> = (16_385..=20_000).chain([2_000_000]).collect();
+    assert_eq!(ids, want);
 }
 
 #[test]
@@ -214,4 +252,77 @@ fn a_token_entry_stays_compact() {
         "{}",
         size_of::<TokenState>()
     );
+}
+
+mod table {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::{index, record, Change};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u64),
+        Delete(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Ids over a few pages (so pages empty out and come back), a few
+        // far away and a few at the limit.
+        let id = prop_oneof![
+            8 => 0u64..20_000,
+            1 => 1_000_000u64..1_000_010,
+            1 => super::super::ID_LIMIT - 2..super::super::ID_LIMIT + 2,
+        ];
+        prop_oneof![
+            3 => id.clone().prop_map(Op::Put),
+            2 => id.prop_map(Op::Delete),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever the order of puts and deletes, the table answers as a
+        /// `BTreeSet` of the ids below the limit does: lookups, ranges,
+        /// slices, its length; and it holds a page only for ids it holds.
+        #[test]
+        fn the_table_behaves_as_an_ordered_map_of_the_ids_it_holds(
+            ops in proptest::collection::vec(op(), 0..600),
+            from in 0u64..21_000,
+            width in 0u64..30_000,
+            n in 1usize..50,
+        ) {
+            let (mut idx, mut model) = (index(), BTreeSet::new());
+            for op in ops {
+                match op {
+                    Op::Put(id) => {
+                        idx.apply(&Change::PutToken(record(id, 1, "")));
+                        if id < super::super::ID_LIMIT {
+                            model.insert(id);
+                        }
+                    }
+                    Op::Delete(id) => {
+                        idx.apply(&Change::DeleteToken(id));
+                        model.remove(&id);
+                    }
+                }
+            }
+            prop_assert_eq!(idx.tokens.len(), model.len());
+            let ids = |it: &mut dyn Iterator<Item = &crate::index::TokenState>| {
+                it.map(|t| t.id()).collect::<Vec<_>>()
+            };
+            prop_assert_eq!(ids(&mut idx.tokens.values()), model.iter().copied().collect::<Vec<_>>());
+            let to = from + width;
+            let want: Vec<u64> = model.range(from..to).copied().collect();
+            prop_assert_eq!(&ids(&mut idx.tokens.range(from, to)), &want);
+            let (slice, next) = idx.tokens.slice(from, to, n);
+            prop_assert_eq!(slice.iter().map(|t| t.id()).collect::<Vec<_>>(), want.iter().copied().take(n).collect::<Vec<_>>());
+            prop_assert_eq!(next, want.get(n).copied().unwrap_or(to));
+            prop_assert_eq!(idx.tokens.get(&from).is_some(), model.contains(&from));
+            let pages: BTreeSet<u64> = model.iter().map(|id| id / super::super::TokenTable::PAGE as u64).collect();
+            prop_assert_eq!(idx.tokens.slots(), pages.len() * super::super::TokenTable::PAGE);
+            prop_assert!(model.last().is_none_or(|&last| idx.tokens.id_end() > last));
+        }
+    }
 }

@@ -60,14 +60,16 @@ fn snapshot_head(engine: &Engine) -> (Vec<rpb::Change>, u64) {
     (head, idx.next_token_id)
 }
 
-/// The tokens with ids in `from..to`, as they are now (one short read
-/// lock).
-fn token_chunk(engine: &Engine, from: u64, to: u64) -> Vec<rpb::Change> {
+/// Up to [`CHUNK`] tokens with ids in `from..to`, as they are now (one
+/// short read lock), and the id to go on from.
+fn token_chunk(engine: &Engine, from: u64, to: u64) -> (Vec<rpb::Change>, u64) {
     let idx = engine.view();
-    (from..to)
-        .filter_map(|id| idx.tokens.get(&id))
+    let (tokens, next) = idx.tokens.slice(from, to, CHUNK);
+    let chunk = tokens
+        .into_iter()
         .map(|t| to_wire(&Change::PutToken(t.to_record(engine.key()))))
-        .collect()
+        .collect();
+    (chunk, next)
 }
 
 /// Streams the rest of a snapshot begun at `last`: the tokens in chunks of
@@ -89,13 +91,12 @@ async fn stream_snapshot(
 ) -> Option<u64> {
     let mut from = 0u64;
     while from < max_id {
-        let to = (from + CHUNK as u64).min(max_id);
-        let chunk = token_chunk(engine, from, to);
+        let (chunk, next) = token_chunk(engine, from, max_id);
         if !chunk.is_empty() {
             let ev = event(Ev::SnapshotChunk, epoch, last, chunk, engine.now_ms());
             tx.send(Ok(ev)).await.ok()?;
         }
-        from = to;
+        from = next;
     }
     loop {
         let b = match rx.try_recv() {

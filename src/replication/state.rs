@@ -270,19 +270,19 @@ fn write_records(engine: &Engine, file: File, header: &Header) -> io::Result<Fil
     let mut from = 0u64;
     let mut slice = Vec::with_capacity(CHUNK);
     while from < max_id {
-        let to = (from + CHUNK as u64).min(max_id);
         {
             let idx = engine.view();
+            let (tokens, next) = idx.tokens.slice(from, max_id, CHUNK);
             slice.extend(
-                (from..to)
-                    .filter_map(|id| idx.tokens.get(&id))
+                tokens
+                    .into_iter()
                     .map(|t| Record::Token(t.to_record(engine.key()))),
             );
+            from = next;
         }
         for r in slice.drain(..) {
             w.write(&r)?;
         }
-        from = to;
     }
     let (out, _) = w.finish()?;
     out.into_inner().map_err(io::IntoInnerError::into_error)
