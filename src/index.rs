@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::pb::store::TokenRecord;
@@ -198,15 +198,22 @@ impl TokenTable {
     /// costs one check, so a range of ids far wider than the tokens in it
     /// is walked at the cost of the directory.
     pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = &TokenState> {
-        let to = to.min(self.id_end());
-        let first = usize::try_from(from).map_or(self.pages.len(), |f| f / Self::PAGE);
-        self.pages
-            .get(first..)
-            .unwrap_or_default()
+        // Ids below `id_end` fit a usize (the table holds their pages).
+        let fit = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let end = self.id_end();
+        let (from, to) = (fit(from.min(end)), fit(to.min(end).max(from.min(end))));
+        let cap = Self::PAGE;
+        // Entry bounds within each page, checked once a page, not per token.
+        let first = from / cap;
+        self.pages[first..to.div_ceil(cap)]
             .iter()
-            .flat_map(|p| p.iter().flatten())
-            .skip_while(move |t| t.id() < from)
-            .take_while(move |t| t.id() < to)
+            .enumerate()
+            .flat_map(move |(k, page)| {
+                let start = (first + k) * cap;
+                let lo = from.saturating_sub(start).min(cap);
+                let hi = (to - start).min(cap).min(page.len());
+                page.get(lo..hi).unwrap_or_default().iter().flatten()
+            })
     }
 }
 
@@ -310,12 +317,19 @@ impl Index {
                 // Ids keyward never issues (every mint moves the counter
                 // first): a damaged store, snapshot or change row. Not held,
                 // the table does not grow toward the id, and no older state
-                // of the token is served in its place.
-                tracing::warn!(
-                    token_id = r.id,
-                    next_token_id = self.next_token_id,
-                    "a token record with an id keyward never issued is ignored"
-                );
+                // of the token is served in its place. Said for the 1st,
+                // 2nd, 4th, 8th ... such record of the process: a damaged
+                // snapshot of a million says it 21 times, not a million.
+                static IGNORED: AtomicU64 = AtomicU64::new(0);
+                let n = IGNORED.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        token_id = r.id,
+                        next_token_id = self.next_token_id,
+                        ignored_so_far = n,
+                        "a token record with an id keyward never issued is ignored"
+                    );
+                }
                 self.apply(&Change::DeleteToken(r.id));
             }
             Change::PutToken(r) => {

@@ -40,6 +40,17 @@ impl IdSet {
         let Ok(id) = u32::try_from(id) else {
             return false;
         };
+        // Ids are handed out in order: most inserts append (a load, a
+        // snapshot, a mint), without a search.
+        if let Some(run) = self.runs.last_mut().filter(|r| r.last() < Some(&id)) {
+            if run.len() < RUN {
+                run.push(id);
+            } else {
+                self.runs.push(vec![id]);
+            }
+            self.len += 1;
+            return true;
+        }
         let r = self.run_of(id);
         let last = r + 1 == self.runs.len();
         let Some(run) = self.runs.get_mut(r) else {

@@ -26,6 +26,10 @@ const PRUNE_FROM: usize = 1024;
 struct Table<T> {
     values: HashSet<Entry<T>>,
     pruned_at: usize,
+    /// The value asked for last: records come in runs that share one (a
+    /// load or a snapshot, in id order: the tokens one admin made), and
+    /// comparing with it costs less than hashing.
+    last: Option<Entry<T>>,
 }
 
 /// A value in a table (a local type, so that it can be looked up by what
@@ -38,6 +42,7 @@ impl<T: Hash + Eq> Table<T> {
         Mutex::new(Self {
             values: HashSet::new(),
             pruned_at: 0,
+            last: None,
         })
     }
 
@@ -47,16 +52,24 @@ impl<T: Hash + Eq> Table<T> {
         Entry<T>: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        if let Some(v) = self.values.get(key) {
-            return v.0.clone();
+        if let Some(last) = self.last.as_ref().filter(|l| (*l).borrow() == key) {
+            return last.0.clone();
         }
-        if self.values.len() >= PRUNE_FROM.max(2 * self.pruned_at) {
-            // Only the table holds these.
-            self.values.retain(|v| Arc::strong_count(&v.0) > 1);
-            self.pruned_at = self.values.len();
-        }
-        let v = Arc::new(make());
-        self.values.insert(Entry(v.clone()));
+        let v = match self.values.get(key) {
+            Some(v) => v.0.clone(),
+            None => {
+                if self.values.len() >= PRUNE_FROM.max(2 * self.pruned_at) {
+                    // Only the table holds these (and `last`, one more).
+                    self.last = None;
+                    self.values.retain(|v| Arc::strong_count(&v.0) > 1);
+                    self.pruned_at = self.values.len();
+                }
+                let v = Arc::new(make());
+                self.values.insert(Entry(v.clone()));
+                v
+            }
+        };
+        self.last = Some(Entry(v.clone()));
         v
     }
 }
