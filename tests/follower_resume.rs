@@ -299,6 +299,25 @@ fn crafted_state(source: &str, records: &[keyward::store::records::Record]) -> V
     w.finish().unwrap().0
 }
 
+/// A follower state file holding the id counter `next` and one token,
+/// `id`.
+fn one_token_state(next: u64, id: u64) -> Vec<u8> {
+    use keyward::pb::store::TokenRecord;
+    use keyward::store::records::Record;
+    let records = [
+        Record::Counters {
+            next_account_id: 1,
+            next_token_id: next,
+        },
+        Record::Token(TokenRecord {
+            id,
+            name: "far".into(),
+            ..Default::default()
+        }),
+    ];
+    crafted_state("follower", &records)
+}
+
 /// A valid file of another kind (a store backup: the same format, source
 /// "sled", audit events) is not a follower's state: set aside, snapshot.
 #[tokio::test]
@@ -349,24 +368,12 @@ async fn a_backup_file_in_place_of_the_state_is_refused() {
 /// allocation nor serves the file.
 #[tokio::test]
 async fn a_state_file_with_a_token_beyond_its_id_counter_is_refused() {
-    use keyward::pb::store::TokenRecord;
-    use keyward::store::records::Record;
     let _one = SERIAL.lock().await;
     let log = log_capture("info");
     let (pdir, fdir) = (temp(), temp());
     let p = TestServer::start(pdir.path()).await;
-    let records = [
-        Record::Counters {
-            next_account_id: 1,
-            next_token_id: 2,
-        },
-        Record::Token(TokenRecord {
-            id: u64::from(u32::MAX) - 1,
-            name: "far".into(),
-            ..Default::default()
-        }),
-    ];
-    std::fs::write(state_file(fdir.path()), crafted_state("follower", &records)).unwrap();
+    let file = one_token_state(2, u64::from(u32::MAX) - 1);
+    std::fs::write(state_file(fdir.path()), file).unwrap();
     let before = snapshots(&p).await;
     let mark = log.mark();
     let f = follower(&p, pdir.path(), fdir.path()).await;
@@ -391,24 +398,11 @@ async fn a_state_file_with_a_token_beyond_its_id_counter_is_refused() {
 /// failed").
 #[tokio::test]
 async fn a_state_file_with_its_id_counter_far_ahead_costs_no_memory_for_the_gap() {
-    use keyward::pb::store::TokenRecord;
-    use keyward::store::records::Record;
     let _one = SERIAL.lock().await;
     let (pdir, fdir) = (temp(), temp());
     let p = TestServer::start(pdir.path()).await;
     let far = u64::from(u32::MAX) - 1;
-    let records = [
-        Record::Counters {
-            next_account_id: 1,
-            next_token_id: far + 1,
-        },
-        Record::Token(TokenRecord {
-            id: far,
-            name: "far".into(),
-            ..Default::default()
-        }),
-    ];
-    std::fs::write(state_file(fdir.path()), crafted_state("follower", &records)).unwrap();
+    std::fs::write(state_file(fdir.path()), one_token_state(far + 1, far)).unwrap();
     let before = snapshots(&p).await;
     let f = follower(&p, pdir.path(), fdir.path()).await;
     // Another primary's epoch: the follower serves the primary's snapshot.
