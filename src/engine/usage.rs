@@ -53,7 +53,7 @@ use super::Engine;
 pub const STEPS: u32 = 100;
 
 /// Tokens looked at per hold of the index's read lock.
-pub const SCAN_SLICE: u64 = 256;
+pub const SCAN_SLICE: usize = 256;
 
 /// A test seam: the point where a step has found due tokens and not yet
 /// written them. A test holding [`Engine::park_usage_writer`]'s guard
@@ -177,10 +177,11 @@ impl Engine {
                 }
                 let start = *cursor;
                 let stop = start.saturating_add(*left).min(end);
-                *cursor = stop;
                 // A page holding no token is skipped at the cost of one check.
-                for (n, t) in idx.tokens.range(start, stop).enumerate() {
-                    if n as u64 == SCAN_SLICE || due.len() == max {
+                let (tokens, next) = idx.tokens.slice(start, stop, SCAN_SLICE);
+                *cursor = next;
+                for t in tokens {
+                    if due.len() == max {
                         *cursor = t.id();
                         break;
                     }

@@ -161,7 +161,7 @@ fn a_record_whose_ids_do_not_fit_is_not_held() {
     );
 }
 
-/// Token ids index a dense table: a record whose id is at or beyond the
+/// Token ids index the table: a record whose id is at or beyond the
 /// id counter (a damaged snapshot, change row or state file; keyward never
 /// issues one) is not held, and the table does not grow toward it.
 #[test]

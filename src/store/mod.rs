@@ -208,9 +208,9 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Checks what a load yields, whatever the backend: token ids index a
-/// dense table, so a damaged id or counter must be refused, not allocated
-/// for.
+/// Checks what a load yields, whatever the backend: a token id at or past
+/// the id counter, or a counter past what ids can be, is a damaged store
+/// (keyward never writes one), refused rather than loaded.
 #[derive(Debug)]
 pub(crate) struct LoadCheck {
     next_token_id: u64,
@@ -255,7 +255,7 @@ impl LoadCheck {
     }
 }
 
-/// Largest token id counter a store may hold (ids index a dense table).
+/// Largest token id counter a store may hold (ids are kept in 32 bits).
 const TOKEN_ID_MAX: u64 = 1 << 32;
 
 pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
